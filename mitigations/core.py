@@ -1,0 +1,385 @@
+"""The shared vocabulary of the mitigation pipeline: Call, Outcome, the error kinds, Policy and Pipeline.
+
+A request travels as a `Call` through a `Pipeline` of policies to a transport, and every call ends as
+exactly one `Outcome`: it was answered (`ok`), it failed on the wire (a `ServerFailure` kind), or a
+policy held it back before it reached the wire (`shed`, with a short stable cause).
+
+Nothing here knows about Locust. Policies report what they do through `PipelineEvents`, and the Locust
+side (`locust_plugin`) listens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import gevent
+import gevent.event
+
+# -- time --------------------------------------------------------------------------------------------
+
+
+class Clock(Protocol):
+    """Where policies read time. Tests inject a `FakeClock` so that no unit test sleeps."""
+
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+    def wait(self, event: gevent.event.Event, timeout: float | None) -> bool:
+        """Wait for `event` at most `timeout` seconds (None: forever). True if it was set."""
+        ...
+
+
+class MonotonicClock:
+    """The real clock: `time.monotonic` and a cooperative `gevent.sleep`."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        gevent.sleep(max(0.0, seconds))
+
+    def wait(self, event: gevent.event.Event, timeout: float | None) -> bool:
+        return event.wait(None if timeout is None else max(0.0, timeout))
+
+
+class FakeClock:
+    """A clock that only moves when told to. `sleep` advances it at once."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+
+    def now(self) -> float:
+        return self._now
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+    def wait(self, event: gevent.event.Event, timeout: float | None) -> bool:
+        """Let other greenlets run once; if that did not set `event`, the whole timeout passes."""
+        gevent.sleep(0)
+        if event.is_set():
+            return True
+        if timeout is None:
+            raise RuntimeError("FakeClock.wait without a timeout would block forever")
+        self.advance(max(0.0, timeout))
+        return event.is_set()
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"cannot move a clock backwards by {seconds}")
+        self._now += seconds
+
+
+SYSTEM_CLOCK = MonotonicClock()
+
+# -- errors: one stable exception type per cause ---------------------------------------------------------
+#
+# Locust groups failures by repr(exception), so messages carry no variable data (no timings, no ids).
+
+
+class HammerError(Exception):
+    """Base of every error a call can end with."""
+
+    kind: str = "error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.kind)
+
+
+class ServerFailure(HammerError):
+    """The request reached for the wire and the server side failed it."""
+
+
+class ConnectTimeout(ServerFailure):
+    kind = "connect-timeout"
+
+
+class ConnectRefused(ServerFailure):
+    kind = "connect-refused"
+
+
+class ConnectionReset(ServerFailure):
+    kind = "reset"
+
+
+class ReadTimeout(ServerFailure):
+    kind = "read-timeout"
+
+
+class DeadlineExceeded(ServerFailure):
+    """The total deadline (counted from launch) ran out while the request was on the wire."""
+
+    kind = "deadline"
+
+
+class HttpServerError(ServerFailure):
+    """A 5xx other than 503. The message is the status code alone, a bounded set."""
+
+    kind = "5xx"
+
+
+class ServiceUnavailable(ServerFailure):
+    """A 503: the server says it is overloaded and may say when to come back (Retry-After)."""
+
+    kind = "503"
+
+
+class HttpClientError(ServerFailure):
+    """A 4xx. It fails the Locust request but does not count against the server's health."""
+
+    kind = "4xx"
+
+
+class TransportError(ServerFailure):
+    """Any other failure below HTTP (protocol error, bad status line)."""
+
+    kind = "transport"
+
+
+class Shed(HammerError):
+    """A policy held the request back: it never reached the wire."""
+
+    cause: str = "shed"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.cause)
+
+
+class ThrottleRejected(Shed):
+    cause = "throttle"
+
+
+class CircuitOpen(Shed):
+    cause = "circuit-open"
+
+
+class AdaptiveLimitRejected(Shed):
+    cause = "adaptive"
+
+
+class SreThrottled(Shed):
+    cause = "sre-throttle"
+
+
+class RetryBudgetExhausted(Shed):
+    cause = "budget"
+
+
+class SocketWaitExpired(Shed):
+    """The deadline ran out while the request waited for a free pooled socket or a queue slot."""
+
+    cause = "deadline"
+
+
+# -- a call and its outcome -------------------------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    """One logical request as it travels the pipeline.
+
+    `launched_at` is when the launcher *scheduled* it, not when it got going, so latency includes any
+    queueing (no coordinated omission). `deadline` is absolute, on the same clock; `None` means none.
+    """
+
+    method: str
+    path: str
+    launched_at: float
+    name: str | None = None
+    deadline: float | None = None
+    attempt: int = 1
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+
+    @property
+    def label(self) -> str:
+        """The stats name: `name` if given, else the path."""
+        return self.name or self.path
+
+    def remaining(self, now: float) -> float | None:
+        """Seconds left before the deadline, never negative; `None` when there is no deadline."""
+        return None if self.deadline is None else max(0.0, self.deadline - now)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a call ended. Exactly one per attempt that returns from the pipeline."""
+
+    call: Call
+    finished_at: float
+    status: int | None = None
+    error: HammerError | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    length: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def shed(self) -> bool:
+        return isinstance(self.error, Shed)
+
+    @property
+    def reached_wire(self) -> bool:
+        return not self.shed
+
+    @property
+    def kind(self) -> str:
+        """`ok`, a server failure kind (`connect-timeout`, `503`, ...) or `shed:<cause>`."""
+        if self.error is None:
+            return "ok"
+        if isinstance(self.error, Shed):
+            return f"shed:{self.error.cause}"
+        return self.error.kind
+
+    @property
+    def latency(self) -> float:
+        """Seconds from scheduled launch to the end of this attempt."""
+        return self.finished_at - self.call.launched_at
+
+    def header(self, name: str) -> str | None:
+        """A response header, case-insensitively."""
+        lowered = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == lowered:
+                return value
+        return None
+
+    @property
+    def is_server_failure(self) -> bool:
+        """Counts against the server's health: wire failures, but not 4xx and not shed calls."""
+        return isinstance(self.error, ServerFailure) and not isinstance(self.error, HttpClientError)
+
+
+# -- events ---------------------------------------------------------------------------------------------
+
+
+Listener = Callable[..., None]
+
+
+class PipelineEvents:
+    """A tiny event hub: policies `emit`, observers `on(...)`. Listeners must not block.
+
+    Event names used across the project:
+      - `wire(outcome)`: an attempt came back from the transport (ok or a server failure);
+      - `shed(outcome)`: a policy held a call back;
+      - `state(policy, old, new)`: a stateful policy changed state (breaker opened, ...);
+      - `limit(policy, value)`: an adaptive limit moved;
+      - `retry(call, delay)`: a retry was scheduled.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, list[Listener]] = {}
+
+    def on(self, event: str, listener: Listener) -> None:
+        self._listeners.setdefault(event, []).append(listener)
+
+    def emit(self, event: str, *args: object) -> None:
+        for listener in self._listeners.get(event, ()):
+            listener(*args)
+
+
+# -- policies and the pipeline -------------------------------------------------------------------------------
+
+
+Next = Callable[[Call], Outcome]
+
+
+class Policy(Protocol):
+    """One mitigation. It may shed the call, or pass it on with `proceed(call)`, maybe several times.
+
+    `bind` is called once when the policy joins a pipeline, to give it the shared clock and events.
+    A policy must never hold a lock across `proceed`: under gevent that serialises every request.
+    """
+
+    name: str
+
+    def bind(self, clock: Clock, events: PipelineEvents) -> None: ...
+
+    def execute(self, call: Call, proceed: Next) -> Outcome: ...
+
+
+class BasePolicy:
+    """Convenience base: keeps the bound clock and events, and builds shed outcomes."""
+
+    name = "policy"
+
+    def __init__(self) -> None:
+        self.clock: Clock = SYSTEM_CLOCK
+        self.events = PipelineEvents()
+
+    def bind(self, clock: Clock, events: PipelineEvents) -> None:
+        self.clock = clock
+        self.events = events
+
+    def shed(self, call: Call, error: Shed) -> Outcome:
+        """End `call` here without touching the wire, and announce it."""
+        outcome = Outcome(call=call, finished_at=self.clock.now(), error=error)
+        self.events.emit("shed", outcome)
+        return outcome
+
+    def execute(self, call: Call, proceed: Next) -> Outcome:
+        raise NotImplementedError
+
+
+class Transport(Protocol):
+    """Puts a call on the wire and classifies what came back. Never raises for HTTP-level failures."""
+
+    def send(self, call: Call) -> Outcome: ...
+
+
+class Pipeline:
+    """Policies in order, outermost first, around a transport.
+
+    One pipeline per client class per process, shared by all its users: it is the application's one
+    outbound client, as the seed's one HTTP agent was.
+    """
+
+    def __init__(
+        self,
+        policies: list[Policy],
+        transport: Transport,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        events: PipelineEvents | None = None,
+        total_timeout: float | None = None,
+    ) -> None:
+        if total_timeout is not None and total_timeout <= 0:
+            raise ValueError(f"total_timeout must be > 0 seconds or None, got {total_timeout}")
+        self.policies = list(policies)
+        self.transport = transport
+        self.clock = clock
+        self.events = events or PipelineEvents()
+        self.total_timeout = total_timeout
+        for policy in self.policies:
+            policy.bind(clock, self.events)
+        self._entry = self._build()
+
+    def _build(self) -> Next:
+        def send(call: Call) -> Outcome:
+            outcome = self.transport.send(call)
+            self.events.emit("wire", outcome)
+            return outcome
+
+        step: Next = send
+        for policy in reversed(self.policies):
+            step = _chain(policy, step)
+        return step
+
+    def execute(self, call: Call) -> Outcome:
+        """Run one logical call through every policy. Stamps the deadline from launch time."""
+        if self.total_timeout is not None and call.deadline is None:
+            call.deadline = call.launched_at + self.total_timeout
+        return self._entry(call)
+
+
+def _chain(policy: Policy, proceed: Next) -> Next:
+    def step(call: Call) -> Outcome:
+        return policy.execute(call, proceed)
+
+    return step
