@@ -1,0 +1,71 @@
+"""The Locust side of Hammerlab: options, base users, the per-class runtime and the stats reporter.
+
+Importing this package registers its listeners on Locust's global events (that is how Locust plugins
+work): the command-line options, start-up validation, and a fresh pipeline for every test.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import gevent
+from locust import events
+from locust.runners import MasterRunner
+
+from locust_plugin import options
+from locust_plugin.pipelines import build_pipeline
+from locust_plugin.runtime import reset_runtimes
+from mitigations.core import SYSTEM_CLOCK
+
+log = logging.getLogger("hammerlab")
+
+
+def check_settings(environment: Any) -> str | None:
+    """Build every selected client's pipeline once, without sending anything. Returns the error line."""
+    for user_class in environment.user_classes or ():
+        mitigations = getattr(user_class, "mitigations", None)
+        if mitigations is None:
+            continue
+        try:
+            built = build_pipeline(
+                mitigations,
+                environment.parsed_options,
+                user_class.host or environment.host or "",
+                SYSTEM_CLOCK,
+            )
+            close = getattr(built.pipeline.transport, "close", None)
+            if close:
+                close()
+        except ValueError as exc:
+            return f"{user_class.__name__}: {exc}"
+    return None
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser: Any, **_: Any) -> None:
+    options.add_arguments(parser)
+
+
+@events.init.add_listener
+def _check_at_start_up(environment: Any, **_: Any) -> None:
+    if environment.parsed_options is None or isinstance(environment.runner, MasterRunner):
+        return
+    problem = check_settings(environment)
+    if problem and environment.parsed_options.headless:
+        sys.stderr.write(f"hammerlab: error: {problem}\n")
+        sys.exit(2)
+    if problem:
+        log.error("hammerlab: %s (fix it in the web UI before starting)", problem)
+
+
+@events.test_start.add_listener
+def _fresh_pipelines(environment: Any, **_: Any) -> None:
+    reset_runtimes(environment)
+    if environment.runner is None or isinstance(environment.runner, MasterRunner):
+        return
+    problem = check_settings(environment)
+    if problem:
+        log.error("hammerlab: error: %s; stopping the test", problem)
+        gevent.spawn_later(0, environment.runner.stop)

@@ -1,0 +1,121 @@
+"""Builds a client class's pipeline from its mitigation names and the run's options.
+
+The order is fixed and documented, outermost first:
+
+    retry → breaker → limiter (throttle | adaptive | sre) → socket pool → transport
+
+  - the breaker sits outside the limiter so that an open circuit sheds before a call takes a slot;
+  - the socket pool is innermost, next to the transport whose connection pool it sizes, so only calls
+    about to go on the wire hold a socket;
+  - the total deadline is not a layer: the pipeline stamps it on the call at entry, counted from launch,
+    and every waiting layer and the transport honour it (see `mitigations.timeout`).
+
+A class without the `timeout` mitigation still gets a connect timeout of `SYSTEM_CONNECT_TIMEOUT`: it
+stands in for the kernel's own limit on SYN retries (about 127 s on Linux, 75 s on macOS, where the seed
+saw `connect ETIMEDOUT`), shortened so that a short lab run shows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from locust_plugin import options
+from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig
+from mitigations.core import Clock, Pipeline, Policy
+from mitigations.socket_pool import SocketPool, SocketPoolConfig
+from mitigations.throttle import Throttle, ThrottleConfig
+from mitigations.timeout import Timeouts
+from mitigations.transport import TransportConfig, make_transport
+
+SYSTEM_CONNECT_TIMEOUT = 10.0
+
+ORDER = ("retry", "breaker", "throttle", "adaptive", "sre", "pooled", "timeout")
+
+
+def _ms(value: int) -> float:
+    return value / 1000.0
+
+
+def throttle(read: Callable[[str], Any]) -> Policy:
+    return Throttle(
+        ThrottleConfig(
+            max_concurrent=read("max_concurrent"),
+            mode=read("throttle_mode"),
+            queue_size=read("queue_size"),
+            queue_timeout=_ms(read("queue_timeout_ms")),
+        )
+    )
+
+
+def breaker(read: Callable[[str], Any]) -> Policy:
+    window_type, window_size = read("breaker_window")
+    slow_ms = read("slow_call_ms")
+    return CircuitBreaker(
+        CircuitBreakerConfig(
+            mode=read("breaker_mode"),
+            recent_error_delay=_ms(read("recent_error_delay_ms")),
+            failure_rate_threshold=read("failure_rate_threshold"),
+            window_type=window_type,
+            window_size=int(window_size) if window_type == "count" else window_size,
+            minimum_calls=read("min_calls"),
+            slow_call_duration=_ms(slow_ms) if slow_ms else None,
+            permitted_calls_in_half_open=read("half_open_calls"),
+            open_duration=_ms(read("open_ms")),
+        )
+    )
+
+
+def pooled(read: Callable[[str], Any]) -> Policy:
+    return SocketPool(SocketPoolConfig(max_sockets=read("max_sockets"), keep_alive=read("keep_alive")))
+
+
+POLICY_BUILDERS: dict[str, Callable[[Callable[[str], Any]], Policy]] = {
+    "throttle": throttle,
+    "breaker": breaker,
+    "pooled": pooled,
+}
+MITIGATIONS = (*POLICY_BUILDERS, "timeout")
+
+
+@dataclass
+class BuiltPipeline:
+    pipeline: Pipeline
+    policies: dict[str, Policy]
+
+
+def build_pipeline(
+    mitigations: tuple[str, ...], parsed_options: Any, host: str, clock: Clock
+) -> BuiltPipeline:
+    """The pipeline for one client class. Raises `OptionError`/`ValueError` with one readable line."""
+    unknown = [name for name in mitigations if name not in MITIGATIONS]
+    if unknown:
+        raise ValueError(f"unknown mitigation {unknown[0]!r}; known: {', '.join(MITIGATIONS)}")
+
+    def read(dest: str) -> Any:
+        return options.read(parsed_options, dest)
+
+    chosen = [name for name in ORDER if name in mitigations and name in POLICY_BUILDERS]
+    policies = {name: POLICY_BUILDERS[name](read) for name in chosen}
+    if "timeout" in mitigations:
+        timeouts = Timeouts(
+            connect=_ms(read("connect_timeout_ms")),
+            read=_ms(read("read_timeout_ms")),
+            total=_ms(read("request_timeout_ms")),
+        )
+    else:
+        timeouts = Timeouts(connect=SYSTEM_CONNECT_TIMEOUT)
+    pool = policies.get("pooled")
+    transport = make_transport(
+        read("http_client"),
+        TransportConfig(
+            base_url=host,
+            max_connections=pool.config.max_sockets if isinstance(pool, SocketPool) else None,
+            keep_alive=read("keep_alive"),
+            timeouts=timeouts,
+        ),
+        clock,
+    )
+    pipeline = Pipeline(list(policies.values()), transport, clock=clock, total_timeout=timeouts.total)
+    return BuiltPipeline(pipeline, policies)

@@ -1,0 +1,55 @@
+"""Turns pipeline events into Locust request events, so every outcome lands in the right stats row.
+
+  - an attempt that reached the wire: `GET /doWork` (first attempts) or `GET /doWork [retry]`, failed
+    with its server-failure kind when it failed;
+  - a call a mitigation held back: `SHED /doWork [throttle]`, with one stable exception per cause, so it
+    never enters the wire rows' latency percentiles and `_failures.csv` tells "the server failed" apart
+    from "the client held back".
+
+Response times count from the scheduled launch, so queueing inside the client is never hidden.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mitigations.core import Outcome, PipelineEvents
+
+SHED_REQUEST_TYPE = "SHED"
+
+
+def wire_row_name(outcome: Outcome) -> str:
+    label = outcome.call.label
+    return label if outcome.call.attempt == 1 else f"{label} [retry]"
+
+
+def shed_row_name(outcome: Outcome) -> str:
+    return f"{outcome.call.label} [{outcome.error.cause}]"  # type: ignore[union-attr]
+
+
+class LocustReporter:
+    """Listens to one pipeline's events and fires Locust's `request` event for each outcome."""
+
+    def __init__(self, locust_events: Any, client_name: str) -> None:
+        self._request = locust_events.request
+        self.client_name = client_name
+
+    def attach(self, events: PipelineEvents) -> None:
+        events.on("wire", self.on_wire)
+        events.on("shed", self.on_shed)
+
+    def on_wire(self, outcome: Outcome) -> None:
+        self._fire(outcome.call.method.upper(), wire_row_name(outcome), outcome)
+
+    def on_shed(self, outcome: Outcome) -> None:
+        self._fire(SHED_REQUEST_TYPE, shed_row_name(outcome), outcome)
+
+    def _fire(self, request_type: str, name: str, outcome: Outcome) -> None:
+        self._request.fire(
+            request_type=request_type,
+            name=name,
+            response_time=max(0.0, outcome.latency * 1000.0),
+            response_length=outcome.length,
+            exception=outcome.error,
+            context={"client": self.client_name, "attempt": outcome.call.attempt, "kind": outcome.kind},
+        )

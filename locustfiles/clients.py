@@ -1,0 +1,43 @@
+"""The lab's client applications, one per mitigation. Pick one by class name:
+
+    locust --headless -u 1 -t 30s ThrottledClient
+    locust --class-picker            # web UI on :8089, choose the class there
+
+Each is a declaration only: the machinery lives in `locust_plugin` and `mitigations`.
+"""
+
+from locust_plugin.users import MitigatedClient
+
+
+class HammerClient(MitigatedClient):
+    """No mitigation: the seed's default client, launching on schedule whatever happens."""
+
+
+class ThrottledClient(MitigatedClient):
+    """MAX_CONCURRENT: at most --max-concurrent in flight; the rest cancelled (or queued)."""
+
+    mitigations = ("throttle",)
+
+
+class BreakerClient(MitigatedClient):
+    """A circuit breaker: pause after a recent error (the seed), or a resilience4j-style rate breaker."""
+
+    mitigations = ("breaker",)
+
+
+class PooledClient(MitigatedClient):
+    """maxSockets: at most --max-sockets connections; requests beyond wait for a free one."""
+
+    mitigations = ("pooled",)
+
+
+class TimeoutClient(MitigatedClient):
+    """REQUEST_TIMEOUT: connect, read and total deadlines, counted from launch."""
+
+    mitigations = ("timeout",)
+
+
+class CombinedClient(MitigatedClient):
+    """All four seed mitigations, in the pipeline's fixed order."""
+
+    mitigations = ("breaker", "throttle", "pooled", "timeout")

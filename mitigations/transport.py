@@ -1,0 +1,268 @@
+"""Transports: the last step of a pipeline, where a call goes on the wire and comes back as an Outcome.
+
+Two backends, matching Locust's two user types:
+  - `RequestsTransport` uses requests + urllib3, as `HttpUser` does;
+  - `FastTransport` uses geventhttpclient, as `FastHttpUser` does (about 4x cheaper per request).
+
+Both are shared by every user of a client class in a process (the seed's one HTTP agent), never raise
+for a network or HTTP failure, and classify every failure into one stable `ServerFailure` kind.
+
+The socket cap is not enforced here: `SocketPool` admits at most `max_sockets` calls at once and the
+transport's connection pool is sized to match, so the wait for a socket happens in a policy where it is
+visible and bounded by the call's deadline. A transport with no cap opens as many sockets as there are
+calls, as Node's `maxSockets: Infinity` did.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.client import RemoteDisconnected
+from typing import Literal
+from urllib.parse import urlsplit
+
+import gevent
+import requests
+import requests.adapters
+import urllib3
+
+from mitigations.core import (
+    SYSTEM_CLOCK,
+    Call,
+    Clock,
+    ConnectionReset,
+    ConnectRefused,
+    ConnectTimeout,
+    DeadlineExceeded,
+    HttpClientError,
+    HttpServerError,
+    Outcome,
+    ReadTimeout,
+    ServerFailure,
+    ServiceUnavailable,
+    TransportError,
+)
+from mitigations.timeout import Timeouts
+
+HttpBackend = Literal["requests", "fast"]
+HTTP_BACKENDS: tuple[HttpBackend, ...] = ("requests", "fast")
+
+# With no cap, the pool still needs a size: it bounds idle keep-alive sockets kept for reuse.
+_UNCAPPED_POOL_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """How the transport talks to the host.
+
+    `timeouts.connect` and `timeouts.read` are per socket operation (None: wait forever). The call's
+    own deadline (stamped by the pipeline from `timeouts.total`) caps both and the whole exchange.
+    """
+
+    base_url: str
+    max_connections: int | None = None
+    keep_alive: bool = False
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"host must be an http:// or https:// URL, got {self.base_url!r}")
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1 or None, got {self.max_connections}")
+
+    @property
+    def pool_size(self) -> int:
+        return self.max_connections or _UNCAPPED_POOL_SIZE
+
+
+def classify_status(status: int) -> ServerFailure | None:
+    """HTTP status to failure: 2xx and 3xx are fine, 4xx fail the call but not the server."""
+    if status == 503:
+        return ServiceUnavailable()
+    if status >= 500:
+        return HttpServerError(str(status))
+    if status >= 400:
+        return HttpClientError(str(status))
+    return None
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and everything it wraps (args, __cause__, __context__, urllib3's .reason)."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        for linked in (current.__cause__, current.__context__, getattr(current, "reason", None)):
+            if isinstance(linked, BaseException):
+                todo.append(linked)
+
+
+_CONNECT_TIMEOUTS = (requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)
+_RESETS = (
+    ConnectionResetError,
+    BrokenPipeError,
+    ConnectionAbortedError,
+    RemoteDisconnected,
+    requests.exceptions.ChunkedEncodingError,
+)
+_READ_TIMEOUTS = (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)
+
+
+def classify_exception(exc: BaseException) -> ServerFailure:
+    """Any network-level exception from either backend to one stable failure kind."""
+    causes = list(_causes(exc))
+    # Refused first: urllib3's NewConnectionError is a subclass of its ConnectTimeoutError.
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return ConnectRefused()
+    if any(isinstance(c, _CONNECT_TIMEOUTS) for c in causes):
+        return ConnectTimeout()
+    if any(isinstance(c, _RESETS) for c in causes):
+        return ConnectionReset()
+    if any(isinstance(c, _READ_TIMEOUTS) for c in causes):
+        return ReadTimeout()
+    if any(isinstance(c, OSError) and c.errno in (errno.ECONNRESET, errno.EPIPE) for c in causes):
+        return ConnectionReset()
+    if any("connection closed" in str(c).lower() or "disconnected" in str(c).lower() for c in causes):
+        return ConnectionReset()
+    return TransportError(type(exc).__name__)
+
+
+class RequestsTransport:
+    """requests.Session over one urllib3 pool, shared by every user of a client class."""
+
+    def __init__(self, config: TransportConfig, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.config = config
+        self.clock = clock
+        self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=1,
+            pool_maxsize=config.pool_size,
+            pool_block=False,  # SocketPool does the waiting, where it is visible and bounded
+            max_retries=0,  # no hidden retries: a retry is a policy's decision
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["Connection"] = "keep-alive" if config.keep_alive else "close"
+        self._base = config.base_url.rstrip("/")
+
+    def send(self, call: Call) -> Outcome:
+        now = self.clock.now()
+        if Timeouts.expired(call, now):
+            return Outcome(call=call, finished_at=now, error=DeadlineExceeded())
+        remaining = call.remaining(now)
+        timeout = self.config.timeouts.for_call(call, now)
+        try:
+            with gevent.Timeout(remaining, DeadlineExceeded()):
+                response = self.session.request(
+                    call.method,
+                    self._base + call.path,
+                    headers=dict(call.headers),
+                    data=call.body,
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
+        except DeadlineExceeded as exc:
+            return Outcome(call=call, finished_at=self.clock.now(), error=exc)
+        except (requests.exceptions.RequestException, OSError, urllib3.exceptions.HTTPError) as exc:
+            return Outcome(call=call, finished_at=self.clock.now(), error=classify_exception(exc))
+        return Outcome(
+            call=call,
+            finished_at=self.clock.now(),
+            status=response.status_code,
+            error=classify_status(response.status_code),
+            headers=dict(response.headers),
+            length=len(response.content),
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class FastTransport:
+    """geventhttpclient, shared by every user of a client class.
+
+    geventhttpclient's own `HTTPClient.request` silently re-sends a request when a pooled socket turns
+    out to be closed; that would hide resets from the lab. So this transport drives its connection pool
+    and response parser directly, one attempt per call.
+    """
+
+    def __init__(self, config: TransportConfig, clock: Clock = SYSTEM_CLOCK) -> None:
+        from geventhttpclient.client import HTTPClient
+
+        self.config = config
+        self.clock = clock
+        parts = urlsplit(config.base_url)
+        if parts.scheme != "http":
+            raise ValueError(f"the fast backend speaks plain http only, got {config.base_url!r}")
+        self._client = HTTPClient(
+            parts.hostname,
+            port=parts.port or 80,
+            concurrency=config.pool_size,
+            # geventhttpclient needs numbers; "none" is an hour, far past any lab run.
+            connection_timeout=config.timeouts.connect or 3600.0,
+            network_timeout=config.timeouts.read or 3600.0,
+            headers={"Connection": "keep-alive" if config.keep_alive else "close"},
+        )
+        self._base_path = parts.path.rstrip("/")
+
+    def send(self, call: Call) -> Outcome:
+        from geventhttpclient.response import HTTPSocketPoolResponse
+
+        now = self.clock.now()
+        if Timeouts.expired(call, now):
+            return Outcome(call=call, finished_at=now, error=DeadlineExceeded())
+        remaining = call.remaining(now)
+        pool = self._client._connection_pool
+        path = self._base_path + call.path
+        request = self._client._build_request(
+            call.method.upper(), path, body=call.body or b"", headers=dict(call.headers)
+        )
+        sock = None
+        try:
+            with gevent.Timeout(remaining, DeadlineExceeded()):
+                try:
+                    sock = pool.get_socket()
+                except TimeoutError as exc:
+                    raise ConnectTimeout() from exc
+                sock.sendall(request.encode("latin-1"))
+                # pool=None: this transport, not the response, decides whether the socket is reused.
+                response = HTTPSocketPoolResponse(sock, None, method=call.method.upper())
+                body = response.read()
+                if self.config.keep_alive and not response.should_close():
+                    pool.return_socket(sock)
+                    sock = None
+        except ServerFailure as exc:
+            return Outcome(call=call, finished_at=self.clock.now(), error=exc)
+        except Exception as exc:
+            return Outcome(call=call, finished_at=self.clock.now(), error=classify_exception(exc))
+        finally:
+            if sock is not None:
+                pool.release_socket(sock)
+        status = response.status_code
+        return Outcome(
+            call=call,
+            finished_at=self.clock.now(),
+            status=status,
+            error=classify_status(status),
+            headers=dict(response.headers),
+            length=len(body),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def make_transport(backend: HttpBackend, config: TransportConfig, clock: Clock = SYSTEM_CLOCK):
+    """The transport for a backend name, as the `--http-client` option spells it."""
+    if backend == "requests":
+        return RequestsTransport(config, clock)
+    if backend == "fast":
+        return FastTransport(config, clock)
+    raise ValueError(f"http client must be one of {', '.join(HTTP_BACKENDS)}, got {backend!r}")
