@@ -1,0 +1,83 @@
+"""Client options: every bad value is one readable line, every good one parses to what the seed meant."""
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from locust_plugin import options
+from locust_plugin.options import OptionError
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUST = str(Path(sys.executable).with_name("locust"))
+
+
+@pytest.mark.parametrize(
+    ("dest", "raw", "expected"),
+    [
+        ("launch_rate", "200", 200.0),
+        ("max_concurrent", 16, 16),
+        ("throttle_mode", "queue", "queue"),
+        ("keep_alive", "true", True),
+        ("keep_alive", False, False),
+        ("breaker_window", "10s", ("time", 10.0)),
+        ("breaker_window", "100", ("count", 100.0)),
+        ("failure_rate_threshold", "50", 50.0),
+        ("slow_call_ms", "0", 0),
+    ],
+)
+def test_good_values_parse(dest, raw, expected):
+    assert options.read(SimpleNamespace(**{dest: raw}), dest) == expected
+
+
+@pytest.mark.parametrize(
+    ("dest", "raw", "fragment"),
+    [
+        ("launch_rate", "0", "--launch-rate: '0' must be greater than 0"),
+        ("launch_rate", "fast", "--launch-rate: 'fast' is not a number"),
+        ("max_concurrent", "-3", "--max-concurrent: '-3' must be 1 or more"),
+        ("throttle_mode", "drop", "--throttle-mode: 'drop' is not one of cancel, queue"),
+        ("keep_alive", "maybe", "--keep-alive: 'maybe' is not true or false"),
+        ("breaker_window", "10m", "use seconds like 10s or a call count like 100"),
+        ("failure_rate_threshold", "150", "must be a percentage in (0, 100]"),
+        ("http_client", "curl", "is not one of requests, fast"),
+    ],
+)
+def test_bad_values_name_the_option_and_what_is_allowed(dest, raw, fragment):
+    with pytest.raises(OptionError) as caught:
+        options.read(SimpleNamespace(**{dest: raw}), dest)
+    assert fragment in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_values_fall_back_to_the_seed_defaults():
+    assert options.read(None, "launch_rate") == 100.0
+    assert options.read(SimpleNamespace(), "recent_error_delay_ms") == 2000
+    assert options.read(SimpleNamespace(), "keep_alive") is False
+
+
+def run_locust(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [LOCUST, "--headless", "-u", "1", "-t", "2s", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-concurrent", "0", "ThrottledClient"], "argument --max-concurrent: '0' must be 1 or more"),
+        (["--throttle-mode", "drop", "ThrottledClient"], "'drop' is not one of cancel, queue"),
+        (["--host", "localhost:3000", "BreakerClient"], "host must be an http:// or https:// URL"),
+    ],
+)
+def test_locust_refuses_a_bad_value_with_one_line_and_exit_2(args, message):
+    result = run_locust(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
