@@ -1,0 +1,57 @@
+"""FifoGate, the queue shared by Throttle and SocketPool: hand-off races and moving the limit."""
+
+import gevent
+
+from mitigations.admission import Entry, FifoGate
+from tests.policy_kit import SteppedClock
+
+
+def test_a_waiter_killed_after_being_handed_a_slot_passes_it_on():
+    clock, gate = SteppedClock(), FifoGate(1)
+    assert gate.try_enter()
+    doomed = gevent.spawn(gate.enter, clock, 10.0)
+    heir = gevent.spawn(gate.enter, clock, 10.0)
+    gevent.idle()
+    assert gate.waiting == 2
+    doomed.kill(block=False)  # the GreenletExit lands on its next switch...
+    gate.leave()  # ...after this hands it the slot: it must pass the slot on as it dies
+    assert heir.get(timeout=1) is Entry.ADMITTED
+    assert doomed.dead and gate.in_use == 1 and gate.waiting == 0
+
+
+def test_a_full_queue_refuses_without_queueing():
+    clock, gate = SteppedClock(), FifoGate(1, queue_limit=1)
+    assert gate.try_enter()
+    waiter = gevent.spawn(gate.enter, clock, 5.0)
+    gevent.idle()
+    assert gate.enter(clock, 5.0) is Entry.FULL and gate.waiting == 1
+    clock.advance(5.0)
+    assert waiter.value is Entry.TIMED_OUT and gate.waiting == 0 and gate.in_use == 1
+
+
+def test_raising_the_limit_admits_waiters_and_lowering_it_drains():
+    clock, gate = SteppedClock(), FifoGate(1)
+    assert gate.try_enter()
+    waiters = [gevent.spawn(gate.enter, clock, 5.0) for _ in range(3)]
+    gevent.idle()
+    gate.set_limit(3)
+    gevent.idle()
+    assert [w.ready() for w in waiters] == [True, True, False] and gate.in_use == 3
+    gate.set_limit(1)
+    gate.leave()
+    gate.leave()
+    assert gate.in_use == 1 and gate.waiting == 1  # still over the new limit: nobody admitted
+    gate.leave()
+    gevent.idle()
+    assert waiters[2].value is Entry.ADMITTED and gate.in_use == 1
+
+
+def test_many_timed_out_waiters_do_not_grow_the_queue_without_bound():
+    clock, gate = SteppedClock(), FifoGate(1)
+    assert gate.try_enter()
+    for _ in range(10):
+        waiters = [gevent.spawn(gate.enter, clock, 1.0) for _ in range(100)]
+        gevent.idle()
+        clock.advance(1.0)
+        assert all(w.value is Entry.TIMED_OUT for w in waiters)
+    assert gate.waiting == 0 and len(gate._queue) <= 32
