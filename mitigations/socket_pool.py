@@ -1,0 +1,92 @@
+"""SocketPool: at most `max_sockets` calls on the wire at once, the seed's `http.Agent({maxSockets})`.
+
+The seed's agent used `maxSockets: Infinity` and no keep-alive, so every request opened a new TCP
+connection and an overloaded server ended up with hundreds of sockets. Capping `maxSockets` makes the
+extra requests wait inside the client for a free socket, in an unbounded FIFO queue, as Node's agent
+does. That wait is the hidden cost of pooling, so here it is made visible (`waiting`, wait times) and
+bounded by the call's deadline (`Pipeline(total_timeout=...)`, counted from launch, as the seed's
+REQUEST_TIMEOUT was): a call whose deadline runs out while it waits is shed with `SocketWaitExpired`
+(cause `deadline`) and never reaches the wire; so is a call that arrives with its deadline already gone.
+
+This policy is only the admission half. The transport sizes its connection pool to `max_sockets` and
+honours `keep_alive` (see `transport.TransportConfig`), so admitted calls always find a connection.
+Put it innermost, right before the transport, so nothing else sits between a socket and the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mitigations._checks import check_int
+from mitigations.admission import Entry, FifoGate
+from mitigations.core import BasePolicy, Call, Next, Outcome, SocketWaitExpired
+
+
+@dataclass(frozen=True)
+class SocketPoolConfig:
+    """`max_sockets` connections per client process and host (None: unlimited, the seed's Infinity);
+    `keep_alive` reuses them between requests (the seed did not)."""
+
+    max_sockets: int | None = None
+    keep_alive: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_sockets is not None:
+            check_int("SocketPoolConfig", "max_sockets", self.max_sockets, minimum=1)
+        if not isinstance(self.keep_alive, bool):
+            raise ValueError(f"SocketPoolConfig.keep_alive must be true or false, got {self.keep_alive!r}")
+
+
+class SocketPool(BasePolicy):
+    """Admits at most `config.max_sockets` calls to the transport; the rest wait FIFO until the deadline.
+
+    Gauges: `in_use` (calls holding a socket), `waiting`. Counters: `admitted`, `expired` (shed with
+    SocketWaitExpired). Wait for a socket: `waits` (calls that had to wait), `total_wait`, `last_wait`
+    (seconds), `mean_wait`.
+    """
+
+    name = "socket-pool"
+
+    def __init__(self, config: SocketPoolConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.gate = FifoGate(config.max_sockets, queue_limit=None)
+        self.admitted = 0
+        self.expired = 0
+
+    @property
+    def in_use(self) -> int:
+        return self.gate.in_use
+
+    @property
+    def waiting(self) -> int:
+        return self.gate.waiting
+
+    @property
+    def waits(self) -> int:
+        return self.gate.waits
+
+    @property
+    def total_wait(self) -> float:
+        return self.gate.total_wait
+
+    @property
+    def last_wait(self) -> float:
+        return self.gate.last_wait
+
+    @property
+    def mean_wait(self) -> float:
+        return self.gate.total_wait / self.gate.waits if self.gate.waits else 0.0
+
+    def execute(self, call: Call, proceed: Next) -> Outcome:
+        # No deadline means wait as long as it takes, as Node's agent does. A call whose deadline has
+        # already passed is shed even if a socket is free: the wire could only fail it.
+        remaining = call.remaining(self.clock.now())
+        if remaining == 0 or self.gate.enter(self.clock, remaining) is not Entry.ADMITTED:
+            self.expired += 1
+            return self.shed(call, SocketWaitExpired())
+        self.admitted += 1
+        try:
+            return proceed(call)
+        finally:
+            self.gate.leave()
