@@ -1,1 +1,86 @@
-"""mitigations."""
+"""Hammerlab's mitigations: composable policies around one HTTP call, plain Python on gevent.
+
+Build a `Pipeline` of policies (outermost first) around a transport and run `Call`s through it; each
+ends as one `Outcome`. Nothing here needs a running Locust.
+"""
+
+from mitigations.admission import Entry, FifoGate
+from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig, Transition, WindowStats
+from mitigations.core import (
+    SYSTEM_CLOCK,
+    AdaptiveLimitRejected,
+    BasePolicy,
+    Call,
+    CircuitOpen,
+    Clock,
+    ConnectionReset,
+    ConnectRefused,
+    ConnectTimeout,
+    DeadlineExceeded,
+    FakeClock,
+    HammerError,
+    HttpClientError,
+    HttpServerError,
+    MonotonicClock,
+    Outcome,
+    Pipeline,
+    PipelineEvents,
+    Policy,
+    ReadTimeout,
+    RetryBudgetExhausted,
+    ServerFailure,
+    ServiceUnavailable,
+    Shed,
+    SocketWaitExpired,
+    SreThrottled,
+    ThrottleRejected,
+    Transport,
+    TransportError,
+)
+from mitigations.socket_pool import SocketPool, SocketPoolConfig
+from mitigations.throttle import Throttle, ThrottleConfig
+from mitigations.timeout import Timeouts, timeout_failure
+
+__all__ = [
+    "SYSTEM_CLOCK",
+    "AdaptiveLimitRejected",
+    "BasePolicy",
+    "Call",
+    "CircuitBreaker",
+    "CircuitBreakerConfig",
+    "CircuitOpen",
+    "Clock",
+    "ConnectRefused",
+    "ConnectTimeout",
+    "ConnectionReset",
+    "DeadlineExceeded",
+    "Entry",
+    "FakeClock",
+    "FifoGate",
+    "HammerError",
+    "HttpClientError",
+    "HttpServerError",
+    "MonotonicClock",
+    "Outcome",
+    "Pipeline",
+    "PipelineEvents",
+    "Policy",
+    "ReadTimeout",
+    "RetryBudgetExhausted",
+    "ServerFailure",
+    "ServiceUnavailable",
+    "Shed",
+    "SocketPool",
+    "SocketPoolConfig",
+    "SocketWaitExpired",
+    "SreThrottled",
+    "Throttle",
+    "ThrottleConfig",
+    "ThrottleRejected",
+    "Timeouts",
+    "Transition",
+    "Transport",
+    "TransportError",
+    "WindowStats",
+    "timeout_failure",
+]
