@@ -7,6 +7,7 @@ the web UI take effect on the next run.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from locust_plugin.pipelines import BuiltPipeline, build_pipeline
@@ -14,6 +15,7 @@ from locust_plugin.reporter import LocustReporter
 from mitigations.core import SYSTEM_CLOCK, Call, Outcome
 
 _ATTRIBUTE = "hammerlab_runtimes"
+log = logging.getLogger("hammerlab")
 
 
 class ClientRuntime:
@@ -29,6 +31,10 @@ class ClientRuntime:
         self.skipped = 0
         self.completed = 0
         LocustReporter(locust_events, name).attach(self.pipeline.events)
+        self.pipeline.events.on("state", self._log_state)
+
+    def _log_state(self, policy: object, old: str, new: str) -> None:
+        log.info("%s: %s %s -> %s", self.name, getattr(policy, "name", "policy"), old, new)
 
     def send(self, call: Call) -> Outcome:
         """Run one logical call through the pipeline, keeping the client's own `concurrent` count."""

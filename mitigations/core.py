@@ -362,6 +362,12 @@ class Pipeline:
 
     def _build(self) -> Next:
         def send(call: Call) -> Outcome:
+            now = self.clock.now()
+            if call.deadline is not None and now >= call.deadline:
+                # Spent in the client before reaching the wire: not the server's fault.
+                outcome = Outcome(call=call, finished_at=now, error=SocketWaitExpired())
+                self.events.emit("shed", outcome)
+                return outcome
             outcome = self.transport.send(call)
             self.events.emit("wire", outcome)
             return outcome

@@ -86,3 +86,12 @@ def test_fake_clock_wait_times_out_by_advancing():
     clock = FakeClock(start=10.0)
     assert clock.wait(gevent.event.Event(), 3.0) is False
     assert clock.now() == 13.0
+
+
+def test_a_call_whose_deadline_passed_in_the_client_is_shed_not_sent():
+    clock = FakeClock()
+    transport = Echo(clock)
+    pipeline = Pipeline([], transport, clock=clock, total_timeout=1.0)
+    outcome = pipeline.execute(Call("GET", "/", launched_at=clock.now() - 1.5))
+    assert outcome.kind == "shed:deadline" and not outcome.is_server_failure
+    assert transport.sent == []
