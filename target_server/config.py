@@ -1,0 +1,298 @@
+"""The target server's configuration: one validated value object, built from flags, env vars or JSON.
+
+Every option is described once in `OPTIONS`. That single table gives the CLI flag (`--sync-work-ms`), the
+environment variable (`TARGET_SYNC_WORK_MS`), the help text, the allowed range, and whether `/admin/config`
+may change it at run time. Validation happens in `Config.__post_init__`, so a bad value is refused whether it
+came from the command line, the environment, a test or an admin request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from target_server.faults import Fault, FaultError, parse_fault
+
+ENV_PREFIX = "TARGET_"
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
+
+
+class ConfigError(ValueError):
+    """A bad option value. `option` is the field name; the message says what is allowed."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(f"{option}: {problem}")
+        self.option = option
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its type, its range and its help. `runtime` options can change through /admin/config."""
+
+    name: str
+    kind: type
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_exclusive: bool = False
+    nullable: bool = False
+    runtime: bool = False
+    query: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    def allowed(self) -> str:
+        """What a valid value looks like, in words, for error messages."""
+        if self.kind is bool:
+            return "a boolean (true/false, 1/0, yes/no, on/off)"
+        noun = "an integer" if self.kind is int else "a number" if self.kind is float else "a string"
+        if self.low is not None and self.high is not None and not self.low_exclusive:
+            text = f"{noun} from {_num(self.low)} to {_num(self.high)}"
+        elif self.low is not None:
+            text = f"{noun} {'>' if self.low_exclusive else '>='} {_num(self.low)}"
+            if self.high is not None:
+                text += f" and <= {_num(self.high)}"
+        else:
+            text = noun
+        return text + (" (or empty for none)" if self.nullable else "")
+
+    def check(self, value: Any) -> Any:
+        """Return `value` if it is allowed (ints are accepted for floats), else raise ConfigError."""
+        if value is None and self.nullable:
+            return None
+        bad = ConfigError(self.name, f"must be {self.allowed()}, got {value!r}")
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise bad
+            return value
+        if self.kind is str:
+            if not isinstance(value, str) or not value:
+                raise bad
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        if self.kind is int and not isinstance(value, int):
+            raise bad
+        if isinstance(value, float) and not math.isfinite(value):
+            raise bad
+        if self.low is not None and (value <= self.low if self.low_exclusive else value < self.low):
+            raise bad
+        if self.high is not None and value > self.high:
+            raise bad
+        return float(value) if self.kind is float else value
+
+    def parse(self, text: str) -> Any:
+        """Turn a flag, env or query string into a checked value."""
+        text = text.strip()
+        if self.nullable and text == "":
+            return None
+        bad = ConfigError(self.name, f"must be {self.allowed()}, got {text!r}")
+        if self.kind is bool:
+            if text.lower() in TRUE_WORDS:
+                return True
+            if text.lower() in FALSE_WORDS:
+                return False
+            raise bad
+        if self.kind is str:
+            return self.check(text)
+        try:
+            return self.check(int(text) if self.kind is int else float(text))
+        except (ValueError, ConfigError):
+            raise bad from None
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", str, "address to listen on"),
+    Option("port", int, "TCP port to listen on (0 picks a free one)", 0, 65535),
+    Option(
+        "expansion", int, "tasks each /doWork request runs in parallel", 1, 1000, runtime=True, query=True
+    ),
+    Option(
+        "task_delay_ms",
+        float,
+        "each task first waits this long without blocking",
+        0,
+        60_000,
+        runtime=True,
+        query=True,
+    ),
+    Option(
+        "sync_work_ms",
+        float,
+        "then busy-spins this long, blocking the loop",
+        0,
+        10_000,
+        runtime=True,
+        query=True,
+    ),
+    Option("lag_interval_ms", float, "how often the lag sampler wakes up (toobusy: 500)", 10, 60_000),
+    Option("lag_smoothing", float, "weight of a new lag sample (toobusy: 1/3)", 0, 1, low_exclusive=True),
+    Option(
+        "max_lag_ms",
+        float,
+        "lag above which requests may be shed (toobusy: 70)",
+        0,
+        60_000,
+        True,
+        runtime=True,
+    ),
+    Option("reject_if_too_busy", bool, "shed /doWork with 503 while lag > max_lag_ms", runtime=True),
+    Option("retry_after_s", int, "Retry-After seconds sent with a too-busy 503", 0, 3600, runtime=True),
+    Option("log_interval_ms", float, "status log period", 10, 60_000),
+    Option("quiet", bool, "no status log"),
+    Option(
+        "max_sockets",
+        int,
+        "connections handled at once (a gevent pool); more wait in the backlog",
+        1,
+        100_000,
+    ),
+    Option("backlog", int, "listen queue length; past it, new connects time out", 0, 65535),
+    Option("stats_dir", str, "shared dir for multi-worker /stats (auto under gunicorn)", nullable=True),
+    Option("seed", int, "random seed for shedding and fault draws (empty: random)", 0, 2**63, nullable=True),
+)
+OPTION_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+RUNTIME_OPTIONS: tuple[str, ...] = tuple(o.name for o in OPTIONS if o.runtime)
+QUERY_OPTIONS: tuple[str, ...] = tuple(o.name for o in OPTIONS if o.query)
+FAULT_FLAG = "--fault"
+FAULT_ENV = ENV_PREFIX + "FAULT"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server needs to start. Invalid values raise ConfigError at construction."""
+
+    host: str = "127.0.0.1"
+    port: int = 3000
+    expansion: int = 1
+    task_delay_ms: float = 20.0
+    sync_work_ms: float = 10.0
+    lag_interval_ms: float = 500.0
+    lag_smoothing: float = 1 / 3
+    max_lag_ms: float = 70.0
+    reject_if_too_busy: bool = False
+    retry_after_s: int = 1
+    log_interval_ms: float = 250.0
+    quiet: bool = False
+    max_sockets: int = 256
+    backlog: int = 128
+    stats_dir: str | None = None
+    seed: int | None = None
+    faults: tuple[Fault, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        for option in OPTIONS:
+            object.__setattr__(self, option.name, option.check(getattr(self, option.name)))
+        if not isinstance(self.faults, tuple) or not all(isinstance(f, Fault) for f in self.faults):
+            raise ConfigError("faults", "must be a tuple of Fault")
+
+    def with_changes(self, changes: Mapping[str, Any]) -> Config:
+        """A copy with some runtime options changed; anything else is refused by name."""
+        for name in changes:
+            if name not in RUNTIME_OPTIONS:
+                raise ConfigError(
+                    name, f"cannot be changed at run time; allowed: {', '.join(RUNTIME_OPTIONS)}"
+                )
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """The effective config for /stats: every option plus the start-up faults."""
+        data: dict[str, Any] = {option.name: getattr(self, option.name) for option in OPTIONS}
+        data["faults"] = [fault.to_json() for fault in self.faults]
+        return data
+
+    @classmethod
+    def from_sources(cls, argv: Sequence[str] = (), env: Mapping[str, str] | None = None) -> Config:
+        """Flags win over TARGET_* env vars, which win over defaults. Raises ConfigError naming the source."""
+        args = build_parser().parse_args(list(argv))
+        env = env or {}
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            flag_value = getattr(args, option.name)
+            if flag_value is not None:
+                values[option.name] = _parse_from(option, flag_value, option.flag)
+            elif option.env in env:
+                values[option.name] = _parse_from(option, env[option.env], option.env)
+        texts = list(args.fault or [])
+        source = FAULT_FLAG
+        if not texts and env.get(FAULT_ENV, "").strip():
+            texts = [t for t in env[FAULT_ENV].split(";") if t.strip()]
+            source = FAULT_ENV
+        try:
+            values["faults"] = tuple(parse_fault(text) for text in texts)
+        except FaultError as error:
+            raise ConfigError(source, str(error)) from None
+        try:
+            return cls(**values)
+        except ConfigError as error:  # pragma: no cover - parse() already checked each value
+            raise ConfigError(OPTION_BY_NAME[error.option].flag, error.problem) from None
+
+
+def _parse_from(option: Option, text: str | bool, source: str) -> Any:
+    if isinstance(text, bool):
+        return text
+    try:
+        return option.parse(text)
+    except ConfigError as error:
+        raise ConfigError(source, error.problem) from None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2, like every other config error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError("arguments", message)
+
+
+def build_parser() -> OneLineParser:
+    """Every option as a flag. Values stay strings here so that Option.parse can word the errors."""
+    parser = OneLineParser(
+        prog="python -m target_server",
+        description="The Hammerlab target server: the seed's remote service, which knows how busy it is.",
+        epilog=f"Every option also reads {ENV_PREFIX}<NAME> from the environment (flags win).",
+    )
+    defaults = Config()
+    for option in OPTIONS:
+        default = getattr(defaults, option.name)
+        default = f"{default:.4g}" if isinstance(default, float) else default
+        if option.kind is bool:
+            parser.add_argument(
+                option.flag,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{option.help} [{option.env}, default {default}]",
+            )
+        else:
+            parser.add_argument(
+                option.flag,
+                metavar=option.kind.__name__.upper(),
+                default=None,
+                help=f"{option.help} [{option.env}, default {default}]",
+            )
+    parser.add_argument(
+        FAULT_FLAG,
+        action="append",
+        metavar="KIND[:key=value,...]",
+        help=(
+            "inject a fault on /doWork, repeatable: error|slow|reset|hang|outage with keys rate, "
+            "duration_s, delay_ms (slow), status (error, outage); e.g. error:rate=0.2 slow:delay_ms=300 "
+            f"outage:duration_s=10 [{FAULT_ENV}, ';'-separated]"
+        ),
+    )
+    return parser
