@@ -1,0 +1,36 @@
+"""`python -m target_server [flags]`: validate the options, then serve until SIGTERM/SIGINT.
+
+Exit codes: 0 after a clean stop, 2 for a bad option (one line on stderr), 1 if the address cannot be bound.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from target_server.config import Config, ConfigError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = Config.from_sources(sys.argv[1:] if argv is None else argv, os.environ)
+    except ConfigError as error:
+        detail = error.problem if error.option == "arguments" else str(error)
+        print(f"target_server: error: {detail}", file=sys.stderr)
+        return 2
+    from target_server.server import serve  # after validation: a bad flag should not pay for Flask's import
+
+    try:
+        serve(config)
+    except OSError as error:
+        print(
+            f"target_server: cannot listen on {config.host}:{config.port}: {error.strerror or error}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""The Flask app: the seed's /doWork, plus /ping, /stats, /metrics and the loopback-only /admin.
+
+`create_app(config)` builds one app with its own `TargetState` (kept in `app.extensions["target"]`).
+`create_app()` with no argument reads TARGET_* env vars, which is how gunicorn starts it:
+`gunicorn -k gevent -w 4 'target_server.app:create_app()'`.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import math
+import os
+import socket
+import struct
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import gevent
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from target_server import metrics
+from target_server.busy import busy_spin
+from target_server.config import OPTION_BY_NAME, QUERY_OPTIONS, Config, ConfigError
+from target_server.faults import ActiveFault, Fault, FaultError
+from target_server.state import TargetState
+
+LAG_HEADER = "X-Server-Lag-Ms"
+SOCKET_KEYS = ("hammerlab.socket", "gunicorn.socket")
+HANG_POLL_S = 0.25
+PONG = b"pong"
+DONE = b'{"result": "done!"}'
+TOO_BUSY = b'{"error": "too busy!"}'
+# A reset fault sends the headers and this much of a longer body, then resets the connection.
+RESET_PARTIAL = b'{"result": "do'
+RESET_CLAIMED_LENGTH = 64
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the app. Without a config, read TARGET_* from the environment (one line and exit 3 if bad)."""
+    if config is None:
+        try:
+            config = Config.from_sources((), os.environ)
+        except ConfigError as error:
+            print(f"target_server: {error}", file=sys.stderr, flush=True)
+            raise SystemExit(3) from None  # gunicorn's "worker failed to boot": stop, don't respawn
+    app = Flask("target_server")
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    state = TargetState(config)
+    app.extensions["target"] = state
+    registry = metrics.make_registry(state)
+
+    app.wsgi_app = FrontDoor(app.wsgi_app, state)  # type: ignore[method-assign]
+
+    @app.after_request
+    def _lag_header(response: Response) -> Response:
+        response.headers[LAG_HEADER] = f"{state.lag.lag_ms:.1f}"
+        return response
+
+    @app.get("/doWork")
+    def do_work() -> Response:
+        return _do_work(state)
+
+    @app.get("/stats")
+    def stats() -> Response:
+        return jsonify(state.snapshot())
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(metrics.render(registry), content_type=metrics.CONTENT_TYPE)
+
+    app.register_blueprint(_admin_blueprint())
+
+    @app.errorhandler(404)
+    def _not_found(_exc: Exception) -> tuple[Response, int]:
+        return _error(f"no such endpoint {request.path}; try /doWork, /ping, /stats, /metrics or /admin"), 404
+
+    @app.errorhandler(405)
+    def _bad_method(_exc: Exception) -> tuple[Response, int]:
+        return _error(f"method {request.method} not allowed on {request.path}"), 405
+
+    return app
+
+
+def state_of(app: Flask) -> TargetState:
+    return app.extensions["target"]
+
+
+class FrontDoor:
+    """WSGI middleware in front of Flask: per-process start-up, socket tracking, and /ping.
+
+    /ping is answered here, without Flask's request machinery (about 60 us a request, more than pywsgi
+    itself), so a health check or a latency probe costs almost nothing even when the server is busy.
+    """
+
+    def __init__(self, app: Any, state: TargetState) -> None:
+        self.app = app
+        self.state = state
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        state = self.state
+        state.ensure_started()
+        sock = environ.get("gunicorn.socket")
+        if sock is not None:
+            state.track_socket(sock)
+        if environ.get("PATH_INFO") == "/ping" and environ.get("REQUEST_METHOD") == "GET":
+            start_response(
+                "200 OK",
+                [
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("Content-Length", "4"),
+                    (LAG_HEADER, f"{state.lag.lag_ms:.1f}"),
+                ],
+            )
+            return [PONG]
+        return self.app(environ, start_response)
+
+
+# -- /doWork ------------------------------------------------------------------------------------------
+
+
+def _do_work(state: TargetState) -> Response:
+    totals, gauges = state.totals, state.gauges
+    totals.requests += 1
+    gauges.in_flight += 1
+    try:
+        config = state.config
+        try:
+            expansion, delay_ms, work_ms = _work_params(config)
+        except ConfigError as error:
+            totals.bad_requests += 1
+            return _json_response(400, {"error": str(error)})
+        verdict = state.control.faults.decide(state.wall())
+        if verdict.outage is not None:
+            totals.count_fault("outage")
+            totals.errors += 1
+            retry = math.ceil(verdict.outage.remaining_s(state.wall()) or 1)
+            return _json_response(verdict.outage.fault.status, {"error": "outage"}, retry_after=retry)
+        if state.should_shed(config):
+            totals.rejected += 1
+            return _raw_response(503, TOO_BUSY, retry_after=config.retry_after_s)
+        for kind in verdict.hit:
+            totals.count_fault(kind)
+        if verdict.delay_ms:
+            gevent.sleep(verdict.delay_ms / 1000)
+        if verdict.terminal is not None:
+            totals.errors += 1
+            return _fail(state, verdict.terminal)
+        _run_tasks(state, expansion, delay_ms, work_ms)
+        totals.completed += 1
+        return _raw_response(200, DONE)
+    finally:
+        gauges.in_flight -= 1
+
+
+def _work_params(config: Config) -> tuple[int, float, float]:
+    """expansion, task_delay_ms and sync_work_ms: the config's, or this request's query overrides."""
+    values = {
+        "expansion": config.expansion,
+        "task_delay_ms": config.task_delay_ms,
+        "sync_work_ms": config.sync_work_ms,
+    }
+    for key, raw in request.args.items(multi=True):
+        if key not in QUERY_OPTIONS:
+            raise ConfigError(key, f"unknown query parameter; allowed: {', '.join(QUERY_OPTIONS)}")
+        values[key] = OPTION_BY_NAME[key].parse(raw)
+    return values["expansion"], values["task_delay_ms"], values["sync_work_ms"]
+
+
+def _run_tasks(state: TargetState, expansion: int, delay_ms: float, work_ms: float) -> None:
+    if expansion == 1:
+        _task(state, delay_ms, work_ms)
+    else:
+        gevent.joinall(
+            [gevent.spawn(_task, state, delay_ms, work_ms) for _ in range(expansion)], raise_error=True
+        )
+
+
+def _task(state: TargetState, delay_ms: float, work_ms: float) -> None:
+    """The seed's task: wait without blocking, then block the loop with CPU work."""
+    state.gauges.concurrent += 1
+    try:
+        gevent.sleep(delay_ms / 1000)
+    finally:
+        state.gauges.concurrent -= 1
+    state.totals.tasks_completed += 1
+    busy_spin(work_ms)
+
+
+def _fail(state: TargetState, active: ActiveFault) -> Response:
+    kind = active.fault.kind
+    if kind == "error":
+        return _json_response(active.fault.status, {"error": "injected fault"})
+    if kind == "hang":
+        # Never answer. Hold the connection until the fault is removed or expires, then drop it silently.
+        while state.control.faults.is_active(active.id, state.wall()):
+            gevent.sleep(HANG_POLL_S)
+        return _abort_connection(hard=False, partial=b"")
+    return _abort_connection(hard=True, partial=RESET_PARTIAL)
+
+
+def _abort_connection(*, hard: bool, partial: bytes) -> Response:
+    """End the connection mid-response: RST when `hard` (the client sees ECONNRESET), else a plain close.
+
+    The WSGI servers (gevent pywsgi, gunicorn) treat an ECONNRESET raised while sending the body as the
+    client going away: they close the socket quietly. SO_LINGER 0 turns that close into a reset.
+    """
+    sock = next((request.environ[k] for k in SOCKET_KEYS if k in request.environ), None)
+
+    def body() -> Iterator[bytes]:
+        if partial:
+            yield partial
+        if hard and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raise ConnectionResetError(errno.ECONNRESET, "connection dropped by an injected fault")
+
+    response = Response(body(), status=200, mimetype="application/json")
+    response.headers["Content-Length"] = str(RESET_CLAIMED_LENGTH)
+    return response
+
+
+def _raw_response(status: int, body: bytes, retry_after: int | None = None) -> Response:
+    response = Response(body, status=status, mimetype="application/json")
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _json_response(status: int, data: dict[str, Any], retry_after: int | None = None) -> Response:
+    response = jsonify(data)
+    response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _error(message: str) -> Response:
+    return jsonify(error=message)
+
+
+# -- /admin ------------------------------------------------------------------------------------------------
+
+
+def _admin_blueprint() -> Blueprint:
+    admin = Blueprint("admin", __name__, url_prefix="/admin")
+
+    def state() -> TargetState:
+        return state_of(current_app)  # type: ignore[arg-type]
+
+    @admin.before_request
+    def _loopback_only() -> tuple[Response, int] | None:
+        if not _is_loopback(request.remote_addr):
+            return _error(f"/admin answers loopback clients only, not {request.remote_addr}"), 403
+        return None
+
+    @admin.get("/faults")
+    def list_faults() -> Response:
+        now = state().wall()
+        return jsonify(faults=[f.to_json(now) for f in state().control.faults.active(now)])
+
+    @admin.post("/faults")
+    def add_fault() -> tuple[Response, int]:
+        body = request.get_json(force=True, silent=True)
+        try:
+            fault = Fault.from_json(body)
+        except (FaultError, TypeError) as error:
+            return _error(str(error)), 400
+        active = state().add_fault(fault)
+        return jsonify(fault=active.to_json(state().wall())), 201
+
+    @admin.delete("/faults")
+    def clear_faults() -> Response:
+        return jsonify(removed=state().clear_faults())
+
+    @admin.delete("/faults/<fault_id>")
+    def remove_fault(fault_id: str) -> tuple[Response, int]:
+        if not state().remove_fault(fault_id):
+            return _error(f"no active fault {fault_id!r}; GET /admin/faults lists them"), 404
+        return jsonify(removed=1), 200
+
+    @admin.get("/config")
+    def get_config() -> Response:
+        stats = state().snapshot()
+        return jsonify(config=stats["config"], overrides=stats["overrides"])
+
+    @admin.post("/config")
+    def set_config() -> tuple[Response, int]:
+        body = request.get_json(force=True, silent=True)
+        if not isinstance(body, dict) or not body:
+            return _error('body must be a JSON object like {"sync_work_ms": 20, "duration_s": 20}'), 400
+        changes = dict(body)
+        duration = changes.pop("duration_s", None)
+        if duration is not None and (
+            isinstance(duration, bool) or not isinstance(duration, int | float) or not 0 < duration <= 86_400
+        ):
+            return _error(f"duration_s: must be a number > 0 and <= 86400 (or null), got {duration!r}"), 400
+        try:
+            state().set_overrides(changes, duration)
+        except ConfigError as error:
+            return _error(str(error)), 400
+        return get_config(), 200
+
+    @admin.delete("/config")
+    def clear_config() -> Response:
+        state().clear_overrides()
+        return get_config()
+
+    @admin.post("/reset")
+    def reset() -> Response:
+        return jsonify(reset_count=state().reset())
+
+    return admin
+
+
+def _is_loopback(address: str | None) -> bool:
+    if not address:
+        return False
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
