@@ -141,6 +141,8 @@ class RequestsTransport:
         self.config = config
         self.clock = clock
         self.session = requests.Session()
+        # No proxy or .netrc lookups from the environment: they cost a third of each request's CPU.
+        self.session.trust_env = False
         adapter = requests.adapters.HTTPAdapter(
             pool_connections=1,
             pool_maxsize=config.pool_size,

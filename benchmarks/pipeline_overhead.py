@@ -1,0 +1,181 @@
+"""What the mitigation pipeline costs the load generator: CPU seconds per 1,000 requests.
+
+Runs, in one go and against the same target's /ping:
+  - Locust's bare FastHttpUser and bare HttpUser;
+  - CombinedClient (all four seed mitigations, set loose enough never to shed) on the geventhttpclient
+    (`--http-client fast`) and requests (`--http-client requests`) transports;
+  - HammerClient on the fast transport, to split launcher cost from pipeline cost.
+Each run offers the same rate from the same number of users, keep-alive on. The CPU is the Locust
+process's own, counted between test start and stop by `_cpu_probe.py`. Target: <= 1.10x the bare client.
+
+    .venv/bin/python benchmarks/pipeline_overhead.py [--seconds 10] [--users 20] [--rate 400] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+LOCUST = str(Path(sys.executable).with_name("locust"))
+
+LOOSE = [
+    "--keep-alive",
+    "true",
+    "--max-concurrent",
+    "100000",
+    "--max-sockets",
+    "1000",
+    "--breaker-mode",
+    "rate",
+    "--failure-rate-threshold",
+    "100",
+    "--min-calls",
+    "1000000",
+    "--breaker-window",
+    "60s",
+    "--connect-timeout-ms",
+    "5000",
+    "--read-timeout-ms",
+    "5000",
+    "--request-timeout-ms",
+    "10000",
+    "--path",
+    "/ping",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pinned(cmd: list[str], core: int) -> list[str]:
+    """Pin to one core when `taskset` exists, so target and load generator don't share a core."""
+    if (os.cpu_count() or 1) >= 2 and subprocess.run(
+        ["which", "taskset"], capture_output=True
+    ).returncode == 0:
+        return ["taskset", "-c", str(core), *cmd]
+    return cmd
+
+
+def wait_ready(url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/ping", timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"target at {url} did not answer /ping within {timeout:.0f} s")
+
+
+def run(name: str, files: str, user_class: str, extra: list[str], args, host: str, env: dict) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe.json"
+        cmd = [
+            LOCUST,
+            "-f",
+            files,
+            "--headless",
+            "-u",
+            str(args.users),
+            "-r",
+            str(args.users),
+            "-t",
+            f"{args.seconds}s",
+            "--host",
+            host,
+            "--only-summary",
+            "--loglevel",
+            "WARNING",
+            *extra,
+            user_class,
+        ]
+        subprocess.run(
+            pinned(cmd, 1),
+            cwd=ROOT,
+            env={**env, "HAMMERLAB_CPU_PROBE": str(probe)},
+            capture_output=True,
+            timeout=args.seconds + 60,
+        )
+        if not probe.exists():
+            raise SystemExit(f"{name}: locust wrote no CPU probe; run it by hand to see why")
+        record = json.loads(probe.read_text())
+    record["name"] = name
+    record["cpu_per_1000"] = 1000 * record["cpu_s"] / max(1, record["requests"])
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=400.0, help="total requests/s offered")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each client; the median counts")
+    args = parser.parse_args()
+    if args.seconds < 2 or args.users < 1 or args.rate <= 0 or args.rounds < 1:
+        parser.error("--seconds must be >= 2, --users >= 1, --rate > 0, --rounds >= 1")
+
+    per_user = args.rate / args.users
+    env = {**os.environ, "BENCH_RATE_PER_USER": str(per_user), "PYTHONPATH": str(ROOT)}
+    port = free_port()
+    host = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        pinned([sys.executable, "-m", "target_server", "--port", str(port), "--quiet"], 0),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(host)
+        probe = str(BENCH / "_cpu_probe.py")
+        bare = f"{BENCH / '_bare_users.py'},{probe}"
+        ours = f"locustfiles/clients.py,{probe}"
+        loose = [*LOOSE, "--launch-rate", str(per_user)]
+        plan = [
+            ("bare FastHttpUser", bare, "BareFastHttpUser", []),
+            ("CombinedClient (fast)", ours, "CombinedClient", [*loose, "--http-client", "fast"]),
+            ("HammerClient (fast)", ours, "HammerClient", [*loose, "--http-client", "fast"]),
+            ("bare HttpUser", bare, "BareHttpUser", []),
+            ("CombinedClient (requests)", ours, "CombinedClient", [*loose, "--http-client", "requests"]),
+            ("HammerClient (requests)", ours, "HammerClient", [*loose, "--http-client", "requests"]),
+        ]
+        samples: dict[str, list[dict]] = {name: [] for name, *_ in plan}
+        for round_ in range(args.rounds):
+            # Alternate the order each round so drift on a noisy machine hits every run alike.
+            for name, files, user_class, extra in plan if round_ % 2 == 0 else reversed(plan):
+                samples[name].append(run(name, files, user_class, extra, args, host, env))
+                print(f"  round {round_ + 1}: {name:<28} {samples[name][-1]['cpu_per_1000']:.3f}", flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    median = {name: statistics.median(r["cpu_per_1000"] for r in runs) for name, runs in samples.items()}
+    print(
+        f"\nmedian of {args.rounds} rounds, {args.users} users, {args.rate:.0f} req/s, {args.seconds} s each"
+    )
+    print(f"{'run':<28}{'requests':>10}{'CPU s / 1000 req':>18}")
+    for name, runs in samples.items():
+        requests = int(statistics.median(r["requests"] for r in runs))
+        print(f"{name:<28}{requests:>10}{median[name]:>18.3f}")
+    for ours, bare in (
+        ("CombinedClient (fast)", "bare FastHttpUser"),
+        ("CombinedClient (requests)", "bare HttpUser"),
+    ):
+        print(f"ratio {ours} / {bare}: {median[ours] / median[bare]:.2f}x  (target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()
