@@ -22,6 +22,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from target_server import metrics
 from target_server.busy import busy_spin
+from target_server.cluster import under_gunicorn
 from target_server.config import OPTION_BY_NAME, QUERY_OPTIONS, Config, ConfigError
 from target_server.faults import ActiveFault, Fault, FaultError
 from target_server.state import TargetState
@@ -52,6 +53,10 @@ def create_app(config: Config | None = None) -> Flask:
     registry = metrics.make_registry(state)
 
     app.wsgi_app = FrontDoor(app.wsgi_app, state)  # type: ignore[method-assign]
+    if under_gunicorn():
+        # Join the other workers' /stats at boot, not at the first request. Under --preload this greenlet
+        # runs in the forked worker (ensure_started keys on the pid), or the first request does it.
+        gevent.spawn(state.ensure_started)
 
     @app.after_request
     def _lag_header(response: Response) -> Response:

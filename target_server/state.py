@@ -79,6 +79,7 @@ class TargetState:
         self.started_mono = time.monotonic()
         self.cluster: Cluster | None = None
         self._tracked: dict[int, weakref.ref[Any]] = {}
+        self._tracking = False  # True under gunicorn, where requests reveal the sockets
         self._effective = config
         self._effective_until: float | None = None
         self._pid: int | None = None
@@ -138,6 +139,7 @@ class TargetState:
 
     def track_socket(self, sock: Any) -> None:
         """Under gunicorn the worker accepts connections, so count the ones requests arrive on."""
+        self._tracking = True
         key = id(sock)
         ref = self._tracked.get(key)
         if ref is not None and ref() is sock:
@@ -239,13 +241,18 @@ class TargetState:
         self._control_changed()
         self.cluster.publish(self.local_snapshot())
 
+    def _refresh_control(self) -> None:
+        """Adopt what another worker's admin request changed (cheap when nothing did: one stat call)."""
+        assert self.cluster is not None
+        shared = self.cluster.read_control(only_if_changed=True)
+        if shared is not None and shared.get("owner") == self.control.owner:
+            self.control.adopt(shared)
+            self._control_changed()
+
     def _cluster_loop(self) -> None:
         assert self.cluster is not None
         while True:
-            shared = self.cluster.read_control(only_if_changed=True)
-            if shared is not None and shared.get("owner") == self.control.owner:
-                self.control.adopt(shared)
-                self._control_changed()
+            self._refresh_control()
             self.cluster.publish(self.local_snapshot())
             gevent.sleep(PUBLISH_INTERVAL_S)
 
@@ -277,7 +284,7 @@ class TargetState:
         """This process's numbers, in the shape workers publish to each other."""
         totals = self.totals
         sockets = self.sockets()
-        closed = totals.sockets_closed if not self._tracked else max(0, totals.sockets_accepted - sockets)
+        closed = max(0, totals.sockets_accepted - sockets) if self._tracking else totals.sockets_closed
         return {
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started_mono, 3),
@@ -301,6 +308,8 @@ class TargetState:
 
     def snapshot(self) -> dict[str, Any]:
         """The whole server: this process plus, under gunicorn, every other live worker. Served as /stats."""
+        if self.cluster is not None:
+            self._refresh_control()
         now = self.wall()
         config = self.config
         workers = [self.local_snapshot()]
@@ -350,6 +359,7 @@ class TargetState:
                 "answered_by": os.getpid(),
                 "pids": sorted(w["pid"] for w in workers),
                 "lag_ms": {str(w["pid"]): w["lag_ms"] for w in workers},
+                "requests_total": {str(w["pid"]): w["totals"]["requests"] for w in counted},
             },
         }
 
