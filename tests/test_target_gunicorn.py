@@ -1,0 +1,153 @@
+"""The documented multi-process form: `gunicorn -k gevent -w 2 'target_server.app:create_app()'`.
+
+/stats must add up every worker, and /admin must reach every worker, whichever one answers.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import gevent
+import pytest
+
+from tests.conftest import ROOT
+from tests.test_target_load import fetch
+
+pytestmark = pytest.mark.slow
+LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
+
+
+class Gunicorn:
+    def __init__(self, workers: int, env: dict[str, str]) -> None:
+        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+        argv = [
+            gunicorn,
+            "-k",
+            "gevent",
+            "-w",
+            str(workers),
+            "-b",
+            "127.0.0.1:0",
+            "target_server.app:create_app()",
+        ]
+        handle, name = tempfile.mkstemp(prefix="gunicorn-", suffix=".log")
+        self.log = Path(name)
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_")} | env
+        with os.fdopen(handle, "wb") as log:
+            self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=child_env)
+        self.port = 0
+        deadline = time.monotonic() + 20
+        while not self.port:
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "gunicorn did not start: " + self.log.read_text()
+            match = LISTENING.search(self.log.read_text())
+            self.port = int(match.group(1)) if match else 0
+            time.sleep(0.1)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(self.url + "/stats", timeout=5) as response:
+            return json.loads(response.read())
+
+    def admin(self, method: str, path: str, body: object = None) -> int:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + "/admin" + path, data=data, method=method)
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+
+    def wait_stats(self, predicate, timeout: float = 10.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                stats = self.stats()
+                if predicate(stats):
+                    return stats
+            except (OSError, urllib.error.URLError):
+                stats = {}
+            assert time.monotonic() < deadline, f"condition never held; last /stats: {stats}"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        shutil.rmtree(Path(tempfile.gettempdir()) / f"hammerlab-target-{self.proc.pid}", ignore_errors=True)
+        self.log.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def gunicorn():
+    server = Gunicorn(workers=2, env={"TARGET_QUIET": "1"})
+    yield server
+    server.stop()
+
+
+def burst(port: int, count: int, path: str) -> list[int | None]:
+    """`count` concurrent requests on fresh connections, so that both workers accept some."""
+    greenlets = [gevent.spawn(fetch, port, path, time.monotonic(), 3.0, 10.0) for _ in range(count)]
+    gevent.joinall(greenlets, timeout=20)
+    return [g.value.status if g.value else None for g in greenlets]
+
+
+def test_stats_add_up_every_worker(gunicorn):
+    stats = gunicorn.wait_stats(lambda s: s["workers"]["count"] == 2)
+    assert stats["workers"]["mode"] == "gunicorn" and len(stats["workers"]["pids"]) == 2
+    sent = 0
+    for _ in range(10):  # until the kernel has handed connections to both workers
+        statuses = burst(gunicorn.port, 20, "/doWork?task_delay_ms=5&sync_work_ms=5")
+        assert statuses == [200] * 20
+        sent += 20
+        stats = gunicorn.wait_stats(lambda s, sent=sent: s["requests_total"] == sent)
+        if all(n > 0 for n in stats["workers"]["requests_total"].values()):
+            break
+    assert stats["completed_total"] == sent
+    per_worker = stats["workers"]["requests_total"]
+    assert len(per_worker) == 2 and all(n > 0 for n in per_worker.values()), per_worker
+
+
+def test_sockets_are_counted_from_requests_under_gunicorn(gunicorn):
+    # gunicorn accepts the connections itself, so a connection counts once it has sent a request.
+    connections = [http.client.HTTPConnection("127.0.0.1", gunicorn.port, timeout=5) for _ in range(3)]
+    try:
+        for connection in connections:
+            connection.request("GET", "/ping")
+            assert connection.getresponse().read() == b"pong"
+        gunicorn.wait_stats(lambda s: s["sockets"] == 4)  # three idle keep-alive ones and this one
+    finally:
+        for connection in connections:
+            connection.close()
+    stats = gunicorn.wait_stats(lambda s: s["sockets"] == 1)
+    assert stats["sockets_accepted_total"] - stats["sockets_closed_total"] == 1
+
+
+def test_admin_reaches_every_worker(gunicorn):
+    gunicorn.wait_stats(lambda s: s["workers"]["count"] == 2)
+    assert gunicorn.admin("POST", "/faults", {"kind": "error", "status": 502}) == 201
+    time.sleep(0.5)  # workers adopt the shared control file within a publish interval (0.2 s)
+    assert burst(gunicorn.port, 30, "/doWork?task_delay_ms=5&sync_work_ms=5") == [502] * 30
+    assert gunicorn.admin("DELETE", "/faults") == 200
+    assert gunicorn.admin("POST", "/config", {"sync_work_ms": 1}) == 200
+    time.sleep(0.5)
+    assert burst(gunicorn.port, 30, "/doWork?task_delay_ms=5") == [200] * 30
+    stats = gunicorn.wait_stats(lambda s: s["requests_total"] == 60)
+    assert stats["errors_total"] == 30 and stats["faulted_total"]["error"] == 30
+    assert stats["config"]["sync_work_ms"] == 1.0
+    assert gunicorn.admin("POST", "/reset") == 200
+    stats = gunicorn.stats()
+    assert stats["requests_total"] == 0 and stats["reset_count"] == 1
