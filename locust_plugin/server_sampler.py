@@ -1,0 +1,347 @@
+"""The one sampler of the target's `/stats`: what the seed's server terminal showed, as numbers over time.
+
+While a test runs, and only on the master (or the single local process), one greenlet asks the target
+for `/stats` every `--server-sample-ms` (250 ms by default). Each answer becomes a `ServerSample`: the
+gauges as they were, plus per-interval rates worked out from the server's monotonically increasing
+totals. A bounded history feeds the web UI's Target server tab; with `--csv PREFIX` every sample is also
+appended (and flushed) to `PREFIX_server.csv`, so an interrupted run keeps what it had.
+
+`PREFIX_server.csv` is a contract (the comparison runner reads it instead of sampling itself). One row
+per sample, these columns in this order:
+
+  timestamp         unix seconds (3 decimals) when the answer arrived
+  elapsed_s         seconds since the test started
+  lag_ms            the server's event-loop lag (toobusy's measure)
+  in_flight         /doWork requests inside the server
+  concurrent        the seed's `concurrent`: tasks waiting on their timer
+  sockets           connections open to the server, not counting the sampler's own
+  requests_total    /doWork requests received, since the server's last reset
+  completed_total   answered 200
+  rejected_total    shed by the server with 503 "too busy"
+  errors_total      failed by an injected fault
+  completed_per_s   rates of the three totals over the interval since the previous sample;
+  rejected_per_s    empty on the first sample of a test. A server reset (or restart) between two
+  errors_per_s      samples counts from the reset, over the time since it
+  faults            active fault kinds, sorted, joined by ';'; empty if none
+
+When the host answers `/stats` with something that is not a Hammerlab target, the sampler says so once
+and stops for that test; when the host cannot be reached it says so once and keeps trying.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gevent
+import requests
+
+from locust_plugin.csv_log import CsvLog
+
+log = logging.getLogger("hammerlab")
+
+SERVER_COLUMNS = (
+    "timestamp",
+    "elapsed_s",
+    "lag_ms",
+    "in_flight",
+    "concurrent",
+    "sockets",
+    "requests_total",
+    "completed_total",
+    "rejected_total",
+    "errors_total",
+    "completed_per_s",
+    "rejected_per_s",
+    "errors_per_s",
+    "faults",
+)
+RATED_TOTALS = ("completed_total", "rejected_total", "errors_total")
+REQUIRED_KEYS = ("time", "lag_ms", "in_flight", "concurrent", "sockets", "requests_total", *RATED_TOTALS)
+HISTORY_SAMPLES = 7200  # an hour at 500 ms: the UI's download, never the CSV file, is bounded by this
+FETCH_TIMEOUT_S = 3.0  # a melting server answers /stats late; a later sample is better than none
+SAMPLER_OWN_SOCKETS = 1  # the server counts the connection that asks for /stats
+
+Fetch = Callable[[str, float], tuple[int, Any]]
+"""(url, timeout) -> (HTTP status, parsed JSON body or None). Raises OSError-like errors when unreachable."""
+
+
+class NotATarget(ValueError):
+    """The host answered, but not with a Hammerlab target's /stats."""
+
+
+@dataclass(frozen=True)
+class SampleInterval:
+    """A sampling period in milliseconds, 100 to 10,000."""
+
+    ms: int = 250
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ms, bool) or not isinstance(self.ms, int) or not 100 <= self.ms <= 10_000:
+            raise ValueError(
+                f"--server-sample-ms must be a whole number of milliseconds from 100 to 10000, "
+                f"got {self.ms!r}"
+            )
+
+    @property
+    def seconds(self) -> float:
+        return self.ms / 1000.0
+
+    @classmethod
+    def parse(cls, text: object) -> SampleInterval:
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            raise ValueError(
+                f"--server-sample-ms must be a whole number of milliseconds, got {text!r}"
+            ) from None
+        return cls(value)
+
+
+@dataclass(frozen=True)
+class ServerSample:
+    """One answer from /stats, with rates over the interval since the previous one."""
+
+    timestamp: float
+    elapsed_s: float
+    server_time: float
+    since_reset_s: float
+    reset_count: int
+    lag_ms: float
+    in_flight: int
+    concurrent: int
+    sockets: int
+    requests_total: int
+    completed_total: int
+    rejected_total: int
+    errors_total: int
+    completed_per_s: float | None
+    rejected_per_s: float | None
+    errors_per_s: float | None
+    faults: tuple[str, ...]
+    fault_details: tuple[str, ...]
+
+    def csv_row(self) -> dict[str, str]:
+        return {
+            "timestamp": f"{self.timestamp:.3f}",
+            "elapsed_s": f"{self.elapsed_s:.3f}",
+            "lag_ms": f"{self.lag_ms:.1f}",
+            "in_flight": str(self.in_flight),
+            "concurrent": str(self.concurrent),
+            "sockets": str(self.sockets),
+            "requests_total": str(self.requests_total),
+            "completed_total": str(self.completed_total),
+            "rejected_total": str(self.rejected_total),
+            "errors_total": str(self.errors_total),
+            "completed_per_s": _rate(self.completed_per_s),
+            "rejected_per_s": _rate(self.rejected_per_s),
+            "errors_per_s": _rate(self.errors_per_s),
+            "faults": ";".join(self.faults),
+        }
+
+
+def _rate(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def check_stats(body: Any) -> Mapping[str, Any]:
+    """The /stats body if it is a Hammerlab target's, else `NotATarget`."""
+    if not isinstance(body, Mapping):
+        raise NotATarget("the answer is not a JSON object")
+    missing = [key for key in REQUIRED_KEYS if not isinstance(body.get(key), int | float)]
+    if missing:
+        raise NotATarget(f"the answer has no {', '.join(missing)}")
+    return body
+
+
+def was_reset(previous: ServerSample, stats: Mapping[str, Any]) -> bool:
+    """True when the server's counters restarted between two samples (an /admin/reset or a restart)."""
+    window = float(stats["time"]) - previous.server_time
+    return (
+        int(stats.get("reset_count", 0)) != previous.reset_count
+        or float(stats.get("since_reset_s", window)) < window
+        or any(int(stats[name]) < getattr(previous, name) for name in RATED_TOTALS)
+    )
+
+
+def interval_rate(
+    before: int, after: int, window_s: float, reset: bool, since_reset_s: float
+) -> float | None:
+    """Events per second between two readings of a counter. After a reset the counter restarted from 0,
+    `since_reset_s` ago, so the whole reading counts, over the part of the window since the reset."""
+    if reset:
+        before = 0
+        window_s = min(window_s, since_reset_s) if since_reset_s > 0 else window_s
+    if window_s <= 0:
+        return None
+    return max(0, after - before) / window_s
+
+
+def make_sample(
+    stats: Mapping[str, Any], previous: ServerSample | None, *, received_at: float, started_at: float
+) -> ServerSample:
+    """A sample from one checked /stats body. Rates need a previous sample of the same test."""
+    server_time = float(stats["time"])
+    since_reset = float(stats.get("since_reset_s", 0.0))
+    rates: dict[str, float | None] = dict.fromkeys(RATED_TOTALS)
+    if previous is not None:
+        reset = was_reset(previous, stats)
+        window = server_time - previous.server_time
+        for name in RATED_TOTALS:
+            rates[name] = interval_rate(getattr(previous, name), int(stats[name]), window, reset, since_reset)
+    active = [fault for fault in stats.get("faults") or () if isinstance(fault, Mapping)]
+    return ServerSample(
+        timestamp=round(received_at, 3),
+        elapsed_s=round(max(0.0, received_at - started_at), 3),
+        server_time=server_time,
+        since_reset_s=since_reset,
+        reset_count=int(stats.get("reset_count", 0)),
+        lag_ms=float(stats["lag_ms"]),
+        in_flight=int(stats["in_flight"]),
+        concurrent=int(stats["concurrent"]),
+        sockets=max(0, int(stats["sockets"]) - SAMPLER_OWN_SOCKETS),
+        requests_total=int(stats["requests_total"]),
+        completed_total=int(stats["completed_total"]),
+        rejected_total=int(stats["rejected_total"]),
+        errors_total=int(stats["errors_total"]),
+        completed_per_s=rates["completed_total"],
+        rejected_per_s=rates["rejected_total"],
+        errors_per_s=rates["errors_total"],
+        faults=tuple(sorted({str(fault.get("kind")) for fault in active})),
+        fault_details=tuple(describe_fault(fault) for fault in active),
+    )
+
+
+def describe_fault(fault: Mapping[str, Any]) -> str:
+    """`outage 7.5 s left`, `error 50% 12.0 s left`, `hang 20% until cleared`."""
+    parts = [str(fault.get("kind"))]
+    rate = fault.get("rate")
+    if isinstance(rate, int | float) and rate < 1:
+        parts.append(f"{rate * 100:.0f}%")
+    remaining = fault.get("remaining_s")
+    parts.append("until cleared" if remaining is None else f"{float(remaining):.1f} s left")
+    return " ".join(parts)
+
+
+def fetch_json(url: str, timeout: float) -> tuple[int, Any]:
+    """GET on a fresh connection that is closed at once, so the sampler never holds a socket between
+    samples (PooledClient's socket cap is checked on the same server count)."""
+    response = requests.get(url, timeout=timeout, headers={"Connection": "close"})
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    return response.status_code, body
+
+
+class ServerSampler:
+    """Samples one target's /stats on a fixed period, between `start` and `stop`. See the module doc."""
+
+    def __init__(
+        self,
+        interval: SampleInterval,
+        *,
+        fetch: Fetch = fetch_json,
+        history: int = HISTORY_SAMPLES,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.interval = interval
+        self.fetch = fetch
+        self.wall = wall
+        self.history: deque[ServerSample] = deque(maxlen=history)
+        self.csv: CsvLog | None = None
+        self.base_url = ""
+        self.status = "waiting for a test to start"
+        self.available = True
+        self.started_at = wall()
+        self._greenlet: gevent.Greenlet | None = None
+        self._said_unreachable = False
+
+    @property
+    def latest(self) -> ServerSample | None:
+        return self.history[-1] if self.history else None
+
+    @property
+    def running(self) -> bool:
+        return self._greenlet is not None and not self._greenlet.dead
+
+    def open_csv(self, path: Path) -> None:
+        if self.csv is None:
+            self.csv = CsvLog(path, SERVER_COLUMNS)
+
+    def start(self, base_url: str, started_at: float | None = None) -> None:
+        """Forget the last test's samples and sample `base_url` until `stop`."""
+        self.stop()
+        self.base_url = base_url.rstrip("/")
+        self.started_at = self.wall() if started_at is None else started_at
+        self.history.clear()
+        self.available = True
+        self._said_unreachable = False
+        if not self.base_url:
+            self.status = "no host: the Target server tab needs one"
+            return
+        self.status = f"sampling {self.base_url}/stats every {self.interval.ms} ms"
+        self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=True)
+            self._greenlet = None
+
+    def close(self) -> None:
+        self.stop()
+        if self.csv is not None:
+            self.csv.close()
+            self.csv = None
+
+    def _run(self) -> None:
+        period = self.interval.seconds
+        next_at = time.monotonic()
+        while self.available:
+            self.sample_once()
+            next_at += period
+            delay = next_at - time.monotonic()
+            if delay < 0:  # a slow answer: keep the period from now on rather than bursting to catch up
+                next_at, delay = time.monotonic(), 0.0
+            gevent.sleep(delay)
+
+    def sample_once(self) -> ServerSample | None:
+        """Ask once and record the answer. Returns the sample, or None (and says why, once)."""
+        url = f"{self.base_url}/stats"
+        try:
+            status, body = self.fetch(url, FETCH_TIMEOUT_S)
+        except (OSError, requests.RequestException) as error:
+            if not self._said_unreachable:
+                self._said_unreachable = True
+                log.warning(
+                    "hammerlab: cannot reach %s (%s); the Target server tab will fill in when it answers",
+                    url,
+                    type(error).__name__,
+                )
+            self.status = f"cannot reach {url}; still trying"
+            return None
+        received_at = self.wall()
+        try:
+            if status != 200:
+                raise NotATarget(f"it answered HTTP {status}")
+            stats = check_stats(body)
+        except NotATarget as error:
+            self.available = False
+            self.status = f"{self.base_url} has no Hammerlab /stats ({error}); nothing to show"
+            log.warning(
+                "hammerlab: %s has no Hammerlab /stats (%s); the Target server tab stays empty for this test",
+                self.base_url,
+                error,
+            )
+            return None
+        sample = make_sample(stats, self.latest, received_at=received_at, started_at=self.started_at)
+        self.history.append(sample)
+        self.status = f"sampling {url} every {self.interval.ms} ms"
+        if self.csv is not None:
+            self.csv.write([sample.csv_row()])
+        return sample
