@@ -44,7 +44,7 @@ def create_app(config: Config | None = None) -> Flask:
         try:
             config = Config.from_sources((), os.environ)
         except ConfigError as error:
-            print(f"target_server: {error}", file=sys.stderr, flush=True)
+            print(f"target_server: error: {error}", file=sys.stderr, flush=True)
             raise SystemExit(3) from None  # gunicorn's "worker failed to boot": stop, don't respawn
     app = Flask("target_server")
     app.json.sort_keys = False  # type: ignore[attr-defined]
