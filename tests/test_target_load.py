@@ -118,7 +118,7 @@ def test_reject_if_too_busy_sheds_with_503_and_keeps_serving(start_target):
     assert len(served) >= 40
     late = [r for r in served if r.launched - results[0].launched > 1.5]
     assert late, "still serving in the second half of the overload"
-    assert max(r.lag_ms for r in results if r.lag_ms is not None) < 500  # shedding bounds it
+    assert max(r.lag_ms for r in results if r.lag_ms is not None) < 600  # without shedding: ~1000 ms
     stats = server.stats()
     assert stats["rejected_total"] == len(shed)
     assert wait_for_lag_below(server, 70, timeout_s=8) < 70
