@@ -158,7 +158,7 @@ class Monitor:
 
     def _tick_forever(self) -> None:
         while True:
-            gevent.sleep(self.interval.seconds)
+            gevent.sleep(self.interval.seconds or SampleInterval().seconds)
             self.sample_local()
 
     def _stop_ticker(self) -> None:
@@ -188,7 +188,7 @@ def _add_option(parser: Any, **_: Any) -> None:
         type=_sample_ms,
         default=SampleInterval().ms,
         help="how often the master samples the target's /stats for the Target server tab and "
-        "PREFIX_server.csv (100-10000, default 250)",
+        "PREFIX_server.csv: 100-10000, or 0 for never (default 250)",
     )
 
 

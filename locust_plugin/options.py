@@ -144,8 +144,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--max-sockets", positive_int, "16", "PooledClient: most sockets open to the host at once"),
     Option("--keep-alive", boolean, "false", "reuse sockets between requests (the seed did not)"),
     # timeouts (REQUEST_TIMEOUT)
-    Option("--connect-timeout-ms", positive_int, "1000", "TimeoutClient: longest wait to connect"),
-    Option("--read-timeout-ms", positive_int, "2000", "TimeoutClient: longest wait for each read"),
+    Option("--connect-timeout-ms", positive_int, "3000",
+           "every client: longest wait to connect (stands in for the kernel's SYN-retry limit)"),
+    Option("--read-timeout-ms", positive_int, "1000", "TimeoutClient: longest wait for each read"),
     Option("--request-timeout-ms", positive_int, "2000",
            "TimeoutClient: total deadline counted from launch, socket queueing included"),
 )

@@ -10,9 +10,10 @@ The order is fixed and documented, outermost first:
   - the total deadline is not a layer: the pipeline stamps it on the call at entry, counted from launch,
     and every waiting layer and the transport honour it (see `mitigations.timeout`).
 
-A class without the `timeout` mitigation still gets a connect timeout of `SYSTEM_CONNECT_TIMEOUT`: it
-stands in for the kernel's own limit on SYN retries (about 127 s on Linux, 75 s on macOS, where the seed
-saw `connect ETIMEDOUT`), shortened so that a short lab run shows it.
+Every class has a connect timeout (`--connect-timeout-ms`, default 3 s): every real client has one, if
+only the kernel's limit on SYN retries (about 127 s on Linux, 75 s on macOS, where the seed saw
+`connect ETIMEDOUT`); it is shortened so that a short lab run shows it. The `timeout` mitigation adds
+what the seed's REQUEST_TIMEOUT added: a read timeout and a total deadline counted from launch.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ from mitigations.socket_pool import SocketPool, SocketPoolConfig
 from mitigations.throttle import Throttle, ThrottleConfig
 from mitigations.timeout import Timeouts
 from mitigations.transport import TransportConfig, make_transport
-
-SYSTEM_CONNECT_TIMEOUT = 10.0
 
 ORDER = ("retry", "breaker", "throttle", "adaptive", "sre", "pooled", "timeout")
 
@@ -98,14 +97,11 @@ def build_pipeline(
 
     chosen = [name for name in ORDER if name in mitigations and name in POLICY_BUILDERS]
     policies = {name: POLICY_BUILDERS[name](read) for name in chosen}
+    connect = _ms(read("connect_timeout_ms"))
     if "timeout" in mitigations:
-        timeouts = Timeouts(
-            connect=_ms(read("connect_timeout_ms")),
-            read=_ms(read("read_timeout_ms")),
-            total=_ms(read("request_timeout_ms")),
-        )
+        timeouts = Timeouts(connect, _ms(read("read_timeout_ms")), _ms(read("request_timeout_ms")))
     else:
-        timeouts = Timeouts(connect=SYSTEM_CONNECT_TIMEOUT)
+        timeouts = Timeouts(connect=connect)
     pool = policies.get("pooled")
     transport = make_transport(
         read("http_client"),

@@ -1,10 +1,11 @@
 """The one sampler of the target's `/stats`: what the seed's server terminal showed, as numbers over time.
 
 While a test runs, and only on the master (or the single local process), one greenlet asks the target
-for `/stats` every `--server-sample-ms` (250 ms by default). Each answer becomes a `ServerSample`: the
-gauges as they were, plus per-interval rates worked out from the server's monotonically increasing
-totals. A bounded history feeds the web UI's Target server tab; with `--csv PREFIX` every sample is also
-appended (and flushed) to `PREFIX_server.csv`, so an interrupted run keeps what it had.
+for `/stats` every `--server-sample-ms` (250 ms by default; 0 turns sampling off). Each answer becomes
+a `ServerSample`: the gauges as they were, plus per-interval rates worked out from the server's
+monotonically increasing totals. A bounded history feeds the web UI's Target server tab; with
+`--csv PREFIX` every sample is also appended (and flushed) to `PREFIX_server.csv`, so an interrupted
+run keeps what it had.
 
 `PREFIX_server.csv` is a contract (the comparison runner reads it instead of sampling itself). One row
 per sample, these columns in this order:
@@ -77,16 +78,24 @@ class NotATarget(ValueError):
 
 @dataclass(frozen=True)
 class SampleInterval:
-    """A sampling period in milliseconds, 100 to 10,000."""
+    """A sampling period in milliseconds: 100 to 10,000, or 0 for no sampling at all."""
 
     ms: int = 250
 
     def __post_init__(self) -> None:
-        if isinstance(self.ms, bool) or not isinstance(self.ms, int) or not 100 <= self.ms <= 10_000:
+        if (
+            isinstance(self.ms, bool)
+            or not isinstance(self.ms, int)
+            or not (self.ms == 0 or 100 <= self.ms <= 10_000)
+        ):
             raise ValueError(
-                f"--server-sample-ms must be a whole number of milliseconds from 100 to 10000, "
+                "--server-sample-ms must be 0 (off) or a whole number of milliseconds from 100 to 10000, "
                 f"got {self.ms!r}"
             )
+
+    @property
+    def off(self) -> bool:
+        return self.ms == 0
 
     @property
     def seconds(self) -> float:
@@ -282,6 +291,9 @@ class ServerSampler:
         self.history.clear()
         self.available = True
         self._said_unreachable = False
+        if self.interval.off:
+            self.status = "off (--server-sample-ms 0)"
+            return
         if not self.base_url:
             self.status = "no host: the Target server tab needs one"
             return

@@ -1,0 +1,114 @@
+"""Test helpers for end-to-end runs: a real `locust --headless` process, and a watcher of the server's /stats.
+
+Not a test module (no `test_` prefix); tests import it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUST = str(Path(sys.executable).with_name("locust"))
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@dataclass
+class LocustRun:
+    """What a finished headless run left behind: exit code, output and its parsed CSV files."""
+
+    returncode: int
+    output: str
+    prefix: Path
+
+    def stats(self) -> list[dict[str, str]]:
+        return read_csv(Path(f"{self.prefix}_stats.csv"))
+
+    def failures(self) -> list[dict[str, str]]:
+        return read_csv(Path(f"{self.prefix}_failures.csv"))
+
+    def row(self, request_type: str, name: str) -> dict[str, str] | None:
+        for row in self.stats():
+            if row["Type"] == request_type and row["Name"] == name:
+                return row
+        return None
+
+    def count(self, request_type: str, name: str) -> int:
+        row = self.row(request_type, name)
+        return int(row["Request Count"]) if row else 0
+
+    def failure_count(self, error_fragment: str, request_type: str | None = None) -> int:
+        return sum(
+            int(row["Occurrences"])
+            for row in self.failures()
+            if error_fragment in row["Error"] and (request_type is None or row["Method"] == request_type)
+        )
+
+
+def run_locust(
+    user_class: str, host: str, seconds: float, *args: str, tmp_path: Path, users: int = 1
+) -> LocustRun:
+    """Run one client class headless for `seconds` against `host`, from the repo root (locust.conf)."""
+    prefix = tmp_path / user_class
+    cmd = [
+        LOCUST, "--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
+        "--host", host, "--csv", str(prefix), "--stop-timeout", "0", *args, user_class,
+    ]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 60)
+    return LocustRun(result.returncode, result.stdout + result.stderr, prefix)
+
+
+@dataclass
+class ServerWatch:
+    """Polls /stats every `interval` s in a thread while a run goes, keeping each field's peak and samples.
+
+    Bounded: it stops at `stop()` or after `limit` seconds, whichever comes first.
+    """
+
+    url: str
+    interval: float = 0.05
+    limit: float = 120.0
+    peaks: dict[str, float] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ServerWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        ends = time.monotonic() + self.limit
+        while not self._stop.is_set() and time.monotonic() < ends:
+            try:
+                with urllib.request.urlopen(self.url + "/stats", timeout=2) as response:
+                    sample = json.loads(response.read())
+            except OSError:
+                sample = None
+            if sample is not None:
+                sample["at"] = time.monotonic()
+                self.samples.append(sample)
+                for key in ("lag_ms", "in_flight", "concurrent", "sockets"):
+                    self.peaks[key] = max(self.peaks.get(key, 0), sample[key])
+            self._stop.wait(self.interval)
