@@ -1,0 +1,170 @@
+"""The target server the comparison runs against: an embedded subprocess, or one the user runs (--host).
+
+The embedded server runs in its own process group, so that stopping it also stops anything it started,
+and so that a Ctrl-C in the terminal reaches only the runner, which then stops children in order.
+Every child also gets PDEATHSIG: if the runner itself is killed, the kernel stops the child too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from comparison import ROOT
+
+READY_TIMEOUT_S = 15.0
+STOP_GRACE_S = 5.0
+LISTENING = re.compile(r"listening on (http://\S+)")
+_PR_SET_PDEATHSIG = 1
+
+
+class TargetError(RuntimeError):
+    """The target cannot be started or reached; the message is one line for the user."""
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: receive SIGTERM when the runner dies (Linux; ignored elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def start_child(
+    command: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `command` from the repo root in its own session, stdout and stderr into `log_path`."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
+
+def stop_child(
+    process: subprocess.Popen[bytes], first: int = signal.SIGTERM, grace: float = STOP_GRACE_S
+) -> int:
+    """Signal the child's process group, wait `grace` seconds, then SIGKILL it. Returns the exit code."""
+    if process.poll() is None:
+        _signal_group(process, first)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait(timeout=grace)
+    _signal_group(process, signal.SIGKILL)  # anything the child left behind in its group
+    return process.returncode
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)  # start_new_session: the group id is the child's pid
+
+
+def request(method: str, url: str, body: Any = None, timeout: float = 3.0) -> Any:
+    """One small JSON request to the target (/stats, /admin). Raises TargetError with one line."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as error:
+        raise TargetError(f"{method} {url} answered {error.code}: {error.read()[:200]!r}") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise TargetError(f"{method} {url} failed: {reason}") from None
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+def check_reachable(url: str, timeout: float = 2.0) -> None:
+    """Fail fast, before any load: GET /ping must answer 200 within `timeout` seconds."""
+    try:
+        request("GET", url.rstrip("/") + "/ping", timeout=timeout)
+    except TargetError as error:
+        raise TargetError(
+            f"--host {url} is not reachable ({str(error).split(' failed: ')[-1]}); "
+            "start the target there or leave --host out to run an embedded one"
+        ) from None
+
+
+class EmbeddedTarget:
+    """`python -m target_server` on a free loopback port, started fresh for each class."""
+
+    def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, log_path: Path) -> str:
+        """Start and wait until /ping answers. `--port 0` lets the server pick its port: no race."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        command = [sys.executable, "-m", "target_server", "--host", "127.0.0.1", "--port", "0", "--quiet"]
+        self.process = start_child([*command, *self.extra_args], log_path)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = log_path.read_text(errors="replace")[offset:].strip().splitlines()
+                raise TargetError(
+                    f"the target server exited with code {self.process.returncode}: "
+                    f"{tail[-1] if tail else 'no output'}"
+                )
+            found = LISTENING.search(log_path.read_text(errors="replace")[offset:])
+            if found:
+                self.url = found.group(1)
+                try:
+                    request("GET", self.url + "/ping", timeout=1.0)
+                    return self.url
+                except TargetError:
+                    pass
+            time.sleep(0.05)
+        self.stop()
+        raise TargetError(
+            f"the target server did not answer /ping within {READY_TIMEOUT_S:g} s; see {log_path}"
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_child(self.process)
+            self.process = None
+
+
+def reset_target(url: str) -> None:
+    """Between classes on a user's server: clear faults and zero the totals, then let it drain."""
+    request("DELETE", url + "/admin/faults")
+    request("POST", url + "/admin/reset")
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        stats = request("GET", url + "/stats")
+        if isinstance(stats, dict) and stats.get("in_flight", 0) == 0 and stats.get("lag_ms", 0) < 20:
+            return
+        time.sleep(0.25)
+
+
+def inject_outage(url: str, duration_s: float) -> tuple[float, float]:
+    """Start an outage now. Returns its (start, end) in unix seconds, as the server recorded them."""
+    answer = request("POST", url + "/admin/faults", {"kind": "outage", "duration_s": duration_s})
+    started = float(answer["fault"]["started_at"])
+    return started, started + duration_s
