@@ -1,0 +1,126 @@
+"""Three or four sentences that say what the table shows, written from the numbers of this run.
+
+Each sentence picks its subject from the data (the client with the worst lag, the one that kept the
+server healthiest, the best goodput, the fastest and slowest recovery), so a different run reads
+differently. Nothing here is canned beyond the sentence frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from comparison.config import LoadPlan
+from comparison.summary import NOT_RECOVERED, Summary
+
+HEALTHY_LAG_MS = 70.0  # toobusy's default maxLag: above it the seed's server would start shedding
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f} ms"
+
+
+def _pct(share: float) -> str:
+    return f"{share * 100:.0f} %"
+
+
+def _top_kind(kinds: str) -> str:
+    """The most frequent kind from `a=3;b=1` (the summary sorts largest first)."""
+    return kinds.split(";", 1)[0].split("=", 1)[0] if kinds else ""
+
+
+def _lag(summary: Summary) -> float:
+    return summary.server_max_lag_ms if summary.server_max_lag_ms is not None else 0.0
+
+
+def _p95_lag(summary: Summary) -> float:
+    return summary.server_p95_lag_ms if summary.server_p95_lag_ms is not None else _lag(summary)
+
+
+def describe(summaries: Sequence[Summary], plan: LoadPlan) -> list[str]:
+    """The sentences for summary.md and report.html."""
+    if not summaries:
+        return ["No client class finished, so there is nothing to compare."]
+    sentences = [_setting(plan, len(summaries))]
+    worst = max(summaries, key=_lag)
+    sentences.append(_worst(worst))
+    healthy = [s for s in summaries if s is not worst]
+    if healthy:
+        best = min(healthy, key=lambda s: (_p95_lag(s), -s.goodput_rps))
+        sentences.append(_best(best, worst, plan))
+    sentences.append(_recovery(summaries) if plan.outage_s else _goodput(summaries, plan))
+    return sentences
+
+
+def _setting(plan: LoadPlan, count: int) -> str:
+    ratio = plan.offered_rps / plan.capacity_rps
+    shape = (
+        f"in bursts averaging {plan.offered_rps:,.0f} requests/s ({ratio:.2f} x)"
+        if plan.burst
+        else f"{plan.offered_rps:,.0f} requests/s ({ratio:.1f} x)"
+    )
+    extra = f", with a {plan.outage_s:g} s outage from {plan.outage_at_s:g} s" if plan.outage_s else ""
+    return (
+        f"Each of the {count} client classes was offered {shape} the measured capacity of "
+        f"{plan.capacity_rps:,.0f} requests/s for {plan.duration_s:g} s{extra}."
+    )
+
+
+def _worst(s: Summary) -> str:
+    lost = f"lost {_pct(s.failed_share)} of its requests on the wire"
+    if s.server_errors:
+        lost += f" (mostly {_top_kind(s.server_error_kinds)})"
+    else:
+        lost = "lost none of its requests on the wire"
+    sockets = f" with {s.server_max_sockets} sockets open" if s.server_max_sockets is not None else ""
+    return (
+        f"{s.client} drove the server's lag to {_ms(s.server_max_lag_ms)}{sockets} and {lost}, "
+        f"serving {s.goodput_rps:,.0f} requests/s."
+    )
+
+
+def _best(s: Summary, worst: Summary, plan: LoadPlan) -> str:
+    if s.shed:
+        how = f"by holding back {_pct(s.shed_share)} at the client (mostly {_top_kind(s.shed_kinds)})"
+    elif s.server_errors:
+        how = f"while {_pct(s.failed_share)} of its requests failed"
+    else:
+        how = "without shedding or failing anything"
+    verdict = "under" if _lag(s) <= HEALTHY_LAG_MS else "at"
+    return (
+        f"{s.client} kept the lag {verdict} {_ms(_lag(s))} (p95 {_ms(s.server_p95_lag_ms)}) {how}, and still "
+        f"served {s.goodput_rps:,.0f} requests/s, {_pct(s.goodput_rps / plan.capacity_rps)} of capacity "
+        f"(against {worst.goodput_rps:,.0f} for {worst.client})."
+    )
+
+
+def _goodput(summaries: Sequence[Summary], plan: LoadPlan) -> str:
+    ranked = sorted(summaries, key=lambda s: s.goodput_rps, reverse=True)
+    top, bottom = ranked[0], ranked[-1]
+    if len(ranked) == 1:
+        return f"Its goodput was {top.goodput_rps:,.0f} requests/s."
+    latency = f" at a p99 of {_ms(top.p99_ms)}" if top.p99_ms is not None else ""
+    return (
+        f"The most goodput came from {top.client} ({top.goodput_rps:,.0f} requests/s{latency}), the least "
+        f"from {bottom.client} ({bottom.goodput_rps:,.0f} requests/s, "
+        f"{_pct(bottom.goodput_rps / plan.offered_rps)} of what was offered)."
+    )
+
+
+def _recovery(summaries: Sequence[Summary]) -> str:
+    timed = [s for s in summaries if isinstance(s.recovery_s, float)]
+    never = [s.client for s in summaries if s.recovery_s == NOT_RECOVERED]
+    parts = []
+    if timed:
+        fast = min(timed, key=lambda s: s.recovery_s)  # type: ignore[arg-type, return-value]
+        slow = max(timed, key=lambda s: s.recovery_s)  # type: ignore[arg-type, return-value]
+        parts.append(
+            f"After the outage ended, {fast.client} was back to 90 % of the offered load in "
+            f"{fast.recovery_s:.2f} s"
+        )
+        if slow is not fast:
+            parts.append(f"{slow.client} took the longest, {slow.recovery_s:.2f} s")
+    if never:
+        parts.append(f"{', '.join(never)} did not get back there before the run ended")
+    if not parts:
+        return "Recovery after the outage could not be measured: the client samples are missing."
+    return "; ".join(parts) + "."

@@ -1,0 +1,227 @@
+"""Readers for the files one class's Locust run leaves: Locust's own CSVs and the Hammerlab sampler's.
+
+Locust (`--csv PREFIX`): PREFIX_stats.csv, PREFIX_failures.csv (and _stats_history, _exceptions).
+Sampler (`locust_plugin.server_sampler`, `locust_plugin.client_stats`): PREFIX_server.csv and
+PREFIX_mitigations.csv, whose columns are a contract documented in those modules.
+
+Every reader takes a missing file as "no rows", so a run whose sampler found no Hammerlab target still
+gets a summary; the caller decides whether that is worth a note.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SHED_TYPE = "SHED"
+ALL_WORKERS = "all"
+_EXCEPTION_MESSAGE = re.compile(r"^\w+\('(.*)'\)$")
+_SHED_CAUSE = re.compile(r"\[([^\]]+)\]\s*$")
+
+
+def _rows(path: Path) -> Iterator[dict[str, str]]:
+    if not path.exists():
+        return
+    with path.open(newline="", encoding="utf-8") as handle:
+        yield from csv.DictReader(handle)
+
+
+def _float(text: str | None) -> float | None:
+    if text is None or text.strip() in ("", "N/A"):
+        return None
+    return float(text)
+
+
+def _int(text: str | None) -> int:
+    value = _float(text)
+    return 0 if value is None else int(value)
+
+
+@dataclass(frozen=True)
+class StatsRow:
+    """One row of Locust's PREFIX_stats.csv."""
+
+    type: str
+    name: str
+    count: int
+    failures: int
+    rps: float
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+    @property
+    def is_aggregate(self) -> bool:
+        return self.name == "Aggregated" and not self.type
+
+    @property
+    def is_shed(self) -> bool:
+        return self.type == SHED_TYPE
+
+    @property
+    def is_wire(self) -> bool:
+        return not self.is_aggregate and not self.is_shed
+
+    @property
+    def shed_cause(self) -> str:
+        found = _SHED_CAUSE.search(self.name)
+        return found.group(1) if found else self.name
+
+
+def read_stats(path: Path) -> list[StatsRow]:
+    return [
+        StatsRow(
+            type=row["Type"],
+            name=row["Name"],
+            count=_int(row["Request Count"]),
+            failures=_int(row["Failure Count"]),
+            rps=_float(row["Requests/s"]) or 0.0,
+            p50=_float(row.get("50%")),
+            p95=_float(row.get("95%")),
+            p99=_float(row.get("99%")),
+        )
+        for row in _rows(path)
+    ]
+
+
+@dataclass(frozen=True)
+class FailureRow:
+    """One row of PREFIX_failures.csv: Locust groups by method, name and repr(exception)."""
+
+    method: str
+    name: str
+    error: str
+    occurrences: int
+
+    @property
+    def kind(self) -> str:
+        """`ConnectTimeout('connect-timeout')` -> `connect-timeout`: the stable message is the kind."""
+        found = _EXCEPTION_MESSAGE.match(self.error.strip())
+        return found.group(1) if found else self.error.strip()
+
+
+def read_failures(path: Path) -> list[FailureRow]:
+    return [
+        FailureRow(row["Method"], row["Name"], row["Error"], _int(row["Occurrences"])) for row in _rows(path)
+    ]
+
+
+@dataclass(frozen=True)
+class ServerRow:
+    """One sample of the target's /stats (PREFIX_server.csv)."""
+
+    timestamp: float
+    elapsed_s: float
+    lag_ms: float
+    in_flight: int
+    sockets: int
+    completed_total: int
+    errors_total: int
+    faults: str
+
+
+def read_server(path: Path) -> list[ServerRow]:
+    return [
+        ServerRow(
+            timestamp=float(row["timestamp"]),
+            elapsed_s=float(row["elapsed_s"]),
+            lag_ms=float(row["lag_ms"]),
+            in_flight=_int(row["in_flight"]),
+            sockets=_int(row["sockets"]),
+            completed_total=_int(row["completed_total"]),
+            errors_total=_int(row["errors_total"]),
+            faults=row.get("faults") or "",
+        )
+        for row in _rows(path)
+    ]
+
+
+@dataclass(frozen=True)
+class ClientRow:
+    """One client class's summed (`worker=all`) sample from PREFIX_mitigations.csv."""
+
+    timestamp: float
+    elapsed_s: float
+    concurrent: int
+    max_concurrent: int
+    launched_total: int
+    wire_total: int
+    wire_failures_total: int
+    shed_total: int
+
+    @property
+    def good_total(self) -> int:
+        """Attempts answered 2xx/3xx: on the wire and not failed."""
+        return self.wire_total - self.wire_failures_total
+
+
+def read_client(path: Path, client: str) -> list[ClientRow]:
+    return [
+        ClientRow(
+            timestamp=float(row["timestamp"]),
+            elapsed_s=float(row["elapsed_s"]),
+            concurrent=_int(row["concurrent"]),
+            max_concurrent=_int(row["max_concurrent"]),
+            launched_total=_int(row["launched_total"]),
+            wire_total=_int(row["wire_total"]),
+            wire_failures_total=_int(row["wire_failures_total"]),
+            shed_total=_int(row["shed_total"]),
+        )
+        for row in _rows(path)
+        if row["worker"] == ALL_WORKERS and row["client"] == client
+    ]
+
+
+@dataclass(frozen=True)
+class ClassFiles:
+    """Where one class's files are: everything shares the prefix `<run dir>/<ClassName>`."""
+
+    prefix: Path
+
+    def path(self, suffix: str) -> Path:
+        return self.prefix.with_name(self.prefix.name + suffix)
+
+    @property
+    def stats(self) -> Path:
+        return self.path("_stats.csv")
+
+    @property
+    def history(self) -> Path:
+        return self.path("_stats_history.csv")
+
+    @property
+    def failures(self) -> Path:
+        return self.path("_failures.csv")
+
+    @property
+    def exceptions(self) -> Path:
+        return self.path("_exceptions.csv")
+
+    @property
+    def html(self) -> Path:
+        return self.path(".html")
+
+    @property
+    def server(self) -> Path:
+        return self.path("_server.csv")
+
+    @property
+    def mitigations(self) -> Path:
+        return self.path("_mitigations.csv")
+
+    @property
+    def locust_log(self) -> Path:
+        return self.path("_locust.log")
+
+    @property
+    def target_log(self) -> Path:
+        return self.path("_target.log")
+
+    def locust_files(self) -> list[Path]:
+        return [self.stats, self.history, self.failures, self.exceptions, self.html]
+
+    def sampler_files(self) -> list[Path]:
+        return [self.server, self.mitigations]

@@ -1,0 +1,220 @@
+"""One summary row per client class, worked out from that class's files only.
+
+Where each number comes from (one source each):
+  - goodput, server errors and their kinds, shed and its causes, p50/p95/p99: Locust's PREFIX_stats.csv
+    and PREFIX_failures.csv. Wire rows are every row that is not `SHED` and not `Aggregated`
+    (`GET /doWork`, and `GET /doWork [retry]` for retries); percentiles are the `GET /doWork` row's
+    (first attempts that reached the wire, failed ones included; shed calls never enter it).
+    goodput_rps = wire successes / the test's elapsed time, which Locust's own Requests/s encodes
+    (every row's Requests/s is its count over the same elapsed time).
+  - max_client_concurrent: PREFIX_mitigations.csv, the class's `all` rows.
+  - server lag, sockets and in-flight: PREFIX_server.csv.
+  - recovery_s (outage only): PREFIX_mitigations.csv; the start of the first 1 s window after the
+    outage's end in which the client's goodput is at least 90 % of the offered rate.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from comparison.config import LoadPlan
+from comparison.readers import (
+    ClassFiles,
+    ClientRow,
+    read_client,
+    read_failures,
+    read_server,
+    read_stats,
+)
+
+COLUMNS = (
+    "client",
+    "scenario",
+    "capacity_rps",
+    "offered_rps",
+    "goodput_rps",
+    "server_errors",
+    "server_error_kinds",
+    "shed",
+    "shed_kinds",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_client_concurrent",
+    "server_max_lag_ms",
+    "server_p95_lag_ms",
+    "server_max_sockets",
+    "server_max_in_flight",
+    "recovery_s",
+)
+FIRST_ATTEMPT_ROW = ("GET", "/doWork")
+RECOVERY_WINDOW_S = 1.0
+RECOVERY_SHARE = 0.9
+NOT_RECOVERED = "never"
+
+
+@dataclass(frozen=True)
+class ClassResult:
+    """A class whose Locust run finished: its files and, in the outage scenario, the outage (unix s)."""
+
+    client: str
+    files: ClassFiles
+    outage: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The summary.csv row of one class, plus the counts the narrative needs."""
+
+    client: str
+    scenario: str
+    capacity_rps: float
+    offered_rps: float
+    goodput_rps: float
+    server_errors: int
+    server_error_kinds: str
+    shed: int
+    shed_kinds: str
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_client_concurrent: int | None
+    server_max_lag_ms: float | None
+    server_p95_lag_ms: float | None
+    server_max_sockets: int | None
+    server_max_in_flight: int | None
+    recovery_s: float | str | None
+    requests: int = 0
+    elapsed_s: float = 0.0
+
+    def cells(self) -> dict[str, str]:
+        """The row as summary.csv writes it: empty cells for numbers that do not apply."""
+        return {name: _cell(name, getattr(self, name)) for name in COLUMNS}
+
+    @property
+    def failed_share(self) -> float:
+        return self.server_errors / self.requests if self.requests else 0.0
+
+    @property
+    def shed_share(self) -> float:
+        return self.shed / self.requests if self.requests else 0.0
+
+
+_DECIMALS = {
+    "capacity_rps": 1,
+    "offered_rps": 1,
+    "goodput_rps": 1,
+    "server_max_lag_ms": 1,
+    "server_p95_lag_ms": 1,
+    "recovery_s": 2,
+}
+
+
+def _cell(name: str, value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        decimals = _DECIMALS.get(name, 0)
+        return f"{value:.{decimals}f}"
+    return str(value)
+
+
+def join_counts(counts: dict[str, int]) -> str:
+    """`connect-timeout=12;503=3`, largest first: the same `key=count;...` form as the sampler's."""
+    return ";".join(f"{key}={value}" for key, value in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def percentile(values: Sequence[float], share: float) -> float | None:
+    """Nearest-rank percentile (share in (0, 1]); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(share * len(ordered)))
+    return ordered[rank - 1]
+
+
+def recovery_time(
+    rows: Sequence[ClientRow], outage_end: float, offered_rps: float, window_s: float = RECOVERY_WINDOW_S
+) -> float | None:
+    """Seconds from `outage_end` to the start of the first `window_s` window, wholly after it, in which
+    goodput reached RECOVERY_SHARE x `offered_rps`. None when that never happened before the run ended."""
+    target = RECOVERY_SHARE * offered_rps
+    ordered = sorted(rows, key=lambda r: r.timestamp)
+    start = 0
+    for end, row in enumerate(ordered):
+        # the window starts at the latest sample at least window_s before `row`, and after the outage
+        while start + 1 < end and ordered[start + 1].timestamp <= row.timestamp - window_s:
+            start += 1
+        first = ordered[start]
+        if first.timestamp < outage_end or row.timestamp - first.timestamp < window_s * 0.99:
+            continue
+        rate = (row.good_total - first.good_total) / (row.timestamp - first.timestamp)
+        if rate >= target:
+            return first.timestamp - outage_end
+    return None
+
+
+def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
+    """Work out one class's row from its files (see the module doc for each number's source)."""
+    stats = read_stats(result.files.stats)
+    failures = read_failures(result.files.failures)
+    wire = [row for row in stats if row.is_wire]
+    shed_rows = [row for row in stats if row.is_shed]
+    aggregate = next((row for row in stats if row.is_aggregate), None)
+    elapsed = aggregate.count / aggregate.rps if aggregate and aggregate.rps > 0 else plan.duration_s
+    first = next((row for row in wire if (row.type, row.name) == FIRST_ATTEMPT_ROW), None)
+
+    error_kinds: dict[str, int] = {}
+    for failure in failures:
+        if failure.method != "SHED":
+            error_kinds[failure.kind] = error_kinds.get(failure.kind, 0) + failure.occurrences
+    shed_kinds: dict[str, int] = {}
+    for row in shed_rows:
+        shed_kinds[row.shed_cause] = shed_kinds.get(row.shed_cause, 0) + row.count
+
+    server = read_server(result.files.server)
+    client = read_client(result.files.mitigations, result.client)
+    lags = [row.lag_ms for row in server]
+    recovery: float | str | None = None
+    if result.outage is not None:
+        found = recovery_time(client, result.outage[1], plan.offered_rps)
+        recovery = NOT_RECOVERED if found is None else max(0.0, found)
+
+    return Summary(
+        client=result.client,
+        scenario=plan.scenario,
+        capacity_rps=plan.capacity_rps,
+        offered_rps=plan.offered_rps,
+        goodput_rps=sum(row.count - row.failures for row in wire) / elapsed if elapsed > 0 else 0.0,
+        server_errors=sum(row.failures for row in wire),
+        server_error_kinds=join_counts(error_kinds),
+        shed=sum(row.count for row in shed_rows),
+        shed_kinds=join_counts(shed_kinds),
+        p50_ms=first.p50 if first else None,
+        p95_ms=first.p95 if first else None,
+        p99_ms=first.p99 if first else None,
+        max_client_concurrent=max((row.max_concurrent for row in client), default=None),
+        server_max_lag_ms=max(lags, default=None),
+        server_p95_lag_ms=percentile(lags, 0.95),
+        server_max_sockets=max((row.sockets for row in server), default=None),
+        server_max_in_flight=max((row.in_flight for row in server), default=None),
+        recovery_s=recovery,
+        requests=sum(row.count for row in wire) + sum(row.count for row in shed_rows),
+        elapsed_s=elapsed,
+    )
+
+
+def write_csv(summaries: Sequence[Summary], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(summary.cells() for summary in summaries)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))

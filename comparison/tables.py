@@ -1,0 +1,57 @@
+"""The summary as text: a Markdown table for summary.md, and a narrower table for the terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from comparison.summary import COLUMNS, Summary
+
+# The terminal table leaves out the scenario and the capacity (one value per run, printed above it)
+# and the kinds columns, which can be long; summary.md and summary.csv have every column.
+TERMINAL_COLUMNS = (
+    ("client", "client"),
+    ("offered_rps", "offered/s"),
+    ("goodput_rps", "goodput/s"),
+    ("server_errors", "errors"),
+    ("shed", "shed"),
+    ("p50_ms", "p50 ms"),
+    ("p95_ms", "p95 ms"),
+    ("p99_ms", "p99 ms"),
+    ("max_client_concurrent", "client conc"),
+    ("server_max_lag_ms", "max lag ms"),
+    ("server_p95_lag_ms", "p95 lag ms"),
+    ("server_max_sockets", "sockets"),
+    ("server_max_in_flight", "in flight"),
+    ("recovery_s", "recovery s"),
+)
+
+
+def markdown_table(summaries: Sequence[Summary]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(" --- " for _ in COLUMNS) + "|"]
+    for summary in summaries:
+        cells = summary.cells()
+        lines.append("| " + " | ".join(cells[name].replace("|", "/") or " " for name in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def terminal_table(summaries: Sequence[Summary]) -> str:
+    header = [title for _, title in TERMINAL_COLUMNS]
+    rows = [[summary.cells()[name] or "-" for name, _ in TERMINAL_COLUMNS] for summary in summaries]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest])
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(row) for row in rows)])
+
+
+def write_markdown(
+    path: Path, title: str, summaries: Sequence[Summary], sentences: Sequence[str], notes: Sequence[str]
+) -> None:
+    parts = [f"# {title}", "", markdown_table(summaries), "", " ".join(sentences), ""]
+    if notes:
+        parts += ["Notes:", "", *(f"- {note}" for note in notes), ""]
+    path.write_text("\n".join(parts), encoding="utf-8")
