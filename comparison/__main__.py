@@ -1,0 +1,151 @@
+"""`python -m comparison [options] [-- locust and mitigation options]`
+
+Exit codes: 0 when every class ran; 2 for a bad option or an unreachable --host (one line on stderr);
+1 when the run could not go on (the target would not start, Locust failed); 130 after Ctrl-C and 143
+after SIGTERM, with the finished classes' files and summary kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from comparison import ROOT
+from comparison.config import (
+    DEFAULT_CLIENTS,
+    DEFAULT_DURATION_S,
+    DEFAULT_SCENARIO,
+    MAX_DURATION_S,
+    MIN_DURATION_S,
+    SCENARIOS,
+    ConfigError,
+    RunConfig,
+)
+
+PROG = "python -m comparison"
+
+
+class UsageError(Exception):
+    """argparse's complaint, as one line."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _number(option: str, whole: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if whole and (not math.isfinite(value) or not value.is_integer()):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a whole number of seconds")
+        return value
+
+    parse.__name__ = option
+    return parse
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(
+        prog=PROG,
+        description=(
+            "Run every client class against the same scenario, one after another, each in a real "
+            "`locust --headless` process, and write results/<scenario>-<UTC time>/ with summary.csv, "
+            "summary.md and report.html. Options after `--` go to every Locust process unchanged "
+            "(mitigation knobs such as --max-concurrent 8 --breaker-mode rate)."
+        ),
+    )
+    scenarios = "; ".join(f"{name}: {text}" for name, text in SCENARIOS.items())
+    parser.add_argument(
+        "--scenario", default=DEFAULT_SCENARIO, help=f"{scenarios} (default {DEFAULT_SCENARIO})"
+    )
+    parser.add_argument(
+        "--clients",
+        default=",".join(DEFAULT_CLIENTS),
+        help="comma-separated user classes from locustfiles/, run in this order (default: the six seed's)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_number("duration", whole=True),
+        default=DEFAULT_DURATION_S,
+        help=f"seconds per class, {MIN_DURATION_S:g} to {MAX_DURATION_S:g} (default {DEFAULT_DURATION_S:g})",
+    )
+    parser.add_argument(
+        "--capacity", type=_number("capacity"), help="capacity C in requests/s; skips the probe"
+    )
+    parser.add_argument(
+        "--rate-multiplier",
+        type=_number("rate_multiplier"),
+        help="offer this multiple of C instead of the scenario's (burst: the peak's)",
+    )
+    parser.add_argument(
+        "--launch-rate",
+        type=_number("launch_rate"),
+        help="offer this many requests/s instead (burst: the peak rate)",
+    )
+    parser.add_argument(
+        "--host", help="use the target at this URL instead of starting one (e.g. http://127.0.0.1:3000)"
+    )
+    parser.add_argument(
+        "--results-dir", default=str(ROOT / "results"), help="where run folders go (default results/)"
+    )
+    parser.add_argument(
+        "--probe-seconds",
+        type=_number("probe_seconds"),
+        default=3.0,
+        help="length of the capacity probe in seconds, 1 to 30 (default 3)",
+    )
+    return parser
+
+
+def parse_config(argv: Sequence[str]) -> RunConfig:
+    """Options before `--` are the runner's, the rest go to Locust. Raises ConfigError or UsageError."""
+    argv = list(argv)
+    passthrough: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1 :]
+    args = build_parser().parse_args(argv)
+    return RunConfig(
+        scenario=args.scenario,
+        clients=tuple(name.strip() for name in args.clients.split(",") if name.strip()),
+        duration_s=args.duration,
+        host=args.host.rstrip("/") if args.host else None,
+        capacity=args.capacity,
+        rate_multiplier=args.rate_multiplier,
+        launch_rate=args.launch_rate,
+        results_dir=Path(args.results_dir),
+        probe_s=args.probe_seconds,
+        passthrough=tuple(passthrough),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        config = parse_config(argv)
+    except (ConfigError, UsageError) as error:
+        hint = " (options for Locust go after --)" if "unrecognized arguments" in str(error) else ""
+        print(f"{PROG}: error: {error}{hint}", file=sys.stderr)
+        return 2
+    from comparison.runner import RunFailed, run  # after validation: a bad option answers at once
+
+    try:
+        outcome = run(config, argv=[PROG, *argv])
+    except ConfigError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except RunFailed as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2 if error.usage else 1
+    return outcome.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""One client class, one real `locust --headless` process: its command line, and watching it run.
+
+The runner never reaches into Locust: it starts the same command a user would type, from the repo root,
+and reads the files it writes. While the process runs this module prints a progress line from the
+sampler's growing PREFIX_mitigations.csv and, in the outage scenario, starts the outage on time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from comparison import ROOT
+from comparison.config import LoadPlan
+from comparison.readers import ALL_WORKERS, ClassFiles
+from comparison.target import start_child, stop_child
+
+LOCUST = Path(sys.executable).with_name("locust")
+SHAPE_FILE = Path(__file__).with_name("burst_shape.py")
+POLL_S = 0.25
+START_TIMEOUT_S = 30.0  # Locust's own start-up, before the test clock runs
+FINISH_GRACE_S = 30.0  # after the run time: stopping users and writing the HTML report
+LOCUST_STOP_GRACE_S = 10.0
+
+
+class LocustFailed(RuntimeError):
+    """Locust refused to run (exit 2: a bad option) or ended in an unexpected way."""
+
+    def __init__(self, message: str, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+def locust_command(
+    client: str, files: ClassFiles, host: str, plan: LoadPlan, passthrough: tuple[str, ...]
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment for one class. Offered rate = users x --launch-rate."""
+    locustfiles = "locustfiles"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    timing: list[str] = []
+    if plan.burst is not None:
+        locustfiles += "," + str(SHAPE_FILE.relative_to(ROOT))
+        env["HAMMERLAB_BURST"] = plan.burst.to_env(plan.duration_s)
+    else:
+        timing = ["-u", str(plan.users), "-r", str(plan.users), "-t", f"{plan.duration_s:.0f}s"]
+    command = [
+        str(LOCUST),
+        "-f",
+        locustfiles,
+        "--headless",
+        "--host",
+        host,
+        *timing,
+        "--launch-rate",
+        f"{plan.launch_rate:.3f}",
+        "--csv",
+        str(files.prefix),
+        "--csv-full-history",
+        "--html",
+        str(files.html),
+        # A melting server is the point of the lab, not an error of the run.
+        "--exit-code-on-error",
+        "0",
+        "--only-summary",
+        *passthrough,
+        client,
+    ]
+    return command, env
+
+
+class CsvTail:
+    """Reads the rows appended to a growing CSV since the last call (the header comes first)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.header: list[str] | None = None
+        self.partial = ""
+
+    def new_rows(self) -> list[dict[str, str]]:
+        try:
+            with self.path.open(encoding="utf-8", newline="") as handle:
+                handle.seek(self.offset)
+                text = handle.read()
+                self.offset = handle.tell()
+        except FileNotFoundError:
+            return []
+        text, self.partial = self.partial + text, ""
+        if not text.endswith("\n"):
+            text, _, self.partial = text.rpartition("\n")
+        lines = [line for line in text.splitlines() if line]
+        if self.header is None and lines:
+            self.header = next(csv.reader([lines.pop(0)]))
+        if not lines or self.header is None:
+            return []
+        return list(csv.DictReader(io.StringIO("\n".join(lines)), fieldnames=self.header))
+
+
+@dataclass
+class LiveRates:
+    """Per-second rates between the two latest samples of one client."""
+
+    goodput: float = 0.0
+    errors: float = 0.0
+    shed: float = 0.0
+    concurrent: int = 0
+    seen: bool = False
+
+
+def _delta(row: dict[str, str], last: dict[str, str], name: str) -> int:
+    return int(row[name] or 0) - int(last[name] or 0)
+
+
+class Progress:
+    """The runner's progress line: class i of n, elapsed, live goodput, errors and shed."""
+
+    def __init__(self, out: TextIO, client: str, index: int, total: int, duration_s: float) -> None:
+        self.out = out
+        self.client = client
+        self.index = index
+        self.total = total
+        self.duration_s = duration_s
+        self.tty = out.isatty()
+        self.rates = LiveRates()
+        self._last: dict[str, str] | None = None
+        self._printed_at = 0.0
+
+    def feed(self, rows: list[dict[str, str]]) -> None:
+        for row in rows:
+            if row.get("worker") != ALL_WORKERS or row.get("client") != self.client:
+                continue
+            last, self._last = self._last, row
+            if last is None:
+                continue
+            seconds = float(row["timestamp"]) - float(last["timestamp"])
+            if seconds <= 0:
+                continue
+
+            good = _delta(row, last, "wire_total") - _delta(row, last, "wire_failures_total")
+            self.rates = LiveRates(
+                goodput=max(0.0, good / seconds),
+                errors=max(0.0, _delta(row, last, "wire_failures_total") / seconds),
+                shed=max(0.0, _delta(row, last, "shed_total") / seconds),
+                concurrent=int(row["concurrent"] or 0),
+                seen=True,
+            )
+
+    def line(self, elapsed: float, note: str = "") -> str:
+        live = (
+            f"goodput {self.rates.goodput:6.1f}/s  errors {self.rates.errors:6.1f}/s  "
+            f"shed {self.rates.shed:6.1f}/s  client concurrent {self.rates.concurrent:5d}"
+            if self.rates.seen
+            else "waiting for the first samples"
+        )
+        head = f"class {self.index} of {self.total} {self.client}"
+        return f"{head}  {min(elapsed, self.duration_s):5.1f}/{self.duration_s:g} s  {live}{note}"
+
+    def show(self, elapsed: float, note: str = "", force: bool = False) -> None:
+        now = time.monotonic()
+        period = 1.0 if self.tty else 5.0
+        if not force and now - self._printed_at < period:
+            return
+        self._printed_at = now
+        if self.tty:
+            self.out.write("\r\033[K" + self.line(elapsed, note))
+        else:
+            self.out.write(self.line(elapsed, note) + "\n")
+        self.out.flush()
+
+    def done(self, elapsed: float) -> None:
+        self.show(elapsed, "  done", force=True)
+        if self.tty:
+            self.out.write("\n")
+        self.out.flush()
+
+
+@dataclass(frozen=True)
+class LocustResult:
+    returncode: int
+    outage: tuple[float, float] | None
+    pid: int
+
+
+def run_locust(
+    client: str,
+    files: ClassFiles,
+    host: str,
+    plan: LoadPlan,
+    passthrough: tuple[str, ...],
+    progress: Progress,
+    inject_outage: Callable[[], tuple[float, float]] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> LocustResult:
+    """Run one class to the end. On any exception (an interrupt included) Locust is stopped with
+    SIGINT, so it still writes its CSVs and HTML, and killed if it does not stop in time."""
+    command, env = locust_command(client, files, host, plan, passthrough)
+    process = start_child(command, files.locust_log, env)
+    if on_start is not None:
+        on_start(process.pid)
+    tail = CsvTail(files.mitigations)
+    launched = time.monotonic()
+    test_started: float | None = None
+    outage: tuple[float, float] | None = None
+    try:
+        while process.poll() is None:
+            time.sleep(POLL_S)
+            now = time.monotonic()
+            if test_started is None and files.stats.exists():
+                test_started = now
+            if test_started is None:
+                if now - launched > START_TIMEOUT_S:
+                    raise LocustFailed(
+                        f"{client}: Locust did not start within {START_TIMEOUT_S:g} s; see {files.locust_log}"
+                    )
+                continue
+            elapsed = now - test_started
+            due = plan.outage_at_s is not None and elapsed >= plan.outage_at_s
+            if inject_outage and outage is None and due:
+                outage = inject_outage()
+            if elapsed > plan.duration_s + FINISH_GRACE_S:
+                raise LocustFailed(f"{client}: Locust ran {FINISH_GRACE_S:g} s past its run time; stopped it")
+            progress.feed(tail.new_rows())
+            note = "  outage" if outage and outage[0] <= time.time() < outage[1] else ""
+            progress.show(elapsed, note)
+    except BaseException:
+        stop_child(process, signal.SIGINT, LOCUST_STOP_GRACE_S)
+        raise
+    stop_child(process)  # reaps it and anything it left in its group
+    elapsed = time.monotonic() - (test_started or launched)
+    if process.returncode != 0:
+        tail_lines = files.locust_log.read_text(errors="replace").strip().splitlines()
+        last = tail_lines[-1] if tail_lines else "no output"
+        raise LocustFailed(
+            f"{client}: locust exited with code {process.returncode}: {last}", usage=process.returncode == 2
+        )
+    progress.feed(tail.new_rows())
+    progress.done(elapsed)
+    return LocustResult(process.returncode, outage, process.pid)

@@ -1,0 +1,271 @@
+"""report.html: one self-contained page with the table, the sentences and the charts.
+
+Charts are drawn with matplotlib and embedded as inline SVG, so the page opens offline with no CDN and
+no other file. Every chart shares one time axis (seconds since that class's test started), so the
+classes line up and a reader sees at a glance which client kept the server healthy.
+
+  - overview: goodput of every class on one axes, and the server's lag under every class;
+  - per class, one row each: goodput, errors and shed stacked (with the offered rate as a line), the
+    client's own concurrent count, the server's lag, and the server's open sockets. Each column shares
+    its y axis across classes, so a flat line means "small", not "rescaled".
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: no display here
+import matplotlib.pyplot as plt
+
+from comparison.config import LoadPlan
+from comparison.readers import ClientRow, ServerRow, read_client, read_server
+from comparison.summary import COLUMNS, ClassResult, Summary
+
+RATE_WINDOW_S = 1.0
+COLOURS = {"goodput": "#2e7d32", "errors": "#c62828", "shed": "#9e9e9e", "offered": "#1a237e"}
+_XML_PROLOG = re.compile(r"^.*?(?=<svg)", re.S)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One class's time series, on the elapsed-seconds axis."""
+
+    client: str
+    t: list[float]
+    goodput: list[float]
+    errors: list[float]
+    shed: list[float]
+    client_t: list[float]
+    concurrent: list[int]
+    server_t: list[float]
+    lag: list[float]
+    sockets: list[int]
+    outage: tuple[float, float] | None
+
+
+def _windowed_rates(rows: Sequence[ClientRow]) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Goodput, errors and shed per second over a trailing RATE_WINDOW_S, at every sample."""
+    t: list[float] = []
+    good: list[float] = []
+    errors: list[float] = []
+    shed: list[float] = []
+    start = 0
+    for end, row in enumerate(rows):
+        while start + 1 < end and rows[start + 1].timestamp <= row.timestamp - RATE_WINDOW_S:
+            start += 1
+        first = rows[start]
+        seconds = row.timestamp - first.timestamp
+        if end == 0 or seconds <= 0:
+            continue
+        t.append(row.elapsed_s)
+        good.append(max(0.0, (row.good_total - first.good_total) / seconds))
+        errors.append(max(0.0, (row.wire_failures_total - first.wire_failures_total) / seconds))
+        shed.append(max(0.0, (row.shed_total - first.shed_total) / seconds))
+    return t, good, errors, shed
+
+
+def series_for(result: ClassResult) -> Series:
+    client_rows = sorted(read_client(result.files.mitigations, result.client), key=lambda r: r.timestamp)
+    server_rows: list[ServerRow] = sorted(read_server(result.files.server), key=lambda r: r.timestamp)
+    t, good, errors, shed = _windowed_rates(client_rows)
+    outage = None
+    if result.outage is not None:
+        reference = server_rows[0] if server_rows else (client_rows[0] if client_rows else None)
+        if reference is not None:
+            base = reference.timestamp - reference.elapsed_s  # the unix time of this test's start
+            outage = (result.outage[0] - base, result.outage[1] - base)
+    return Series(
+        client=result.client,
+        t=t,
+        goodput=good,
+        errors=errors,
+        shed=shed,
+        client_t=[row.elapsed_s for row in client_rows],
+        concurrent=[row.concurrent for row in client_rows],
+        server_t=[row.elapsed_s for row in server_rows],
+        lag=[row.lag_ms for row in server_rows],
+        sockets=[row.sockets for row in server_rows],
+        outage=outage,
+    )
+
+
+def _svg(figure: Any, salt: str) -> str:
+    """The figure as an inline <svg> element (no XML prolog), with ids unique to this figure."""
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
+        figure.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(figure)
+    return _XML_PROLOG.sub("", buffer.getvalue(), count=1)
+
+
+def _shade(axes: Any, plan: LoadPlan, series: Series) -> None:
+    if series.outage is not None:
+        axes.axvspan(*series.outage, color="#ffcdd2", alpha=0.5, lw=0)
+    if plan.burst is not None:
+        for start, end in plan.burst.peaks(plan.duration_s):
+            axes.axvspan(start, end, color="#fff3e0", alpha=0.7, lw=0)
+
+
+def _offered_line(plan: LoadPlan) -> tuple[list[float], list[float]]:
+    steps = [i * 0.05 for i in range(int(plan.duration_s / 0.05) + 1)]
+    return steps, [plan.offered_at(t) for t in steps]
+
+
+def overview_svg(plan: LoadPlan, all_series: Sequence[Series]) -> str:
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6), sharex=True)
+    x, offered = _offered_line(plan)
+    top.plot(x, offered, color=COLOURS["offered"], lw=1, ls="--", label="offered")
+    for series in all_series:
+        top.plot(series.t, series.goodput, lw=1.4, label=series.client)
+        bottom.plot(series.server_t, series.lag, lw=1.4, label=series.client)
+    if all_series:
+        _shade(top, plan, all_series[0])
+        _shade(bottom, plan, all_series[0])
+    top.set_ylabel("goodput (2xx/s)")
+    top.set_title("Goodput of every class (dashed: offered load)")
+    bottom.set_ylabel("server lag (ms)")
+    bottom.set_title("Server lag under every class")
+    bottom.set_xlabel("seconds since the class's test started")
+    bottom.set_xlim(0, plan.duration_s)
+    top.legend(loc="upper left", fontsize=8, ncol=4)
+    for axes in (top, bottom):
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return _svg(figure, "overview")
+
+
+def grid_svg(plan: LoadPlan, all_series: Sequence[Series]) -> str:
+    rows = len(all_series)
+    figure, axes = plt.subplots(
+        rows, 4, figsize=(15, 2.3 * rows + 0.8), sharex=True, sharey="col", squeeze=False
+    )
+    x, offered = _offered_line(plan)
+    titles = ("goodput / errors / shed per s", "client concurrent", "server lag (ms)", "server sockets")
+    for row, series in enumerate(all_series):
+        rates, concurrent, lag, sockets = axes[row]
+        rates.stackplot(
+            series.t,
+            series.goodput,
+            series.errors,
+            series.shed,
+            colors=[COLOURS["goodput"], COLOURS["errors"], COLOURS["shed"]],
+            labels=["goodput", "errors", "shed"],
+            lw=0,
+        )
+        rates.plot(x, offered, color=COLOURS["offered"], lw=1, ls="--", label="offered")
+        concurrent.plot(series.client_t, series.concurrent, color="#6a1b9a", lw=1.2)
+        lag.plot(series.server_t, series.lag, color="#e65100", lw=1.2)
+        sockets.plot(series.server_t, series.sockets, color="#00695c", lw=1.2)
+        for axes_one in axes[row]:
+            _shade(axes_one, plan, series)
+            axes_one.grid(alpha=0.3)
+        rates.set_ylabel(series.client, fontsize=10, fontweight="bold")
+        if row == 0:
+            for axes_one, title in zip(axes[row], titles, strict=True):
+                axes_one.set_title(title, fontsize=10)
+            rates.legend(loc="upper left", fontsize=7, ncol=4)
+    for axes_one in axes[-1]:
+        axes_one.set_xlabel("seconds")
+        axes_one.set_xlim(0, plan.duration_s)
+    figure.tight_layout()
+    return _svg(figure, "grid")
+
+
+def _table(summaries: Sequence[Summary]) -> str:
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in COLUMNS)
+    body = []
+    for summary in summaries:
+        cells = summary.cells()
+        body.append("<tr>" + "".join(f"<td>{html.escape(cells[name])}</td>" for name in COLUMNS) + "</tr>")
+    return f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _files(results: Sequence[ClassResult]) -> str:
+    items = []
+    for result in results:
+        links = " · ".join(
+            f'<a href="{html.escape(path.name)}">{html.escape(path.name.removeprefix(result.client))}</a>'
+            for path in [result.files.html, *result.files.locust_files()[:4], *result.files.sampler_files()]
+            if path.exists()
+        )
+        items.append(f"<li><b>{html.escape(result.client)}</b>: {links}</li>")
+    return "<ul>" + "".join(items) + "</ul>"
+
+
+STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1500px; padding: 0 16px;
+       color: #212121; }
+h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; }
+table { border-collapse: collapse; font-size: 12px; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; white-space: nowrap; }
+th { background: #f5f5f5; } td:first-child, th:first-child { text-align: left; }
+.wide { overflow-x: auto; } .meta { color: #555; } .chart svg { max-width: 100%; height: auto; }
+"""
+
+HOW_TO_READ = """
+<ul>
+<li><b>goodput_rps</b>: 2xx answers per second the client received. <b>server_errors</b>: requests that
+failed on the wire (connect timeouts, resets, 503s, 5xx, read timeouts), by kind in
+<b>server_error_kinds</b>. <b>shed</b>: requests a mitigation held back before the wire, by cause in
+<b>shed_kinds</b>. Shed requests never enter the latency percentiles.</li>
+<li><b>p50/p95/p99_ms</b>: latency of requests that reached the wire, counted from their scheduled launch,
+so time queued inside the client is included.</li>
+<li><b>server_max_lag_ms / server_p95_lag_ms</b>: the target's event-loop lag (toobusy's measure; the seed's
+healthy pair showed 49-63 ms). A lag in the hundreds of ms means the server is past its cliff.</li>
+<li><b>server_max_sockets / server_max_in_flight</b>: connections open to the server, and requests
+inside it.</li>
+<li><b>recovery_s</b> (outage only): from the end of the outage to the start of the first 1 s in which
+goodput was back to 90 % of the offered load; <i>never</i> if that did not happen before the run ended.</li>
+<li>Charts: red bands mark the outage, orange bands the burst peaks; the dashed line is the offered load.</li>
+</ul>
+"""
+
+
+def write_report(
+    path: Path,
+    title: str,
+    plan: LoadPlan,
+    results: Sequence[ClassResult],
+    summaries: Sequence[Summary],
+    sentences: Sequence[str],
+    record: dict[str, Any],
+) -> None:
+    all_series = [series_for(result) for result in results]
+    machine = record.get("machine", {})
+    capacity = record.get("capacity", {})
+    notes = "".join(f"<li>{html.escape(note)}</li>" for note in record.get("notes", []))
+    meta = (
+        f"Machine: {machine.get('cores')} cores, {html.escape(str(machine.get('cpu', '')))}, "
+        f"{html.escape(str(machine.get('system', '')))}, Python {machine.get('python')}, "
+        f"Locust {machine.get('locust')}. Target: {html.escape(str(record.get('target', '')))}. "
+        f"Capacity C = {plan.capacity_rps:.1f} requests/s ({html.escape(str(capacity.get('source', '')))}). "
+        f"Command: <code>{html.escape(str(record.get('command', '')))}</code>"
+    )
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{STYLE}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p class="meta">{meta}</p>
+<p id="narrative">{html.escape(" ".join(sentences))}</p>
+{f'<ul class="meta">{notes}</ul>' if notes else ""}
+<h2>Summary</h2>
+<div class="wide">{_table(summaries)}</div>
+<h2>All classes on one time axis</h2>
+<div class="chart" id="overview">{overview_svg(plan, all_series)}</div>
+<h2>Each class over time</h2>
+<div class="chart" id="per-class">{grid_svg(plan, all_series)}</div>
+<h2>How to read this</h2>
+{HOW_TO_READ}
+<h2>Files</h2>
+{_files(results)}
+</body></html>
+"""
+    path.write_text(page, encoding="utf-8")

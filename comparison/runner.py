@@ -1,0 +1,318 @@
+"""The comparison run, start to end: target, capacity, one Locust process per class, summary, report.
+
+Isolation between classes: with the embedded target, every class gets a freshly started server (a new
+process on a new port), so no class inherits the previous one's kernel accept queue, half-dead
+sockets, smoothed lag or counters. With `--host`, the runner can only clear the faults, reset the
+counters and wait for the server to drain, and says so in the notes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TextIO
+
+from comparison import ROOT
+from comparison.config import SCENARIOS, ConfigError, LoadPlan, RunConfig
+from comparison.locust_run import LOCUST, LocustFailed, Progress, run_locust
+from comparison.narrative import describe
+from comparison.readers import ClassFiles
+from comparison.signals import Interrupted, SignalGuard
+from comparison.summary import ClassResult, Summary, summarise, write_csv
+from comparison.tables import terminal_table, write_markdown
+from comparison.target import (
+    EmbeddedTarget,
+    TargetError,
+    check_reachable,
+    inject_outage,
+    reset_target,
+)
+
+
+class RunFailed(RuntimeError):
+    """The run cannot go on; the message is one line. `usage` marks a bad input (exit 2)."""
+
+    def __init__(self, message: str, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+def available_clients() -> list[str]:
+    """The user classes Locust itself finds in locustfiles/ (`locust --list`), in its order."""
+    result = subprocess.run(
+        [str(LOCUST), "-f", "locustfiles", "--list"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RunFailed(f"locust --list failed: {last}")
+    return [line.strip() for line in result.stdout.splitlines()[1:] if line.startswith(" ")]
+
+
+def check_clients(config: RunConfig) -> None:
+    known = available_clients()
+    for name in config.clients:
+        if name not in known:
+            raise ConfigError(
+                "--clients", f"{name!r} is not a user class in locustfiles/; known: {', '.join(known)}"
+            )
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on: they depend on it."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model or platform.processor(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "locust": metadata.version("locust"),
+    }
+
+
+@dataclass
+class RunRecord:
+    """run.json: how this run was made, for the report and for anyone reading the folder later."""
+
+    scenario: str
+    clients: list[str]
+    command: str
+    started_utc: str
+    machine: dict[str, Any]
+    target: str
+    capacity: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
+    classes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finished_utc: str = ""
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+
+@dataclass
+class Outcome:
+    run_dir: Path
+    summaries: list[Summary]
+    exit_code: int
+    report: Path | None
+
+
+def run_dir_for(config: RunConfig) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    base = config.results_dir / f"{config.scenario}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def point_latest(run_dir: Path) -> None:
+    """results/latest -> this run (a relative link, so the folder can be moved whole)."""
+    link = run_dir.parent / "latest"
+    temporary = run_dir.parent / f".latest-{os.getpid()}"
+    if temporary.is_symlink():
+        temporary.unlink()
+    temporary.symlink_to(run_dir.name)
+    os.replace(temporary, link)
+
+
+def say(out: TextIO, text: str) -> None:
+    out.write(text + "\n")
+    out.flush()
+
+
+def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = None) -> Outcome:
+    """Run every class. Raises RunFailed for a run that cannot go on; an interrupt is an Outcome."""
+    check_clients(config)
+    if config.host:
+        try:
+            check_reachable(config.host)
+        except TargetError as error:
+            raise RunFailed(str(error), usage=True) from None
+    run_dir = run_dir_for(config)
+    record = RunRecord(
+        scenario=config.scenario,
+        clients=list(config.clients),
+        command=" ".join(argv or sys.argv),
+        started_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+        machine=machine(),
+        target=config.host or "embedded: python -m target_server, restarted for every class",
+    )
+    say(
+        out,
+        f"comparison: scenario {config.scenario} ({SCENARIOS[config.scenario]}), "
+        f"{len(config.clients)} classes x {config.duration_s:g} s, writing {run_dir}",
+    )
+    if config.host:
+        record.notes.append(
+            f"Ran against {config.host}: between classes the runner cleared faults, reset the counters "
+            "and waited for the server to drain, but could not restart it."
+        )
+    embedded = None if config.host else EmbeddedTarget()
+    results: list[ClassResult] = []
+    plan: LoadPlan | None = None
+    exit_code = 0
+    guard = SignalGuard()
+    with guard:
+        try:
+            plan = _measure_and_plan(config, embedded, run_dir, record, out)
+            for index, client in enumerate(config.clients, start=1):
+                results.append(_run_class(config, plan, embedded, run_dir, record, client, index, out))
+                record.save(run_dir / "run.json")
+        except Interrupted as interrupt:
+            exit_code = interrupt.exit_code
+            record.interrupted = True
+            if plan is not None:
+                record.notes.append(
+                    f"Interrupted ({interrupt}) during class {len(results) + 1} of {len(config.clients)}; "
+                    f"the table has the {len(results)} that finished."
+                )
+        except (LocustFailed, TargetError) as error:
+            raise RunFailed(str(error), usage=getattr(error, "usage", False)) from None
+        finally:
+            guard.cleaning = True
+            if embedded is not None:
+                embedded.stop()
+            guard.cleaned()
+            record.finished_utc = datetime.now(UTC).isoformat(timespec="seconds")
+            record.save(run_dir / "run.json")
+        if exit_code:
+            say(
+                out,
+                f"\ncomparison: interrupted; stopped every child process. Kept {len(results)} finished "
+                f"class(es) in {run_dir}",
+            )
+        if plan is None or not results:
+            return Outcome(run_dir, [], exit_code or 1, None)
+        summaries, report = _write_outputs(run_dir, plan, results, record)
+        point_latest(run_dir)
+    say(out, "")
+    say(out, terminal_table(summaries))
+    say(out, "")
+    say(out, f"summary: {run_dir / 'summary.md'}")
+    say(out, f"report:  {report}")
+    return Outcome(run_dir, summaries, exit_code, report)
+
+
+def _measure_and_plan(
+    config: RunConfig, embedded: EmbeddedTarget | None, run_dir: Path, record: RunRecord, out: TextIO
+) -> LoadPlan:
+    if config.capacity is not None:
+        capacity = config.capacity
+        record.capacity = {"capacity_rps": capacity, "source": "--capacity"}
+        say(out, f"capacity C = {capacity:g} requests/s (given with --capacity; no probe)")
+    else:
+        from comparison.probe import ProbeError, measure_capacity  # gevent only when probing
+
+        url = config.host or embedded.start(run_dir / "probe_target.log")  # type: ignore[union-attr]
+        try:
+            probe = measure_capacity(url, config.probe_s)
+        except ProbeError as error:
+            raise RunFailed(str(error)) from None
+        finally:
+            if embedded is not None:
+                embedded.stop()
+        capacity = probe.capacity_rps
+        record.capacity = {**asdict(probe), "source": "closed-loop probe"}
+        say(out, probe.describe())
+    plan = LoadPlan.build(config, capacity)
+    record.plan = asdict(plan)
+    ratio = plan.offered_rps / capacity
+    say(out, f"offering {plan.offered_rps:.1f} requests/s ({ratio:.2f} x C) to each class")
+    return plan
+
+
+def _run_class(
+    config: RunConfig,
+    plan: LoadPlan,
+    embedded: EmbeddedTarget | None,
+    run_dir: Path,
+    record: RunRecord,
+    client: str,
+    index: int,
+    out: TextIO,
+) -> ClassResult:
+    files = ClassFiles(run_dir / client)
+    entry: dict[str, Any] = record.classes.setdefault(client, {})
+    if embedded is not None:
+        url = embedded.start(files.target_log)
+        entry["target_pid"] = embedded.pid
+        say(out, f"class {index} of {len(config.clients)}: {client}; target pid {embedded.pid} at {url}")
+    else:
+        url = config.host  # type: ignore[assignment]
+        reset_target(url)
+        say(out, f"class {index} of {len(config.clients)}: {client}; target {url} reset")
+    record.save(run_dir / "run.json")
+
+    def outage() -> tuple[float, float]:
+        window = inject_outage(url, plan.outage_s or 0)
+        entry["outage"] = list(window)
+        return window
+
+    def started(pid: int) -> None:
+        entry["locust_pid"] = pid
+        record.save(run_dir / "run.json")
+        say(out, f"  locust pid {pid}")
+
+    progress = Progress(out, client, index, len(config.clients), plan.duration_s)
+    try:
+        result = run_locust(
+            client,
+            files,
+            url,
+            plan,
+            config.passthrough,
+            progress,
+            inject_outage=outage if plan.outage_s else None,
+            on_start=started,
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    entry["returncode"] = result.returncode
+    entry["finished_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
+    missing = [p.name for p in files.sampler_files() if not p.exists()]
+    if missing:
+        record.notes.append(
+            f"{client}: no {', '.join(missing)} (the sampler wrote nothing); "
+            "server and client columns are empty."
+        )
+    return ClassResult(client, files, result.outage)
+
+
+def _write_outputs(
+    run_dir: Path, plan: LoadPlan, results: list[ClassResult], record: RunRecord
+) -> tuple[list[Summary], Path]:
+    summaries = [summarise(result, plan) for result in results]
+    write_csv(summaries, run_dir / "summary.csv")
+    sentences = describe(summaries, plan)
+    title = f"Hammerlab comparison: {plan.scenario}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    write_markdown(run_dir / "summary.md", title, summaries, sentences, record.notes)
+    from comparison.report import write_report  # matplotlib only once there is something to draw
+
+    report = run_dir / "report.html"
+    write_report(report, title, plan, results, summaries, sentences, asdict(record))
+    return summaries, report
