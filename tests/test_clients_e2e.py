@@ -64,8 +64,8 @@ def test_timeout_bounds_every_request_from_launch_queueing_included(start_target
     rows = [row for row in run.stats() if row["Name"] != "Aggregated"]
     assert rows
     for row in rows:
-        # Locust's max is exact; allow scheduling slack on a busy 2-core machine.
-        assert float(row["Max Response Time"]) <= 800 + 250, row
+        # Slack for a timer firing late on a loaded 2-core machine; unbounded, this would be seconds.
+        assert float(row["Max Response Time"]) <= 800 + 400, row
     # Four sockets cannot carry 200/s: requests queue for a socket, and the deadline ends them.
     deadline_ended = run.failure_count("('deadline')")
     assert deadline_ended > 100, run.failures()
