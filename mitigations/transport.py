@@ -43,7 +43,7 @@ from mitigations.core import (
     ServiceUnavailable,
     TransportError,
 )
-from mitigations.timeout import Timeouts
+from mitigations.timeout import Timeouts, timeout_failure
 
 HttpBackend = Literal["requests", "fast"]
 HTTP_BACKENDS: tuple[HttpBackend, ...] = ("requests", "fast")
@@ -134,6 +134,22 @@ def classify_exception(exc: BaseException) -> ServerFailure:
     return TransportError(type(exc).__name__)
 
 
+def failure_outcome(call: Call, exc: BaseException, now: float) -> Outcome:
+    """The outcome of a send that raised. A timeout that the deadline capped is named `deadline`."""
+    error = exc if isinstance(exc, ServerFailure) else classify_exception(exc)
+    if isinstance(error, ConnectTimeout | ReadTimeout):
+        error = timeout_failure(call, now, "connect" if isinstance(error, ConnectTimeout) else "read")
+    return Outcome(call=call, finished_at=now, error=error)
+
+
+_REQUESTS_FAILURES = (
+    DeadlineExceeded,
+    requests.exceptions.RequestException,
+    OSError,
+    urllib3.exceptions.HTTPError,
+)
+
+
 class RequestsTransport:
     """requests.Session over one urllib3 pool, shared by every user of a client class."""
 
@@ -170,10 +186,13 @@ class RequestsTransport:
                     timeout=timeout,
                     allow_redirects=False,
                 )
-        except DeadlineExceeded as exc:
-            return Outcome(call=call, finished_at=self.clock.now(), error=exc)
-        except (requests.exceptions.RequestException, OSError, urllib3.exceptions.HTTPError) as exc:
-            return Outcome(call=call, finished_at=self.clock.now(), error=classify_exception(exc))
+        except (
+            DeadlineExceeded,
+            requests.exceptions.RequestException,
+            OSError,
+            urllib3.exceptions.HTTPError,
+        ) as exc:
+            return failure_outcome(call, exc, self.clock.now())
         return Outcome(
             call=call,
             finished_at=self.clock.now(),
@@ -240,10 +259,8 @@ class FastTransport:
                 if self.config.keep_alive and not response.should_close():
                     pool.return_socket(sock)
                     sock = None
-        except ServerFailure as exc:
-            return Outcome(call=call, finished_at=self.clock.now(), error=exc)
         except Exception as exc:
-            return Outcome(call=call, finished_at=self.clock.now(), error=classify_exception(exc))
+            return failure_outcome(call, exc, self.clock.now())
         finally:
             if sock is not None:
                 pool.release_socket(sock)
