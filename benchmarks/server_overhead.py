@@ -70,6 +70,14 @@ class Server:
         self.stop()
         raise SystemExit(f"{name} server did not start: {Path(self.log.name).read_text().strip()[-300:]}")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the server has used so far (Linux /proc; 0 elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -81,8 +89,8 @@ class Server:
         Path(self.log.name).unlink(missing_ok=True)
 
 
-def measure(port: int, path: str, connections: int, requests: int, time_limit_s: float) -> float:
-    """Requests per second for `requests` keep-alive GETs of `path` spread over `connections` greenlets."""
+def measure(port: int, path: str, connections: int, requests: int, time_limit_s: float) -> tuple[float, int]:
+    """Requests per second, and requests done, for keep-alive GETs of `path` over `connections` greenlets."""
     per_connection = max(1, requests // connections)
     deadline = time.monotonic() + time_limit_s
     done = [0]
@@ -107,7 +115,7 @@ def measure(port: int, path: str, connections: int, requests: int, time_limit_s:
     deadline = time.monotonic() + time_limit_s
     start = time.perf_counter()
     gevent.joinall([gevent.spawn(worker) for _ in range(connections)], raise_error=True)
-    return done[0] / (time.perf_counter() - start)
+    return done[0] / (time.perf_counter() - start), done[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,13 +154,20 @@ def main(argv: list[str] | None = None) -> int:
         ("target /doWork", target, NO_WORK),
     ]
     results: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+    cpu_per_request: dict[str, list[float]] = {label: [] for label, _, _ in runs}
     try:
         for round_number in range(1, args.rounds + 1):
             order = runs if round_number % 2 else [runs[1], runs[0], runs[2]]  # alternate to cancel drift
             for label, server, path in order:
-                rate = measure(server.port, path, args.connections, args.requests, args.time_limit)
+                cpu_before = server.cpu_seconds()
+                rate, done = measure(server.port, path, args.connections, args.requests, args.time_limit)
+                cpu_us = (server.cpu_seconds() - cpu_before) / max(1, done + args.connections) * 1e6
                 results[label].append(rate)
-                print(f"round {round_number}: {label:<15} {rate:8.0f} req/s", flush=True)
+                cpu_per_request[label].append(cpu_us)
+                print(
+                    f"round {round_number}: {label:<15} {rate:8.0f} req/s  {cpu_us:6.0f} us CPU/request",
+                    flush=True,
+                )
     finally:
         for server in servers:
             server.stop()
@@ -164,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         f"bare pywsgi {medians['bare /ping']:.0f} req/s; "
         f"ratio {ratio:.2f} (median of per-round ratios; aim >= 0.80)"
     )
+    cpu = {label: statistics.median(values) for label, values in cpu_per_request.items()}
+    if cpu["target /ping"] > 0:
+        print(
+            f"server CPU per /ping: target {cpu['target /ping']:.0f} us, bare {cpu['bare /ping']:.0f} us; "
+            f"bare/target {cpu['bare /ping'] / cpu['target /ping']:.2f} (less sensitive to a noisy machine)"
+        )
     print(
         f"Flask path, {NO_WORK}: {medians['target /doWork']:.0f} req/s, "
         f"{medians['target /doWork'] / medians['bare /ping']:.2f} of bare /ping "
