@@ -500,8 +500,12 @@ class MitigationsBoard:
         return changed
 
     def rows(self, timestamp: float, elapsed_s: float) -> list[MitigationRow]:
-        """One sample of every worker's latest numbers, and the sums. Also kept in `history`."""
+        """One sample of every worker's latest numbers, and the sums. Also kept in `history`. Each sample
+        gets its own timestamp (a millisecond later than the last if need be), so readers can group by it."""
         timestamp, elapsed_s = round(timestamp, 3), round(max(0.0, elapsed_s), 3)
+        if self.history and timestamp <= self.history[-1].timestamp:
+            bump = round(self.history[-1].timestamp + 0.001 - timestamp, 3)
+            timestamp, elapsed_s = round(timestamp + bump, 3), round(elapsed_s + bump, 3)
         per_worker: list[MitigationRow] = []
         for worker in sorted(self._latest):
             for client in sorted(self._latest[worker]):

@@ -40,6 +40,7 @@ log = logging.getLogger("hammerlab")
 
 REPORT_KEY = "hammerlab_clients"
 ATTRIBUTE = "hammerlab_monitor"
+COALESCE_S = 0.05
 
 
 def role_of(runner: Any) -> str:
@@ -67,6 +68,7 @@ class Monitor:
         self.started_at = time.time()
         self.running = False
         self._ticker: gevent.Greenlet | None = None
+        self._pending: gevent.Greenlet | None = None
 
     # -- test life cycle --------------------------------------------------------------------------------
 
@@ -96,6 +98,9 @@ class Monitor:
     def close(self) -> None:
         """At quit: stop sampling and close the CSV files (a master has had its workers' last reports)."""
         self._stop_ticker()
+        if self._pending is not None:
+            self._pending.kill(block=True)
+            self._write_pending()
         self.sampler.close()
         if self.mitigations_csv is not None:
             self.mitigations_csv.close()
@@ -128,8 +133,13 @@ class Monitor:
             except ValueError as error:
                 log.debug("hammerlab: dropped a client snapshot from %s: %s", worker, error)
         changed = self.board.update(worker, payload["run"], snapshots)
-        if changed or (self.running and snapshots):
-            self._write_rows()
+        if (changed or (self.running and snapshots)) and self._pending is None:
+            # workers often report together (always at the end): one sample for the lot
+            self._pending = gevent.spawn_later(COALESCE_S, self._write_pending)
+
+    def _write_pending(self) -> None:
+        self._pending = None
+        self._write_rows()
 
     def _write_rows(self) -> list[MitigationRow]:
         now = time.time()
