@@ -63,6 +63,11 @@ def create_app(config: Config | None = None) -> Flask:
         response.headers[LAG_HEADER] = f"{state.lag.lag_ms:.1f}"
         return response
 
+    @app.get("/ping")
+    def ping() -> Response:
+        """Only HEAD gets here; FrontDoor answers GET /ping before Flask."""
+        return Response(PONG, mimetype="text/plain")
+
     @app.get("/doWork")
     def do_work() -> Response:
         return _do_work(state)

@@ -8,6 +8,7 @@ publisher that shares counters with the other workers). `snapshot()` is the one 
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import random
@@ -240,6 +241,7 @@ class TargetState:
                 self.cluster.write_control(self.control.to_json(self.wall()))
         self._control_changed()
         self.cluster.publish(self.local_snapshot())
+        atexit.register(self.cluster.withdraw)  # a worker that exits cleanly leaves no file behind
 
     def _refresh_control(self) -> None:
         """Adopt what another worker's admin request changed (cheap when nothing did: one stat call)."""
