@@ -149,6 +149,28 @@ OPTIONS: tuple[Option, ...] = (
     Option("--read-timeout-ms", positive_int, "1000", "TimeoutClient: longest wait for each read"),
     Option("--request-timeout-ms", positive_int, "2000",
            "TimeoutClient: total deadline counted from launch, socket queueing included"),
+    # adaptive concurrency limit
+    Option("--adaptive-algorithm", choice("gradient", "aimd"), "gradient",
+           "AdaptiveClient: gradient (latency-based, Gradient2/Envoy) or aimd (loss-based)"),
+    Option("--adaptive-mode", choice("cancel", "queue"), "cancel",
+           "AdaptiveClient: over the limit, shed at once or queue briefly"),
+    Option("--adaptive-queue-timeout-ms", positive_int, "50", "AdaptiveClient queue mode: longest wait"),
+    Option("--adaptive-initial-limit", positive_int, "10", "AdaptiveClient: starting limit"),
+    Option("--adaptive-min-limit", positive_int, "3", "AdaptiveClient: lowest limit"),
+    Option("--adaptive-max-limit", positive_int, "200", "AdaptiveClient: highest limit"),
+    Option("--lag-threshold-ms", millis, "70",
+           "AdaptiveClient: server X-Server-Lag-Ms above this is congestion; 0 ignores the header"),
+    # client-side adaptive throttling (SRE book)
+    Option("--sre-k", positive_number, "2",
+           "SreThrottleClient: K in max(0, (requests - K*accepts)/(requests+1))"),
+    Option("--sre-window-s", positive_number, "120",
+           "SreThrottleClient: sliding window of requests and accepts"),
+    # retries
+    Option("--retry-attempts", positive_int, "3",
+           "RetryClient: most attempts per request, the first included"),
+    Option("--retry-base-ms", millis, "50", "RetryClient: full-jitter backoff base"),
+    Option("--retry-cap-ms", millis, "2000", "RetryClient: full-jitter backoff cap"),
+    Option("--retry-budget", percent, "10", "RetryClient: retries as a percentage of requests, at most"),
 )
 
 _BY_DEST = {option.dest: option for option in OPTIONS}

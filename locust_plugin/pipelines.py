@@ -4,6 +4,8 @@ The order is fixed and documented, outermost first:
 
     retry → breaker → limiter (throttle | adaptive | sre) → socket pool → transport
 
+  - retry is outermost (as resilience4j recommends), so every attempt passes the breaker and the
+    limiter again: an open breaker sheds a retry instead of sending it;
   - the breaker sits outside the limiter so that an open circuit sheds before a call takes a slot;
   - the socket pool is innermost, next to the transport whose connection pool it sizes, so only calls
     about to go on the wire hold a socket;
@@ -23,14 +25,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from locust_plugin import options
+from mitigations.adaptive import (
+    AdaptiveLimit,
+    AdaptiveLimitConfig,
+    Aimd,
+    AimdConfig,
+    Gradient,
+    GradientConfig,
+    LimitAlgorithm,
+)
 from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig
 from mitigations.core import Clock, Pipeline, Policy
+from mitigations.retry import Retry, RetryBudgetConfig, RetryConfig
 from mitigations.socket_pool import SocketPool, SocketPoolConfig
+from mitigations.sre_throttle import SreThrottle, SreThrottleConfig
 from mitigations.throttle import Throttle, ThrottleConfig
 from mitigations.timeout import Timeouts
 from mitigations.transport import TransportConfig, make_transport
 
-ORDER = ("retry", "breaker", "throttle", "adaptive", "sre", "pooled", "timeout")
+ORDER = ("retry", "naive-retry", "breaker", "throttle", "adaptive", "sre", "pooled", "timeout")
 
 
 def _ms(value: int) -> float:
@@ -70,9 +83,51 @@ def pooled(read: Callable[[str], Any]) -> Policy:
     return SocketPool(SocketPoolConfig(max_sockets=read("max_sockets"), keep_alive=read("keep_alive")))
 
 
+def adaptive(read: Callable[[str], Any]) -> Policy:
+    lag = read("lag_threshold_ms") or None
+    bounds = {
+        "initial_limit": read("adaptive_initial_limit"),
+        "min_limit": read("adaptive_min_limit"),
+        "max_limit": read("adaptive_max_limit"),
+        "lag_threshold_ms": lag,
+    }
+    algorithm: LimitAlgorithm
+    if read("adaptive_algorithm") == "aimd":
+        algorithm = Aimd(AimdConfig(**bounds))
+    else:
+        algorithm = Gradient(GradientConfig(**bounds))
+    config = AdaptiveLimitConfig(
+        mode=read("adaptive_mode"), queue_timeout=_ms(read("adaptive_queue_timeout_ms"))
+    )
+    return AdaptiveLimit(algorithm, config)
+
+
+def sre(read: Callable[[str], Any]) -> Policy:
+    return SreThrottle(SreThrottleConfig(k=read("sre_k"), window=read("sre_window_s")))
+
+
+def retry(read: Callable[[str], Any]) -> Policy:
+    return Retry(
+        RetryConfig(
+            max_attempts=read("retry_attempts"),
+            base=_ms(read("retry_base_ms")),
+            cap=_ms(read("retry_cap_ms")),
+            budget=RetryBudgetConfig(ratio=read("retry_budget") / 100.0),
+        )
+    )
+
+
+def naive_retry(read: Callable[[str], Any]) -> Policy:
+    return Retry(RetryConfig.naive(read("retry_attempts")))
+
+
 POLICY_BUILDERS: dict[str, Callable[[Callable[[str], Any]], Policy]] = {
-    "throttle": throttle,
+    "retry": retry,
+    "naive-retry": naive_retry,
     "breaker": breaker,
+    "throttle": throttle,
+    "adaptive": adaptive,
+    "sre": sre,
     "pooled": pooled,
 }
 MITIGATIONS = (*POLICY_BUILDERS, "timeout")

@@ -38,6 +38,30 @@ class TimeoutClient(MitigatedClient):
 
 
 class CombinedClient(MitigatedClient):
-    """All four seed mitigations, in the pipeline's fixed order."""
+    """The four seed mitigations plus safe retries, in the pipeline's fixed order."""
 
-    mitigations = ("breaker", "throttle", "pooled", "timeout")
+    mitigations = ("retry", "breaker", "throttle", "pooled", "timeout")
+
+
+class AdaptiveClient(MitigatedClient):
+    """Finds its own concurrency limit from latency (gradient) or loss (AIMD), and the server's lag header."""
+
+    mitigations = ("adaptive", "timeout")
+
+
+class SreThrottleClient(MitigatedClient):
+    """Google SRE client-side throttling: reject locally as accepts fall behind requests."""
+
+    mitigations = ("sre", "timeout")
+
+
+class RetryClient(MitigatedClient):
+    """Safe retries: full-jitter backoff, Retry-After, only retryable failures, and a 10 % budget."""
+
+    mitigations = ("retry", "timeout")
+
+
+class NaiveRetryClient(MitigatedClient):
+    """Immediate retries of every failure, no budget: the retry storm, for contrast."""
+
+    mitigations = ("naive-retry", "timeout")

@@ -4,6 +4,15 @@ Build a `Pipeline` of policies (outermost first) around a transport and run `Cal
 ends as one `Outcome`. Nothing here needs a running Locust.
 """
 
+from mitigations.adaptive import (
+    ALGORITHMS,
+    AdaptiveLimit,
+    AdaptiveLimitConfig,
+    Aimd,
+    AimdConfig,
+    Gradient,
+    GradientConfig,
+)
 from mitigations.admission import Entry, FifoGate
 from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig, Transition, WindowStats
 from mitigations.core import (
@@ -37,13 +46,21 @@ from mitigations.core import (
     Transport,
     TransportError,
 )
+from mitigations.retry import SAFE_KINDS, FullJitter, Retry, RetryBudget, RetryBudgetConfig, RetryConfig
 from mitigations.socket_pool import SocketPool, SocketPoolConfig
+from mitigations.sre_throttle import SreThrottle, SreThrottleConfig
 from mitigations.throttle import Throttle, ThrottleConfig
 from mitigations.timeout import Timeouts, timeout_failure
 
 __all__ = [
+    "ALGORITHMS",
+    "SAFE_KINDS",
     "SYSTEM_CLOCK",
+    "AdaptiveLimit",
+    "AdaptiveLimitConfig",
     "AdaptiveLimitRejected",
+    "Aimd",
+    "AimdConfig",
     "BasePolicy",
     "Call",
     "CircuitBreaker",
@@ -57,6 +74,9 @@ __all__ = [
     "Entry",
     "FakeClock",
     "FifoGate",
+    "FullJitter",
+    "Gradient",
+    "GradientConfig",
     "HammerError",
     "HttpClientError",
     "HttpServerError",
@@ -66,13 +86,19 @@ __all__ = [
     "PipelineEvents",
     "Policy",
     "ReadTimeout",
+    "Retry",
+    "RetryBudget",
+    "RetryBudgetConfig",
     "RetryBudgetExhausted",
+    "RetryConfig",
     "ServerFailure",
     "ServiceUnavailable",
     "Shed",
     "SocketPool",
     "SocketPoolConfig",
     "SocketWaitExpired",
+    "SreThrottle",
+    "SreThrottleConfig",
     "SreThrottled",
     "Throttle",
     "ThrottleConfig",
