@@ -179,9 +179,12 @@ _BY_DEST = {option.dest: option for option in OPTIONS}
 def _argparse_type(option: Option) -> Callable[[str], Any]:
     def convert(text: str) -> Any:
         try:
-            return option.parse(text)
+            value = option.parse(text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
+        # A window stays text: the web UI rebuilds values with type(old)(text), tuple("10s") is 3 chars,
+        # and workers get options through msgpack (no tuples). `read` parses it.
+        return text if isinstance(value, tuple) else value
 
     convert.__name__ = option.dest
     return convert
@@ -194,7 +197,7 @@ def add_arguments(parser: Any) -> None:
         parser.add_argument(
             option.flag,
             type=_argparse_type(option),
-            default=option.parse(option.default),
+            default=_argparse_type(option)(option.default),
             help=f"{option.help} (default {option.default})",
             include_in_web_ui=True,
         )

@@ -132,3 +132,36 @@ def test_fault_control_says_when_the_target_is_down():
         port = probe.getsockname()[1]
     data, status = forward_fault(f"http://127.0.0.1:{port}", "DELETE", None)
     assert status == 502 and data["error"].startswith("cannot reach")
+
+
+def test_every_client_option_survives_the_web_form_and_the_trip_to_workers():
+    """Locust's /swarm rebuilds each option as type(current)(form text), and workers get the options through
+    msgpack: whatever a default is stored as must come back readable (a tuple became its characters)."""
+    import argparse
+
+    import msgpack
+
+    from locust_plugin import options
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument = _dropping_include_in_web_ui(parser.add_argument)  # Locust's parser takes it
+    options.add_arguments(parser)
+    parsed = parser.parse_args([])
+    for option in options.OPTIONS:
+        default = getattr(parsed, option.dest)
+        shown = ",".join(map(str, default)) if isinstance(default, list | tuple) else str(default)
+        if isinstance(default, bool):
+            continue  # the form sends "true"/"false" for those
+        from_form = type(default)(option.default if isinstance(default, str) else shown)
+        from_master = msgpack.unpackb(msgpack.packb(default))
+        for value in (from_form, from_master):
+            assert options.read(argparse.Namespace(**{option.dest: value}), option.dest) == option.parse(
+                option.default
+            ), option.flag
+
+
+def _dropping_include_in_web_ui(add):
+    def add_argument(*args, include_in_web_ui=False, **kwargs):
+        return add(*args, **kwargs)
+
+    return add_argument
