@@ -20,7 +20,8 @@ def _ms(value: float | None) -> str:
 
 
 def _pct(share: float) -> str:
-    return f"{share * 100:.0f} %"
+    percent = share * 100
+    return f"{percent:.1f} %" if 0 < percent < 9.95 else f"{percent:.0f} %"
 
 
 def _top_kind(kinds: str) -> str:
@@ -98,6 +99,12 @@ def _goodput(summaries: Sequence[Summary], plan: LoadPlan) -> str:
     top, bottom = ranked[0], ranked[-1]
     if len(ranked) == 1:
         return f"Its goodput was {top.goodput_rps:,.0f} requests/s."
+    if top.goodput_rps - bottom.goodput_rps <= 0.05 * top.goodput_rps:
+        return (
+            f"Goodput hardly differed: every class served between {bottom.goodput_rps:,.1f} and "
+            f"{top.goodput_rps:,.1f} requests/s, so the difference is in what each did to the server "
+            "and to latency."
+        )
     latency = f" at a p99 of {_ms(top.p99_ms)}" if top.p99_ms is not None else ""
     return (
         f"The most goodput came from {top.client} ({top.goodput_rps:,.0f} requests/s{latency}), the least "

@@ -307,6 +307,7 @@ def _write_outputs(
     run_dir: Path, plan: LoadPlan, results: list[ClassResult], record: RunRecord
 ) -> tuple[list[Summary], Path]:
     summaries = [summarise(result, plan) for result in results]
+    record.notes.extend(note for summary in summaries if (note := summary.unfinished_note()))
     write_csv(summaries, run_dir / "summary.csv")
     sentences = describe(summaries, plan)
     title = f"Hammerlab comparison: {plan.scenario}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
@@ -315,4 +316,5 @@ def _write_outputs(
 
     report = run_dir / "report.html"
     write_report(report, title, plan, results, summaries, sentences, asdict(record))
+    record.save(run_dir / "run.json")
     return summaries, report

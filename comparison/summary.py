@@ -90,6 +90,19 @@ class Summary:
     recovery_s: float | str | None
     requests: int = 0
     elapsed_s: float = 0.0
+    launched: int | None = None
+    unfinished: int | None = None
+
+    def unfinished_note(self) -> str | None:
+        """Say so when many launched calls never ended: Locust stopped their user while they were in
+        flight (at the run's end, or when a burst's peak users stop), so they are in no count."""
+        if not self.launched or not self.unfinished or self.unfinished < 0.01 * self.launched:
+            return None
+        return (
+            f"{self.client}: {self.unfinished} of {self.launched} launched requests "
+            f"({self.unfinished / self.launched:.0%}) were still in flight when Locust stopped their user "
+            "(at the end of the run or of a burst peak); they are in no count above."
+        )
 
     def cells(self) -> dict[str, str]:
         """The row as summary.csv writes it: empty cells for numbers that do not apply."""
@@ -179,6 +192,7 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
     server = read_server(result.files.server)
     client = read_client(result.files.mitigations, result.client)
     lags = [row.lag_ms for row in server]
+    last = max(client, key=lambda row: row.timestamp, default=None)
     recovery: float | str | None = None
     if result.outage is not None:
         found = recovery_time(client, result.outage[1], plan.offered_rps)
@@ -187,8 +201,8 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
     return Summary(
         client=result.client,
         scenario=plan.scenario,
-        capacity_rps=plan.capacity_rps,
-        offered_rps=plan.offered_rps,
+        capacity_rps=float(plan.capacity_rps),
+        offered_rps=float(plan.offered_rps),
         goodput_rps=sum(row.count - row.failures for row in wire) / elapsed if elapsed > 0 else 0.0,
         server_errors=sum(row.failures for row in wire),
         server_error_kinds=join_counts(error_kinds),
@@ -205,6 +219,9 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         recovery_s=recovery,
         requests=sum(row.count for row in wire) + sum(row.count for row in shed_rows),
         elapsed_s=elapsed,
+        launched=last.launched_total if last else None,
+        # exact for classes without retries; retries make wire_total larger, so this undercounts
+        unfinished=max(0, last.launched_total - last.wire_total - last.shed_total) if last else None,
     )
 
 

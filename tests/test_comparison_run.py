@@ -1,0 +1,277 @@
+"""`python -m comparison` for real: bad input, an unreachable host, a short two-class run (every file, and
+numbers that agree with Locust's CSVs and the server samples), report.html in headless Chromium, and
+Ctrl-C in the middle of a run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from comparison.readers import ClassFiles, read_failures, read_server, read_stats
+from comparison.summary import COLUMNS, percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENTS = ("HammerClient", "ThrottledClient")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def comparison(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "comparison", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# -- bad input -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scenario", "meltdown"], "--scenario: 'meltdown' is not one of healthy, cliff, burst, outage"),
+        (["--clients", "HammerClient,NoSuchClient"], "--clients: 'NoSuchClient' is not a user class in"),
+        (["--duration", "3"], "--duration: must be from 5 to 600 seconds, got 3"),
+        (["--duration", "soon"], "argument --duration: 'soon' is not a number"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(args, message, tmp_path):
+    result = comparison(*args, "--results-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before anything ran
+
+
+def test_unreachable_host_fails_fast(tmp_path):
+    started = time.monotonic()
+    result = comparison("--host", "http://127.0.0.1:9", "--results-dir", str(tmp_path), timeout=30)
+    assert result.returncode == 2
+    assert "--host http://127.0.0.1:9 is not reachable" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert time.monotonic() - started < 15  # not a 30 s run of connection errors
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- one short real run, shared by the tests below -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    results = tmp_path_factory.mktemp("results")
+    result = comparison(
+        "--scenario", "cliff", "--clients", ",".join(CLIENTS), "--duration", "5", "--probe-seconds", "1",
+        "--results-dir", str(results),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result, (results / "latest").resolve()
+
+
+@pytest.mark.slow
+def test_a_short_run_writes_every_file(short_run):
+    result, run_dir = short_run
+    assert run_dir.parent.joinpath("latest").is_symlink()
+    for client in CLIENTS:
+        files = ClassFiles(run_dir / client)
+        for path in [*files.locust_files(), *files.sampler_files()]:
+            assert path.exists() and path.stat().st_size > 0, path
+        assert read_stats(files.stats), files.stats
+        assert len(read_server(files.server)) >= 3
+        assert any(row["client"] == client and row["worker"] == "all" for row in rows(files.mitigations))
+    for name in ("summary.csv", "summary.md", "report.html", "run.json"):
+        assert (run_dir / name).stat().st_size > 0
+    out = result.stdout
+    assert "capacity C = " in out
+    assert "class 1 of 2 HammerClient" in out and "class 2 of 2 ThrottledClient" in out  # the progress line
+    assert re.search(r"goodput +\d+\.\d/s +errors +\d+\.\d/s", out)
+    assert f"report:  {run_dir / 'report.html'}" in out
+    assert out.index("goodput/s") > out.index("class 2 of 2")  # the table comes at the end
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["machine"]["cores"] == os.cpu_count()
+    assert record["capacity"]["source"] == "closed-loop probe"
+
+
+@pytest.mark.slow
+def test_summary_agrees_with_locust_and_the_server_samples(short_run):
+    _, run_dir = short_run
+    with (run_dir / "summary.csv").open() as handle:
+        assert next(csv.reader(handle)) == list(COLUMNS)
+    summary = {row["client"]: row for row in rows(run_dir / "summary.csv")}
+    assert list(summary) == list(CLIENTS)
+    capacity = float(summary["HammerClient"]["capacity_rps"])
+    for client, row in summary.items():
+        files = ClassFiles(run_dir / client)
+        stats = read_stats(files.stats)
+        wire = [s for s in stats if s.is_wire]
+        shed = [s for s in stats if s.is_shed]
+        aggregate = next(s for s in stats if s.is_aggregate)
+        first = next(s for s in wire if (s.type, s.name) == ("GET", "/doWork"))
+        elapsed = aggregate.count / aggregate.rps
+        successes = sum(s.count - s.failures for s in wire)
+        # Locust's own numbers
+        assert float(row["goodput_rps"]) == pytest.approx(successes / elapsed, abs=0.051)
+        assert int(row["server_errors"]) == sum(s.failures for s in wire)
+        assert int(row["server_errors"]) == sum(
+            f.occurrences for f in read_failures(files.failures) if f.method != "SHED"
+        )
+        assert int(row["shed"]) == sum(s.count for s in shed)
+        assert (float(row["p50_ms"]), float(row["p95_ms"]), float(row["p99_ms"])) == (
+            first.p50,
+            first.p95,
+            first.p99,
+        )
+        # the server samples
+        server = read_server(files.server)
+        lags = [s.lag_ms for s in server]
+        assert float(row["server_max_lag_ms"]) == pytest.approx(max(lags), abs=0.051)
+        assert float(row["server_p95_lag_ms"]) == pytest.approx(percentile(lags, 0.95), abs=0.051)
+        assert int(row["server_max_sockets"]) == max(s.sockets for s in server)
+        assert int(row["server_max_in_flight"]) == max(s.in_flight for s in server)
+        # and the two sides of the wire tell the same story
+        served = max(s.completed_total for s in server)
+        assert abs(served - successes) <= max(30, 0.3 * successes), (client, served, successes)
+        assert 0 < float(row["goodput_rps"]) <= float(row["offered_rps"]) * 1.1
+        assert float(row["offered_rps"]) == pytest.approx(2 * capacity, rel=0.01)
+        assert row["recovery_s"] == ""
+    # the signatures the table exists to show
+    assert int(summary["ThrottledClient"]["shed"]) > 0
+    assert summary["ThrottledClient"]["shed_kinds"].startswith("throttle=")
+    assert int(summary["ThrottledClient"]["max_client_concurrent"]) <= 17
+    assert int(summary["HammerClient"]["max_client_concurrent"]) > int(
+        summary["ThrottledClient"]["max_client_concurrent"]
+    )
+    md = (run_dir / "summary.md").read_text()
+    assert "| " + " | ".join(COLUMNS) + " |" in md
+    worst_lag = max(float(r["server_max_lag_ms"]) for r in summary.values())
+    assert f"drove the server's lag to {worst_lag:,.0f} ms" in md
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(short_run, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    _, run_dir = short_run
+    report = run_dir / "report.html"
+    outside: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on(
+                "request",
+                lambda request: None if request.url.startswith("file:") else outside.append(request.url),
+            )
+            page.goto(report.as_uri())
+            shot = tmp_path / "report.png"
+            page.screenshot(path=str(shot), full_page=True)
+            header = page.locator("#summary thead th").all_inner_texts()
+            first_cells = page.locator("#summary tbody tr td:first-child").all_inner_texts()
+            overview_paths = page.locator("#overview svg path").count()
+            grid_box = page.locator("#per-class svg").bounding_box()
+            grid_text = page.locator("#per-class svg").text_content() or ""
+            narrative = page.locator("#narrative").inner_text()
+        finally:
+            browser.close()
+    assert header == list(COLUMNS)
+    assert first_cells == list(CLIENTS)
+    assert overview_paths > 20
+    assert grid_box is not None and grid_box["width"] > 600 and grid_box["height"] > 300
+    for label in ("server lag (ms)", "server sockets", "client concurrent", *CLIENTS):
+        assert label in grid_text
+    assert "HammerClient" in narrative
+    assert outside == []  # opens offline: no CDN, nothing fetched
+    assert shot.stat().st_size > 30_000
+
+
+# -- Ctrl-C in the middle --------------------------------------------------------------------------------
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_for(path: Path, pattern: str, timeout: float) -> re.Match[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(pattern, path.read_text() if path.exists() else "")
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"no {pattern!r} in {path} after {timeout} s:\n{path.read_text()[-2000:]}")
+
+
+@pytest.mark.slow
+def test_sigint_mid_run_stops_every_process_and_keeps_finished_classes(tmp_path):
+    results = tmp_path / "results"
+    log = tmp_path / "runner.out"
+    with log.open("w") as out:
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "comparison", "--clients", ",".join(CLIENTS), "--duration", "5",
+             "--capacity", "70", "--results-dir", str(results)],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            second = wait_for(
+                log, r"class 2 of 2: ThrottledClient; target pid (\d+).*\n\s+locust pid (\d+)", 60
+            )
+            time.sleep(1.5)  # the second class is sending load now
+            runner.send_signal(signal.SIGINT)
+            assert runner.wait(timeout=30) == 130
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+    text = log.read_text()
+    pids = [int(p) for p in re.findall(r"(?:target|locust) pid (\d+)", text)]
+    assert len(pids) == 4, text
+    assert int(second.group(1)) in pids and int(second.group(2)) in pids
+    assert not [pid for pid in pids if alive(pid)]
+    run_dir = next(results.glob("cliff-*"))
+    leftovers = [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and str(run_dir) in _cmdline(p)]
+    assert leftovers == []
+    # the finished class's files are whole
+    hammer = ClassFiles(run_dir / "HammerClient")
+    assert read_stats(hammer.stats)[0].count > 0
+    assert hammer.html.read_text().rstrip().endswith("</html>")
+    assert len(read_server(hammer.server)) >= 3
+    (row,) = rows(run_dir / "summary.csv")
+    assert row["client"] == "HammerClient"
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["interrupted"] is True
+    assert "interrupted" in text
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

@@ -1,0 +1,366 @@
+"""The comparison runner's parts that need no server: options, load plans, the summary maths over small
+CSV fixtures written here, recovery time, the sentences, the burst shape and the progress reader."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from comparison.__main__ import UsageError, parse_config
+from comparison.burst_shape import BurstShape, parse
+from comparison.config import ConfigError, LoadPlan, RunConfig
+from comparison.locust_run import CsvTail, Progress, locust_command
+from comparison.narrative import describe
+from comparison.readers import ClassFiles, ClientRow, FailureRow
+from comparison.summary import (
+    COLUMNS,
+    NOT_RECOVERED,
+    ClassResult,
+    percentile,
+    read_csv,
+    recovery_time,
+    summarise,
+    write_csv,
+)
+from comparison.tables import markdown_table, terminal_table
+
+STATS_HEADER = (
+    "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
+    "Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,"
+    "99.99%,100%"
+)
+SERVER_HEADER = (
+    "timestamp,elapsed_s,lag_ms,in_flight,concurrent,sockets,requests_total,completed_total,rejected_total,"
+    "errors_total,completed_per_s,rejected_per_s,errors_per_s,faults"
+)
+MITIGATIONS_HEADER = (
+    "timestamp,elapsed_s,worker,client,concurrent,max_concurrent,launched_total,launched_per_s,"
+    "completed_total,wire_total,wire_failures_total,shed_total,shed_per_s,shed_by_cause,breaker_state,"
+    "breaker_transitions_total,limit,throttle_in_flight,queue_depth,pool_in_use,pool_waiting,timeouts_total"
+)
+
+
+# -- options ---------------------------------------------------------------------------------------------
+
+
+def test_defaults_are_the_issue_s():
+    config = parse_config([])
+    assert config.scenario == "cliff"
+    assert config.duration_s == 30
+    assert len(config.clients) == 6
+    assert config.passthrough == ()
+
+
+def test_everything_after_double_dash_goes_to_locust():
+    config = parse_config(
+        ["--clients", "ThrottledClient", "--", "--max-concurrent", "8", "--keep-alive", "true"]
+    )
+    assert config.clients == ("ThrottledClient",)
+    assert config.passthrough == ("--max-concurrent", "8", "--keep-alive", "true")
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--scenario", "storm"], "--scenario: 'storm' is not one of healthy, cliff, burst, outage"),
+        (["--duration", "1"], "--duration: must be from 5 to 600 seconds, got 1"),
+        (["--duration", "9000"], "--duration: must be from 5 to 600 seconds, got 9000"),
+        (["--scenario", "outage", "--duration", "10"], "too short for the outage scenario"),
+        (["--scenario", "burst", "--duration", "6"], "too short for the burst scenario"),
+        (["--clients", ","], "--clients: name at least one client class"),
+        (["--clients", "A,A"], "--clients: A is named twice"),
+        (["--capacity", "0"], "--capacity: must be from 1 to 5000"),
+        (["--launch-rate", "10", "--rate-multiplier", "2"], "either --launch-rate or --rate-multiplier"),
+        (["--host", "localhost:3000"], "--host: 'localhost:3000' must be an http:// or https:// URL"),
+        (["--", "-u", "10"], "-u: is set by the runner"),
+        (["--", "--run-time=5s"], "--run-time: is set by the runner"),
+    ],
+)
+def test_bad_options_are_one_line_naming_the_option(argv, fragment):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(argv)
+    assert fragment in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_argparse_errors_become_one_line():
+    with pytest.raises(UsageError, match="must be a whole number of seconds"):
+        parse_config(["--duration", "7.5"])
+    with pytest.raises(UsageError, match="unrecognized arguments: --max-concurrent"):
+        parse_config(["--max-concurrent", "8"])
+
+
+# -- load plans ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("scenario", "multiple"), [("healthy", 0.8), ("cliff", 2.0), ("outage", 0.8)])
+def test_constant_scenarios_offer_a_multiple_of_capacity_from_one_user(scenario, multiple):
+    plan = LoadPlan.build(RunConfig(scenario=scenario, duration_s=30), capacity_rps=90)
+    assert plan.users == 1
+    assert plan.launch_rate == pytest.approx(multiple * 90)
+    assert plan.offered_rps == plan.launch_rate
+    assert plan.offered_at(12.3) == plan.launch_rate
+
+
+def test_overrides_replace_the_scenario_rate():
+    assert LoadPlan.build(RunConfig(rate_multiplier=1.5), 80).offered_rps == pytest.approx(120)
+    assert LoadPlan.build(RunConfig(launch_rate=33), 80).offered_rps == pytest.approx(33)
+
+
+def test_outage_sits_mid_run_with_healthy_time_on_both_sides():
+    plan = LoadPlan.build(RunConfig(scenario="outage", duration_s=30), 100)
+    assert (plan.outage_at_s, plan.outage_s) == (10.0, 10.0)
+    short = LoadPlan.build(RunConfig(scenario="outage", duration_s=20), 100)
+    assert short.outage_at_s == 5.0
+
+
+def test_burst_cycles_between_half_and_three_times_capacity():
+    plan = LoadPlan.build(RunConfig(scenario="burst", duration_s=20), 100)
+    assert plan.burst is not None
+    assert plan.offered_at(1) == pytest.approx(50)  # quiet first
+    assert plan.offered_at(8) == pytest.approx(300)  # peak from 7 s to 10 s
+    assert plan.offered_at(11) == pytest.approx(50)
+    assert plan.burst.peaks(20) == [(7.0, 10.0), (17.0, 20.0)]
+    # 14 s at 50/s and 6 s at 300/s over 20 s
+    assert plan.offered_rps == pytest.approx((14 * 50 + 6 * 300) / 20)
+
+
+def test_burst_shape_follows_its_spec_and_stops_at_the_end():
+    spec = parse("quiet_users=1,peak_users=6,quiet_s=7,peak_s=3,duration_s=20")
+    shape = BurstShape()
+    shape.spec = spec
+    for t, users in [(0.5, 1), (7.5, 6), (9.9, 6), (10.1, 1), (17.2, 6)]:
+        shape.start_time -= t - shape.get_run_time()
+        assert shape.tick()[0] == users
+    shape.start_time -= 20.5 - shape.get_run_time()
+    assert shape.tick() is None
+    with pytest.raises(ValueError, match="needs peak_s"):
+        parse("quiet_users=1,peak_users=6,quiet_s=7,duration_s=20")
+
+
+def test_locust_command_matches_the_plan(tmp_path):
+    files = ClassFiles(tmp_path / "HammerClient")
+    plan = LoadPlan.build(RunConfig(duration_s=12), 80)
+    command, env = locust_command("HammerClient", files, "http://127.0.0.1:9", plan, ("--keep-alive", "true"))
+    assert command[-1] == "HammerClient"
+    assert command[command.index("-u") + 1] == "1"
+    assert command[command.index("-t") + 1] == "12s"
+    assert float(command[command.index("--launch-rate") + 1]) == pytest.approx(160)
+    assert command[command.index("--csv") + 1] == str(files.prefix)
+    assert "--csv-full-history" in command
+    assert "--keep-alive" in command
+    assert "HAMMERLAB_BURST" not in env
+    burst = LoadPlan.build(RunConfig(scenario="burst", duration_s=20), 80)
+    command, env = locust_command("HammerClient", files, "http://127.0.0.1:9", burst, ())
+    assert "-u" not in command and "-t" not in command
+    assert command[command.index("-f") + 1] == "locustfiles,comparison/burst_shape.py"
+    assert float(command[command.index("--launch-rate") + 1]) == pytest.approx(40)
+    assert env["HAMMERLAB_BURST"].endswith("duration_s=20")
+
+
+# -- the summary over fixture files ----------------------------------------------------------------------
+
+
+def write(path: Path, header: str, rows: list[str]) -> None:
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+
+
+def mitigation_row(t: float, client: str, worker: str, launched: int, wire: int, failed: int, shed: int,
+                   concurrent: int = 3, max_concurrent: int = 9) -> str:  # fmt: skip
+    return (
+        f"{1000 + t:.3f},{t:.3f},{worker},{client},{concurrent},{max_concurrent},{launched},0,{launched},"
+        f"{wire},{failed},{shed},0,,,,,,,,,0"
+    )
+
+
+@pytest.fixture
+def fixture_run(tmp_path: Path) -> ClassFiles:
+    """Files as one ThrottledClient run would leave them: 10 s, 800 wire (50 failed), 200 shed."""
+    files = ClassFiles(tmp_path / "ThrottledClient")
+    write(
+        files.stats,
+        STATS_HEADER,
+        [
+            "GET,/doWork,780,50,40,55,10,900,19,78.0,5.0,40,45,50,55,70,120,300,450,800,900,900",
+            "GET,/doWork [retry],20,0,40,55,10,90,19,2.0,0.0,40,45,50,55,70,80,85,90,90,90,90",
+            "SHED,/doWork [throttle],150,150,0,0,0,0,0,15.0,15.0,0,0,0,0,0,0,0,0,0,0,0",
+            "SHED,/doWork [circuit-open],50,50,0,0,0,0,0,5.0,5.0,0,0,0,0,0,0,0,0,0,0,0",
+            ",Aggregated,1000,250,40,55,0,900,19,100.0,25.0,40,45,50,55,70,120,300,450,800,900,900",
+        ],
+    )
+    write(
+        files.failures,
+        "Method,Name,Error,Occurrences,First Seen,Last Seen",
+        [
+            "GET,/doWork,ConnectTimeout('connect-timeout'),30,x,y",
+            "GET,/doWork,ServiceUnavailable('503'),20,x,y",
+            "SHED,/doWork [throttle],ThrottleRejected('throttle'),150,x,y",
+            "SHED,/doWork [circuit-open],CircuitOpen('circuit-open'),50,x,y",
+        ],
+    )
+    lags = [5, 10, 20, 40, 80, 160, 320, 640, 30, 15, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3]
+    write(
+        files.server,
+        SERVER_HEADER,
+        [
+            f"{1000 + i * 0.5:.3f},{i * 0.5:.3f},{lag},{i % 7},{i % 5},{10 + i},0,0,0,0,,,,"
+            for i, lag in enumerate(lags)
+        ],
+    )
+    write(
+        files.mitigations,
+        MITIGATIONS_HEADER,
+        [
+            mitigation_row(0.5, "ThrottledClient", "local", 50, 40, 2, 8, max_concurrent=99),
+            mitigation_row(0.5, "ThrottledClient", "all", 50, 40, 2, 8, max_concurrent=7),
+            mitigation_row(0.5, "OtherClient", "all", 50, 40, 2, 8, max_concurrent=500),
+            mitigation_row(10.0, "ThrottledClient", "all", 1040, 800, 50, 200, max_concurrent=16),
+        ],
+    )
+    return files
+
+
+def test_summary_takes_each_number_from_its_source(fixture_run):
+    plan = LoadPlan.build(RunConfig(duration_s=10), capacity_rps=60)
+    summary = summarise(ClassResult("ThrottledClient", fixture_run), plan)
+    # elapsed = 1000 / 100.0 = 10 s; successes = (780 - 50) + 20 = 750
+    assert summary.goodput_rps == pytest.approx(75.0)
+    assert summary.server_errors == 50
+    assert summary.server_error_kinds == "connect-timeout=30;503=20"
+    assert summary.shed == 200
+    assert summary.shed_kinds == "throttle=150;circuit-open=50"
+    assert (summary.p50_ms, summary.p95_ms, summary.p99_ms) == (40, 120, 450)  # the first-attempt row
+    assert summary.max_client_concurrent == 16  # the class's `all` rows only
+    assert summary.server_max_lag_ms == 640
+    assert summary.server_p95_lag_ms == 320  # nearest rank: the 19th of 20
+    assert summary.server_max_sockets == 29
+    assert summary.server_max_in_flight == 6
+    assert summary.recovery_s is None  # not the outage scenario
+    assert (summary.launched, summary.unfinished) == (1040, 40)
+    assert "40 of 1040 launched requests" in summary.unfinished_note()
+    cells = summary.cells()
+    assert list(cells) == list(COLUMNS)
+    assert (cells["capacity_rps"], cells["offered_rps"], cells["recovery_s"]) == ("60.0", "120.0", "")
+
+
+def test_summary_csv_round_trips_with_the_issue_s_columns(fixture_run, tmp_path):
+    plan = LoadPlan.build(RunConfig(duration_s=10), capacity_rps=60)
+    summary = summarise(ClassResult("ThrottledClient", fixture_run), plan)
+    write_csv([summary], tmp_path / "summary.csv")
+    with (tmp_path / "summary.csv").open() as handle:
+        assert next(csv.reader(handle)) == list(COLUMNS)
+    (row,) = read_csv(tmp_path / "summary.csv")
+    assert row["goodput_rps"] == "75.0"
+    assert row["shed_kinds"] == "throttle=150;circuit-open=50"
+    table = markdown_table([summary])
+    assert table.splitlines()[0].count("|") == len(COLUMNS) + 1
+    assert "ThrottledClient" in terminal_table([summary])
+
+
+def test_missing_sampler_files_leave_their_columns_empty(fixture_run):
+    fixture_run.server.unlink()
+    fixture_run.mitigations.unlink()
+    summary = summarise(ClassResult("ThrottledClient", fixture_run), LoadPlan.build(RunConfig(), 60))
+    cells = summary.cells()
+    assert cells["server_max_lag_ms"] == cells["max_client_concurrent"] == cells["server_max_sockets"] == ""
+    assert cells["goodput_rps"] == "75.0"
+
+
+def test_failure_kind_is_the_stable_exception_message():
+    assert FailureRow("GET", "/doWork", "ConnectTimeout('connect-timeout')", 1).kind == "connect-timeout"
+    assert FailureRow("GET", "/doWork", "HttpServerError('500')", 1).kind == "500"
+    assert FailureRow("GET", "/doWork", "something odd", 1).kind == "something odd"
+
+
+def test_percentile_is_nearest_rank():
+    assert percentile([], 0.95) is None
+    assert percentile([3.0], 0.95) == 3.0
+    assert percentile([float(i) for i in range(1, 101)], 0.95) == 95.0
+
+
+# -- recovery --------------------------------------------------------------------------------------------
+
+
+def rows_with_goodput(rates: list[float], step: float = 0.25, start: float = 0.0) -> list[ClientRow]:
+    """Client rows every `step` s whose goodput over each step is the given rate."""
+    rows, good = [], 0.0
+    for i, rate in enumerate(rates):
+        good += rate * step
+        rows.append(ClientRow(start + i * step, i * step, 0, 0, 0, round(good), 0, 0))
+    return rows
+
+
+def test_recovery_is_the_first_full_second_back_at_ninety_percent():
+    # outage until t=10; goodput 0 until 11.5, then 100/s; offered 100/s
+    rates = [100.0] * 20 + [0.0] * 26 + [100.0] * 40
+    rows = rows_with_goodput(rates)
+    assert recovery_time(rows, outage_end=10.0, offered_rps=100) == pytest.approx(1.5, abs=0.26)
+
+
+def test_recovery_at_once_is_zero_and_never_is_none():
+    rows = rows_with_goodput([100.0] * 80)
+    assert recovery_time(rows, outage_end=5.0, offered_rps=100) == pytest.approx(0.0, abs=0.26)
+    dead = rows_with_goodput([100.0] * 20 + [50.0] * 60)
+    assert recovery_time(dead, outage_end=5.0, offered_rps=100) is None
+
+
+def test_outage_summary_says_never_when_goodput_never_returns(fixture_run):
+    plan = LoadPlan.build(RunConfig(scenario="outage", duration_s=20), capacity_rps=60)
+    summary = summarise(ClassResult("ThrottledClient", fixture_run, outage=(1002.0, 1012.0)), plan)
+    assert summary.recovery_s == NOT_RECOVERED
+
+
+# -- sentences -------------------------------------------------------------------------------------------
+
+
+def test_sentences_come_from_the_numbers(fixture_run):
+    plan = LoadPlan.build(RunConfig(duration_s=10), capacity_rps=60)
+    throttled = summarise(ClassResult("ThrottledClient", fixture_run), plan)
+    from dataclasses import replace
+
+    hammer = replace(
+        throttled, client="HammerClient", server_max_lag_ms=1240.0, server_p95_lag_ms=1100.0, shed=0,
+        shed_kinds="", server_errors=380, server_error_kinds="connect-timeout=380", goodput_rps=40.0,
+    )  # fmt: skip
+    text = " ".join(describe([hammer, throttled], plan))
+    assert "HammerClient drove the server's lag to 1,240 ms" in text
+    assert "lost 38 % of its requests on the wire (mostly connect-timeout)" in text
+    assert "ThrottledClient kept the lag at 640 ms" in text
+    assert "holding back 20 % at the client (mostly throttle)" in text
+    assert "The most goodput came from ThrottledClient (75 requests/s" in text
+    calmer = replace(hammer, server_max_lag_ms=300.0, server_errors=0, server_error_kinds="")
+    assert " ".join(describe([calmer, throttled], plan)) != text
+
+
+# -- the live progress reader ----------------------------------------------------------------------------
+
+
+def test_csv_tail_returns_only_complete_new_rows(tmp_path):
+    path = tmp_path / "x_mitigations.csv"
+    tail = CsvTail(path)
+    assert tail.new_rows() == []
+    path.write_text(MITIGATIONS_HEADER + "\n" + mitigation_row(1, "A", "all", 10, 8, 1, 2) + "\n" + "1001")
+    first = tail.new_rows()
+    assert [row["wire_total"] for row in first] == ["8"]
+    with path.open("a") as handle:
+        handle.write(".5,1.5,all,A,3,9,20,0,20,16,2,4,0,,,,,,,,,0\n")
+    second = tail.new_rows()
+    assert [row["timestamp"] for row in second] == ["1001.5"]
+
+
+def test_progress_line_shows_live_rates(tmp_path):
+    out = (tmp_path / "out.txt").open("w")
+    progress = Progress(out, "A", 2, 6, 30)
+    keys = ("worker", "timestamp", "wire_total", "wire_failures_total", "shed_total", "concurrent")
+    samples = [
+        ("all", "10", "100", "10", "5", "3"),
+        ("local", "10.5", "0", "0", "0", "0"),  # per-worker rows are not the class's sum
+        ("all", "11", "180", "30", "45", "7"),
+    ]
+    progress.feed([{"client": "A", **dict(zip(keys, sample, strict=True))} for sample in samples])
+    line = progress.line(12.0)
+    assert line.startswith("class 2 of 6 A")
+    assert "12.0/30 s" in line
+    assert "goodput   60.0/s" in line and "errors   20.0/s" in line and "shed   40.0/s" in line
