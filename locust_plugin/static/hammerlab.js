@@ -108,6 +108,9 @@
     }
   }
 
+  // Tab changes are pushState calls: follow clicks at once, and poll for anything else.
+  document.addEventListener("click", () => setTimeout(place, 0), true);
+  window.addEventListener("popstate", place);
   setInterval(place, 300);
   setInterval(refresh, 1000);
 })();
