@@ -1,0 +1,66 @@
+"""Issue 6 end to end, against the real target: the adaptive limit follows capacity, budgets cap retries."""
+
+from __future__ import annotations
+
+import gevent
+import pytest
+
+from mitigations.adaptive import AdaptiveLimit, Gradient, GradientConfig
+from mitigations.core import Call, MonotonicClock, Pipeline
+from mitigations.timeout import Timeouts
+from mitigations.transport import FastTransport, TransportConfig
+from tests.locust_run import run_locust
+
+pytestmark = pytest.mark.slow
+CLOCK = MonotonicClock()
+
+
+def offer(pipeline: Pipeline, rate: float, seconds: float) -> list:
+    """Open-loop load from this process: `rate` calls/s for `seconds`, each in its own greenlet."""
+    calls = []
+    start = CLOCK.now()
+    for i in range(int(rate * seconds)):
+        gevent.sleep(max(0.0, start + i / rate - CLOCK.now()))
+        calls.append(gevent.spawn(pipeline.execute, Call("GET", "/doWork", launched_at=start + i / rate)))
+    gevent.joinall(calls, timeout=10)
+    return [job.value for job in calls if job.value is not None]
+
+
+def test_adaptive_limit_drops_under_overload_and_grows_back_when_capacity_returns(start_target):
+    # Capacity about 45/s at 120 ms per request: ~6 in flight suffice. Then ~10x the capacity, and
+    # 250/s at ~100 ms each needs ~25 in flight: the limit must come up to carry it.
+    server = start_target(sync_work_ms=20, task_delay_ms=100)
+    limit = AdaptiveLimit(Gradient(GradientConfig(initial_limit=30, max_limit=200)))
+    transport = FastTransport(TransportConfig(server.url, timeouts=Timeouts(connect=3)), CLOCK)
+    pipeline = Pipeline([limit], transport, clock=CLOCK, total_timeout=5.0)
+
+    outcomes = offer(pipeline, rate=120, seconds=4)
+    squeezed = limit.limit
+    assert squeezed < 30, "under ~2.5x overload the limit must come down from where it started"
+    assert sum(o.kind == "shed:adaptive" for o in outcomes) > 50
+    assert not any(o.is_server_failure for o in outcomes[-100:]), "overload is shed at the client"
+
+    assert server.admin("POST", "/config", {"sync_work_ms": 1})[0] == 200
+    seen: list[int] = []
+    pipeline.events.on("limit", lambda _policy, value: seen.append(value))
+    outcomes = offer(pipeline, rate=250, seconds=5)
+    # The smoothed estimate may still sink for a moment after the change; then it must climb.
+    lowest = min(seen, default=squeezed)
+    assert limit.limit >= lowest + 3, (squeezed, seen)
+    assert sum(o.ok for o in outcomes[-250:]) > 150, "with capacity back, most of the last second is served"
+    transport.close()
+
+
+def test_the_budget_caps_retries_where_naive_retries_storm(start_target, tmp_path):
+    server = start_target(fault=["reset:rate=1"])  # every /doWork is reset: a retryable failure
+    safe = run_locust("RetryClient", server.url, 4, "--launch-rate", "50", tmp_path=tmp_path)
+    first, retries = safe.count("GET", "/doWork"), safe.count("GET", "/doWork [retry]")
+    assert first > 100
+    # 10 % of requests, plus the budget's small starting balance.
+    assert retries <= 0.10 * first + 12, (first, retries)
+    assert safe.count("SHED", "/doWork [budget]") > 0, "denied retries are visible"
+
+    naive = run_locust("NaiveRetryClient", server.url, 4, "--launch-rate", "50", tmp_path=tmp_path)
+    first, retries = naive.count("GET", "/doWork"), naive.count("GET", "/doWork [retry]")
+    assert retries >= 1.5 * first, (first, retries)  # three attempts each: ~3x amplification
+    assert naive.count("SHED", "/doWork [budget]") == 0
