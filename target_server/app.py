@@ -97,6 +97,19 @@ def state_of(app: Flask) -> TargetState:
     return app.extensions["target"]
 
 
+def _saying_close(start_response: Any) -> Any:
+    """Answer a `Connection: close` request with `Connection: close` (RFC 9112 §9.6).
+
+    pywsgi closes such a connection but, on HTTP/1.1, does not say so; a client pool then keeps the
+    socket and may send its next request into the closed connection, which looks like a reset.
+    """
+
+    def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        return start_response(status, [*headers, ("Connection", "close")], exc_info)
+
+    return start
+
+
 class FrontDoor:
     """WSGI middleware in front of Flask: per-process start-up, socket tracking, and /ping.
 
@@ -114,6 +127,8 @@ class FrontDoor:
         sock = environ.get("gunicorn.socket")
         if sock is not None:
             state.track_socket(sock)
+        if environ.get("HTTP_CONNECTION", "").lower() == "close":
+            start_response = _saying_close(start_response)
         if environ.get("PATH_INFO") == "/ping" and environ.get("REQUEST_METHOD") == "GET":
             start_response(
                 "200 OK",
@@ -133,7 +148,7 @@ class FrontDoor:
 def _do_work(state: TargetState) -> Response:
     totals, gauges = state.totals, state.gauges
     totals.requests += 1
-    gauges.in_flight += 1
+    gauges.enter_request()
     try:
         config = state.config
         try:
@@ -189,7 +204,7 @@ def _run_tasks(state: TargetState, expansion: int, delay_ms: float, work_ms: flo
 
 def _task(state: TargetState, delay_ms: float, work_ms: float) -> None:
     """The seed's task: wait without blocking, then block the loop with CPU work."""
-    state.gauges.concurrent += 1
+    state.gauges.enter_task()
     try:
         gevent.sleep(delay_ms / 1000)
     finally:

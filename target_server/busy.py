@@ -24,12 +24,14 @@ class LagSampler:
         self.smoothing = smoothing
         self.clock = clock
         self.lag_ms = 0.0
+        self.peak_ms = 0.0  # highest smoothed lag since start or the last reset
         self.samples = 0
 
     def record(self, elapsed_ms: float) -> float:
         """Fold one wake-up into the smoothed lag; returns the new value."""
         raw = max(0.0, elapsed_ms - self.interval_ms)
         self.lag_ms = self.smoothing * raw + (1 - self.smoothing) * self.lag_ms
+        self.peak_ms = max(self.peak_ms, self.lag_ms)
         self.samples += 1
         return self.lag_ms
 
@@ -81,6 +83,27 @@ class Gauges:
     in_flight: int = 0
     concurrent: int = 0
     open_sockets: int = 0
+    # Highest values since start or the last reset: a sampler polling /stats misses short peaks.
+    peak_in_flight: int = 0
+    peak_concurrent: int = 0
+    peak_sockets: int = 0
+
+    def enter_request(self) -> None:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def enter_task(self) -> None:
+        self.concurrent += 1
+        self.peak_concurrent = max(self.peak_concurrent, self.concurrent)
+
+    def note_sockets(self, sockets: int) -> None:
+        self.peak_sockets = max(self.peak_sockets, sockets)
+
+    def restart_peaks(self, sockets: int) -> None:
+        """Peaks start again from the current values (at a reset)."""
+        self.peak_in_flight = self.in_flight
+        self.peak_concurrent = self.concurrent
+        self.peak_sockets = sockets
 
 
 def busy_spin(milliseconds: float) -> None:

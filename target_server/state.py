@@ -150,6 +150,7 @@ class TargetState:
 
     def socket_opened(self) -> None:
         self.gauges.open_sockets += 1
+        self.gauges.note_sockets(self.gauges.open_sockets)
         self.totals.sockets_accepted += 1
 
     def socket_closed(self) -> None:
@@ -226,6 +227,8 @@ class TargetState:
         self._rebuild_config()
         if self.control.reset_epoch > self.epoch:
             self.totals.zero()
+            self.gauges.restart_peaks(self.sockets())
+            self.lag.peak_ms = self.lag.lag_ms
             self.epoch = self.control.reset_epoch
 
     # -- multi-worker sharing ----------------------------------------------------------------------------
@@ -286,6 +289,7 @@ class TargetState:
         """This process's numbers, in the shape workers publish to each other."""
         totals = self.totals
         sockets = self.sockets()
+        self.gauges.note_sockets(sockets)  # under gunicorn, sockets are only counted here
         closed = max(0, totals.sockets_accepted - sockets) if self._tracking else totals.sockets_closed
         return {
             "pid": os.getpid(),
@@ -295,6 +299,12 @@ class TargetState:
             "in_flight": self.gauges.in_flight,
             "concurrent": self.gauges.concurrent,
             "sockets": sockets,
+            "peaks": {
+                "lag_ms": round(self.lag.peak_ms, 3),
+                "in_flight": self.gauges.peak_in_flight,
+                "concurrent": self.gauges.peak_concurrent,
+                "sockets": self.gauges.peak_sockets,
+            },
             "totals": {
                 "requests": totals.requests,
                 "completed": totals.completed,
@@ -337,6 +347,11 @@ class TargetState:
             "in_flight": sum(w["in_flight"] for w in workers),
             "concurrent": sum(w["concurrent"] for w in workers),
             "sockets": sum(w["sockets"] for w in workers),
+            # Since start or the last reset. Under gunicorn, the sum of each worker's peak (an upper bound).
+            "peak_lag_ms": max(w["peaks"]["lag_ms"] for w in counted) if counted else lag,
+            "peak_in_flight": sum(w["peaks"]["in_flight"] for w in counted),
+            "peak_concurrent": sum(w["peaks"]["concurrent"] for w in counted),
+            "peak_sockets": sum(w["peaks"]["sockets"] for w in counted),
             "requests_total": total("requests"),
             "completed_total": total("completed"),
             "rejected_total": total("rejected"),

@@ -25,6 +25,10 @@ STATS_KEYS = {
     "in_flight",
     "concurrent",
     "sockets",
+    "peak_lag_ms",
+    "peak_in_flight",
+    "peak_concurrent",
+    "peak_sockets",
     "requests_total",
     "completed_total",
     "rejected_total",
@@ -148,6 +152,28 @@ def test_reset_zeroes_the_totals(server):
     assert status == 200 and body["reset_count"] == before["reset_count"] + 1
     assert before["requests_total"] == 1 and after["requests_total"] == 0 and after["completed_total"] == 0
     assert after["since_reset_s"] < before["since_reset_s"]
+
+
+def test_peaks_catch_what_polling_misses_and_restart_at_reset(start_target):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = start_target(task_delay_ms=200)
+    server.admin("POST", "/reset")
+    with ThreadPoolExecutor(5) as pool:
+        assert all(r.status_code == 200 for r in pool.map(lambda _: get(server, "/doWork"), range(5)))
+    after = server.stats()
+    assert after["in_flight"] == 0 and after["concurrent"] == 0
+    assert after["peak_in_flight"] == 5 and after["peak_concurrent"] == 5
+    assert after["peak_sockets"] >= 5
+    server.admin("POST", "/reset")
+    assert server.stats()["peak_in_flight"] == 0
+
+
+def test_a_connection_close_request_is_answered_with_connection_close(server):
+    response = requests.get(server.url + "/doWork", headers={"Connection": "close"}, timeout=5)
+    assert response.headers["Connection"] == "close"
+    ping = requests.get(server.url + "/ping", headers={"Connection": "close"}, timeout=5)
+    assert ping.headers["Connection"] == "close"
 
 
 def test_metrics_speak_prometheus(server):
