@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.locust_run import ServerWatch, run_locust
+from tests.locust_run import run_locust
 
 pytestmark = pytest.mark.slow
 
@@ -17,23 +17,22 @@ OVERLOAD = "200"  # requests/s: about 2x what the default target serves
 
 def test_hammer_falls_over_the_way_the_seed_did(start_target, tmp_path):
     server = start_target()
-    with ServerWatch(server.url) as watch:
-        run = run_locust("HammerClient", server.url, 8, "--launch-rate", OVERLOAD, tmp_path=tmp_path)
+    run = run_locust("HammerClient", server.url, 8, "--launch-rate", OVERLOAD, tmp_path=tmp_path)
     # The seed's `connect ETIMEDOUT`: a loop busy with work stops accepting, the backlog fills, SYNs drop.
     assert run.failure_count("ConnectTimeout('connect-timeout')", request_type="GET") > 0, run.output[-2000:]
-    assert watch.peaks["lag_ms"] > 4 * 70, watch.peaks  # far past toobusy's 70 ms
+    assert server.stats()["peak_lag_ms"] > 4 * 70  # far past toobusy's 70 ms
     assert run.count("SHED", "/doWork [throttle]") == 0
 
 
 def test_throttle_caps_what_the_server_sees_and_counts_cancellations(start_target, tmp_path):
     server = start_target()
-    with ServerWatch(server.url) as watch:
-        run = run_locust(
-            "ThrottledClient", server.url, 6, "--launch-rate", OVERLOAD, "--max-concurrent", "8",
-            tmp_path=tmp_path,
-        )
-    assert watch.peaks["in_flight"] <= 8, watch.peaks
-    assert watch.peaks["concurrent"] <= 8
+    run = run_locust(
+        "ThrottledClient", server.url, 6, "--launch-rate", OVERLOAD, "--max-concurrent", "8",
+        tmp_path=tmp_path,
+    )
+    peaks = server.stats()
+    assert 4 <= peaks["peak_in_flight"] <= 8, peaks
+    assert peaks["peak_concurrent"] <= 8
     cancelled = run.count("SHED", "/doWork [throttle]")
     assert cancelled > 50
     assert run.failure_count("ThrottleRejected('throttle')", request_type="SHED") == cancelled
@@ -43,14 +42,15 @@ def test_throttle_caps_what_the_server_sees_and_counts_cancellations(start_targe
 
 def test_pooled_client_never_opens_more_sockets_than_its_cap(start_target, tmp_path):
     server = start_target()
-    with ServerWatch(server.url) as watch:
-        run = run_locust(
-            "PooledClient", server.url, 6, "--launch-rate", OVERLOAD, "--max-sockets", "6",
-            "--keep-alive", "true", "--request-timeout-ms", "1500", tmp_path=tmp_path,
-        )
-    # +1: the watcher's own /stats connection is a socket too.
-    assert 1 <= watch.peaks["sockets"] <= 6 + 1, watch.peaks
-    assert watch.peaks["in_flight"] <= 6 + 1
+    run = run_locust(
+        "PooledClient", server.url, 6, "--launch-rate", OVERLOAD, "--max-sockets", "6",
+        "--keep-alive", "true", tmp_path=tmp_path,
+    )
+    peaks = server.stats()
+    # +1: this /stats request's own connection can arrive before the server has reaped the
+    # client's six, just closed by its exit.
+    assert 3 <= peaks["peak_sockets"] <= 6 + 1, peaks
+    assert peaks["peak_in_flight"] <= 6
     assert run.count("GET", "/doWork") > 100
 
 
