@@ -304,6 +304,10 @@ class ServerSampler:
         if self._greenlet is not None:
             self._greenlet.kill(block=True)
             self._greenlet = None
+            if self.available:
+                self.status = (
+                    f"stopped with the test; {len(self.history)} samples of {self.base_url}/stats kept"
+                )
 
     def close(self) -> None:
         self.stop()
