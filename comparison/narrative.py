@@ -87,10 +87,14 @@ def _best(s: Summary, worst: Summary, plan: LoadPlan) -> str:
     else:
         how = "without shedding or failing anything"
     verdict = "under" if _lag(s) <= HEALTHY_LAG_MS else "at"
+    latency = f" at a p99 of {_ms(s.p99_ms)}" if s.p99_ms is not None else ""
+    waiting = ""
+    if s.launched and s.unfinished and s.unfinished >= 0.05 * s.launched:
+        waiting = f", though {_pct(s.unfinished / s.launched)} of its requests never finished within the run"
     return (
-        f"{s.client} kept the lag {verdict} {_ms(_lag(s))} (p95 {_ms(s.server_p95_lag_ms)}) {how}, and still "
-        f"served {s.goodput_rps:,.0f} requests/s, {_pct(s.goodput_rps / plan.capacity_rps)} of capacity "
-        f"(against {worst.goodput_rps:,.0f} for {worst.client})."
+        f"{s.client} kept the lag {verdict} {_ms(_lag(s))} (p95 {_ms(s.server_p95_lag_ms)}) {how}, and "
+        f"served {s.goodput_rps:,.0f} requests/s ({_pct(s.goodput_rps / plan.capacity_rps)} of capacity, "
+        f"against {worst.goodput_rps:,.0f} for {worst.client}){latency}{waiting}."
     )
 
 

@@ -329,6 +329,7 @@ def test_sentences_come_from_the_numbers(fixture_run):
     assert "lost 38 % of its requests on the wire (mostly connect-timeout)" in text
     assert "ThrottledClient kept the lag at 640 ms" in text
     assert "holding back 20 % at the client (mostly throttle)" in text
+    assert "at a p99 of 450 ms" in text
     assert "The most goodput came from ThrottledClient (75 requests/s" in text
     calmer = replace(hammer, server_max_lag_ms=300.0, server_errors=0, server_error_kinds="")
     assert " ".join(describe([calmer, throttled], plan)) != text
