@@ -60,7 +60,7 @@ class MitigatedClient(User):
             delay = next_at - clock.now()
             if delay > 0:
                 gevent.sleep(delay)
-            self._requests.spawn(self.runtime.send, self._call(next_at))
+            self._requests.spawn(self.runtime.send, self.make_call(next_at))
             next_at += interval
             behind = clock.now() - next_at
             if behind > interval:  # stalled: drop the missed slots instead of bursting to catch up
@@ -73,8 +73,9 @@ class MitigatedClient(User):
         interval = 1.0 / self.rate
         while self._state != LOCUST_STATE_STOPPING:
             started = clock.now()
-            self.runtime.send(self._call(started))
+            self.runtime.send(self.make_call(started))
             gevent.sleep(max(0.0, started + interval - clock.now()))
 
-    def _call(self, launched_at: float) -> Call:
+    def make_call(self, launched_at: float) -> Call:
+        """The request to launch at `launched_at`. Override it to send something else than `--path`."""
         return Call(method="GET", path=self.path, launched_at=launched_at)
