@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ POLL_S = 0.25
 START_TIMEOUT_S = 30.0  # Locust's own start-up, before the test clock runs
 FINISH_GRACE_S = 30.0  # after the run time: stopping users and writing the HTML report
 LOCUST_STOP_GRACE_S = 10.0
+LIVE_WINDOW_S = 1.0
 
 
 class LocustFailed(RuntimeError):
@@ -130,19 +132,22 @@ class Progress:
         self.duration_s = duration_s
         self.tty = out.isatty()
         self.rates = LiveRates()
-        self._last: dict[str, str] | None = None
+        self._recent: deque[dict[str, str]] = deque(maxlen=64)
         self._printed_at = 0.0
 
     def feed(self, rows: list[dict[str, str]]) -> None:
         for row in rows:
             if row.get("worker") != ALL_WORKERS or row.get("client") != self.client:
                 continue
-            last, self._last = self._last, row
+            self._recent.append(row)
+            now = float(row["timestamp"])
+            # over the last second or more: a sample taken right after another says little
+            last = next(
+                (r for r in reversed(self._recent) if float(r["timestamp"]) <= now - LIVE_WINDOW_S), None
+            )
             if last is None:
                 continue
-            seconds = float(row["timestamp"]) - float(last["timestamp"])
-            if seconds <= 0:
-                continue
+            seconds = now - float(last["timestamp"])
 
             good = _delta(row, last, "wire_total") - _delta(row, last, "wire_failures_total")
             self.rates = LiveRates(

@@ -42,13 +42,15 @@ def describe(summaries: Sequence[Summary], plan: LoadPlan) -> list[str]:
     if not summaries:
         return ["No client class finished, so there is nothing to compare."]
     sentences = [_setting(plan, len(summaries))]
+    if plan.outage_s:
+        return [*sentences, *_outage(summaries), _recovery(summaries)]
     worst = max(summaries, key=_lag)
     sentences.append(_worst(worst))
     healthy = [s for s in summaries if s is not worst]
     if healthy:
         best = min(healthy, key=lambda s: (_p95_lag(s), -s.goodput_rps))
         sentences.append(_best(best, worst, plan))
-    sentences.append(_recovery(summaries) if plan.outage_s else _goodput(summaries, plan))
+    sentences.append(_goodput(summaries, plan))
     return sentences
 
 
@@ -115,6 +117,37 @@ def _goodput(summaries: Sequence[Summary], plan: LoadPlan) -> str:
         f"from {bottom.client} ({bottom.goodput_rps:,.0f} requests/s, "
         f"{_pct(bottom.goodput_rps / plan.offered_rps)} of what was offered)."
     )
+
+
+def _outage(summaries: Sequence[Summary]) -> list[str]:
+    """During an outage lag says little; what matters is how much each client threw at a failing server."""
+    loudest = max(summaries, key=lambda s: (s.server_errors, s.wire_attempts))
+    sentences = [
+        f"{loudest.client} {_attempts(loudest)}, and {loudest.server_errors:,} failed"
+        f"{f' (mostly {_top_kind(loudest.server_error_kinds)})' if loudest.server_errors else ''}."
+    ]
+    others = [s for s in summaries if s is not loudest]
+    if others:
+        quietest = min(others, key=lambda s: (s.server_errors, -s.goodput_rps))
+        held = (
+            f", holding back {quietest.shed:,} at the client (mostly {_top_kind(quietest.shed_kinds)})"
+            if quietest.shed
+            else ""
+        )
+        sentences.append(
+            f"{quietest.client} let the fewest fail, {quietest.server_errors:,}{held}, "
+            f"and served {quietest.goodput_rps:,.0f} requests/s over the run."
+        )
+    return sentences
+
+
+def _attempts(s: Summary) -> str:
+    if s.launched:
+        return (
+            f"put {s.wire_attempts:,} requests on the wire for {s.launched:,} it launched "
+            f"({s.wire_attempts / s.launched:.2f} x)"
+        )
+    return f"put {s.wire_attempts:,} requests on the wire"
 
 
 def _recovery(summaries: Sequence[Summary]) -> str:

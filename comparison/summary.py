@@ -89,6 +89,7 @@ class Summary:
     server_max_in_flight: int | None
     recovery_s: float | str | None
     requests: int = 0
+    wire_attempts: int = 0
     elapsed_s: float = 0.0
     launched: int | None = None
     unfinished: int | None = None
@@ -218,6 +219,7 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         server_max_in_flight=max((row.in_flight for row in server), default=None),
         recovery_s=recovery,
         requests=sum(row.count for row in wire) + sum(row.count for row in shed_rows),
+        wire_attempts=sum(row.count for row in wire),
         elapsed_s=elapsed,
         launched=last.launched_total if last else None,
         # exact for classes without retries; retries make wire_total larger, so this undercounts

@@ -335,6 +335,23 @@ def test_sentences_come_from_the_numbers(fixture_run):
     assert " ".join(describe([calmer, throttled], plan)) != text
 
 
+def test_outage_sentences_follow_failures_and_recovery(fixture_run):
+    from dataclasses import replace
+
+    plan = LoadPlan.build(RunConfig(scenario="outage", duration_s=30), capacity_rps=60)
+    base = summarise(ClassResult("ThrottledClient", fixture_run, outage=(1002.0, 1012.0)), plan)
+    naive = replace(base, client="NaiveRetryClient", server_errors=2103, server_error_kinds="503=2103",
+                    wire_attempts=2731, launched=1402, recovery_s=0.09)  # fmt: skip
+    careful = replace(base, client="RetryClient", server_errors=702, shed=54, shed_kinds="budget=54",
+                      recovery_s=NOT_RECOVERED)  # fmt: skip
+    text = " ".join(describe([naive, careful], plan))
+    assert "NaiveRetryClient put 2,731 requests on the wire for 1,402 it launched (1.95 x)" in text
+    assert "and 2,103 failed (mostly 503)" in text
+    assert "RetryClient let the fewest fail, 702, holding back 54 at the client (mostly budget)" in text
+    assert "back to 90 % of the offered load in 0.09 s" in text
+    assert "RetryClient did not get back there before the run ended" in text
+
+
 # -- the live progress reader ----------------------------------------------------------------------------
 
 
@@ -361,7 +378,11 @@ def test_progress_line_shows_live_rates(tmp_path):
         ("all", "11", "180", "30", "45", "7"),
     ]
     progress.feed([{"client": "A", **dict(zip(keys, sample, strict=True))} for sample in samples])
+    late = {"client": "A", "worker": "all", "timestamp": "11.05", "wire_total": "190",
+            "wire_failures_total": "30", "shed_total": "45", "concurrent": "7"}  # fmt: skip
+    progress.feed([late])  # 50 ms after the last sample: measured over the second since t=10 instead
+    assert progress.rates.goodput == pytest.approx((190 - 30 - 90) / 1.05)
     line = progress.line(12.0)
     assert line.startswith("class 2 of 6 A")
     assert "12.0/30 s" in line
-    assert "goodput   60.0/s" in line and "errors   20.0/s" in line and "shed   40.0/s" in line
+    assert "goodput   66.7/s" in line and "errors   19.0/s" in line and "shed   38.1/s" in line
