@@ -1,4 +1,4 @@
-"""Test helpers for end-to-end runs: a real `locust --headless` process, and a watcher of the server's /stats.
+"""Test helpers for end-to-end runs: a real `locust --headless` process and its parsed CSV files.
 
 Not a test module (no `test_` prefix); tests import it.
 """
@@ -6,15 +6,10 @@ Not a test module (no `test_` prefix); tests import it.
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import sys
-import threading
-import time
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
@@ -68,47 +63,3 @@ def run_locust(
     ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 60)
     return LocustRun(result.returncode, result.stdout + result.stderr, prefix)
-
-
-@dataclass
-class ServerWatch:
-    """Polls /stats every `interval` s in a thread while a run goes, keeping each field's peak and samples.
-
-    Bounded: it stops at `stop()` or after `limit` seconds, whichever comes first.
-    """
-
-    url: str
-    interval: float = 0.05
-    limit: float = 120.0
-    peaks: dict[str, float] = field(default_factory=dict)
-    samples: list[dict[str, Any]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> ServerWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        ends = time.monotonic() + self.limit
-        while not self._stop.is_set() and time.monotonic() < ends:
-            try:
-                with urllib.request.urlopen(self.url + "/stats", timeout=2) as response:
-                    sample = json.loads(response.read())
-            except OSError:
-                sample = None
-            if sample is not None:
-                sample["at"] = time.monotonic()
-                self.samples.append(sample)
-                for key in ("lag_ms", "in_flight", "concurrent", "sockets"):
-                    self.peaks[key] = max(self.peaks.get(key, 0), sample[key])
-            self._stop.wait(self.interval)
