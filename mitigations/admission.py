@@ -21,7 +21,7 @@ from collections import deque
 
 import gevent.event
 
-from mitigations.core import Clock
+from mitigations.core import Call, Clock
 
 
 class Entry(enum.Enum):
@@ -142,3 +142,24 @@ class FifoGate:
         self.waits += 1
         self.total_wait += seconds
         self.last_wait = seconds
+
+
+def admit(
+    gate: FifoGate, clock: Clock, call: Call, *, queue: bool, queue_timeout: float
+) -> Entry | None:
+    """Try to take a slot for `call`: at once (`queue=False`) or queueing for at most `queue_timeout`.
+
+    Returns None when a slot was taken. Otherwise how it ended: FULL (over the limit, or the queue is
+    full) or TIMED_OUT; with `deadline_first(...)` true, TIMED_OUT means the call's own deadline, not
+    the queue timeout, ended the wait. The caller sheds with its own cause.
+    """
+    if not queue:
+        return None if gate.try_enter() else Entry.FULL
+    remaining = call.remaining(clock.now())
+    entry = gate.enter(clock, remaining if deadline_first(remaining, queue_timeout) else queue_timeout)
+    return None if entry is Entry.ADMITTED else entry
+
+
+def deadline_first(remaining: float | None, queue_timeout: float) -> bool:
+    """True when the call's deadline comes before the queue timeout would."""
+    return remaining is not None and remaining <= queue_timeout

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mitigations._checks import check_choice, check_int, check_seconds
-from mitigations.admission import Entry, FifoGate
+from mitigations.admission import Entry, FifoGate, admit, deadline_first
 from mitigations.core import BasePolicy, Call, Next, Outcome, SocketWaitExpired, ThrottleRejected
 
 ThrottleMode = Literal["cancel", "queue"]
@@ -97,18 +97,14 @@ class Throttle(BasePolicy):
 
     def _admit(self, call: Call) -> Outcome | None:
         """None when a permit was taken, else the shed outcome."""
-        if self.config.mode == "cancel":
-            if self.gate.try_enter():
-                return None
-            self.rejected += 1
-            return self.shed(call, ThrottleRejected())
         queue_timeout = self.config.queue_timeout
         remaining = call.remaining(self.clock.now())
-        deadline_first = remaining is not None and remaining <= queue_timeout
-        entry = self.gate.enter(self.clock, remaining if deadline_first else queue_timeout)
-        if entry is Entry.ADMITTED:
+        refused = admit(
+            self.gate, self.clock, call, queue=self.config.mode == "queue", queue_timeout=queue_timeout
+        )
+        if refused is None:
             return None
-        if entry is Entry.TIMED_OUT and deadline_first:
+        if refused is Entry.TIMED_OUT and deadline_first(remaining, queue_timeout):
             self.expired += 1
             return self.shed(call, SocketWaitExpired())
         self.rejected += 1
