@@ -139,6 +139,10 @@ def point_latest(run_dir: Path) -> None:
     os.replace(temporary, link)
 
 
+def _classes(count: int) -> str:
+    return f"{count} class" if count == 1 else f"{count} classes"
+
+
 def say(out: TextIO, text: str) -> None:
     out.write(text + "\n")
     out.flush()
