@@ -10,6 +10,7 @@ gevent's own sockets without monkey-patching, so the rest of the runner keeps pl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gevent
@@ -44,8 +45,14 @@ class ProbeError(RuntimeError):
     """The probe saw no successful request: the target cannot be measured."""
 
 
-def measure_capacity(url: str, seconds: float = 3.0, workers: int = PROBE_WORKERS) -> ProbeResult:
-    """Saturate `url` for WARMUP_S + `seconds`, count 2xx answers finished in the measured window."""
+def measure_capacity(
+    url: str,
+    seconds: float = 3.0,
+    workers: int = PROBE_WORKERS,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> ProbeResult:
+    """Saturate `url` for WARMUP_S + `seconds`, count 2xx answers finished in the measured window.
+    `should_stop` is polled before every request, so an interrupt ends the probe within one request."""
     clock = SYSTEM_CLOCK
     transport = make_transport(
         "fast", TransportConfig(base_url=url, timeouts=Timeouts(connect=2.0, read=5.0)), clock
@@ -56,7 +63,7 @@ def measure_capacity(url: str, seconds: float = 3.0, workers: int = PROBE_WORKER
     counts = {"ok": 0, "failed": 0, "sent": 0}
 
     def worker() -> None:
-        while clock.now() < window_end and counts["sent"] < MAX_REQUESTS:
+        while clock.now() < window_end and counts["sent"] < MAX_REQUESTS and not should_stop():
             counts["sent"] += 1
             launched = clock.now()
             outcome = transport.send(Call("GET", "/doWork", launched_at=launched, deadline=launched + 5.0))

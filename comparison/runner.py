@@ -168,7 +168,7 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
     say(
         out,
         f"comparison: scenario {config.scenario} ({SCENARIOS[config.scenario]}), "
-        f"{len(config.clients)} classes x {config.duration_s:g} s, writing {run_dir}",
+        f"{_classes(len(config.clients))} x {config.duration_s:g} s, writing {run_dir}",
     )
     if config.host:
         record.notes.append(
@@ -182,7 +182,7 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
     guard = SignalGuard()
     with guard:
         try:
-            plan = _measure_and_plan(config, embedded, run_dir, record, out)
+            plan = _measure_and_plan(config, embedded, run_dir, record, out, guard)
             for index, client in enumerate(config.clients, start=1):
                 results.append(_run_class(config, plan, embedded, run_dir, record, client, index, out))
                 record.save(run_dir / "run.json")
@@ -206,8 +206,8 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
         if exit_code:
             say(
                 out,
-                f"\ncomparison: interrupted; stopped every child process. Kept {len(results)} finished "
-                f"class(es) in {run_dir}",
+                f"\ncomparison: interrupted; stopped every child process. Kept {_classes(len(results))} "
+                f"that finished in {run_dir}",
             )
         if plan is None or not results:
             return Outcome(run_dir, [], exit_code or 1, None)
@@ -222,7 +222,12 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
 
 
 def _measure_and_plan(
-    config: RunConfig, embedded: EmbeddedTarget | None, run_dir: Path, record: RunRecord, out: TextIO
+    config: RunConfig,
+    embedded: EmbeddedTarget | None,
+    run_dir: Path,
+    record: RunRecord,
+    out: TextIO,
+    guard: SignalGuard,
 ) -> LoadPlan:
     if config.capacity is not None:
         capacity = config.capacity
@@ -233,7 +238,8 @@ def _measure_and_plan(
 
         url = config.host or embedded.start(run_dir / "probe_target.log")  # type: ignore[union-attr]
         try:
-            probe = measure_capacity(url, config.probe_s)
+            with guard.deferred():
+                probe = measure_capacity(url, config.probe_s, should_stop=guard.pending)
         except ProbeError as error:
             raise RunFailed(str(error)) from None
         finally:
