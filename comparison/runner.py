@@ -313,6 +313,24 @@ def _run_class(
     return ClassResult(client, files, result.outage)
 
 
+def describe_run(record: RunRecord) -> str:
+    """The capacity probe and the machine, in one paragraph: the numbers depend on both."""
+    capacity = record.capacity
+    if capacity.get("source") == "closed-loop probe":
+        how = (
+            f"measured by a {capacity['seconds']:g} s closed-loop probe ({capacity['workers']} workers, "
+            f"{capacity['ok']} ok, {capacity['failed']} failed)"
+        )
+    else:
+        how = "given with --capacity"
+    machine = record.machine
+    return (
+        f"Capacity C = {capacity.get('capacity_rps', 0):.1f} requests/s, {how}. Machine: {machine['cores']} "
+        f"cores, {machine['cpu']}, {machine['system']}, Python {machine['python']}, Locust "
+        f"{machine['locust']}. Target: {record.target}. Command: `{record.command}`."
+    )
+
+
 def _write_outputs(
     run_dir: Path, plan: LoadPlan, results: list[ClassResult], record: RunRecord
 ) -> tuple[list[Summary], Path]:
@@ -321,7 +339,7 @@ def _write_outputs(
     write_csv(summaries, run_dir / "summary.csv")
     sentences = describe(summaries, plan)
     title = f"Hammerlab comparison: {plan.scenario}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
-    write_markdown(run_dir / "summary.md", title, summaries, sentences, record.notes)
+    write_markdown(run_dir / "summary.md", title, describe_run(record), summaries, sentences, record.notes)
     from comparison.report import write_report  # matplotlib only once there is something to draw
 
     report = run_dir / "report.html"

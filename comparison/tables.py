@@ -49,9 +49,14 @@ def terminal_table(summaries: Sequence[Summary]) -> str:
 
 
 def write_markdown(
-    path: Path, title: str, summaries: Sequence[Summary], sentences: Sequence[str], notes: Sequence[str]
+    path: Path,
+    title: str,
+    intro: str,
+    summaries: Sequence[Summary],
+    sentences: Sequence[str],
+    notes: Sequence[str],
 ) -> None:
-    parts = [f"# {title}", "", markdown_table(summaries), "", " ".join(sentences), ""]
+    parts = [f"# {title}", "", intro, "", markdown_table(summaries), "", " ".join(sentences), ""]
     if notes:
         parts += ["Notes:", "", *(f"- {note}" for note in notes), ""]
     path.write_text("\n".join(parts), encoding="utf-8")

@@ -166,6 +166,7 @@ def test_summary_agrees_with_locust_and_the_server_samples(short_run):
         summary["ThrottledClient"]["max_client_concurrent"]
     )
     md = (run_dir / "summary.md").read_text()
+    assert "Capacity C = " in md and "closed-loop probe (48 workers" in md
     assert "| " + " | ".join(COLUMNS) + " |" in md
     worst_lag = max(float(r["server_max_lag_ms"]) for r in summary.values())
     assert f"drove the server's lag to {worst_lag:,.0f} ms" in md
@@ -207,6 +208,26 @@ def test_report_renders_in_headless_chromium(short_run, tmp_path):
     assert "HammerClient" in narrative
     assert outside == []  # opens offline: no CDN, nothing fetched
     assert shot.stat().st_size > 30_000
+
+
+@pytest.mark.slow
+def test_a_users_server_is_cleared_and_reset_between_classes(start_target, tmp_path):
+    server = start_target()
+    status, _ = server.admin("POST", "/faults", {"kind": "error", "rate": 0.5})  # left over from before
+    assert status == 201
+    result = comparison(
+        "--host", server.url, "--clients", "ThrottledClient", "--duration", "5", "--capacity", "80",
+        "--rate-multiplier", "0.8", "--results-dir", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (row,) = rows(tmp_path / "latest" / "summary.csv")
+    assert row["server_errors"] == "0"  # the leftover fault was cleared before the class ran
+    assert float(row["goodput_rps"]) > 40
+    stats = server.stats()
+    assert stats["faults"] == []
+    assert stats["reset_count"] >= 1
+    assert f"Ran against {server.url}" in (tmp_path / "latest" / "summary.md").read_text()
+    assert server.proc.poll() is None  # the runner never stops a server it did not start
 
 
 # -- Ctrl-C in the middle --------------------------------------------------------------------------------
