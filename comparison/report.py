@@ -108,10 +108,10 @@ def _svg(figure: Any, salt: str) -> str:
 
 def _shade(axes: Any, plan: LoadPlan, series: Series) -> None:
     if series.outage is not None:
-        axes.axvspan(*series.outage, color="#ffcdd2", alpha=0.5, lw=0)
+        axes.axvspan(*series.outage, color="#ffcdd2", alpha=0.6, lw=0, zorder=0)
     if plan.burst is not None:
         for start, end in plan.burst.peaks(plan.duration_s):
-            axes.axvspan(start, end, color="#fff3e0", alpha=0.7, lw=0)
+            axes.axvspan(start, end, color="#fff3e0", alpha=0.8, lw=0, zorder=0)
 
 
 def _offered_line(plan: LoadPlan) -> tuple[list[float], list[float]]:

@@ -111,7 +111,7 @@ class RunRecord:
 
 
 @dataclass
-class Outcome:
+class RunOutcome:
     run_dir: Path
     summaries: list[Summary]
     exit_code: int
@@ -148,8 +148,8 @@ def say(out: TextIO, text: str) -> None:
     out.flush()
 
 
-def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = None) -> Outcome:
-    """Run every class. Raises RunFailed for a run that cannot go on; an interrupt is an Outcome."""
+def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = None) -> RunOutcome:
+    """Run every class. Raises RunFailed for a run that cannot go on; an interrupt is a RunOutcome."""
     check_clients(config)
     if config.host:
         try:
@@ -210,7 +210,7 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
                 f"that finished in {run_dir}",
             )
         if plan is None or not results:
-            return Outcome(run_dir, [], exit_code or 1, None)
+            return RunOutcome(run_dir, [], exit_code or 1, None)
         summaries, report = _write_outputs(run_dir, plan, results, record)
         point_latest(run_dir)
     say(out, "")
@@ -218,7 +218,7 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
     say(out, "")
     say(out, f"summary: {run_dir / 'summary.md'}")
     say(out, f"report:  {report}")
-    return Outcome(run_dir, summaries, exit_code, report)
+    return RunOutcome(run_dir, summaries, exit_code, report)
 
 
 def _measure_and_plan(
