@@ -13,19 +13,17 @@ With `--arrival closed` it is a classic Locust user: one request at a time, pace
 
 from __future__ import annotations
 
-import logging
 from typing import ClassVar
 
 import gevent
 from gevent.pool import Group
 from locust import User, task
+from locust.runners import STATE_CLEANUP, STATE_STOPPED, STATE_STOPPING
 from locust.user.users import LOCUST_STATE_STOPPING
 
 from locust_plugin import options
 from locust_plugin.runtime import ClientRuntime, runtime_for
 from mitigations.core import SYSTEM_CLOCK, Call
-
-log = logging.getLogger(__name__)
 
 
 class MitigatedClient(User):
@@ -43,7 +41,11 @@ class MitigatedClient(User):
         self.path = options.read(self.environment.parsed_options, "path")
 
     def on_stop(self) -> None:
-        self._requests.kill(block=False)
+        # A user removed in a ramp-down (a load shape's quiet phase) leaves its requests to finish and
+        # be counted, as a real client's would. Only the end of the whole test cancels them.
+        runner = self.environment.runner
+        if runner is None or runner.state in (STATE_CLEANUP, STATE_STOPPING, STATE_STOPPED):
+            self._requests.kill(block=False)
 
     @task
     def launch(self) -> None:
