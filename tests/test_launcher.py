@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import gevent
 import locust
@@ -67,3 +68,14 @@ def test_a_ramp_down_lets_the_removed_users_requests_finish_and_count(start_targ
     launched_before = runtimes(env)["HammerClient"].launched - 5  # minus any the survivor launched since
     gevent.sleep(1.2)  # every request launched before the ramp-down has had its 600 ms
     assert env.stats.get("/doWork", "GET").num_requests >= launched_before
+
+
+def test_closed_loop_waits_for_each_answer(start_target, environment):
+    server = start_target(sync_work_ms=0, task_delay_ms=200)
+    env = environment(server.url)
+    env.parsed_options = SimpleNamespace(arrival="closed")
+    env.runner.start(2, spawn_rate=100)
+    gevent.sleep(1.1)
+    runtime = runtimes(env)["HammerClient"]
+    assert runtime.max_concurrent <= 2  # one request at a time per user
+    assert 6 <= runtime.launched <= 14, runtime.launched  # ~5 a second each, paced by the answers
