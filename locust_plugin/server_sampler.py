@@ -24,6 +24,13 @@ per sample, these columns in this order:
   rejected_per_s    empty on the first sample of a test. A server reset (or restart) between two
   errors_per_s      samples counts from the reset, over the time since it
   faults            active fault kinds, sorted, joined by ';'; empty if none
+  peak_lag_ms       the server's own highest lag, in_flight and sockets since it started or was last
+  peak_in_flight    reset, as its /stats reports them. A melting server answers /stats late, so its
+  peak_sockets      worst moments fall between samples; these keep them. peak_sockets subtracts the
+                    sampler's connection like `sockets` (so it may be one low). Empty when the
+                    target's /stats has no peaks
+
+The three peak columns came last, after `faults`, so readers of the older columns are unaffected.
 
 When the host answers `/stats` with something that is not a Hammerlab target, the sampler says so once
 and stops for that test; when the host cannot be reached it says so once and keeps trying.
@@ -61,6 +68,9 @@ SERVER_COLUMNS = (
     "rejected_per_s",
     "errors_per_s",
     "faults",
+    "peak_lag_ms",
+    "peak_in_flight",
+    "peak_sockets",
 )
 RATED_TOTALS = ("completed_total", "rejected_total", "errors_total")
 REQUIRED_KEYS = ("time", "lag_ms", "in_flight", "concurrent", "sockets", "requests_total", *RATED_TOTALS)
@@ -134,6 +144,9 @@ class ServerSample:
     errors_per_s: float | None
     faults: tuple[str, ...]
     fault_details: tuple[str, ...]
+    peak_lag_ms: float | None = None
+    peak_in_flight: int | None = None
+    peak_sockets: int | None = None
 
     def csv_row(self) -> dict[str, str]:
         return {
@@ -151,11 +164,23 @@ class ServerSample:
             "rejected_per_s": _rate(self.rejected_per_s),
             "errors_per_s": _rate(self.errors_per_s),
             "faults": ";".join(self.faults),
+            "peak_lag_ms": "" if self.peak_lag_ms is None else f"{self.peak_lag_ms:.1f}",
+            "peak_in_flight": _optional(self.peak_in_flight),
+            "peak_sockets": _optional(self.peak_sockets),
         }
 
 
 def _rate(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
+
+
+def _optional(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def _peak(stats: Mapping[str, Any], name: str) -> float | None:
+    value = stats.get(name)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def check_stats(body: Any) -> Mapping[str, Any]:
@@ -204,6 +229,8 @@ def make_sample(
         for name in RATED_TOTALS:
             rates[name] = interval_rate(getattr(previous, name), int(stats[name]), window, reset, since_reset)
     active = [fault for fault in stats.get("faults") or () if isinstance(fault, Mapping)]
+    peak_in_flight = _peak(stats, "peak_in_flight")
+    peak_sockets = _peak(stats, "peak_sockets")
     return ServerSample(
         timestamp=round(received_at, 3),
         elapsed_s=round(max(0.0, received_at - started_at), 3),
@@ -223,6 +250,9 @@ def make_sample(
         errors_per_s=rates["errors_total"],
         faults=tuple(sorted({str(fault.get("kind")) for fault in active})),
         fault_details=tuple(describe_fault(fault) for fault in active),
+        peak_lag_ms=_peak(stats, "peak_lag_ms"),
+        peak_in_flight=None if peak_in_flight is None else int(peak_in_flight),
+        peak_sockets=None if peak_sockets is None else max(0, int(peak_sockets) - SAMPLER_OWN_SOCKETS),
     )
 
 

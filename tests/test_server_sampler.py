@@ -34,6 +34,7 @@ def stats(
     since_reset: float = 1000.0,
     sockets: int = 1,
     faults: list[dict[str, Any]] | None = None,
+    peaks: bool = True,
 ) -> dict[str, Any]:
     """A /stats body in the target's shape (target_server.state.TargetState.snapshot)."""
     return {
@@ -50,6 +51,7 @@ def stats(
         "rejected_total": rejected,
         "errors_total": errors,
         "faults": faults or [],
+        **({"peak_lag_ms": 412.06, "peak_in_flight": 37, "peak_sockets": 41} if peaks else {}),
     }
 
 
@@ -110,6 +112,16 @@ def test_csv_row_follows_the_contract():
     assert row["completed_per_s"] == "80.00"
     assert row["lag_ms"] == "12.3"
     assert row["faults"] == ""
+    assert SERVER_COLUMNS[-4:] == ("faults", "peak_lag_ms", "peak_in_flight", "peak_sockets")  # appended
+    # the server's own peaks; the sampler's connection is left out of sockets, as in `sockets`
+    assert (row["peak_lag_ms"], row["peak_in_flight"], row["peak_sockets"]) == ("412.1", "37", "40")
+
+
+def test_a_target_without_peaks_leaves_their_cells_empty():
+    sample = make_sample(stats(1.0, peaks=False), None, received_at=1.0, started_at=0.0)
+    row = sample.csv_row()
+    assert (row["peak_lag_ms"], row["peak_in_flight"], row["peak_sockets"]) == ("", "", "")
+    assert row["lag_ms"] == "12.3"
 
 
 @pytest.mark.parametrize(
@@ -179,6 +191,34 @@ def test_samples_a_real_target_into_history_and_csv(start_target, tmp_path: Path
     # the sampler's own connection is never counted
     assert all(int(row["sockets"]) <= 1 for row in rows), [row["sockets"] for row in rows]
     assert rows[-1]["sockets"] == "0"
+
+
+def test_peaks_keep_what_fell_between_two_samples(start_target, tmp_path: Path):
+    """Ten concurrent requests that come and go between two samples a second apart: the gauges miss
+    them, the peak columns do not."""
+    import requests
+
+    server = start_target()
+    sampler = ServerSampler(SampleInterval(1000))
+    sampler.open_csv(tmp_path / "run_server.csv")
+    sampler.start(server.url)  # the first sample is taken at once
+    try:
+        gevent.sleep(0.2)
+        burst = [gevent.spawn(requests.get, server.url + "/doWork", timeout=5) for _ in range(10)]
+        gevent.joinall(burst, timeout=10, raise_error=True)
+        assert all(job.value.status_code == 200 for job in burst)
+        gevent.sleep(1.2)  # the second sample, after the burst
+    finally:
+        sampler.stop()
+        sampler.close()
+    with (tmp_path / "run_server.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) >= 2
+    last = rows[-1]
+    assert int(last["in_flight"]) == 0
+    assert int(last["peak_in_flight"]) >= 5
+    assert int(last["peak_sockets"]) >= 5
+    assert float(last["peak_lag_ms"]) >= max(float(row["lag_ms"]) for row in rows)
 
 
 def _free_port() -> int:
