@@ -29,7 +29,7 @@ from typing import Literal, Protocol
 
 from mitigations._checks import check_choice, check_int, check_seconds
 from mitigations.admission import Entry, FifoGate, admit, deadline_first
-from mitigations.core import AdaptiveLimitRejected, BasePolicy, Call, Next, Outcome, SocketWaitExpired
+from mitigations.core import AdaptiveLimitRejected, BasePolicy, Call, Next, Outcome, QueuedPastDeadline
 
 LAG_HEADER = "X-Server-Lag-Ms"
 
@@ -355,7 +355,7 @@ class AdaptiveLimit(BasePolicy):
 
     Gauges: `limit` (int), `in_flight`, `queued`, `lag_ms` (last header seen). Counters: `admitted`,
     `rejected` (AdaptiveLimitRejected: over the limit, queue full, or queue wait ran out), `expired`
-    (SocketWaitExpired: the call's deadline ran out in the queue), `samples`, `drops`.
+    (QueuedPastDeadline: the call's deadline ran out in the queue), `samples`, `drops`.
     Emits `limit(self, value)` whenever the integer limit changes.
     """
 
@@ -418,7 +418,7 @@ class AdaptiveLimit(BasePolicy):
             return None
         if refused is Entry.TIMED_OUT and deadline_first(remaining, queue_timeout):
             self.expired += 1
-            return self.shed(call, SocketWaitExpired())
+            return self.shed(call, QueuedPastDeadline())
         self.rejected += 1
         return self.shed(call, AdaptiveLimitRejected())
 

@@ -169,8 +169,9 @@ class RetryBudgetExhausted(Shed):
     cause = "budget"
 
 
-class SocketWaitExpired(Shed):
-    """The deadline ran out while the request waited for a free pooled socket or a queue slot."""
+class QueuedPastDeadline(Shed):
+    """The deadline ran out while the request waited in the client (for a queue slot or a pooled
+    socket), before it reached the wire. Not the server's fault, so no breaker counts it."""
 
     cause = "deadline"
 
@@ -365,7 +366,7 @@ class Pipeline:
             now = self.clock.now()
             if call.deadline is not None and now >= call.deadline:
                 # Spent in the client before reaching the wire: not the server's fault.
-                outcome = Outcome(call=call, finished_at=now, error=SocketWaitExpired())
+                outcome = Outcome(call=call, finished_at=now, error=QueuedPastDeadline())
                 self.events.emit("shed", outcome)
                 return outcome
             outcome = self.transport.send(call)

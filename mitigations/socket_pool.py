@@ -5,7 +5,7 @@ connection and an overloaded server ended up with hundreds of sockets. Capping `
 extra requests wait inside the client for a free socket, in an unbounded FIFO queue, as Node's agent
 does. That wait is the hidden cost of pooling, so here it is made visible (`waiting`, wait times) and
 bounded by the call's deadline (`Pipeline(total_timeout=...)`, counted from launch, as the seed's
-REQUEST_TIMEOUT was): a call whose deadline runs out while it waits is shed with `SocketWaitExpired`
+REQUEST_TIMEOUT was): a call whose deadline runs out while it waits is shed with `QueuedPastDeadline`
 (cause `deadline`) and never reaches the wire; so is a call that arrives with its deadline already gone.
 
 This policy is only the admission half. The transport sizes its connection pool to `max_sockets` and
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from mitigations._checks import check_int
 from mitigations.admission import Entry, FifoGate
-from mitigations.core import BasePolicy, Call, Next, Outcome, SocketWaitExpired
+from mitigations.core import BasePolicy, Call, Next, Outcome, QueuedPastDeadline
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class SocketPool(BasePolicy):
     """Admits at most `config.max_sockets` calls to the transport; the rest wait FIFO until the deadline.
 
     Gauges: `in_use` (calls holding a socket), `waiting`. Counters: `admitted`, `expired` (shed with
-    SocketWaitExpired). Wait for a socket: `waits` (calls that had to wait), `total_wait`, `last_wait`
+    QueuedPastDeadline). Wait for a socket: `waits` (calls that had to wait), `total_wait`, `last_wait`
     (seconds), `mean_wait`.
     """
 
@@ -84,7 +84,7 @@ class SocketPool(BasePolicy):
         remaining = call.remaining(self.clock.now())
         if remaining == 0 or self.gate.enter(self.clock, remaining) is not Entry.ADMITTED:
             self.expired += 1
-            return self.shed(call, SocketWaitExpired())
+            return self.shed(call, QueuedPastDeadline())
         self.admitted += 1
         try:
             return proceed(call)

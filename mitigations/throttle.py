@@ -10,7 +10,7 @@ Two modes, after resilience4j's semaphore Bulkhead (`maxConcurrentCalls`, `maxWa
 - `cancel`: over the cap, shed at once with `ThrottleRejected` (the seed; a Bulkhead with zero wait).
 - `queue`: wait in a bounded FIFO queue (`queue_size`) for at most `queue_timeout` seconds. A full queue
   or a wait that runs out sheds with `ThrottleRejected`. The wait never runs past the call's own
-  deadline: if that is what ran out, the call is shed with `SocketWaitExpired` (cause `deadline`).
+  deadline: if that is what ran out, the call is shed with `QueuedPastDeadline` (cause `deadline`).
 
 The permit is released in a `finally`, so errors and killed greenlets (GreenletExit) give it back.
 No lock is held across the call: admission is a counter and a queue of events (`FifoGate`).
@@ -23,7 +23,7 @@ from typing import Literal
 
 from mitigations._checks import check_choice, check_int, check_seconds
 from mitigations.admission import Entry, FifoGate, admit, deadline_first
-from mitigations.core import BasePolicy, Call, Next, Outcome, SocketWaitExpired, ThrottleRejected
+from mitigations.core import BasePolicy, Call, Next, Outcome, QueuedPastDeadline, ThrottleRejected
 
 ThrottleMode = Literal["cancel", "queue"]
 THROTTLE_MODES: tuple[ThrottleMode, ...] = ("cancel", "queue")
@@ -106,6 +106,6 @@ class Throttle(BasePolicy):
             return None
         if refused is Entry.TIMED_OUT and deadline_first(remaining, queue_timeout):
             self.expired += 1
-            return self.shed(call, SocketWaitExpired())
+            return self.shed(call, QueuedPastDeadline())
         self.rejected += 1
         return self.shed(call, ThrottleRejected())

@@ -10,7 +10,7 @@
 
 How `total` is used: give it to the pipeline, `Pipeline(..., total_timeout=timeouts.total)`. The
 pipeline stamps `call.deadline = launched_at + total` once per logical call, and every part honours that
-one absolute deadline: queueing policies stop waiting at it (shedding `SocketWaitExpired`), and the
+one absolute deadline: queueing policies stop waiting at it (shedding `QueuedPastDeadline`), and the
 transport caps connect and read by the time left (`for_call`) and arms one timer for the rest, failing
 with `DeadlineExceeded` when it fires on the wire. A deadline is stamped once, so retries share it.
 """

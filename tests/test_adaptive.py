@@ -28,7 +28,7 @@ from mitigations.core import (
     PipelineEvents,
     ReadTimeout,
     ServiceUnavailable,
-    SocketWaitExpired,
+    QueuedPastDeadline,
     ThrottleRejected,
 )
 from tests.policy_kit import HeldCalls, SteppedClock, make_call, run
@@ -375,7 +375,7 @@ def test_queue_mode_sheds_after_the_queue_timeout_or_the_deadline():
     patient = run(policy, make_call(clock, deadline_in=5.0), held)
     hurried = run(policy, make_call(clock, deadline_in=0.2), held)
     clock.advance(0.3)
-    assert isinstance(hurried.get().error, SocketWaitExpired) and policy.expired == 1
+    assert isinstance(hurried.get().error, QueuedPastDeadline) and policy.expired == 1
     clock.advance(0.3)
     assert isinstance(patient.get().error, AdaptiveLimitRejected) and policy.rejected == 1
     held.release()

@@ -14,7 +14,7 @@ from mitigations import (
     PipelineEvents,
     SocketPool,
     SocketPoolConfig,
-    SocketWaitExpired,
+    QueuedPastDeadline,
 )
 from tests.policy_kit import HeldCalls, SteppedClock, answer, make_call, run
 
@@ -98,7 +98,7 @@ def test_a_call_waiting_past_its_deadline_is_shed_and_never_reaches_the_wire():
     assert not waiter.ready()
     clock.advance(0.1)
     outcome = waiter.value
-    assert isinstance(outcome.error, SocketWaitExpired) and outcome.kind == "shed:deadline"
+    assert isinstance(outcome.error, QueuedPastDeadline) and outcome.kind == "shed:deadline"
     assert shed == [outcome] and pool.expired == 1 and pool.waiting == 0 and wire.order == ["/holder"]
     wire.release()
     assert pool.in_use == 0

@@ -14,7 +14,7 @@ from mitigations.core import (
     PipelineEvents,
     ReadTimeout,
     ServiceUnavailable,
-    SocketWaitExpired,
+    QueuedPastDeadline,
     SreThrottled,
 )
 from mitigations.sre_throttle import SlidingCounts, SreThrottle, SreThrottleConfig
@@ -100,7 +100,7 @@ def test_4xx_is_an_accept_and_server_failures_are_not():
 
 def test_a_call_an_inner_policy_shed_is_not_counted():
     throttle, clock, _ = bound()
-    send(throttle, clock, 3, None, SocketWaitExpired())
+    send(throttle, clock, 3, None, QueuedPastDeadline())
     assert throttle.requests == 0 and throttle.accepts == 0
 
 

@@ -9,7 +9,7 @@ import pytest
 from mitigations import (
     MonotonicClock,
     PipelineEvents,
-    SocketWaitExpired,
+    QueuedPastDeadline,
     Throttle,
     ThrottleConfig,
     ThrottleRejected,
@@ -110,7 +110,7 @@ def test_queue_wait_never_outlasts_the_calls_deadline():
     waiter = run(throttle, make_call(clock, "/waiter", deadline_in=0.3), wire)
     clock.advance(0.31)
     outcome = waiter.value
-    assert isinstance(outcome.error, SocketWaitExpired) and outcome.kind == "shed:deadline"
+    assert isinstance(outcome.error, QueuedPastDeadline) and outcome.kind == "shed:deadline"
     assert throttle.expired == 1 and throttle.rejected == 0 and throttle.queued == 0
 
 
