@@ -26,9 +26,9 @@ from mitigations.core import (
     HttpClientError,
     Outcome,
     PipelineEvents,
+    QueuedPastDeadline,
     ReadTimeout,
     ServiceUnavailable,
-    QueuedPastDeadline,
     ThrottleRejected,
 )
 from tests.policy_kit import HeldCalls, SteppedClock, make_call, run

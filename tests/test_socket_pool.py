@@ -12,9 +12,9 @@ from mitigations import (
     Outcome,
     Pipeline,
     PipelineEvents,
+    QueuedPastDeadline,
     SocketPool,
     SocketPoolConfig,
-    QueuedPastDeadline,
 )
 from tests.policy_kit import HeldCalls, SteppedClock, answer, make_call, run
 

@@ -12,9 +12,9 @@ from mitigations.core import (
     HttpServerError,
     Outcome,
     PipelineEvents,
+    QueuedPastDeadline,
     ReadTimeout,
     ServiceUnavailable,
-    QueuedPastDeadline,
     SreThrottled,
 )
 from mitigations.sre_throttle import SlidingCounts, SreThrottle, SreThrottleConfig
