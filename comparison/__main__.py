@@ -20,6 +20,7 @@ from comparison.config import (
     DEFAULT_SCENARIO,
     MAX_DURATION_S,
     MIN_DURATION_S,
+    SCENARIO_DURATION_S,
     SCENARIOS,
     ConfigError,
     RunConfig,
@@ -73,8 +74,11 @@ def build_parser() -> OneLineParser:
     parser.add_argument(
         "--duration",
         type=_number("duration", whole=True),
-        default=DEFAULT_DURATION_S,
-        help=f"seconds per class, {MIN_DURATION_S:g} to {MAX_DURATION_S:g} (default {DEFAULT_DURATION_S:g})",
+        help=(
+            f"seconds per class, {MIN_DURATION_S:g} to {MAX_DURATION_S:g} (default {DEFAULT_DURATION_S:g}; "
+            + ", ".join(f"{name} {seconds:g}" for name, seconds in SCENARIO_DURATION_S.items())
+            + ")"
+        ),
     )
     parser.add_argument(
         "--capacity", type=_number("capacity"), help="capacity C in requests/s; skips the probe"
@@ -115,7 +119,9 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
     return RunConfig(
         scenario=args.scenario,
         clients=tuple(name.strip() for name in args.clients.split(",") if name.strip()),
-        duration_s=args.duration,
+        duration_s=args.duration
+        if args.duration is not None
+        else SCENARIO_DURATION_S.get(args.scenario, DEFAULT_DURATION_S),
         host=args.host.rstrip("/") if args.host else None,
         capacity=args.capacity,
         rate_multiplier=args.rate_multiplier,

@@ -16,9 +16,10 @@ SCENARIOS: dict[str, str] = {
     "cliff": "2 x C, the seed's falling over (100/s -> 200/s)",
     "burst": "cycles of 7 s quiet at 0.5 x C and 3 s peaks at 3 x C",
     "outage": "0.8 x C with a 10 s outage (503s) injected mid-run",
+    "capacity": "1.1 x C while the server's sync_work_ms doubles for 20 s mid-run, then reverts",
 }
 DEFAULT_SCENARIO = "cliff"
-DEFAULT_MULTIPLIER = {"healthy": 0.8, "cliff": 2.0, "burst": 3.0, "outage": 0.8}
+DEFAULT_MULTIPLIER = {"healthy": 0.8, "cliff": 2.0, "burst": 3.0, "outage": 0.8, "capacity": 1.1}
 DEFAULT_CLIENTS = (
     "HammerClient",
     "ThrottledClient",
@@ -28,6 +29,7 @@ DEFAULT_CLIENTS = (
     "CombinedClient",
 )
 DEFAULT_DURATION_S = 30.0
+SCENARIO_DURATION_S = {"capacity": 50.0}  # the default --duration where 30 s is too short
 MIN_DURATION_S = 5.0
 MAX_DURATION_S = 600.0
 MAX_RATE = 5000.0
@@ -41,6 +43,15 @@ BURST_PEAK_USERS = 6
 OUTAGE_S = 10.0
 OUTAGE_MARGIN_S = 5.0  # at least this much healthy traffic before and after the outage
 MIN_OUTAGE_DURATION_S = OUTAGE_S + 2 * OUTAGE_MARGIN_S
+
+# Capacity: the server's sync_work_ms is multiplied by WORK_FACTOR for CAPACITY_CHANGE_S through
+# POST /admin/config with duration_s, so the server restores itself. Goodput is judged per phase after
+# SETTLE_S, so each side needs SETTLE_S plus a few seconds that are measured.
+CAPACITY_CHANGE_S = 20.0
+WORK_FACTOR = 2.0
+SETTLE_S = 3.0
+CAPACITY_MARGIN_S = 6.0
+MIN_CAPACITY_DURATION_S = CAPACITY_CHANGE_S + 2 * CAPACITY_MARGIN_S
 
 # Options the runner sets itself for every Locust process; passing them through would break the plan.
 RESERVED_LOCUST_OPTIONS = frozenset(
@@ -93,6 +104,13 @@ class RunConfig:
                 "--duration",
                 f"{_num(self.duration_s)} s is too short for the outage scenario: it needs at least "
                 f"{_num(MIN_OUTAGE_DURATION_S)} s (5 s before, the 10 s outage, 5 s after)",
+            )
+        if self.scenario == "capacity" and self.duration_s < MIN_CAPACITY_DURATION_S:
+            raise ConfigError(
+                "--duration",
+                f"{_num(self.duration_s)} s is too short for the capacity scenario: it needs at least "
+                f"{_num(MIN_CAPACITY_DURATION_S)} s ({_num(CAPACITY_MARGIN_S)} s before, the "
+                f"{_num(CAPACITY_CHANGE_S)} s change, {_num(CAPACITY_MARGIN_S)} s after)",
             )
         if self.scenario == "burst" and self.duration_s < BURST_QUIET_S + BURST_PEAK_S:
             raise ConfigError(
@@ -158,7 +176,9 @@ class BurstPlan:
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """What every class is offered. `offered_rps` is the mean over the run (the burst averages)."""
+    """What every class is offered. `offered_rps` is the mean over the run (the burst averages).
+    In the capacity scenario `reduced_capacity_rps` is C while sync_work_ms is multiplied by
+    WORK_FACTOR, from `capacity_change_at_s` for `capacity_change_s` seconds."""
 
     scenario: str
     capacity_rps: float
@@ -169,10 +189,20 @@ class LoadPlan:
     burst: BurstPlan | None = None
     outage_at_s: float | None = None
     outage_s: float | None = None
+    capacity_change_at_s: float | None = None
+    capacity_change_s: float | None = None
+    reduced_capacity_rps: float | None = None
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.launch_rate <= 0 or self.capacity_rps <= 0:
             raise ValueError(f"impossible load plan: {self}")
+        if self.reduced_capacity_rps is not None and self.reduced_capacity_rps <= 0:
+            raise ValueError(f"impossible load plan: {self}")
+
+    @property
+    def event_at_s(self) -> float | None:
+        """When the runner changes the server mid-run (outage or capacity change), if it does."""
+        return self.outage_at_s if self.outage_s else self.capacity_change_at_s
 
     def offered_at(self, t: float) -> float:
         """Offered requests/s at `t` seconds into the test."""
@@ -181,7 +211,9 @@ class LoadPlan:
         return self.users * self.launch_rate
 
     @classmethod
-    def build(cls, config: RunConfig, capacity_rps: float) -> LoadPlan:
+    def build(
+        cls, config: RunConfig, capacity_rps: float, reduced_capacity_rps: float | None = None
+    ) -> LoadPlan:
         multiplier = config.rate_multiplier or DEFAULT_MULTIPLIER[config.scenario]
         rate = config.launch_rate or multiplier * capacity_rps
         duration = config.duration_s
@@ -191,6 +223,15 @@ class LoadPlan:
             peak_time = sum(end - start for start, end in burst.peaks(duration))
             mean = per_user * (peak_time * burst.peak_users + (duration - peak_time) * burst.quiet_users)
             return cls("burst", capacity_rps, duration, 1, per_user, mean / duration, burst=burst)
+        if config.scenario == "capacity":
+            if reduced_capacity_rps is None:
+                raise ValueError("the capacity scenario needs the reduced capacity")
+            return cls(
+                "capacity", capacity_rps, duration, 1, rate, rate,
+                capacity_change_at_s=round((duration - CAPACITY_CHANGE_S) / 2, 1),
+                capacity_change_s=CAPACITY_CHANGE_S,
+                reduced_capacity_rps=reduced_capacity_rps,
+            )  # fmt: skip
         outage_at = outage_s = None
         if config.scenario == "outage":
             outage_s = OUTAGE_S

@@ -2,7 +2,8 @@
 
 The runner never reaches into Locust: it starts the same command a user would type, from the repo root,
 and reads the files it writes. While the process runs this module prints a progress line from the
-sampler's growing PREFIX_mitigations.csv and, in the outage scenario, starts the outage on time.
+sampler's growing PREFIX_mitigations.csv and, in the outage and capacity scenarios, changes the server on
+time (the plan's `event_at_s`).
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ class Progress:
 @dataclass(frozen=True)
 class LocustResult:
     returncode: int
-    outage: tuple[float, float] | None
+    event: tuple[float, float] | None  # the outage or capacity change, (start, end) in unix seconds
     pid: int
 
 
@@ -201,11 +202,12 @@ def run_locust(
     plan: LoadPlan,
     passthrough: tuple[str, ...],
     progress: Progress,
-    inject_outage: Callable[[], tuple[float, float]] | None = None,
+    inject: Callable[[], tuple[float, float]] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> LocustResult:
-    """Run one class to the end. On any exception (an interrupt included) Locust is stopped with
-    SIGINT, so it still writes its CSVs and HTML, and killed if it does not stop in time."""
+    """Run one class to the end, calling `inject` once at the plan's `event_at_s`. On any exception
+    (an interrupt included) Locust is stopped with SIGINT, so it still writes its CSVs and HTML, and
+    killed if it does not stop in time."""
     command, env = locust_command(client, files, host, plan, passthrough)
     process = start_child(command, files.locust_log, env)
     if on_start is not None:
@@ -213,7 +215,8 @@ def run_locust(
     tail = CsvTail(files.mitigations)
     launched = time.monotonic()
     test_started: float | None = None
-    outage: tuple[float, float] | None = None
+    event: tuple[float, float] | None = None
+    label = "  outage" if plan.outage_s else "  capacity reduced"
     try:
         while process.poll() is None:
             time.sleep(POLL_S)
@@ -227,13 +230,13 @@ def run_locust(
                     )
                 continue
             elapsed = now - test_started
-            due = plan.outage_at_s is not None and elapsed >= plan.outage_at_s
-            if inject_outage and outage is None and due:
-                outage = inject_outage()
+            due = plan.event_at_s is not None and elapsed >= plan.event_at_s
+            if inject and event is None and due:
+                event = inject()
             if elapsed > plan.duration_s + FINISH_GRACE_S:
                 raise LocustFailed(f"{client}: Locust ran {FINISH_GRACE_S:g} s past its run time; stopped it")
             progress.feed(tail.new_rows())
-            note = "  outage" if outage and outage[0] <= time.time() < outage[1] else ""
+            note = label if event and event[0] <= time.time() < event[1] else ""
             progress.show(elapsed, note)
     except BaseException:
         stop_child(process, signal.SIGINT, LOCUST_STOP_GRACE_S)
@@ -248,4 +251,4 @@ def run_locust(
         )
     progress.feed(tail.new_rows())
     progress.done(elapsed)
-    return LocustResult(process.returncode, outage, process.pid)
+    return LocustResult(process.returncode, event, process.pid)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from comparison.config import LoadPlan
+from comparison.config import SETTLE_S, LoadPlan
 from comparison.summary import NOT_RECOVERED, Summary
 
 HEALTHY_LAG_MS = 70.0  # toobusy's default maxLag: above it the seed's server would start shedding
@@ -46,6 +46,8 @@ def describe(summaries: Sequence[Summary], plan: LoadPlan) -> list[str]:
         return [*sentences, *_outage(summaries), _recovery(summaries)]
     worst = max(summaries, key=_lag)
     sentences.append(_worst(worst))
+    if plan.capacity_change_s:
+        return [*sentences, *_capacity(summaries, plan)]
     healthy = [s for s in summaries if s is not worst]
     if healthy:
         best = min(healthy, key=lambda s: (_p95_lag(s), -s.goodput_rps))
@@ -62,6 +64,11 @@ def _setting(plan: LoadPlan, count: int) -> str:
         else f"{plan.offered_rps:,.0f} requests/s ({ratio:.1f} x)"
     )
     extra = f", with a {plan.outage_s:g} s outage from {plan.outage_at_s:g} s" if plan.outage_s else ""
+    if plan.capacity_change_s and plan.reduced_capacity_rps:
+        extra = (
+            f", with the server's sync_work_ms doubled for {plan.capacity_change_s:g} s from "
+            f"{plan.capacity_change_at_s:g} s (capacity {plan.reduced_capacity_rps:,.0f} requests/s then)"
+        )
     return (
         f"Each of the {count} client classes was offered {shape} the measured capacity of "
         f"{plan.capacity_rps:,.0f} requests/s for {plan.duration_s:g} s{extra}."
@@ -142,11 +149,16 @@ def _outage(summaries: Sequence[Summary]) -> list[str]:
 
 
 def _attempts(s: Summary) -> str:
+    during = (
+        f", {s.outage_amplification:.2f} x during the outage" if s.outage_amplification is not None else ""
+    )
     if s.launched:
         return (
             f"put {s.wire_attempts:,} requests on the wire for {s.launched:,} it launched "
-            f"({s.wire_attempts / s.launched:.2f} x)"
+            f"({s.wire_attempts / s.launched:.2f} x{during})"
         )
+    if during:
+        return f"put {s.wire_attempts:,} requests on the wire ({during[2:]})"
     return f"put {s.wire_attempts:,} requests on the wire"
 
 
@@ -168,3 +180,31 @@ def _recovery(summaries: Sequence[Summary]) -> str:
     if not parts:
         return "Recovery after the outage could not be measured: the client samples are missing."
     return "; ".join(parts) + "."
+
+
+def _capacity(summaries: Sequence[Summary], plan: LoadPlan) -> list[str]:
+    """Goodput in each phase against the capacity of that phase: does the client follow the change?"""
+    reduced = [s for s in summaries if s.goodput_reduced_rps is not None]
+    restored = [s for s in summaries if s.goodput_restored_rps is not None]
+    if not reduced or not restored or not plan.reduced_capacity_rps:
+        return ["Goodput per phase could not be measured: the client samples are missing."]
+    return [
+        _phase(
+            "While the capacity was reduced to", plan.reduced_capacity_rps, reduced, "goodput_reduced_rps"
+        ),
+        _phase("After it was restored to", plan.capacity_rps, restored, "goodput_restored_rps"),
+    ]
+
+
+def _phase(opening: str, capacity: float, summaries: Sequence[Summary], column: str) -> str:
+    ranked = sorted(summaries, key=lambda s: getattr(s, column), reverse=True)
+    best, worst = ranked[0], ranked[-1]
+
+    def served(s: Summary) -> str:
+        rate = getattr(s, column)
+        return f"{rate:,.0f} requests/s ({_pct(rate / capacity)} of it)"
+
+    text = f"{opening} {capacity:,.0f} requests/s, {best.client} served {served(best)}"
+    if worst is not best:
+        text += f" and {worst.client} {served(worst)}"
+    return text + f", from {SETTLE_S:g} s after the change to the end of the phase."

@@ -121,6 +121,15 @@ class ServerRow:
     completed_total: int
     errors_total: int
     faults: str
+    requests_total: int = 0
+    peak_lag_ms: float | None = None  # the server's own peaks since start or reset; None if not reported
+    peak_in_flight: int | None = None
+    peak_sockets: int | None = None
+
+
+def _optional_int(text: str | None) -> int | None:
+    value = _float(text)
+    return None if value is None else int(value)
 
 
 def read_server(path: Path) -> list[ServerRow]:
@@ -134,6 +143,10 @@ def read_server(path: Path) -> list[ServerRow]:
             completed_total=_int(row["completed_total"]),
             errors_total=_int(row["errors_total"]),
             faults=row.get("faults") or "",
+            requests_total=_int(row.get("requests_total")),
+            peak_lag_ms=_float(row.get("peak_lag_ms")),
+            peak_in_flight=_optional_int(row.get("peak_in_flight")),
+            peak_sockets=_optional_int(row.get("peak_sockets")),
         )
         for row in _rows(path)
     ]

@@ -49,6 +49,7 @@ class Series:
     lag: list[float]
     sockets: list[int]
     outage: tuple[float, float] | None
+    capacity_change: tuple[float, float] | None = None
 
 
 def _windowed_rates(rows: Sequence[ClientRow]) -> tuple[list[float], list[float], list[float], list[float]]:
@@ -76,12 +77,12 @@ def series_for(result: ClassResult) -> Series:
     client_rows = sorted(read_client(result.files.mitigations, result.client), key=lambda r: r.timestamp)
     server_rows: list[ServerRow] = sorted(read_server(result.files.server), key=lambda r: r.timestamp)
     t, good, errors, shed = _windowed_rates(client_rows)
-    outage = None
-    if result.outage is not None:
-        reference = server_rows[0] if server_rows else (client_rows[0] if client_rows else None)
-        if reference is not None:
-            base = reference.timestamp - reference.elapsed_s  # the unix time of this test's start
-            outage = (result.outage[0] - base, result.outage[1] - base)
+    reference = server_rows[0] if server_rows else (client_rows[0] if client_rows else None)
+    base = None if reference is None else reference.timestamp - reference.elapsed_s  # the test's start
+
+    def elapsed(window: tuple[float, float] | None) -> tuple[float, float] | None:
+        return None if window is None or base is None else (window[0] - base, window[1] - base)
+
     return Series(
         client=result.client,
         t=t,
@@ -93,7 +94,8 @@ def series_for(result: ClassResult) -> Series:
         server_t=[row.elapsed_s for row in server_rows],
         lag=[row.lag_ms for row in server_rows],
         sockets=[row.sockets for row in server_rows],
-        outage=outage,
+        outage=elapsed(result.outage),
+        capacity_change=elapsed(result.capacity_change),
     )
 
 
@@ -109,6 +111,8 @@ def _svg(figure: Any, salt: str) -> str:
 def _shade(axes: Any, plan: LoadPlan, series: Series) -> None:
     if series.outage is not None:
         axes.axvspan(*series.outage, color="#ffcdd2", alpha=0.6, lw=0, zorder=0)
+    if series.capacity_change is not None:
+        axes.axvspan(*series.capacity_change, color="#bbdefb", alpha=0.6, lw=0, zorder=0)
     if plan.burst is not None:
         for start, end in plan.burst.peaks(plan.duration_s):
             axes.axvspan(start, end, color="#fff3e0", alpha=0.8, lw=0, zorder=0)
@@ -224,7 +228,14 @@ healthy pair showed 49-63 ms). A lag in the hundreds of ms means the server is p
 inside it.</li>
 <li><b>recovery_s</b> (outage only): from the end of the outage to the start of the first 1 s in which
 goodput was back to 90 % of the offered load; <i>never</i> if that did not happen before the run ended.</li>
-<li>Charts: red bands mark the outage, orange bands the burst peaks; the dashed line is the offered load.</li>
+<li><b>amplification</b>: requests on the wire (retries included) per logical request (first attempts plus
+calls shed before their first attempt); 1.00 means no retries. <b>outage_amplification</b>: requests the
+server received per request the client launched, inside the outage: a retry storm shows here.</li>
+<li><b>reduced_capacity_rps</b>, <b>goodput_reduced_rps</b>, <b>goodput_restored_rps</b> (capacity only):
+the capacity measured with sync_work_ms doubled, and the goodput while it was and after it reverted, each
+from 3 s after the change.</li>
+<li>Charts: red bands mark the outage, blue bands the reduced capacity, orange bands the burst peaks; the
+dashed line is the offered load.</li>
 </ul>
 """
 

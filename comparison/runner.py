@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from comparison import ROOT
-from comparison.config import SCENARIOS, ConfigError, LoadPlan, RunConfig
+from comparison.config import SCENARIOS, WORK_FACTOR, ConfigError, LoadPlan, RunConfig
 from comparison.locust_run import LOCUST, LocustFailed, Progress, run_locust
 from comparison.narrative import describe
 from comparison.readers import ClassFiles
@@ -31,9 +31,12 @@ from comparison.tables import terminal_table, write_markdown
 from comparison.target import (
     EmbeddedTarget,
     TargetError,
+    change_capacity,
     check_reachable,
     inject_outage,
     reset_target,
+    sync_work_ms,
+    wait_for_overrides_to_end,
 )
 
 
@@ -229,10 +232,19 @@ def _measure_and_plan(
     out: TextIO,
     guard: SignalGuard,
 ) -> LoadPlan:
+    reduced: float | None = None
     if config.capacity is not None:
         capacity = config.capacity
         record.capacity = {"capacity_rps": capacity, "source": "--capacity"}
         say(out, f"capacity C = {capacity:g} requests/s (given with --capacity; no probe)")
+        if config.scenario == "capacity":
+            reduced = capacity / WORK_FACTOR
+            record.capacity["reduced"] = {"capacity_rps": reduced, "source": f"--capacity / {WORK_FACTOR:g}"}
+            record.notes.append(
+                f"The reduced capacity {reduced:.1f} requests/s is C / {WORK_FACTOR:g}, an estimate: "
+                "--capacity skips the probe that would measure it."
+            )
+            say(out, f"reduced capacity C' = {reduced:.1f} requests/s (estimated as C / {WORK_FACTOR:g})")
     else:
         from comparison.probe import ProbeError, measure_capacity  # gevent only when probing
 
@@ -240,19 +252,46 @@ def _measure_and_plan(
         try:
             with guard.deferred():
                 probe = measure_capacity(url, config.probe_s, should_stop=guard.pending)
+            capacity = probe.capacity_rps
+            record.capacity = {**asdict(probe), "source": "closed-loop probe"}
+            say(out, probe.describe())
+            if config.scenario == "capacity":
+                reduced = _probe_reduced(config, url, record, out, guard)
         except ProbeError as error:
             raise RunFailed(str(error)) from None
         finally:
             if embedded is not None:
                 embedded.stop()
-        capacity = probe.capacity_rps
-        record.capacity = {**asdict(probe), "source": "closed-loop probe"}
-        say(out, probe.describe())
-    plan = LoadPlan.build(config, capacity)
+    plan = LoadPlan.build(config, capacity, reduced)
     record.plan = asdict(plan)
     ratio = plan.offered_rps / capacity
     say(out, f"offering {plan.offered_rps:.1f} requests/s ({ratio:.2f} x C) to each class")
     return plan
+
+
+def _probe_reduced(config: RunConfig, url: str, record: RunRecord, out: TextIO, guard: SignalGuard) -> float:
+    """The capacity scenario's second probe: C while sync_work_ms is WORK_FACTOR times the target's,
+    set through /admin/config for just the probe's length, so the server reverts by itself."""
+    from comparison.probe import WARMUP_S, measure_capacity
+
+    work = sync_work_ms(url)
+    if work <= 0:
+        raise RunFailed(f"the capacity scenario needs a target with sync_work_ms > 0; {url} has {work:g}")
+    length = WARMUP_S + config.probe_s + 1.0
+    change_capacity(url, work * WORK_FACTOR, length)
+    with guard.deferred():
+        probe = measure_capacity(url, config.probe_s, should_stop=guard.pending)
+    wait_for_overrides_to_end(url, length + 5.0)
+    record.capacity["reduced"] = {
+        **asdict(probe),
+        "source": f"closed-loop probe with sync_work_ms {work:g} -> {work * WORK_FACTOR:g}",
+    }
+    say(
+        out,
+        f"reduced capacity C' = {probe.capacity_rps:.1f} requests/s with sync_work_ms {work:g} -> "
+        f"{work * WORK_FACTOR:g} ({probe.ok} ok, {probe.failed} failed in {probe.seconds:.1f} s)",
+    )
+    return probe.capacity_rps
 
 
 def _run_class(
@@ -282,6 +321,14 @@ def _run_class(
         entry["outage"] = list(window)
         return window
 
+    def capacity_change() -> tuple[float, float]:
+        work = sync_work_ms(url)
+        window = change_capacity(url, work * WORK_FACTOR, plan.capacity_change_s or 0)
+        entry["capacity_change"] = {"window": list(window), "sync_work_ms": [work, work * WORK_FACTOR]}
+        return window
+
+    event = outage if plan.outage_s else capacity_change if plan.capacity_change_s else None
+
     def started(pid: int) -> None:
         entry["locust_pid"] = pid
         record.save(run_dir / "run.json")
@@ -296,7 +343,7 @@ def _run_class(
             plan,
             config.passthrough,
             progress,
-            inject_outage=outage if plan.outage_s else None,
+            inject=event,
             on_start=started,
         )
     finally:
@@ -310,7 +357,9 @@ def _run_class(
             f"{client}: no {', '.join(missing)} (the sampler wrote nothing); "
             "server and client columns are empty."
         )
-    return ClassResult(client, files, result.outage)
+    if plan.capacity_change_s:
+        return ClassResult(client, files, capacity_change=result.event)
+    return ClassResult(client, files, result.event)
 
 
 def describe_run(record: RunRecord) -> str:
@@ -323,6 +372,9 @@ def describe_run(record: RunRecord) -> str:
         )
     else:
         how = "given with --capacity"
+    reduced = capacity.get("reduced")
+    if reduced:
+        how += f"; reduced capacity C' = {reduced['capacity_rps']:.1f} requests/s ({reduced['source']})"
     machine = record.machine
     return (
         f"Capacity C = {capacity.get('capacity_rps', 0):.1f} requests/s, {how}. Machine: {machine['cores']} "

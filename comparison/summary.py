@@ -8,23 +8,43 @@ Where each number comes from (one source each):
     goodput_rps = wire successes / the test's elapsed time, which Locust's own Requests/s encodes
     (every row's Requests/s is its count over the same elapsed time).
   - max_client_concurrent: PREFIX_mitigations.csv, the class's `all` rows.
-  - server lag, sockets and in-flight: PREFIX_server.csv.
+  - server lag, sockets and in-flight: PREFIX_server.csv. The maxima take the server's own peaks
+    (peak_lag_ms, peak_in_flight, peak_sockets, since it started: the embedded target is restarted for
+    every class, a --host target reset) as well as the samples, because a melting server answers /stats
+    late and its worst moments fall between samples. The p95 is over the samples.
   - recovery_s (outage only): PREFIX_mitigations.csv; the start of the first 1 s window after the
     outage's end in which the client's goodput is at least 90 % of the offered rate.
+
+Appended after recovery_s, for the issue on adaptive limits and safe retries (the columns before them
+keep their order):
+  - amplification: server-side requests / logical requests over the run, from PREFIX_stats.csv.
+    Server-side = every wire row (`GET /doWork` and `GET /doWork [retry]`); logical = first attempts on
+    the wire + calls shed before their first attempt, i.e. every SHED row except `[budget]` (a retry
+    the budget refused). A retry that an inner policy sheds (CombinedClient's breaker or throttle) is
+    also a SHED row and counts as logical here, so with such policies this is a slight lower bound.
+  - outage_amplification (outage only): the same ratio inside the outage window, from the two sides'
+    counters: the server's requests_total (PREFIX_server.csv) over the client's launched_total
+    (PREFIX_mitigations.csv), each interpolated at the window's start and end.
+  - reduced_capacity_rps, goodput_reduced_rps, goodput_restored_rps (capacity only): C measured while
+    sync_work_ms was doubled, and the client's goodput (PREFIX_mitigations.csv) while it was, and after
+    it reverted, each from SETTLE_S after the change to the end of its phase.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
-from comparison.config import LoadPlan
+from comparison.config import SETTLE_S, LoadPlan
 from comparison.readers import (
     ClassFiles,
     ClientRow,
+    ServerRow,
+    StatsRow,
     read_client,
     read_failures,
     read_server,
@@ -50,7 +70,13 @@ COLUMNS = (
     "server_max_sockets",
     "server_max_in_flight",
     "recovery_s",
+    "amplification",
+    "outage_amplification",
+    "reduced_capacity_rps",
+    "goodput_reduced_rps",
+    "goodput_restored_rps",
 )
+BUDGET_CAUSE = "budget"  # a retry the budget refused: never a first attempt
 FIRST_ATTEMPT_ROW = ("GET", "/doWork")
 RECOVERY_WINDOW_S = 1.0
 RECOVERY_SHARE = 0.9
@@ -59,11 +85,13 @@ NOT_RECOVERED = "never"
 
 @dataclass(frozen=True)
 class ClassResult:
-    """A class whose Locust run finished: its files and, in the outage scenario, the outage (unix s)."""
+    """A class whose Locust run finished: its files and, in the outage or capacity scenario, when the
+    outage or the capacity change was (start, end) in unix seconds."""
 
     client: str
     files: ClassFiles
     outage: tuple[float, float] | None = None
+    capacity_change: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +116,11 @@ class Summary:
     server_max_sockets: int | None
     server_max_in_flight: int | None
     recovery_s: float | str | None
+    amplification: float | None = None
+    outage_amplification: float | None = None
+    reduced_capacity_rps: float | None = None
+    goodput_reduced_rps: float | None = None
+    goodput_restored_rps: float | None = None
     requests: int = 0
     wire_attempts: int = 0
     elapsed_s: float = 0.0
@@ -125,6 +158,11 @@ _DECIMALS = {
     "server_max_lag_ms": 1,
     "server_p95_lag_ms": 1,
     "recovery_s": 2,
+    "amplification": 2,
+    "outage_amplification": 2,
+    "reduced_capacity_rps": 1,
+    "goodput_reduced_rps": 1,
+    "goodput_restored_rps": 1,
 }
 
 
@@ -172,6 +210,58 @@ def recovery_time(
     return None
 
 
+def value_at(points: Sequence[tuple[float, float]], t: float) -> float | None:
+    """A sampled cumulative counter at time `t`, interpolated linearly between the samples around it.
+    None when `t` lies outside the samples (the counter was not watched then)."""
+    ordered = sorted(points)
+    for (t0, v0), (t1, v1) in pairwise(ordered):
+        if t0 <= t <= t1:
+            return v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+    if ordered and ordered[-1][0] == t:
+        return ordered[-1][1]
+    return None
+
+
+def rate_between(points: Sequence[tuple[float, float]], start: float, end: float) -> float | None:
+    """How fast a sampled cumulative counter grew between `start` and `end`, per second."""
+    first, last = value_at(points, start), value_at(points, end)
+    if first is None or last is None or end <= start:
+        return None
+    return (last - first) / (end - start)
+
+
+def run_amplification(wire: Sequence[StatsRow], shed_rows: Sequence[StatsRow]) -> float | None:
+    """Wire attempts / logical requests over the run (see the module doc); None when nothing ran."""
+    first = sum(row.count for row in wire if (row.type, row.name) == FIRST_ATTEMPT_ROW)
+    logical = first + sum(row.count for row in shed_rows if row.shed_cause != BUDGET_CAUSE)
+    return sum(row.count for row in wire) / logical if logical else None
+
+
+def window_amplification(
+    server: Sequence[ServerRow], client: Sequence[ClientRow], window: tuple[float, float]
+) -> float | None:
+    """Requests the server received / requests the client launched, inside `window` (unix seconds)."""
+    start, end = window
+    received = rate_between([(row.timestamp, row.requests_total) for row in server], start, end)
+    launched = rate_between([(row.timestamp, row.launched_total) for row in client], start, end)
+    if received is None or not launched:
+        return None
+    return received / launched
+
+
+def phase_goodput(
+    client: Sequence[ClientRow], change: tuple[float, float], settle_s: float = SETTLE_S
+) -> tuple[float | None, float | None]:
+    """Goodput while the capacity was changed and after it reverted, each from `settle_s` after the
+    change to the end of its phase (the run's last sample for the second)."""
+    points = [(row.timestamp, row.good_total) for row in client]
+    last = max((t for t, _ in points), default=change[1])
+    return (
+        rate_between(points, change[0] + settle_s, change[1]),
+        rate_between(points, change[1] + settle_s, last),
+    )
+
+
 def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
     """Work out one class's row from its files (see the module doc for each number's source)."""
     stats = read_stats(result.files.stats)
@@ -195,9 +285,14 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
     lags = [row.lag_ms for row in server]
     last = max(client, key=lambda row: row.timestamp, default=None)
     recovery: float | str | None = None
+    outage_amplification = None
     if result.outage is not None:
         found = recovery_time(client, result.outage[1], plan.offered_rps)
         recovery = NOT_RECOVERED if found is None else max(0.0, found)
+        outage_amplification = window_amplification(server, client, result.outage)
+    reduced = restored = None
+    if result.capacity_change is not None:
+        reduced, restored = phase_goodput(client, result.capacity_change)
 
     return Summary(
         client=result.client,
@@ -213,11 +308,18 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         p95_ms=first.p95 if first else None,
         p99_ms=first.p99 if first else None,
         max_client_concurrent=max((row.max_concurrent for row in client), default=None),
-        server_max_lag_ms=max(lags, default=None),
+        server_max_lag_ms=_highest(lags, (row.peak_lag_ms for row in server)),
         server_p95_lag_ms=percentile(lags, 0.95),
-        server_max_sockets=max((row.sockets for row in server), default=None),
-        server_max_in_flight=max((row.in_flight for row in server), default=None),
+        server_max_sockets=_highest((row.sockets for row in server), (row.peak_sockets for row in server)),
+        server_max_in_flight=_highest(
+            (row.in_flight for row in server), (row.peak_in_flight for row in server)
+        ),
         recovery_s=recovery,
+        amplification=run_amplification(wire, shed_rows),
+        outage_amplification=outage_amplification,
+        reduced_capacity_rps=plan.reduced_capacity_rps,
+        goodput_reduced_rps=None if reduced is None else max(0.0, reduced),
+        goodput_restored_rps=None if restored is None else max(0.0, restored),
         requests=sum(row.count for row in wire) + sum(row.count for row in shed_rows),
         wire_attempts=sum(row.count for row in wire),
         elapsed_s=elapsed,
@@ -225,6 +327,12 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         # exact for classes without retries; retries make wire_total larger, so this undercounts
         unfinished=max(0, last.launched_total - last.wire_total - last.shed_total) if last else None,
     )
+
+
+def _highest(samples: Iterable[float], peaks: Iterable[float | None]) -> float | None:
+    """The highest of the samples and of the server's own peaks (None where it reported none)."""
+    values = [*samples, *(peak for peak in peaks if peak is not None)]
+    return max(values, default=None)
 
 
 def write_csv(summaries: Sequence[Summary], path: Path) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 from comparison.summary import COLUMNS, Summary
 
 # The terminal table leaves out the scenario and the capacity (one value per run, printed above it)
-# and the kinds columns, which can be long; summary.md and summary.csv have every column.
+# and the kinds columns, which can be long; summary.md and summary.csv have every column. A column that
+# only some scenarios fill (OPTIONAL) is left out when it is empty in every row.
 TERMINAL_COLUMNS = (
     ("client", "client"),
     ("offered_rps", "offered/s"),
@@ -24,7 +25,14 @@ TERMINAL_COLUMNS = (
     ("server_max_sockets", "sockets"),
     ("server_max_in_flight", "in flight"),
     ("recovery_s", "recovery s"),
+    ("amplification", "amplif."),
+    ("outage_amplification", "outage amplif."),
+    ("reduced_capacity_rps", "C' /s"),
+    ("goodput_reduced_rps", "goodput at C'"),
+    ("goodput_restored_rps", "goodput after"),
 )
+OPTIONAL = {"recovery_s", "outage_amplification", "reduced_capacity_rps", "goodput_reduced_rps",
+            "goodput_restored_rps"}  # fmt: skip
 
 
 def markdown_table(summaries: Sequence[Summary]) -> str:
@@ -36,8 +44,14 @@ def markdown_table(summaries: Sequence[Summary]) -> str:
 
 
 def terminal_table(summaries: Sequence[Summary]) -> str:
-    header = [title for _, title in TERMINAL_COLUMNS]
-    rows = [[summary.cells()[name] or "-" for name, _ in TERMINAL_COLUMNS] for summary in summaries]
+    cells = [summary.cells() for summary in summaries]
+    shown = [
+        (name, title)
+        for name, title in TERMINAL_COLUMNS
+        if name not in OPTIONAL or any(row[name] for row in cells)
+    ]
+    header = [title for _, title in shown]
+    rows = [[row[name] or "-" for name, _ in shown] for row in cells]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:

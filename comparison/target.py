@@ -168,3 +168,32 @@ def inject_outage(url: str, duration_s: float) -> tuple[float, float]:
     answer = request("POST", url + "/admin/faults", {"kind": "outage", "duration_s": duration_s})
     started = float(answer["fault"]["started_at"])
     return started, started + duration_s
+
+
+def sync_work_ms(url: str) -> float:
+    """The target's effective sync_work_ms (the CPU-bound part of each request), from /stats."""
+    stats = request("GET", url + "/stats")
+    try:
+        return float(stats["config"]["sync_work_ms"])
+    except (TypeError, KeyError, ValueError):
+        raise TargetError(f"{url}/stats has no config.sync_work_ms: not a Hammerlab target") from None
+
+
+def change_capacity(url: str, sync_work: float, duration_s: float) -> tuple[float, float]:
+    """Set sync_work_ms for `duration_s` seconds through POST /admin/config; the server reverts by itself.
+    Returns the change's (start, end) in unix seconds, taken halfway through the admin request."""
+    sent = time.time()
+    request("POST", url + "/admin/config", {"sync_work_ms": sync_work, "duration_s": duration_s})
+    started = (sent + time.time()) / 2
+    return started, started + duration_s
+
+
+def wait_for_overrides_to_end(url: str, timeout_s: float) -> None:
+    """Wait until the target lists no run-time override of sync_work_ms (it reverts by itself)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answer = request("GET", url + "/admin/config")
+        if not isinstance(answer, dict) or "sync_work_ms" not in (answer.get("overrides") or {}):
+            return
+        time.sleep(0.1)
+    raise TargetError(f"{url} still overrides sync_work_ms after {timeout_s:g} s")

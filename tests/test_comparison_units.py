@@ -13,15 +13,19 @@ from comparison.burst_shape import BurstShape, parse
 from comparison.config import ConfigError, LoadPlan, RunConfig
 from comparison.locust_run import CsvTail, Progress, locust_command
 from comparison.narrative import describe
-from comparison.readers import ClassFiles, ClientRow, FailureRow
+from comparison.readers import ClassFiles, ClientRow, FailureRow, ServerRow, StatsRow
 from comparison.summary import (
     COLUMNS,
     NOT_RECOVERED,
     ClassResult,
     percentile,
+    phase_goodput,
     read_csv,
     recovery_time,
+    run_amplification,
     summarise,
+    value_at,
+    window_amplification,
     write_csv,
 )
 from comparison.tables import markdown_table, terminal_table
@@ -33,8 +37,9 @@ STATS_HEADER = (
 )
 SERVER_HEADER = (
     "timestamp,elapsed_s,lag_ms,in_flight,concurrent,sockets,requests_total,completed_total,rejected_total,"
-    "errors_total,completed_per_s,rejected_per_s,errors_per_s,faults"
+    "errors_total,completed_per_s,rejected_per_s,errors_per_s,faults,peak_lag_ms,peak_in_flight,peak_sockets"
 )
+OLD_SERVER_HEADER = SERVER_HEADER.removesuffix(",peak_lag_ms,peak_in_flight,peak_sockets")
 MITIGATIONS_HEADER = (
     "timestamp,elapsed_s,worker,client,concurrent,max_concurrent,launched_total,launched_per_s,"
     "completed_total,wire_total,wire_failures_total,shed_total,shed_per_s,shed_by_cause,breaker_state,"
@@ -53,6 +58,11 @@ def test_defaults_are_the_issue_s():
     assert config.passthrough == ()
 
 
+def test_the_capacity_scenario_defaults_to_a_run_long_enough_for_its_phases():
+    assert parse_config(["--scenario", "capacity"]).duration_s == 50
+    assert parse_config(["--scenario", "capacity", "--duration", "32"]).duration_s == 32
+
+
 def test_everything_after_double_dash_goes_to_locust():
     config = parse_config(
         ["--clients", "ThrottledClient", "--", "--max-concurrent", "8", "--keep-alive", "true"]
@@ -64,7 +74,14 @@ def test_everything_after_double_dash_goes_to_locust():
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["--scenario", "storm"], "--scenario: 'storm' is not one of healthy, cliff, burst, outage"),
+        (
+            ["--scenario", "storm"],
+            "--scenario: 'storm' is not one of healthy, cliff, burst, outage, capacity",
+        ),
+        (
+            ["--scenario", "capacity", "--duration", "30"],
+            "too short for the capacity scenario: it needs at least 32",
+        ),
         (["--duration", "1"], "--duration: must be from 5 to 600 seconds, got 1"),
         (["--duration", "9000"], "--duration: must be from 5 to 600 seconds, got 9000"),
         (["--scenario", "outage", "--duration", "10"], "too short for the outage scenario"),
@@ -114,6 +131,18 @@ def test_outage_sits_mid_run_with_healthy_time_on_both_sides():
     assert (plan.outage_at_s, plan.outage_s) == (10.0, 10.0)
     short = LoadPlan.build(RunConfig(scenario="outage", duration_s=20), 100)
     assert short.outage_at_s == 5.0
+
+
+def test_capacity_change_sits_mid_run_and_needs_the_reduced_capacity():
+    plan = LoadPlan.build(RunConfig(scenario="capacity", duration_s=50), 90, reduced_capacity_rps=47)
+    assert plan.offered_rps == pytest.approx(99)  # 1.1 x C
+    assert (plan.capacity_change_at_s, plan.capacity_change_s, plan.reduced_capacity_rps) == (15.0, 20.0, 47)
+    assert plan.event_at_s == 15.0
+    assert plan.outage_s is None
+    with pytest.raises(ValueError, match="needs the reduced capacity"):
+        LoadPlan.build(RunConfig(scenario="capacity", duration_s=50), 90)
+    assert LoadPlan.build(RunConfig(scenario="outage", duration_s=30), 90).event_at_s == 10.0
+    assert LoadPlan.build(RunConfig(), 90).event_at_s is None
 
 
 def test_burst_cycles_between_half_and_three_times_capacity():
@@ -201,11 +230,16 @@ def fixture_run(tmp_path: Path) -> ClassFiles:
         ],
     )
     lags = [5, 10, 20, 40, 80, 160, 320, 640, 30, 15, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3]
+    # the server's own peaks: a lag of 910 ms, 12 in flight and 31 sockets that fell between samples
+    peaks = [
+        (max(lags[: i + 1]) if i < 5 else 910.0, 12 if i > 2 else 2, 31 if i > 2 else 10) for i in range(20)
+    ]
     write(
         files.server,
         SERVER_HEADER,
         [
-            f"{1000 + i * 0.5:.3f},{i * 0.5:.3f},{lag},{i % 7},{i % 5},{10 + i},0,0,0,0,,,,"
+            f"{1000 + i * 0.5:.3f},{i * 0.5:.3f},{lag},{i % 7},{i % 5},{10 + i},{100 * i},0,0,0,,,,,"
+            f"{peaks[i][0]},{peaks[i][1]},{peaks[i][2]}"
             for i, lag in enumerate(lags)
         ],
     )
@@ -233,16 +267,41 @@ def test_summary_takes_each_number_from_its_source(fixture_run):
     assert summary.shed_kinds == "throttle=150;circuit-open=50"
     assert (summary.p50_ms, summary.p95_ms, summary.p99_ms) == (40, 120, 450)  # the first-attempt row
     assert summary.max_client_concurrent == 16  # the class's `all` rows only
-    assert summary.server_max_lag_ms == 640
+    # maxima take the server's own peaks, which saw what fell between samples; the p95 is the samples'
+    assert summary.server_max_lag_ms == 910
     assert summary.server_p95_lag_ms == 320  # nearest rank: the 19th of 20
-    assert summary.server_max_sockets == 29
-    assert summary.server_max_in_flight == 6
+    assert summary.server_max_sockets == 31
+    assert summary.server_max_in_flight == 12
     assert summary.recovery_s is None  # not the outage scenario
+    # 800 on the wire for 780 first attempts + 200 shed before any attempt
+    assert summary.amplification == pytest.approx(800 / 980)
+    assert summary.outage_amplification is None
+    assert summary.reduced_capacity_rps is summary.goodput_reduced_rps is summary.goodput_restored_rps is None
     assert (summary.launched, summary.unfinished) == (1040, 40)
     assert "40 of 1040 launched requests" in summary.unfinished_note()
     cells = summary.cells()
     assert list(cells) == list(COLUMNS)
     assert (cells["capacity_rps"], cells["offered_rps"], cells["recovery_s"]) == ("60.0", "120.0", "")
+    assert (cells["amplification"], cells["outage_amplification"], cells["goodput_reduced_rps"]) == (
+        "0.82",
+        "",
+        "",
+    )
+
+
+def test_a_server_csv_from_before_the_peaks_still_gives_the_sampled_maxima(fixture_run):
+    lags = [5, 640, 30]
+    write(
+        fixture_run.server,
+        OLD_SERVER_HEADER,
+        [f"{1000 + i:.3f},{i:.3f},{lag},{4 + i},0,{20 + i},0,0,0,0,,,," for i, lag in enumerate(lags)],
+    )
+    summary = summarise(ClassResult("ThrottledClient", fixture_run), LoadPlan.build(RunConfig(), 60))
+    assert (summary.server_max_lag_ms, summary.server_max_in_flight, summary.server_max_sockets) == (
+        640,
+        6,
+        22,
+    )
 
 
 def test_summary_csv_round_trips_with_the_issue_s_columns(fixture_run, tmp_path):
@@ -256,7 +315,10 @@ def test_summary_csv_round_trips_with_the_issue_s_columns(fixture_run, tmp_path)
     assert row["shed_kinds"] == "throttle=150;circuit-open=50"
     table = markdown_table([summary])
     assert table.splitlines()[0].count("|") == len(COLUMNS) + 1
-    assert "ThrottledClient" in terminal_table([summary])
+    terminal = terminal_table([summary])
+    assert "ThrottledClient" in terminal
+    assert "amplif." in terminal
+    assert "recovery s" not in terminal and "goodput at C'" not in terminal  # empty in every row
 
 
 def test_missing_sampler_files_leave_their_columns_empty(fixture_run):
@@ -312,6 +374,76 @@ def test_outage_summary_says_never_when_goodput_never_returns(fixture_run):
     assert summary.recovery_s == NOT_RECOVERED
 
 
+# -- amplification and phases ----------------------------------------------------------------------------
+
+
+def stats_row(name: str, count: int, kind: str = "GET") -> StatsRow:
+    return StatsRow(kind, name, count, 0, 0.0, None, None, None)
+
+
+def test_amplification_counts_every_attempt_per_logical_request():
+    retry_client = [stats_row("/doWork", 1000), stats_row("/doWork [retry]", 90)]
+    budget = [stats_row("/doWork [budget]", 30, "SHED")]  # retries refused: not logical requests
+    assert run_amplification(retry_client, budget) == pytest.approx(1.09)
+    naive = [stats_row("/doWork", 500), stats_row("/doWork [retry]", 1000)]
+    assert run_amplification(naive, []) == pytest.approx(3.0)
+    throttled = [stats_row("/doWork", 600)]
+    assert run_amplification(throttled, [stats_row("/doWork [throttle]", 400, "SHED")]) == pytest.approx(0.6)
+    assert run_amplification([], []) is None
+
+
+def server_row(t: float, requests: int) -> ServerRow:
+    return ServerRow(t, t, 0.0, 0, 0, 0, 0, "", requests_total=requests)
+
+
+def test_outage_amplification_is_server_requests_over_launched_inside_the_window():
+    # the client launches 80/s throughout; the server receives 80/s, then 240/s during the outage [10, 20]
+    client = [ClientRow(t / 4, t / 4, 0, 0, 20 * t, 0, 0, 0) for t in range(0, 121)]
+    server = [server_row(t / 4, 20 * t + (40 * (min(t, 80) - 40) if t > 40 else 0)) for t in range(0, 121)]
+    assert window_amplification(server, client, (10.0, 20.0)) == pytest.approx(3.0)
+    assert window_amplification(server, client, (25.0, 29.0)) == pytest.approx(1.0)
+    assert window_amplification(server, client, (25.0, 40.0)) is None  # past the last sample
+    assert value_at([(0.0, 0.0), (1.0, 10.0)], 0.25) == pytest.approx(2.5)
+    assert value_at([(0.0, 0.0), (1.0, 10.0)], 1.0) == 10.0
+
+
+def test_phase_goodput_skips_the_settling_time_and_measures_to_the_end_of_each_phase():
+    # goodput 90/s until 15 s, 20/s for 3 s, 45/s until 35 s, 30/s for 3 s, then 88/s until 50 s
+    rates = [90.0] * 61 + [20.0] * 12 + [45.0] * 68 + [30.0] * 12 + [88.0] * 47  # row i: ((i-1)/4, i/4]
+    rows = rows_with_goodput(rates, start=1000.0)
+    reduced, restored = phase_goodput(rows, (1015.0, 1035.0))
+    assert reduced == pytest.approx(45.0, abs=0.1)
+    assert restored == pytest.approx(88.0, abs=0.1)
+
+
+def test_capacity_summary_and_sentences(fixture_run):
+    plan = LoadPlan.build(RunConfig(scenario="capacity", duration_s=32), 60, reduced_capacity_rps=31)
+    rates = [60.0] * 25 + [25.0] * 80 + [55.0] * 23
+    rows = rows_with_goodput(rates, start=1000.0)
+    lines = [
+        mitigation_row(r.timestamp - 1000, "ThrottledClient", "all", 0, r.wire_total, 0, 0) for r in rows
+    ]
+    write(fixture_run.mitigations, MITIGATIONS_HEADER, lines)
+    summary = summarise(ClassResult("ThrottledClient", fixture_run, capacity_change=(1006.0, 1026.0)), plan)
+    assert summary.reduced_capacity_rps == 31
+    assert summary.goodput_reduced_rps == pytest.approx(25.0, abs=0.1)
+    assert summary.goodput_restored_rps == pytest.approx(55.0, abs=0.1)
+    assert summary.recovery_s is None and summary.outage_amplification is None
+    from dataclasses import replace
+
+    adaptive = replace(summary, client="AdaptiveClient", goodput_reduced_rps=29.0, goodput_restored_rps=58.0)
+    text = " ".join(describe([summary, adaptive], plan))
+    assert "doubled for 20 s from 6 s (capacity 31 requests/s then)" in text
+    assert (
+        "While the capacity was reduced to 31 requests/s, AdaptiveClient served 29 requests/s (94 % of it)"
+        in text
+    )
+    assert "and ThrottledClient served 25 requests/s" not in text
+    assert "and ThrottledClient 25 requests/s (81 % of it)" in text
+    assert "After it was restored to 60 requests/s, AdaptiveClient served 58 requests/s (97 % of it)" in text
+    assert "goodput at C'" in terminal_table([summary, adaptive])
+
+
 # -- sentences -------------------------------------------------------------------------------------------
 
 
@@ -327,7 +459,7 @@ def test_sentences_come_from_the_numbers(fixture_run):
     text = " ".join(describe([hammer, throttled], plan))
     assert "HammerClient drove the server's lag to 1,240 ms" in text
     assert "lost 38 % of its requests on the wire (mostly connect-timeout)" in text
-    assert "ThrottledClient kept the lag at 640 ms" in text
+    assert "ThrottledClient kept the lag at 910 ms" in text
     assert "holding back 20 % at the client (mostly throttle)" in text
     assert "at a p99 of 450 ms" in text
     assert "The most goodput came from ThrottledClient (75 requests/s" in text
