@@ -21,3 +21,13 @@ def test_every_client_class_is_in_the_readme():
     ]
     assert len(classes) >= 10
     assert not [name for name in classes if f"`{name}`" not in README]
+
+
+def test_python_m_locust_plugin_lists_every_option():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "locust_plugin"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert all(option.flag in out for option in OPTIONS)
