@@ -9,7 +9,7 @@ from locust_plugin.options import OPTIONS
 
 def main() -> None:
     width = max(len(option.flag) for option in OPTIONS)
-    print("Hammerlab client options (pass them to locust, put them in locust.conf, or edit them in the web UI):")
+    print("Hammerlab client options (give them to locust, put them in locust.conf, or edit them in the UI):")
     for option in OPTIONS:
         print(f"  {option.flag:<{width}}  {option.help} (default {option.default})")
 
