@@ -8,6 +8,11 @@ Runs, in one go and against the same target's /ping:
 Each run offers the same rate from the same number of users, keep-alive on. The CPU is the Locust
 process's own, counted between test start and stop by `_cpu_probe.py`. Target: <= 1.10x the bare client.
 
+A whole Locust process's CPU over a 10 s run swings by +-20 % from run to run on a shared 2-core machine,
+so the script also measures the pipeline alone, in this process: CPU per call through the same transport
+with no policy and with the full CombinedClient set (retry, breaker, throttle, socket pool, deadline),
+alternated over many rounds. That ratio is stable to a few percent.
+
     .venv/bin/python benchmarks/pipeline_overhead.py [--seconds 10] [--users 20] [--rate 400] [--rounds 3]
 """
 
@@ -118,6 +123,57 @@ def run(name: str, files: str, user_class: str, extra: list[str], args, host: st
     return record
 
 
+def pipeline_cost(host: str, rounds: int, calls: int = 2000) -> dict[str, dict[str, float]]:
+    """CPU microseconds per call, median over rounds: one transport alone vs behind the full pipeline."""
+    sys.path.insert(0, str(ROOT))
+    from mitigations import (
+        Call,
+        CircuitBreaker,
+        CircuitBreakerConfig,
+        Pipeline,
+        Retry,
+        RetryConfig,
+        SocketPool,
+        SocketPoolConfig,
+        Throttle,
+        ThrottleConfig,
+        Timeouts,
+    )
+    from mitigations.transport import HTTP_BACKENDS, TransportConfig, make_transport
+
+    def full() -> list:
+        breaker = CircuitBreakerConfig(
+            mode="rate", window_type="time", window_size=60, minimum_calls=1_000_000
+        )
+        return [
+            Retry(RetryConfig()),
+            CircuitBreaker(breaker),
+            Throttle(ThrottleConfig(max_concurrent=100_000)),
+            SocketPool(SocketPoolConfig(max_sockets=1000, keep_alive=True)),
+        ]
+
+    costs: dict[str, dict[str, list[float]]] = {}
+    for backend in HTTP_BACKENDS:
+        config = TransportConfig(host, max_connections=1000, keep_alive=True, timeouts=Timeouts(5.0, 5.0))
+        transport = make_transport(backend, config)
+        variants = {
+            "transport alone": Pipeline([], transport),
+            "full pipeline": Pipeline(full(), transport, total_timeout=10.0),
+        }
+        costs[backend] = {name: [] for name in variants}
+        for _ in range(rounds):
+            for name, pipeline in variants.items():
+                started = time.process_time()
+                for _ in range(calls):
+                    clock = pipeline.clock
+                    outcome = pipeline.execute(Call("GET", "/ping", launched_at=clock.now()))
+                    if not outcome.ok:
+                        raise SystemExit(f"{backend} {name}: /ping failed with {outcome.kind}")
+                costs[backend][name].append((time.process_time() - started) / calls * 1e6)
+        transport.close()
+    return {b: {name: statistics.median(v) for name, v in by.items()} for b, by in costs.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -153,6 +209,7 @@ def main() -> None:
             ("HammerClient (requests)", ours, "HammerClient", [*loose, "--http-client", "requests"]),
         ]
         samples: dict[str, list[dict]] = {name: [] for name, *_ in plan}
+        in_process = pipeline_cost(host, rounds=max(5, args.rounds))
         for round_ in range(args.rounds):
             # Alternate the order each round so drift on a noisy machine hits every run alike.
             for name, files, user_class, extra in plan if round_ % 2 == 0 else reversed(plan):
@@ -175,6 +232,11 @@ def main() -> None:
         ("CombinedClient (requests)", "bare HttpUser"),
     ):
         print(f"ratio {ours} / {bare}: {median[ours] / median[bare]:.2f}x  (target <= 1.10)")
+    print("\nthe pipeline alone, in one process: CPU us per call to /ping, median of alternated rounds")
+    for backend, by in in_process.items():
+        alone, full = by["transport alone"], by["full pipeline"]
+        ratio = full / alone
+        print(f"{backend:<9} transport alone {alone:6.1f}  full pipeline {full:6.1f}  ratio {ratio:.2f}x")
 
 
 if __name__ == "__main__":
