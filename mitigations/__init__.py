@@ -13,7 +13,7 @@ from mitigations.adaptive import (
     Gradient,
     GradientConfig,
 )
-from mitigations.admission import Entry, FifoGate
+from mitigations.admission import Entry, FifoGate, GatedPolicy
 from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig, Transition, WindowStats
 from mitigations.core import (
     SYSTEM_CLOCK,
@@ -75,6 +75,7 @@ __all__ = [
     "FakeClock",
     "FifoGate",
     "FullJitter",
+    "GatedPolicy",
     "Gradient",
     "GradientConfig",
     "HammerError",

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from mitigations._checks import check_choice, check_int, check_seconds
-from mitigations.admission import Entry, FifoGate, admit, deadline_first
-from mitigations.core import AdaptiveLimitRejected, BasePolicy, Call, Next, Outcome, QueuedPastDeadline
+from mitigations.admission import GatedPolicy
+from mitigations.core import AdaptiveLimitRejected, Call, Next, Outcome
 
 LAG_HEADER = "X-Server-Lag-Ms"
 
@@ -350,7 +350,7 @@ def parse_lag(value: str | None) -> float | None:
     return lag if math.isfinite(lag) and lag >= 0 else None
 
 
-class AdaptiveLimit(BasePolicy):
+class AdaptiveLimit(GatedPolicy):
     """An in-flight cap whose value an algorithm moves (see the module doc for what a sample is).
 
     Gauges: `limit` (int), `in_flight`, `queued`, `lag_ms` (last header seen). Counters: `admitted`,
@@ -360,19 +360,15 @@ class AdaptiveLimit(BasePolicy):
     """
 
     name = "adaptive"
+    rejection = AdaptiveLimitRejected
 
     def __init__(
         self, algorithm: LimitAlgorithm | None = None, config: AdaptiveLimitConfig | None = None
     ) -> None:
-        super().__init__()
         self.algorithm: LimitAlgorithm = algorithm or Aimd()
         self.config = config or AdaptiveLimitConfig()
         self.estimate = self.algorithm.initial_limit
-        queue_limit = self.config.queue_size if self.config.mode == "queue" else 0
-        self.gate = FifoGate(self.limit, queue_limit=queue_limit)
-        self.admitted = 0
-        self.rejected = 0
-        self.expired = 0
+        super().__init__(self.limit, self.config.queue_size if self.config.mode == "queue" else 0)
         self.samples = 0
         self.drops = 0
         self.lag_ms: float | None = None
@@ -390,10 +386,10 @@ class AdaptiveLimit(BasePolicy):
         return self.gate.waiting
 
     def execute(self, call: Call, proceed: Next) -> Outcome:
-        refusal = self._admit(call)
+        queue = self.config.mode == "queue"
+        refusal = self.admit(call, queue=queue, queue_timeout=self.config.queue_timeout)
         if refusal is not None:
             return refusal
-        self.admitted += 1
         in_flight = self.gate.in_use
         started = self.clock.now()
         try:
@@ -406,21 +402,6 @@ class AdaptiveLimit(BasePolicy):
         finally:
             self.gate.leave()
         return outcome
-
-    def _admit(self, call: Call) -> Outcome | None:
-        """None when a slot was taken, else the shed outcome."""
-        queue_timeout = self.config.queue_timeout
-        remaining = call.remaining(self.clock.now())
-        refused = admit(
-            self.gate, self.clock, call, queue=self.config.mode == "queue", queue_timeout=queue_timeout
-        )
-        if refused is None:
-            return None
-        if refused is Entry.TIMED_OUT and deadline_first(remaining, queue_timeout):
-            self.expired += 1
-            return self.shed(call, QueuedPastDeadline())
-        self.rejected += 1
-        return self.shed(call, AdaptiveLimitRejected())
 
     def _observe(self, outcome: Outcome, started: float, in_flight: int) -> None:
         if outcome.shed:

@@ -21,7 +21,7 @@ from collections import deque
 
 import gevent.event
 
-from mitigations.core import Call, Clock
+from mitigations.core import BasePolicy, Call, Clock, Outcome, QueuedPastDeadline, Shed
 
 
 class Entry(enum.Enum):
@@ -144,22 +144,65 @@ class FifoGate:
         self.last_wait = seconds
 
 
-def admit(
-    gate: FifoGate, clock: Clock, call: Call, *, queue: bool, queue_timeout: float
-) -> Entry | None:
-    """Try to take a slot for `call`: at once (`queue=False`) or queueing for at most `queue_timeout`.
+class GatedPolicy(BasePolicy):
+    """A policy in front of a `FifoGate`: the counters, the wait gauges and the admit-or-shed decision
+    that `Throttle`, `AdaptiveLimit` and `SocketPool` share.
 
-    Returns None when a slot was taken. Otherwise how it ended: FULL (over the limit, or the queue is
-    full) or TIMED_OUT; with `deadline_first(...)` true, TIMED_OUT means the call's own deadline, not
-    the queue timeout, ended the wait. The caller sheds with its own cause.
+    Counters: `admitted`, `rejected` (shed with the policy's own `rejection`), `expired` (shed with
+    QueuedPastDeadline: the call's deadline ended the wait). Waits: `waits`, `total_wait`, `last_wait`.
     """
-    if not queue:
-        return None if gate.try_enter() else Entry.FULL
-    remaining = call.remaining(clock.now())
-    entry = gate.enter(clock, remaining if deadline_first(remaining, queue_timeout) else queue_timeout)
-    return None if entry is Entry.ADMITTED else entry
 
+    rejection: type[Shed] = Shed
 
-def deadline_first(remaining: float | None, queue_timeout: float) -> bool:
-    """True when the call's deadline comes before the queue timeout would."""
-    return remaining is not None and remaining <= queue_timeout
+    def __init__(self, limit: int | None, queue_limit: int | None) -> None:
+        super().__init__()
+        self.gate = FifoGate(limit, queue_limit=queue_limit)
+        self.admitted = 0
+        self.rejected = 0
+        self.expired = 0
+
+    @property
+    def waits(self) -> int:
+        return self.gate.waits
+
+    @property
+    def total_wait(self) -> float:
+        return self.gate.total_wait
+
+    @property
+    def last_wait(self) -> float:
+        return self.gate.last_wait
+
+    def admit(self, call: Call, *, queue: bool, queue_timeout: float | None) -> Outcome | None:
+        """Take a slot for `call` and return None, or return its shed outcome.
+
+        Without `queue`, only a free slot will do. With it, wait in line for at most `queue_timeout`
+        (None: no limit of its own) and never past the call's deadline; a call whose deadline has
+        already passed is shed at once, free slot or not, since the wire could only fail it.
+        """
+        remaining = call.remaining(self.clock.now())
+        if remaining == 0:
+            return self._expire(call)
+        if not queue:
+            if self.gate.try_enter():
+                return self._admitted()
+            return self._reject(call)
+        deadline_first = remaining is not None and (queue_timeout is None or remaining <= queue_timeout)
+        entry = self.gate.enter(self.clock, remaining if deadline_first else queue_timeout)
+        if entry is Entry.ADMITTED:
+            return self._admitted()
+        if entry is Entry.TIMED_OUT and deadline_first:
+            return self._expire(call)
+        return self._reject(call)
+
+    def _admitted(self) -> None:
+        self.admitted += 1
+        return None
+
+    def _reject(self, call: Call) -> Outcome:
+        self.rejected += 1
+        return self.shed(call, self.rejection())
+
+    def _expire(self, call: Call) -> Outcome:
+        self.expired += 1
+        return self.shed(call, QueuedPastDeadline())

@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mitigations._checks import check_int
-from mitigations.admission import Entry, FifoGate
-from mitigations.core import BasePolicy, Call, Next, Outcome, QueuedPastDeadline
+from mitigations.admission import GatedPolicy
+from mitigations.core import Call, Next, Outcome
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class SocketPoolConfig:
             raise ValueError(f"SocketPoolConfig.keep_alive must be true or false, got {self.keep_alive!r}")
 
 
-class SocketPool(BasePolicy):
+class SocketPool(GatedPolicy):
     """Admits at most `config.max_sockets` calls to the transport; the rest wait FIFO until the deadline.
 
     Gauges: `in_use` (calls holding a socket), `waiting`. Counters: `admitted`, `expired` (shed with
@@ -48,11 +48,8 @@ class SocketPool(BasePolicy):
     name = "socket-pool"
 
     def __init__(self, config: SocketPoolConfig) -> None:
-        super().__init__()
+        super().__init__(config.max_sockets, queue_limit=None)
         self.config = config
-        self.gate = FifoGate(config.max_sockets, queue_limit=None)
-        self.admitted = 0
-        self.expired = 0
 
     @property
     def in_use(self) -> int:
@@ -63,29 +60,14 @@ class SocketPool(BasePolicy):
         return self.gate.waiting
 
     @property
-    def waits(self) -> int:
-        return self.gate.waits
-
-    @property
-    def total_wait(self) -> float:
-        return self.gate.total_wait
-
-    @property
-    def last_wait(self) -> float:
-        return self.gate.last_wait
-
-    @property
     def mean_wait(self) -> float:
         return self.gate.total_wait / self.gate.waits if self.gate.waits else 0.0
 
     def execute(self, call: Call, proceed: Next) -> Outcome:
-        # No deadline means wait as long as it takes, as Node's agent does. A call whose deadline has
-        # already passed is shed even if a socket is free: the wire could only fail it.
-        remaining = call.remaining(self.clock.now())
-        if remaining == 0 or self.gate.enter(self.clock, remaining) is not Entry.ADMITTED:
-            self.expired += 1
-            return self.shed(call, QueuedPastDeadline())
-        self.admitted += 1
+        # No deadline means wait as long as it takes, as Node's agent does.
+        refusal = self.admit(call, queue=True, queue_timeout=None)
+        if refusal is not None:
+            return refusal
         try:
             return proceed(call)
         finally:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mitigations._checks import check_choice, check_int, check_seconds
-from mitigations.admission import Entry, FifoGate, admit, deadline_first
-from mitigations.core import BasePolicy, Call, Next, Outcome, QueuedPastDeadline, ThrottleRejected
+from mitigations.admission import GatedPolicy
+from mitigations.core import Call, Next, Outcome, ThrottleRejected
 
 ThrottleMode = Literal["cancel", "queue"]
 THROTTLE_MODES: tuple[ThrottleMode, ...] = ("cancel", "queue")
@@ -46,7 +46,7 @@ class ThrottleConfig:
         check_seconds("ThrottleConfig", "queue_timeout", self.queue_timeout)
 
 
-class Throttle(BasePolicy):
+class Throttle(GatedPolicy):
     """At most `config.max_concurrent` calls proceed at once; the rest are shed or queue (see module doc).
 
     Gauges: `in_flight`, `queued`. Counters: `admitted`, `rejected` (ThrottleRejected: over the cap,
@@ -55,15 +55,11 @@ class Throttle(BasePolicy):
     """
 
     name = "throttle"
+    rejection = ThrottleRejected
 
     def __init__(self, config: ThrottleConfig) -> None:
-        super().__init__()
+        super().__init__(config.max_concurrent, config.queue_size if config.mode == "queue" else 0)
         self.config = config
-        queue_limit = config.queue_size if config.mode == "queue" else 0
-        self.gate = FifoGate(config.max_concurrent, queue_limit=queue_limit)
-        self.admitted = 0
-        self.rejected = 0
-        self.expired = 0
 
     @property
     def in_flight(self) -> int:
@@ -73,39 +69,11 @@ class Throttle(BasePolicy):
     def queued(self) -> int:
         return self.gate.waiting
 
-    @property
-    def waits(self) -> int:
-        return self.gate.waits
-
-    @property
-    def total_wait(self) -> float:
-        return self.gate.total_wait
-
-    @property
-    def last_wait(self) -> float:
-        return self.gate.last_wait
-
     def execute(self, call: Call, proceed: Next) -> Outcome:
-        refusal = self._admit(call)
+        refusal = self.admit(call, queue=self.config.mode == "queue", queue_timeout=self.config.queue_timeout)
         if refusal is not None:
             return refusal
-        self.admitted += 1
         try:
             return proceed(call)
         finally:
             self.gate.leave()
-
-    def _admit(self, call: Call) -> Outcome | None:
-        """None when a permit was taken, else the shed outcome."""
-        queue_timeout = self.config.queue_timeout
-        remaining = call.remaining(self.clock.now())
-        refused = admit(
-            self.gate, self.clock, call, queue=self.config.mode == "queue", queue_timeout=queue_timeout
-        )
-        if refused is None:
-            return None
-        if refused is Entry.TIMED_OUT and deadline_first(remaining, queue_timeout):
-            self.expired += 1
-            return self.shed(call, QueuedPastDeadline())
-        self.rejected += 1
-        return self.shed(call, ThrottleRejected())
