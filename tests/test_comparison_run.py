@@ -19,18 +19,10 @@ import pytest
 from comparison.readers import ClassFiles, read_failures, read_server, read_stats
 from comparison.summary import COLUMNS, percentile
 from comparison.target import change_capacity, sync_work_ms, wait_for_overrides_to_end
+from tests.browser import launch_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = ("HammerClient", "ThrottledClient")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def comparison(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -187,7 +179,7 @@ def test_report_renders_in_headless_chromium(short_run, tmp_path):
     report = run_dir / "report.html"
     outside: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.on(

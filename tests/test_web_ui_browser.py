@@ -26,17 +26,9 @@ import pytest
 
 from locust_plugin.client_stats import MITIGATION_COLUMNS
 from locust_plugin.server_sampler import SERVER_COLUMNS
+from tests.browser import launch_chromium
 from tests.locust_run import LOCUST, ROOT
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOT_DIR = "HAMMERLAB_SCREENSHOT_DIR"
 READY_S = 30.0
 ROWS_JS = """() => Array.from(document.querySelectorAll('.MuiTableContainer-root tbody tr'))
@@ -165,7 +157,7 @@ def test_the_lab_in_the_browser(locust_web, tmp_path: Path):
 
     url, target = locust_web
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 820})
             page.set_default_timeout(15_000)
