@@ -14,6 +14,7 @@ import gevent
 from locust import events
 from locust.runners import MasterRunner
 
+import locust_plugin.final_csv  # complete CSVs at exit
 import locust_plugin.monitoring  # noqa: F401  (the live views register their listeners)
 from locust_plugin import options
 from locust_plugin.pipelines import build_pipeline
