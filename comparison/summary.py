@@ -128,14 +128,14 @@ class Summary:
     unfinished: int | None = None
 
     def unfinished_note(self) -> str | None:
-        """Say so when many launched calls never ended: Locust stopped their user while they were in
-        flight (at the run's end, or when a burst's peak users stop), so they are in no count."""
+        """Say so when many launched calls never ended: they were still in flight when the run ended,
+        so they are in no count."""
         if not self.launched or not self.unfinished or self.unfinished < 0.01 * self.launched:
             return None
         return (
             f"{self.client}: {self.unfinished} of {self.launched} launched requests "
-            f"({self.unfinished / self.launched:.0%}) were still in flight when Locust stopped their user "
-            "(at the end of the run or of a burst peak); they are in no count above."
+            f"({self.unfinished / self.launched:.0%}) were still in flight when the run ended; "
+            "they are in no count above."
         )
 
     def cells(self) -> dict[str, str]:
