@@ -1,7 +1,8 @@
 """The Locust side of Hammerlab: options, base users, the per-class runtime and the stats reporter.
 
 Importing this package registers its listeners on Locust's global events (that is how Locust plugins
-work): the command-line options, start-up validation, and a fresh pipeline for every test.
+work): the command-line options, start-up validation, a fresh pipeline for every test, the live views
+(`monitoring`) and complete CSV files at exit (`final_csv`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ import gevent
 from locust import events
 from locust.runners import MasterRunner
 
-import locust_plugin.final_csv  # complete CSVs at exit
-import locust_plugin.monitoring  # noqa: F401  (the live views register their listeners)
-from locust_plugin import options
+from locust_plugin import final_csv, monitoring, options  # noqa: F401  (the first two register listeners)
 from locust_plugin.pipelines import build_pipeline
 from locust_plugin.runtime import reset_runtimes
 from mitigations.core import SYSTEM_CLOCK
