@@ -21,7 +21,7 @@ from collections import deque
 
 import gevent.event
 
-from mitigations.core import BasePolicy, Call, Clock, Outcome, QueuedPastDeadline, Shed
+from mitigations.core import BasePolicy, Call, Clock, Next, Outcome, QueuedPastDeadline, Shed
 
 
 class Entry(enum.Enum):
@@ -194,6 +194,16 @@ class GatedPolicy(BasePolicy):
         if entry is Entry.TIMED_OUT and deadline_first:
             return self._expire(call)
         return self._reject(call)
+
+    def guarded(self, call: Call, proceed: Next, *, queue: bool, queue_timeout: float | None) -> Outcome:
+        """Admit `call` (or shed it), run the rest of the pipeline, and give the slot back."""
+        refusal = self.admit(call, queue=queue, queue_timeout=queue_timeout)
+        if refusal is not None:
+            return refusal
+        try:
+            return proceed(call)
+        finally:
+            self.gate.leave()
 
     def _admitted(self) -> None:
         self.admitted += 1

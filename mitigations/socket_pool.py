@@ -65,10 +65,4 @@ class SocketPool(GatedPolicy):
 
     def execute(self, call: Call, proceed: Next) -> Outcome:
         # No deadline means wait as long as it takes, as Node's agent does.
-        refusal = self.admit(call, queue=True, queue_timeout=None)
-        if refusal is not None:
-            return refusal
-        try:
-            return proceed(call)
-        finally:
-            self.gate.leave()
+        return self.guarded(call, proceed, queue=True, queue_timeout=None)

@@ -70,10 +70,5 @@ class Throttle(GatedPolicy):
         return self.gate.waiting
 
     def execute(self, call: Call, proceed: Next) -> Outcome:
-        refusal = self.admit(call, queue=self.config.mode == "queue", queue_timeout=self.config.queue_timeout)
-        if refusal is not None:
-            return refusal
-        try:
-            return proceed(call)
-        finally:
-            self.gate.leave()
+        queue = self.config.mode == "queue"
+        return self.guarded(call, proceed, queue=queue, queue_timeout=self.config.queue_timeout)
