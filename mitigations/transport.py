@@ -26,6 +26,8 @@ import gevent
 import requests
 import requests.adapters
 import urllib3
+from geventhttpclient.client import HTTPClient
+from geventhttpclient.response import HTTPSocketPoolResponse
 
 from mitigations.core import (
     SYSTEM_CLOCK,
@@ -215,8 +217,6 @@ class FastTransport:
     """
 
     def __init__(self, config: TransportConfig, clock: Clock = SYSTEM_CLOCK) -> None:
-        from geventhttpclient.client import HTTPClient
-
         self.config = config
         self.clock = clock
         parts = urlsplit(config.base_url)
@@ -234,8 +234,6 @@ class FastTransport:
         self._base_path = parts.path.rstrip("/")
 
     def send(self, call: Call) -> Outcome:
-        from geventhttpclient.response import HTTPSocketPoolResponse
-
         now = self.clock.now()
         if Timeouts.expired(call, now):
             return Outcome(call=call, finished_at=now, error=DeadlineExceeded())
