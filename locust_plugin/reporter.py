@@ -4,7 +4,9 @@
     with its server-failure kind when it failed;
   - a call a mitigation held back: `SHED /doWork [throttle]`, with one stable exception per cause, so it
     never enters the wire rows' latency percentiles and `_failures.csv` tells "the server failed" apart
-    from "the client held back".
+    from "the client held back";
+  - a call still in flight when the test's drain ran out: `UNFINISHED /doWork`, failed with `Unfinished`,
+    its time the seconds it had been in flight (a lower bound on a latency nobody saw).
 
 Response times count from the scheduled launch, so queueing inside the client is never hidden.
 """
@@ -13,9 +15,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from mitigations.core import Outcome, PipelineEvents
+from mitigations.core import Call, HammerError, Outcome, PipelineEvents
 
 SHED_REQUEST_TYPE = "SHED"
+UNFINISHED_REQUEST_TYPE = "UNFINISHED"
+
+
+class Unfinished(HammerError):
+    """The test ended, and its drain ran out, before this call got an answer. Neither the server's
+    failure nor a mitigation's choice: a miss against the SLO with no latency to record."""
+
+    kind = "unfinished"
 
 
 def wire_row_name(outcome: Outcome) -> str:
@@ -33,6 +43,7 @@ class LocustReporter:
     def __init__(self, locust_events: Any, client_name: str) -> None:
         self._request = locust_events.request
         self.client_name = client_name
+        self.enabled = True
 
     def attach(self, events: PipelineEvents) -> None:
         events.on("wire", self.on_wire)
@@ -44,7 +55,21 @@ class LocustReporter:
     def on_shed(self, outcome: Outcome) -> None:
         self._fire(SHED_REQUEST_TYPE, shed_row_name(outcome), outcome)
 
+    def on_unfinished(self, call: Call, now: float) -> None:
+        if not self.enabled:
+            return
+        self._request.fire(
+            request_type=UNFINISHED_REQUEST_TYPE,
+            name=call.label,
+            response_time=max(0.0, (now - call.launched_at) * 1000.0),
+            response_length=0,
+            exception=Unfinished(),
+            context={"client": self.client_name, "attempt": call.attempt, "kind": Unfinished.kind},
+        )
+
     def _fire(self, request_type: str, name: str, outcome: Outcome) -> None:
+        if not self.enabled:
+            return
         self._request.fire(
             request_type=request_type,
             name=name,
