@@ -76,10 +76,11 @@ def test_the_summed_row_merges_the_workers_histograms():
         for _ in range(50):
             ledger.launch()
             ledger.finish(outcome(latency))
-        snaps.append(
-            (worker, ClientSnapshot(client="C", at=1.0, started_at=0.0, launched=50, ok=50, slo_ok=50,
-                                    latency_hdr=ledger.encoded_histogram()))  # fmt: skip
-        )
+        snapshot = ClientSnapshot(
+            client="C", at=1.0, started_at=0.0, launched=50, ok=50, slo_ok=50,
+            latency_hdr=ledger.encoded_histogram(),
+        )  # fmt: skip
+        snaps.append((worker, snapshot))
     rows = [MitigationRow.of(1.0, 1.0, worker, snap, Rates()) for worker, snap in snaps]
     total = sum_rows(rows, 1.0, 1.0)
     assert (total.ok_total, total.launched_total) == (100, 100)
@@ -90,7 +91,7 @@ def test_the_summed_row_merges_the_workers_histograms():
     assert {"skipped_total", "unfinished_total", "slo_ok_total", "p999_ms", "max_ms"} <= set(cells)
 
 
-# -- in-process Locust runs against a real server -------------------------------------------------------------
+# -- in-process Locust runs against a real server ---------------------------------------------------
 
 @pytest.fixture
 def environment():
