@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SHED_TYPE = "SHED"
+UNFINISHED_TYPE = "UNFINISHED"
 ALL_WORKERS = "all"
 _EXCEPTION_MESSAGE = re.compile(r"^\w+\('(.*)'\)$")
 _SHED_CAUSE = re.compile(r"\[([^\]]+)\]\s*$")
@@ -62,8 +63,13 @@ class StatsRow:
         return self.type == SHED_TYPE
 
     @property
+    def is_unfinished(self) -> bool:
+        """Calls still in flight when the drain ran out: logical calls with no answer, not wire attempts."""
+        return self.type == UNFINISHED_TYPE
+
+    @property
     def is_wire(self) -> bool:
-        return not self.is_aggregate and not self.is_shed
+        return not self.is_aggregate and not self.is_shed and not self.is_unfinished
 
     @property
     def shed_cause(self) -> str:

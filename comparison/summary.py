@@ -24,7 +24,7 @@ keep their order):
   - amplification: server-side requests / logical requests over the run, from PREFIX_stats.csv.
     Server-side = every wire row (`GET /doWork` and `GET /doWork [retry]`); logical = first attempts on
     the wire + calls shed before their first attempt, i.e. every SHED row except `[budget]` (a retry
-    the budget refused). A retry that an inner policy sheds (CombinedClient's breaker or throttle) is
+    the budget refused), + calls that never finished (the UNFINISHED row is not a wire row). A retry that an inner policy sheds (CombinedClient's breaker or throttle) is
     also a SHED row and counts as logical here, so with such policies this is a slight lower bound.
   - outage_amplification (outage only): the same ratio inside the outage window, from the two sides'
     counters: the server's requests_total (PREFIX_server.csv) over the client's launched_total
@@ -281,10 +281,13 @@ def rate_between(points: Sequence[tuple[float, float]], start: float, end: float
     return (last - first) / (end - start)
 
 
-def run_amplification(wire: Sequence[StatsRow], shed_rows: Sequence[StatsRow]) -> float | None:
-    """Wire attempts / logical requests over the run (see the module doc); None when nothing ran."""
+def run_amplification(
+    wire: Sequence[StatsRow], shed_rows: Sequence[StatsRow], unfinished: int = 0
+) -> float | None:
+    """Wire attempts / logical requests over the run (see the module doc); None when nothing ran.
+    Calls that never finished are logical requests with no finished attempt."""
     first = sum(row.count for row in wire if (row.type, row.name) == FIRST_ATTEMPT_ROW)
-    logical = first + sum(row.count for row in shed_rows if row.shed_cause != BUDGET_CAUSE)
+    logical = first + unfinished + sum(row.count for row in shed_rows if row.shed_cause != BUDGET_CAUSE)
     return sum(row.count for row in wire) / logical if logical else None
 
 
@@ -368,7 +371,7 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
             (row.in_flight for row in server), (row.peak_in_flight for row in server)
         ),
         recovery_s=recovery,
-        amplification=run_amplification(wire, shed_rows),
+        amplification=run_amplification(wire, shed_rows, last.unfinished_total),
         outage_amplification=outage_amplification,
         reduced_capacity_rps=plan.reduced_capacity_rps,
         goodput_reduced_rps=None if reduced is None else max(0.0, reduced),
