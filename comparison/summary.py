@@ -25,7 +25,8 @@ keep their order):
     Server-side = every wire row (`GET /doWork` and `GET /doWork [retry]`); logical = first attempts on
     the wire + calls shed before their first attempt, i.e. every SHED row except `[budget]` (a retry
     the budget refused), + calls that never finished (the UNFINISHED row is not a wire row). A retry
-    that an inner policy sheds (CombinedClient's breaker or throttle) is also a SHED row and counts as logical here, so with such policies this is a slight lower bound.
+    that an inner policy sheds (CombinedClient's breaker or throttle) is also a SHED row
+    and counts as logical here, so with such policies this is a slight lower bound.
   - outage_amplification (outage only): the same ratio inside the outage window, from the two sides'
     counters: the server's requests_total (PREFIX_server.csv) over the client's launched_total
     (PREFIX_mitigations.csv), each interpolated at the window's start and end.
