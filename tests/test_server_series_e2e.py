@@ -35,8 +35,9 @@ def test_hammer_at_2x_keeps_nine_in_ten_server_samples(start_target, tmp_path):
     stamps = [float(row["server_time"]) for row in rows]
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert all(gap > 0 for gap in gaps), "server timestamps must increase"
-    # on schedule, although the loop that serves /doWork was blocked for up to a second at a time
-    assert max(gaps) < 2 * PERIOD_S, max(gaps)
+    # on schedule (give or take the 2 shared cores), although the loop that serves /doWork was blocked
+    # for up to a second at a time: a recorder on that loop leaves gaps of a second and more
+    assert max(gaps) < 3 * PERIOD_S, max(gaps)
     seqs = [int(row["server_seq"]) for row in rows]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no record lost between fetches
     # the timestamp column is the server's time on the sampler's clock (loopback: the same clock)
