@@ -197,8 +197,8 @@ def _add_option(parser: Any, **_: Any) -> None:
         "--server-sample-ms",
         type=_sample_ms,
         default=SampleInterval().ms,
-        help="how often the master samples the target's /stats for the Target server tab and "
-        "PREFIX_server.csv: 100-10000, or 0 for never (default 250)",
+        help="how often the master reads the target's status (its status series, else /stats) for the "
+        "Target server tab and PREFIX_server.csv: 100-10000, or 0 for never (default 250)",
     )
 
 

@@ -1,7 +1,12 @@
-"""The one sampler of the target's `/stats`: what the seed's server terminal showed, as numbers over time.
+"""The one sampler of the target's status: what the seed's server terminal showed, as numbers over time.
 
 While a test runs, and only on the master (or the single local process), one greenlet asks the target
-for `/stats` every `--server-sample-ms` (250 ms by default; 0 turns sampling off). Each answer becomes
+every `--server-sample-ms` (250 ms by default; 0 turns sampling off). It first asks `/stats`; when that
+announces a `status_port` (a Hammerlab target started with `python -m target_server`), it reads the
+target's own status series from there instead (`server_series`): one record per `--log-interval-ms`
+of the target, recorded off its event loop and fetched in batches, so a melting server, which answers
+`/stats` late or never, still leaves every sample. Otherwise (gunicorn, an older target, `--status-port
+-1`) it samples `/stats` itself, one sample per answer. Each record or answer becomes
 a `ServerSample`: the gauges as they were, plus per-interval rates worked out from the server's
 monotonically increasing totals. A bounded history feeds the web UI's Target server tab; with
 `--csv PREFIX` every sample is also appended (and flushed) to `PREFIX_server.csv`, so an interrupted
@@ -10,7 +15,8 @@ run keeps what it had.
 `PREFIX_server.csv` is a contract (the comparison runner reads it instead of sampling itself). One row
 per sample, these columns in this order:
 
-  timestamp         unix seconds (3 decimals) when the answer arrived
+  timestamp         unix seconds (3 decimals): from the series, when the server recorded the sample
+                    (its clock mapped onto the sampler's); from /stats, when the answer arrived
   elapsed_s         seconds since the test started
   lag_ms            the server's event-loop lag (toobusy's measure)
   in_flight         /doWork requests inside the server
@@ -30,7 +36,12 @@ per sample, these columns in this order:
                     sampler's connection like `sockets` (so it may be one low). Empty when the
                     target's /stats has no peaks
 
-The three peak columns came last, after `faults`, so readers of the older columns are unaffected.
+  server_time       the server's own wall-clock time of the sample (unix s, 3 decimals)
+  server_seq        the record's number in the target's series (consecutive: a gap is a lost sample);
+                    empty when sampled from /stats
+
+The peak columns came after `faults`, and the two server columns after them, so readers of the older
+columns are unaffected.
 
 When the host answers `/stats` with something that is not a Hammerlab target, the sampler says so once
 and stops for that test; when the host cannot be reached it says so once and keeps trying.
@@ -50,6 +61,7 @@ import gevent
 import requests
 
 from locust_plugin.csv_log import CsvLog
+from locust_plugin.server_series import MAX_PAGES, BadSeries, SeriesCursor, series_url, status_port_of
 
 log = logging.getLogger("hammerlab")
 
@@ -71,11 +83,15 @@ SERVER_COLUMNS = (
     "peak_lag_ms",
     "peak_in_flight",
     "peak_sockets",
+    "server_time",
+    "server_seq",
 )
 RATED_TOTALS = ("completed_total", "rejected_total", "errors_total")
 REQUIRED_KEYS = ("time", "lag_ms", "in_flight", "concurrent", "sockets", "requests_total", *RATED_TOTALS)
 HISTORY_SAMPLES = 7200  # an hour at 500 ms: the UI's download, never the CSV file, is bounded by this
 FETCH_TIMEOUT_S = 3.0  # a melting server answers /stats late; a later sample is better than none
+FINAL_FETCH_TIMEOUT_S = 1.0  # at the test's stop, one last read of the series, kept short
+SERIES_FAILURES_BEFORE_ASKING_AGAIN = 3  # then ask /stats where the series is (a restarted target)
 SAMPLER_OWN_SOCKETS = 1  # the server counts the connection that asks for /stats
 
 Fetch = Callable[[str, float], tuple[int, Any]]
@@ -147,6 +163,7 @@ class ServerSample:
     peak_lag_ms: float | None = None
     peak_in_flight: int | None = None
     peak_sockets: int | None = None
+    server_seq: int | None = None
 
     def csv_row(self) -> dict[str, str]:
         return {
@@ -167,6 +184,8 @@ class ServerSample:
             "peak_lag_ms": "" if self.peak_lag_ms is None else f"{self.peak_lag_ms:.1f}",
             "peak_in_flight": _optional(self.peak_in_flight),
             "peak_sockets": _optional(self.peak_sockets),
+            "server_time": f"{self.server_time:.3f}",
+            "server_seq": _optional(self.server_seq),
         }
 
 
@@ -217,9 +236,15 @@ def interval_rate(
 
 
 def make_sample(
-    stats: Mapping[str, Any], previous: ServerSample | None, *, received_at: float, started_at: float
+    stats: Mapping[str, Any],
+    previous: ServerSample | None,
+    *,
+    received_at: float,
+    started_at: float,
+    own_sockets: int = SAMPLER_OWN_SOCKETS,
 ) -> ServerSample:
-    """A sample from one checked /stats body. Rates need a previous sample of the same test."""
+    """A sample from one checked /stats body or series record. Rates need a previous sample of the same
+    test. `own_sockets`: connections of the sampler's that the server counted (none on the status port)."""
     server_time = float(stats["time"])
     since_reset = float(stats.get("since_reset_s", 0.0))
     rates: dict[str, float | None] = dict.fromkeys(RATED_TOTALS)
@@ -240,7 +265,7 @@ def make_sample(
         lag_ms=float(stats["lag_ms"]),
         in_flight=int(stats["in_flight"]),
         concurrent=int(stats["concurrent"]),
-        sockets=max(0, int(stats["sockets"]) - SAMPLER_OWN_SOCKETS),
+        sockets=max(0, int(stats["sockets"]) - own_sockets),
         requests_total=int(stats["requests_total"]),
         completed_total=int(stats["completed_total"]),
         rejected_total=int(stats["rejected_total"]),
@@ -252,7 +277,8 @@ def make_sample(
         fault_details=tuple(describe_fault(fault) for fault in active),
         peak_lag_ms=_peak(stats, "peak_lag_ms"),
         peak_in_flight=None if peak_in_flight is None else int(peak_in_flight),
-        peak_sockets=None if peak_sockets is None else max(0, int(peak_sockets) - SAMPLER_OWN_SOCKETS),
+        peak_sockets=None if peak_sockets is None else max(0, int(peak_sockets) - own_sockets),
+        server_seq=stats["seq"] if isinstance(stats.get("seq"), int) else None,
     )
 
 
@@ -279,7 +305,8 @@ def fetch_json(url: str, timeout: float) -> tuple[int, Any]:
 
 
 class ServerSampler:
-    """Samples one target's /stats on a fixed period, between `start` and `stop`. See the module doc."""
+    """Samples one target between `start` and `stop`: its status series when it has one, else /stats on a
+    fixed period. See the module doc."""
 
     def __init__(
         self,
@@ -298,8 +325,11 @@ class ServerSampler:
         self.status = "waiting for a test to start"
         self.available = True
         self.started_at = wall()
+        self.series: SeriesCursor | None = None
         self._greenlet: gevent.Greenlet | None = None
         self._said_unreachable = False
+        self._said_missed = 0
+        self._series_failures = 0
 
     @property
     def latest(self) -> ServerSample | None:
@@ -320,7 +350,10 @@ class ServerSampler:
         self.started_at = self.wall() if started_at is None else started_at
         self.history.clear()
         self.available = True
+        self.series = None
         self._said_unreachable = False
+        self._said_missed = 0
+        self._series_failures = 0
         if self.interval.off:
             self.status = "off (--server-sample-ms 0)"
             return
@@ -334,9 +367,12 @@ class ServerSampler:
         if self._greenlet is not None:
             self._greenlet.kill(block=True)
             self._greenlet = None
+            if self.series is not None and self.available:
+                self._sample_series(FINAL_FETCH_TIMEOUT_S)  # the records since the last fetch
             if self.available:
-                self.status = (
-                    f"stopped with the test; {len(self.history)} samples of {self.base_url}/stats kept"
+                source = "/stats" if self.series is None else "its status series"
+                self.status = f"stopped with the test; {len(self.history)} samples of {self.base_url} " + (
+                    f"({source}) kept"
                 )
 
     def close(self) -> None:
@@ -357,10 +393,77 @@ class ServerSampler:
             gevent.sleep(delay)
 
     def sample_once(self) -> ServerSample | None:
-        """Ask once and record the answer. Returns the sample, or None (and says why, once)."""
+        """Ask once and record what came. Returns the newest new sample, or None (and says why, once)."""
+        if self.series is not None and self._series_failures < SERIES_FAILURES_BEFORE_ASKING_AGAIN:
+            return self._sample_series(FETCH_TIMEOUT_S)
         url = f"{self.base_url}/stats"
+        body = self._get(url)
+        if body is None:
+            return None
+        received_at = self.wall()
+        stats = self._checked(body)
+        if stats is None:
+            return None
+        port = status_port_of(stats)
+        if port is not None:  # the target keeps its own series: read that (again, after failures)
+            address = series_url(self.base_url, port)
+            if self.series is None or self.series.url != address:
+                self.series = SeriesCursor(address)
+            self._series_failures = 0
+            return self._sample_series(FETCH_TIMEOUT_S)
+        self.series = None
+        sample = make_sample(stats, self.latest, received_at=received_at, started_at=self.started_at)
+        self._record([sample])
+        self.status = f"sampling {url} every {self.interval.ms} ms"
+        return sample
+
+    def _sample_series(self, timeout: float) -> ServerSample | None:
+        """Every record since the last one taken (in pages while the target says there are more)."""
+        cursor = self.series
+        assert cursor is not None
+        newest = None
+        for _ in range(MAX_PAGES):
+            sent_at = self.wall()
+            answer = self._get(cursor.next_url(), timeout)
+            if answer is None:
+                self._series_failures += 1
+                return newest
+            received_at = self.wall()
+            body = answer[1]
+            try:
+                records = [check_stats(record) for record in cursor.take(body, sent_at, received_at)]
+            except (BadSeries, NotATarget) as error:
+                self._series_failures = SERIES_FAILURES_BEFORE_ASKING_AGAIN  # ask /stats again
+                log.warning("hammerlab: %s is not a status series (%s)", cursor.url, error)
+                return newest
+            self._series_failures = 0
+            samples = []
+            for record in records:
+                previous = samples[-1] if samples else self.latest
+                at = cursor.local_time(record)
+                samples.append(
+                    make_sample(record, previous, received_at=at, started_at=self.started_at, own_sockets=0)
+                )
+            self._record(samples)
+            newest = samples[-1] if samples else newest
+            self.status = (
+                f"reading {cursor.url} (the target's own {body.get('interval_ms', '?')} ms records) "
+                f"every {self.interval.ms} ms"
+            )
+            if not body.get("more"):
+                break
+        if cursor.missed > self._said_missed:
+            log.warning(
+                "hammerlab: %d server samples had left the target's ring before they were asked for",
+                cursor.missed - self._said_missed,
+            )
+            self._said_missed = cursor.missed
+        return newest
+
+    def _get(self, url: str, timeout: float = FETCH_TIMEOUT_S) -> tuple[int, Any] | None:
+        """(status, body), or None when the host cannot be reached (said once per test)."""
         try:
-            status, body = self.fetch(url, FETCH_TIMEOUT_S)
+            return self.fetch(url, timeout)
         except (OSError, requests.RequestException) as error:
             if not self._said_unreachable:
                 self._said_unreachable = True
@@ -371,23 +474,25 @@ class ServerSampler:
                 )
             self.status = f"cannot reach {url}; still trying"
             return None
-        received_at = self.wall()
+
+    def _checked(self, answer: tuple[int, Any]) -> Mapping[str, Any] | None:
+        """The /stats body of a Hammerlab target; otherwise says so once and stops for this test."""
+        status, body = answer
         try:
             if status != 200:
                 raise NotATarget(f"it answered HTTP {status}")
-            stats = check_stats(body)
+            return check_stats(body)
         except NotATarget as error:
             self.available = False
-            self.status = f"{self.base_url} has no Hammerlab /stats ({error}); nothing to show"
+            self.status = f"{self.base_url} is not a Hammerlab target (it has no Hammerlab /stats: {error})"
             log.warning(
                 "hammerlab: %s has no Hammerlab /stats (%s); the Target server tab stays empty for this test",
                 self.base_url,
                 error,
             )
             return None
-        sample = make_sample(stats, self.latest, received_at=received_at, started_at=self.started_at)
-        self.history.append(sample)
-        self.status = f"sampling {url} every {self.interval.ms} ms"
-        if self.csv is not None:
-            self.csv.write([sample.csv_row()])
-        return sample
+
+    def _record(self, samples: list[ServerSample]) -> None:
+        self.history.extend(samples)
+        if self.csv is not None and samples:
+            self.csv.write([sample.csv_row() for sample in samples])

@@ -97,8 +97,13 @@ def recent(history: Iterable[ServerSample], seconds: float = TREND_S) -> list[Se
     return [s for s in samples if s.timestamp >= since]
 
 
-def server_rows(history: Iterable[ServerSample], status: str) -> list[dict[str, str]]:
-    """The Target server table: live value, low, high and a sparkline of the last 30 s per metric."""
+def server_rows(
+    history: Iterable[ServerSample], status: str, is_target: bool = True
+) -> list[dict[str, str]]:
+    """The Target server table: live value, low, high and a sparkline of the last 30 s per metric.
+    A host that is not a Hammerlab target has no such numbers: one line says so, and why."""
+    if not is_target:
+        return [{"metric": "not a Hammerlab target", "now": status, "low": "", "high": "", "trend": ""}]
     window = recent(history)
     latest = window[-1] if window else None
     rows = []
@@ -288,7 +293,12 @@ def install(environment: Any, monitor: Monitor) -> None:
         if request.path == stats_path and response.status_code == 200 and response.is_json:
             data = response.get_json()
             extra = [
-                {"key": SERVER_TAB, "data": server_rows(monitor.sampler.history, monitor.sampler.status)},
+                {
+                    "key": SERVER_TAB,
+                    "data": server_rows(
+                        monitor.sampler.history, monitor.sampler.status, monitor.sampler.available
+                    ),
+                },
                 {"key": MITIGATIONS_TAB, "data": mitigation_rows(monitor.board.latest_rows())},
             ]
             data["extended_stats"] = [*data.get("extended_stats", []), *extra]

@@ -19,10 +19,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         detail = error.problem if error.option == "arguments" else str(error)
         print(f"target_server: error: {detail}", file=sys.stderr)
         return 2
-    from target_server.server import serve  # after validation: a bad flag should not pay for Flask's import
+    # after validation: a bad flag should not pay for Flask's import
+    from target_server.server import StatusPortError, serve
 
     try:
         serve(config)
+    except StatusPortError as error:
+        print(
+            f"target_server: cannot listen on {config.host}:{config.status_port} (--status-port): "
+            f"{error.strerror or error}",
+            file=sys.stderr,
+        )
+        return 1
     except OSError as error:
         print(
             f"target_server: cannot listen on {config.host}:{config.port}: {error.strerror or error}",

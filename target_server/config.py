@@ -164,6 +164,13 @@ OPTIONS: tuple[Option, ...] = (
         100_000,
     ),
     Option("backlog", int, "listen queue length; past it, new connects time out", 0, 65535),
+    Option(
+        "status_port",
+        int,
+        "port of the status series listener, GET /stats/series (0 picks a free one, -1 turns it off)",
+        -1,
+        65535,
+    ),
     Option("stats_dir", str, "shared dir for multi-worker /stats (auto under gunicorn)", nullable=True),
     Option("seed", int, "random seed for shedding and fault draws (empty: random)", 0, 2**63, nullable=True),
 )
@@ -192,6 +199,7 @@ class Config:
     quiet: bool = False
     max_sockets: int = 256
     backlog: int = 128
+    status_port: int = 0
     stats_dir: str | None = None
     seed: int | None = None
     faults: tuple[Fault, ...] = field(default=())

@@ -199,6 +199,10 @@ class FaultBook:
         self._faults = [f for f in self._faults if f.active(now)]
         return list(self._faults)
 
+    def current(self, now: float) -> list[ActiveFault]:
+        """The active faults, without pruning: safe to call from another thread (status_log)."""
+        return [f for f in list(self._faults) if f.active(now)]
+
     def decide(self, now: float) -> Verdict:
         """Draw every active fault for one request. Cheap when there are none."""
         if not self._faults:

@@ -23,8 +23,13 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from target_server.app import create_app, state_of
 from target_server.config import Config
 from target_server.state import TargetState, log_line
+from target_server.status_log import SERIES_PATH, StatusLog, start_status_log
 
 STOP_TIMEOUT_S = 1.0
+
+
+class StatusPortError(OSError):
+    """The status series listener could not bind its port (`--status-port`)."""
 
 
 class TargetHandler(WSGIHandler):
@@ -71,12 +76,24 @@ def serve(config: Config, on_ready: Callable[[TargetWSGIServer], None] | None = 
     """Serve until SIGTERM or SIGINT, then stop within about a second (hung requests are dropped)."""
     server = build_server(config)
     state = server.state
+    status: StatusLog | None = None
+    if config.status_port >= 0:
+        try:
+            status = start_status_log(state, config.host, config.status_port, config.log_interval_ms)
+        except OSError as error:
+            server.close()
+            raise StatusPortError(error.errno, error.strerror) from None
     server.start()
     state.ensure_started()
     log_line(
         f"target_server listening on http://{config.host}:{server.server_port} (pid {os.getpid()}, "
         f"max_sockets {config.max_sockets}, backlog {config.backlog})"
     )
+    if status is not None:
+        log_line(
+            f"target_server status series on http://{config.host}:{status.port}{SERIES_PATH} "
+            f"(recorded every {config.log_interval_ms:g} ms, off the event loop)"
+        )
     if on_ready is not None:
         on_ready(server)
     stopping = gevent.event.Event()
@@ -87,5 +104,7 @@ def serve(config: Config, on_ready: Callable[[TargetWSGIServer], None] | None = 
         for handler in handlers:
             handler.cancel()
         server.stop(timeout=STOP_TIMEOUT_S)
+        if status is not None:
+            status.stop()
         state.stop()
         log_line("target_server stopped")

@@ -85,6 +85,7 @@ class TargetState:
         self._effective_until: float | None = None
         self._pid: int | None = None
         self._greenlets: list[gevent.Greenlet] = []
+        self.status_port: int | None = None  # the status series listener's port (status_log), if any
 
     # -- life cycle ---------------------------------------------------------------------------------------
 
@@ -370,6 +371,7 @@ class TargetState:
                 for name, (value, until) in self.control.overrides.items()
             },
             "config": config.to_json(),
+            "status_port": self.status_port,
             "workers": {
                 "count": len(workers),
                 "mode": "gunicorn" if self.cluster is not None else "single",

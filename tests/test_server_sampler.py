@@ -112,7 +112,10 @@ def test_csv_row_follows_the_contract():
     assert row["completed_per_s"] == "80.00"
     assert row["lag_ms"] == "12.3"
     assert row["faults"] == ""
-    assert SERVER_COLUMNS[-4:] == ("faults", "peak_lag_ms", "peak_in_flight", "peak_sockets")  # appended
+    assert SERVER_COLUMNS[-6:] == (  # each group appended after the older columns
+        "faults", "peak_lag_ms", "peak_in_flight", "peak_sockets", "server_time", "server_seq"
+    )
+    assert (row["server_time"], row["server_seq"]) == ("10.250", "")  # /stats' time; no series number
     # the server's own peaks; the sampler's connection is left out of sockets, as in `sockets`
     assert (row["peak_lag_ms"], row["peak_in_flight"], row["peak_sockets"]) == ("412.1", "37", "40")
 

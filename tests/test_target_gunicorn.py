@@ -108,6 +108,7 @@ def burst(port: int, count: int, path: str) -> list[int | None]:
 def test_stats_add_up_every_worker(gunicorn):
     stats = gunicorn.wait_stats(lambda s: s["workers"]["count"] == 2)
     assert stats["workers"]["mode"] == "gunicorn" and len(stats["workers"]["pids"]) == 2
+    assert stats["status_port"] is None  # no status series under gunicorn: the sampler asks /stats
     sent = 0
     for _ in range(10):  # until the kernel has handed connections to both workers
         statuses = burst(gunicorn.port, 20, "/doWork?task_delay_ms=5&sync_work_ms=5")

@@ -41,6 +41,7 @@ STATS_KEYS = {
     "faults",
     "overrides",
     "config",
+    "status_port",
     "workers",
 }
 
@@ -141,6 +142,7 @@ def test_stats_reports_counters_and_the_effective_config(server):
     assert stats["in_flight"] == 0 and stats["concurrent"] == 0
     assert stats["config"]["sync_work_ms"] == 10.0 and stats["config"]["port"] == server.port
     assert stats["workers"]["count"] == 1 and stats["workers"]["mode"] == "single"
+    assert isinstance(stats["status_port"], int) and stats["status_port"] not in (0, server.port)
     assert stats["faulted_total"] == {"error": 0, "slow": 0, "reset": 0, "hang": 0, "outage": 0}
 
 

@@ -60,6 +60,12 @@ def test_server_rows_before_any_sample_say_so():
     assert rows["sampler"]["trend"] == "no sample yet"
 
 
+def test_a_host_that_is_not_a_target_gets_one_line_saying_so():
+    status = "http://127.0.0.1:9 is not a Hammerlab target (it has no Hammerlab /stats: it answered HTTP 404)"
+    rows = server_rows([], status, is_target=False)
+    assert rows == [{"metric": "not a Hammerlab target", "now": status, "low": "", "high": "", "trend": ""}]
+
+
 def test_mitigation_rows_show_sums_only_with_several_workers():
     board = MitigationsBoard()
     board.begin_test()
