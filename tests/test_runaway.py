@@ -42,10 +42,11 @@ def test_an_impossible_rate_still_ends_on_time_and_reports_its_skipped_slots(sta
 def test_sigint_stops_an_impossible_rate_at_once(start_target, tmp_path):
     server = start_target()
     process = locust(server.url, tmp_path, "-t", "60s")
-    time.sleep(4)
+    time.sleep(3)
     assert process.poll() is None
     process.send_signal(signal.SIGINT)
     started = time.monotonic()
-    output, _ = process.communicate(timeout=30)
-    assert time.monotonic() - started < 10, output[-2000:]
+    output, _ = process.communicate(timeout=60)
+    # a 1 s drain, then thousands of calls in flight are ended and written: seconds, not the 60 s run
+    assert time.monotonic() - started < 25, output[-2000:]
     assert (tmp_path / "run_stats.csv").stat().st_size > 0
