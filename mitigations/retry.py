@@ -284,7 +284,7 @@ class Retry(BasePolicy):
                 if asked > cfg.max_retry_after:
                     return None
                 delay = max(delay, asked)
-        remaining = call.remaining(self.clock.now())
+        remaining = call.sendable(self.clock.now())  # a retry sent later would be shed anyway
         if remaining is not None and delay >= remaining:
             return None
         return delay
