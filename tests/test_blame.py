@@ -129,7 +129,13 @@ def test_a_healthy_server_behind_one_socket_never_opens_the_breaker(backend, sta
     calls queue in the client and most of a 200 ms deadline goes by before they reach the wire. Sent
     anyway, they would fail on the wire (~33 ms left for a 50 ms answer) and open the breaker."""
     server = start_target(task_delay_ms=50, sync_work_ms=0)
-    breaker = CircuitBreaker(CircuitBreakerConfig(mode="recent-error"))  # the Locust default, the strictest
+    # The rate breaker with the Locust options' defaults (50 % of calls in 10 s, at least 20). Before the
+    # fix it opened within 3 s on both clients. (The recent-error mode opens on any single failure, so
+    # one 100 ms stall of this shared 2-core machine would open it: tests/test_clients_e2e.py checks that
+    # mode with a longer deadline.)
+    breaker = CircuitBreaker(
+        CircuitBreakerConfig(mode="rate", window_type="time", window_size=10.0, minimum_calls=20)
+    )
     config = TransportConfig(server.url, max_connections=1, timeouts=Timeouts(connect=3, read=1, total=0.2))
     transport = make_transport(backend, config, CLOCK)
     pipeline = Pipeline(
@@ -140,6 +146,7 @@ def test_a_healthy_server_behind_one_socket_never_opens_the_breaker(backend, sta
     kinds = Counter(outcome.kind for outcome in offer(pipeline, rate=30, seconds=3))
     transport.close()
     assert transitions == [] and breaker.rejected == 0, (transitions, kinds)
-    assert set(kinds) <= {"ok", "shed:deadline"}, kinds
+    assert kinds["deadline"] <= 2, kinds  # sent with >= 100 ms left for a 50 ms answer: it arrives
+    assert set(kinds) <= {"ok", "shed:deadline", "deadline"}, kinds
     # The socket is kept busy with calls that can succeed: close to its ~20/s for 3 s.
     assert kinds["ok"] >= 45 and kinds["shed:deadline"] >= 15, kinds
