@@ -300,7 +300,9 @@ class FastTransport:
                 response = HTTPSocketPoolResponse(sock, None, method=call.method.upper())
                 response_started = True  # the status line and headers are in
                 body = response.read()
-                if len(body) < (response.content_length or 0):
+                if _bodiless(call.method, response.status_code):
+                    pass
+                elif len(body) < (response.content_length or 0):
                     raise ResponseReset()  # the server closed the connection before the whole body
                 if self.config.keep_alive and not response.should_close():
                     pool.return_socket(sock)
@@ -322,6 +324,11 @@ class FastTransport:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _bodiless(method: str, status: int) -> bool:
+    """A response that has no body whatever its Content-Length says (RFC 9110 §6.4.1)."""
+    return method.upper() == "HEAD" or status in (204, 304) or 100 <= status < 200
 
 
 def make_transport(backend: HttpBackend, config: TransportConfig, clock: Clock = SYSTEM_CLOCK):

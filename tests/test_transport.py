@@ -123,3 +123,14 @@ def test_status_classes():
 def test_a_bad_host_is_refused_at_construction():
     with pytest.raises(ValueError, match="host must be an http:// or https:// URL, got 'localhost:3000'"):
         TransportConfig("localhost:3000")
+
+
+@pytest.mark.parametrize("backend", HTTP_BACKENDS)
+def test_a_head_request_with_a_content_length_and_no_body_is_ok(backend, faulty):
+    config = TransportConfig(faulty["ok"], timeouts=Timeouts(connect=2, read=2))
+    transport = make_transport(backend, config, CLOCK)
+    try:
+        outcome = transport.send(Call("HEAD", "/ping", launched_at=CLOCK.now()))
+    finally:
+        transport.close()
+    assert outcome.ok and outcome.status == 200 and outcome.length == 0, outcome
