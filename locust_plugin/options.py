@@ -69,6 +69,25 @@ def percent(text: object) -> float:
     return value
 
 
+def wire_share(text: object) -> float:
+    """A percentage of the deadline in [0, 100): 0 turns the rule off, 100 would never send."""
+    value = _number(text, float)
+    if not 0 <= value < 100:
+        raise ValueError(f"{text!r} must be a percentage from 0 up to (not including) 100")
+    return value
+
+
+def methods(text: object) -> tuple[str, ...]:
+    """HTTP methods, comma-separated (`GET,PUT`), or `*` for every method. A tuple, so the web UI keeps
+    the text (see `_argparse_type`); `("*",)` means every method."""
+    names = tuple(sorted({part.strip().upper() for part in str(text).split(",") if part.strip()}))
+    if names == ("*",):
+        return names
+    if not names or not all(name.isalpha() and name.isascii() for name in names):
+        raise ValueError(f"{text!r} is not a list of HTTP methods like GET,PUT (or * for every method)")
+    return names
+
+
 def boolean(text: object) -> bool:
     if isinstance(text, bool):
         return text
@@ -146,6 +165,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--min-calls", positive_int, "20", "rate: calls in the window before the rate counts"),
     Option("--open-ms", positive_int, "5000", "rate: how long the breaker stays open"),
     Option("--half-open-calls", positive_int, "5", "rate: probe calls allowed while half-open"),
+    Option("--half-open-max-wait-ms", millis, "5000",
+           "rate: longest time probes may hold the breaker half-open before it opens again; 0: forever"),
     Option("--slow-call-ms", millis, "0", "rate: a call slower than this counts as slow; 0 turns it off"),
     # socket pool (maxSockets)
     Option("--max-sockets", positive_int, "16", "PooledClient: most sockets open to the host at once"),
@@ -156,6 +177,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("--read-timeout-ms", positive_int, "1000", "TimeoutClient: longest wait for each read"),
     Option("--request-timeout-ms", positive_int, "2000",
            "TimeoutClient: total deadline counted from launch, socket queueing included"),
+    Option("--min-wire-share", wire_share, "50",
+           "TimeoutClient: send only with this percentage of the deadline left, else shed it; 0: off"),
+    Option("--count-429", boolean, "true",
+           "a 429 counts against the server (breaker, adaptive limit, SRE throttle); false: a plain 4xx"),
     # adaptive concurrency limit
     Option("--adaptive-algorithm", choice("gradient", "aimd"), "gradient",
            "AdaptiveClient: gradient (latency-based, Gradient2/Envoy) or aimd (loss-based)"),
@@ -178,6 +203,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--retry-base-ms", millis, "50", "RetryClient: full-jitter backoff base"),
     Option("--retry-cap-ms", millis, "2000", "RetryClient: full-jitter backoff cap"),
     Option("--retry-budget", percent, "10", "RetryClient: retries as a percentage of requests, at most"),
+    Option("--retry-methods", methods, "GET,HEAD,OPTIONS,PUT,DELETE,TRACE",
+           "RetryClient: methods that may be sent twice (connect errors: any method); * for every method"),
     # accounting: what counts as good, and how a test ends
     Option("--slo-ms", positive_number, "1000",
            "every client: a 2xx answered within this many ms of its scheduled launch is SLO goodput"),

@@ -10,7 +10,8 @@ The order is fixed and documented, outermost first:
   - the socket pool is innermost, next to the transport whose connection pool it sizes, so only calls
     about to go on the wire hold a socket;
   - the total deadline is not a layer: the pipeline stamps it on the call at entry, counted from launch,
-    and every waiting layer and the transport honour it (see `mitigations.timeout`).
+    and every waiting layer and the transport honour it (see `mitigations.timeout`). An attempt goes on
+    the wire only with at least `--min-wire-share` of it left (see `mitigations.core`).
 
 Every class has a connect timeout (`--connect-timeout-ms`, default 3 s): every real client has one, if
 only the kernel's limit on SYN retries (about 127 s on Linux, 75 s on macOS, where the seed saw
@@ -20,6 +21,7 @@ what the seed's REQUEST_TIMEOUT added: a read timeout and a total deadline count
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +77,7 @@ def breaker(read: Callable[[str], Any]) -> Policy:
             slow_call_duration=_ms(slow_ms) if slow_ms else None,
             permitted_calls_in_half_open=read("half_open_calls"),
             open_duration=_ms(read("open_ms")),
+            half_open_max_wait=_ms(read("half_open_max_wait_ms")) or None,
         )
     )
 
@@ -106,6 +109,11 @@ def sre(read: Callable[[str], Any]) -> Policy:
     return SreThrottle(SreThrottleConfig(k=read("sre_k"), window=read("sre_window_s")))
 
 
+def _retry_methods(read: Callable[[str], Any]) -> frozenset[str] | None:
+    names = read("retry_methods")
+    return None if names == ("*",) else frozenset(names)
+
+
 def retry(read: Callable[[str], Any]) -> Policy:
     return Retry(
         RetryConfig(
@@ -113,12 +121,14 @@ def retry(read: Callable[[str], Any]) -> Policy:
             base=_ms(read("retry_base_ms")),
             cap=_ms(read("retry_cap_ms")),
             budget=RetryBudgetConfig(ratio=read("retry_budget") / 100.0),
+            methods=_retry_methods(read),
         )
     )
 
 
 def naive_retry(read: Callable[[str], Any]) -> Policy:
-    return Retry(RetryConfig.naive(read("retry_attempts")))
+    naive = RetryConfig.naive(read("retry_attempts"))
+    return Retry(dataclasses.replace(naive, methods=_retry_methods(read)))
 
 
 POLICY_BUILDERS: dict[str, Callable[[Callable[[str], Any]], Policy]] = {
@@ -165,8 +175,15 @@ def build_pipeline(
             max_connections=pool.config.max_sockets if isinstance(pool, SocketPool) else None,
             keep_alive=read("keep_alive"),
             timeouts=timeouts,
+            count_429=read("count_429"),
         ),
         clock,
     )
-    pipeline = Pipeline(list(policies.values()), transport, clock=clock, total_timeout=timeouts.total)
+    pipeline = Pipeline(
+        list(policies.values()),
+        transport,
+        clock=clock,
+        total_timeout=timeouts.total,
+        min_wire_share=read("min_wire_share") / 100.0,
+    )
     return BuiltPipeline(pipeline, policies)

@@ -21,6 +21,7 @@ from mitigations.core import (
     BasePolicy,
     Call,
     CircuitOpen,
+    ClientError,
     Clock,
     ConnectionReset,
     ConnectRefused,
@@ -37,16 +38,27 @@ from mitigations.core import (
     Policy,
     QueuedPastDeadline,
     ReadTimeout,
+    ResponseReset,
     RetryBudgetExhausted,
     ServerFailure,
     ServiceUnavailable,
     Shed,
     SreThrottled,
     ThrottleRejected,
+    TooManyRequests,
     Transport,
     TransportError,
 )
-from mitigations.retry import SAFE_KINDS, FullJitter, Retry, RetryBudget, RetryBudgetConfig, RetryConfig
+from mitigations.retry import (
+    BEFORE_SEND_KINDS,
+    IDEMPOTENT_METHODS,
+    SAFE_KINDS,
+    FullJitter,
+    Retry,
+    RetryBudget,
+    RetryBudgetConfig,
+    RetryConfig,
+)
 from mitigations.socket_pool import SocketPool, SocketPoolConfig
 from mitigations.sre_throttle import SreThrottle, SreThrottleConfig
 from mitigations.throttle import Throttle, ThrottleConfig
@@ -54,6 +66,8 @@ from mitigations.timeout import Timeouts, timeout_failure
 
 __all__ = [
     "ALGORITHMS",
+    "BEFORE_SEND_KINDS",
+    "IDEMPOTENT_METHODS",
     "SAFE_KINDS",
     "SYSTEM_CLOCK",
     "AdaptiveLimit",
@@ -66,6 +80,7 @@ __all__ = [
     "CircuitBreaker",
     "CircuitBreakerConfig",
     "CircuitOpen",
+    "ClientError",
     "Clock",
     "ConnectRefused",
     "ConnectTimeout",
@@ -88,6 +103,7 @@ __all__ = [
     "Policy",
     "QueuedPastDeadline",
     "ReadTimeout",
+    "ResponseReset",
     "Retry",
     "RetryBudget",
     "RetryBudgetConfig",
@@ -105,6 +121,7 @@ __all__ = [
     "ThrottleConfig",
     "ThrottleRejected",
     "Timeouts",
+    "TooManyRequests",
     "Transition",
     "Transport",
     "TransportError",

@@ -177,10 +177,11 @@ class GatedPolicy(BasePolicy):
         """Take a slot for `call` and return None, or return its shed outcome.
 
         Without `queue`, only a free slot will do. With it, wait in line for at most `queue_timeout`
-        (None: no limit of its own) and never past the call's deadline; a call whose deadline has
-        already passed is shed at once, free slot or not, since the wire could only fail it.
+        (None: no limit of its own) and never past the last moment the call may be sent (`send_by`,
+        before its deadline); a call past that is shed at once, free slot or not, since it could only
+        fail on the wire, and the failure would be blamed on the server.
         """
-        remaining = call.remaining(self.clock.now())
+        remaining = call.sendable(self.clock.now())
         if remaining == 0:
             return self._expire(call)
         if not queue:

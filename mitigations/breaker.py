@@ -15,11 +15,15 @@ Two modes, chosen in `CircuitBreakerConfig.mode`:
     happens lazily, on the first call (or `state` read) after that.
   - `half-open`: at most `permitted_calls_in_half_open` probe calls pass; the rest are shed. When all
     probes have finished, the breaker closes if their failure and slow rates are under the thresholds,
-    and opens again otherwise.
+    and opens again otherwise. A probe that never returns cannot hold it there: after
+    `half_open_max_wait` seconds in half-open it opens again (resilience4j's
+    `maxWaitDurationInHalfOpenState`; its default 0 waits forever, this one is 5 s, `None` waits forever).
 
-What counts as a failure is `Outcome.is_server_failure`: connect errors, timeouts, resets, 5xx and 503.
-A 4xx is the client's fault and counts as a success. Calls shed by inner policies (a throttle, a socket
-wait) never reached the server, so they are not recorded; a shed half-open probe gives its slot back.
+What counts as a failure is `Outcome.is_server_failure`: connect errors, timeouts, resets, 5xx, 503 and
+429. Any other 4xx is the client's fault and counts as a success. Calls shed by inner policies (a
+throttle, a socket wait, the deadline's wire share) and calls that failed on the client's own machine
+(`client-error`) never reached the server, so they are not recorded; a shed half-open probe gives its
+slot back.
 Outcomes of calls admitted before a transition are dropped: a slow success that started while closed
 must not close a breaker that has since opened.
 
@@ -54,7 +58,8 @@ class CircuitBreakerConfig:
 
     Defaults follow resilience4j (50 % failures over the last 100 calls, at least 100 of them, 10
     half-open probes) except `open_duration`, 5 s (Polly's break) rather than 60 s, to suit a short lab
-    run. `slow_call_duration=None` turns slow-call detection off.
+    run. `slow_call_duration=None` turns slow-call detection off. `half_open_max_wait` (seconds; None:
+    forever) bounds how long probes may hold the breaker half-open before it opens again.
     """
 
     mode: BreakerMode = "rate"
@@ -67,6 +72,7 @@ class CircuitBreakerConfig:
     slow_call_rate_threshold: float = 100.0
     permitted_calls_in_half_open: int = 10
     open_duration: float = 5.0
+    half_open_max_wait: float | None = 5.0
 
     def __post_init__(self) -> None:
         owner = "CircuitBreakerConfig"
@@ -88,6 +94,7 @@ class CircuitBreakerConfig:
         check_percent(owner, "slow_call_rate_threshold", self.slow_call_rate_threshold)
         check_int(owner, "permitted_calls_in_half_open", self.permitted_calls_in_half_open, minimum=1)
         check_seconds(owner, "open_duration", self.open_duration)
+        check_seconds(owner, "half_open_max_wait", self.half_open_max_wait, allow_none=True)
 
 
 class Transition(NamedTuple):
@@ -159,6 +166,7 @@ class CircuitBreaker(BasePolicy):
         self._state = CLOSED
         self._generation = 0  # bumped on every transition; a permit from an older one is stale
         self._opened_at = 0.0
+        self._half_opened_at = 0.0
         self._open_until = 0.0  # recent-error mode: when the last error's delay ends
         self._window = _Window(config.window_type, config.window_size)
         self._probes = _Window("count", config.permitted_calls_in_half_open)
@@ -266,6 +274,11 @@ class CircuitBreaker(BasePolicy):
 
     def _refresh(self, now: float) -> None:
         """Apply the transitions that only need time to pass."""
+        if self._state == HALF_OPEN:
+            wait = self.config.half_open_max_wait
+            if wait is not None and now >= self._half_opened_at + wait:
+                self._transition(now, OPEN)  # probes that never return: the server is not back
+            return
         if self._state != OPEN:
             return
         if self.config.mode == "recent-error":
@@ -280,6 +293,7 @@ class CircuitBreaker(BasePolicy):
         if new == OPEN:
             self._opened_at = now
         if new == HALF_OPEN:
+            self._half_opened_at = now
             self._probes.clear()
             self._probes_admitted = 0
         if new == CLOSED:

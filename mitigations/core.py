@@ -1,8 +1,23 @@
 """The shared vocabulary of the mitigation pipeline: Call, Outcome, the error kinds, Policy and Pipeline.
 
 A request travels as a `Call` through a `Pipeline` of policies to a transport, and every call ends as
-exactly one `Outcome`: it was answered (`ok`), it failed on the wire (a `ServerFailure` kind), or a
-policy held it back before it reached the wire (`shed`, with a short stable cause).
+exactly one `Outcome`: it was answered (`ok`), it failed on the wire (a `ServerFailure` kind), or it
+never reached the server (`shed`, with a short stable cause: a policy held it back, or the client's own
+machine failed it, cause `client-error`).
+
+Blame lands where it belongs. One predicate, `Outcome.is_server_failure`, says whether an outcome counts
+against the server's health, and every policy that judges the server (breaker, adaptive limit, SRE
+throttle) consults it and nothing else:
+  - counted: connect errors, resets, read timeouts, 5xx, 503, 429 (an overload answer; the transport can
+    be told not to count it), and `deadline` on the wire;
+  - never counted: a 4xx other than 429, anything shed, and a local error on the client's machine
+    (`ClientError`, e.g. EMFILE "too many open files" or EADDRNOTAVAIL), which is a shed with cause
+    `client-error` because the request never reached the server.
+The deadline rule: an attempt goes on the wire only while at least `min_wire_share` (default half) of
+its total deadline is left (`Call.send_by`). Past that point it is shed with `QueuedPastDeadline` (cause
+`deadline`): the client used the deadline up (queued for a slot or a socket, or on earlier attempts),
+and the server would get too little time to answer. So a `deadline` on the wire always had at least
+half the budget on the wire, and counting it against the server is fair.
 
 Nothing here knows about Locust. Policies report what they do through `PipelineEvents`, and the Locust
 side (`locust_plugin`) listens.
@@ -76,6 +91,9 @@ class FakeClock:
 
 SYSTEM_CLOCK = MonotonicClock()
 
+# The share of a call's total deadline that an attempt must still have when it goes on the wire.
+DEFAULT_MIN_WIRE_SHARE = 0.5
+
 # -- errors: one stable exception type per cause ---------------------------------------------------------
 #
 # Locust groups failures by repr(exception), so messages carry no variable data (no timings, no ids).
@@ -93,6 +111,8 @@ class HammerError(Exception):
 class ServerFailure(HammerError):
     """The request reached for the wire and the server side failed it."""
 
+    counts_against_server: bool = True
+
 
 class ConnectTimeout(ServerFailure):
     kind = "connect-timeout"
@@ -103,7 +123,16 @@ class ConnectRefused(ServerFailure):
 
 
 class ConnectionReset(ServerFailure):
+    """The connection was cut before the response's status line arrived."""
+
     kind = "reset"
+
+
+class ResponseReset(ConnectionReset):
+    """The connection was cut (or closed early) after the status line arrived, mid-response: the server
+    probably did the work, so only an idempotent request may be sent again."""
+
+    kind = "reset-mid-response"
 
 
 class ReadTimeout(ServerFailure):
@@ -132,6 +161,19 @@ class HttpClientError(ServerFailure):
     """A 4xx. It fails the Locust request but does not count against the server's health."""
 
     kind = "4xx"
+    counts_against_server = False
+
+
+class TooManyRequests(ServerFailure):
+    """A 429: the server (or a proxy in front of it) says the client sends too much, and may say when to
+    come back (Retry-After, RFC 6585). An overload answer like 503, so by default it counts against the
+    server's health; `overload=False` makes it a plain client error that counts for nothing."""
+
+    kind = "429"
+
+    def __init__(self, message: str | None = None, *, overload: bool = True) -> None:
+        super().__init__(message)
+        self.counts_against_server = overload
 
 
 class TransportError(ServerFailure):
@@ -170,10 +212,18 @@ class RetryBudgetExhausted(Shed):
 
 
 class QueuedPastDeadline(Shed):
-    """The deadline ran out while the request waited in the client (for a queue slot or a pooled
-    socket), before it reached the wire. Not the server's fault, so no breaker counts it."""
+    """The deadline ran out, or too little of it was left to send (`Call.send_by` passed), while the
+    request was still in the client, before it reached the wire. Not the server's fault: nothing counts it."""
 
     cause = "deadline"
+
+
+class ClientError(Shed):
+    """The client's own machine failed the request before it reached the server: a local OSError while
+    creating or connecting a socket (EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS, ENOMEM). A shed, so the
+    server is never blamed and every launched request is still ok, a server failure or shed."""
+
+    cause = "client-error"
 
 
 # -- a call and its outcome -------------------------------------------------------------------------------
@@ -185,6 +235,8 @@ class Call:
 
     `launched_at` is when the launcher *scheduled* it, not when it got going, so latency includes any
     queueing (no coordinated omission). `deadline` is absolute, on the same clock; `None` means none.
+    `send_by` is the last moment an attempt may still go on the wire (see the module doc); the pipeline
+    stamps it with the deadline, and `None` means until the deadline.
     """
 
     method: str
@@ -195,6 +247,7 @@ class Call:
     attempt: int = 1
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    send_by: float | None = None
 
     @property
     def label(self) -> str:
@@ -204,6 +257,11 @@ class Call:
     def remaining(self, now: float) -> float | None:
         """Seconds left before the deadline, never negative; `None` when there is no deadline."""
         return None if self.deadline is None else max(0.0, self.deadline - now)
+
+    def sendable(self, now: float) -> float | None:
+        """Seconds left in which an attempt may still go on the wire, never negative; `None`: no limit."""
+        last = self.send_by if self.send_by is not None else self.deadline
+        return None if last is None else max(0.0, last - now)
 
 
 @dataclass(frozen=True)
@@ -253,8 +311,9 @@ class Outcome:
 
     @property
     def is_server_failure(self) -> bool:
-        """Counts against the server's health: wire failures, but not 4xx and not shed calls."""
-        return isinstance(self.error, ServerFailure) and not isinstance(self.error, HttpClientError)
+        """Counts against the server's health (the one predicate every policy consults; see the module
+        doc): wire failures, but not a 4xx other than a counted 429, and never a shed or client error."""
+        return isinstance(self.error, ServerFailure) and self.error.counts_against_server
 
 
 # -- events ---------------------------------------------------------------------------------------------
@@ -349,9 +408,15 @@ class Pipeline:
         clock: Clock = SYSTEM_CLOCK,
         events: PipelineEvents | None = None,
         total_timeout: float | None = None,
+        min_wire_share: float = DEFAULT_MIN_WIRE_SHARE,
     ) -> None:
         if total_timeout is not None and total_timeout <= 0:
             raise ValueError(f"total_timeout must be > 0 seconds or None, got {total_timeout}")
+        if isinstance(min_wire_share, bool) or not isinstance(min_wire_share, int | float):
+            raise ValueError(f"min_wire_share must be a number in [0, 1), got {min_wire_share!r}")
+        if not 0 <= min_wire_share < 1:
+            raise ValueError(f"min_wire_share must be a number in [0, 1), got {min_wire_share!r}")
+        self.min_wire_share = float(min_wire_share)
         self.policies = list(policies)
         self.transport = transport
         self.clock = clock
@@ -364,13 +429,14 @@ class Pipeline:
     def _build(self) -> Next:
         def send(call: Call) -> Outcome:
             now = self.clock.now()
-            if call.deadline is not None and now >= call.deadline:
-                # Spent in the client before reaching the wire: not the server's fault.
+            if call.sendable(now) == 0:
+                # Used up in the client before reaching the wire: not the server's fault.
                 outcome = Outcome(call=call, finished_at=now, error=QueuedPastDeadline())
                 self.events.emit("shed", outcome)
                 return outcome
             outcome = self.transport.send(call)
-            self.events.emit("wire", outcome)
+            # A local error (EMFILE, ...) never reached the server: it is shed, not a wire outcome.
+            self.events.emit("shed" if outcome.shed else "wire", outcome)
             return outcome
 
         step: Next = send
@@ -379,9 +445,12 @@ class Pipeline:
         return step
 
     def execute(self, call: Call) -> Outcome:
-        """Run one logical call through every policy. Stamps the deadline from launch time."""
+        """Run one logical call through every policy. Stamps the deadline from launch time, and the
+        last moment to send (`send_by`): at least `min_wire_share` of the deadline is kept for the wire."""
         if self.total_timeout is not None and call.deadline is None:
             call.deadline = call.launched_at + self.total_timeout
+        if call.deadline is not None and call.send_by is None:
+            call.send_by = call.deadline - self.min_wire_share * (call.deadline - call.launched_at)
         return self._entry(call)
 
 

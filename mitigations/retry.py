@@ -3,10 +3,13 @@
 Retries are the most common sustaining effect of metastable failures: the server slows, clients retry,
 the server sees more load and slows further. `Retry` keeps them safe with four rules:
 
-- retry only what may succeed and cannot duplicate work: by default connect errors (the request never
-  arrived), resets and 503 (the server says it did not do the work). Never a 4xx. Read timeouts and
-  other 5xx are off by default: the server may have processed the request, and retrying adds load
-  exactly when the server is slowest;
+- retry only what may succeed and cannot duplicate work. By kind: connect errors, resets, 503 and 429
+  by default; never a 4xx other than 429. Read timeouts and other 5xx are off by default: retrying adds
+  load exactly when the server is slowest. By method, after urllib3's `Retry.DEFAULT_ALLOWED_METHODS`:
+  only idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) are ever sent twice, because any
+  failure after the request left may come after the server did the work; a reset after the status line
+  arrived (`reset-mid-response`) almost certainly does. The one exception is a failure that provably
+  happened before the request was sent (`connect-refused`, `connect-timeout`): retried for any method;
 - wait with exponential backoff and full jitter, `U(0, min(cap, base * 2**n))` for the n-th retry
   (n from 0), and at least as long as the server's `Retry-After`;
 - stop at `max_attempts`, and never sleep or send past the call's deadline;
@@ -37,9 +40,24 @@ from mitigations.core import BasePolicy, Call, Next, Outcome, RetryBudgetExhaust
 
 # Every kind of server failure a retry could be asked for. "4xx" is deliberately absent.
 RETRYABLE_KINDS = frozenset(
-    {"connect-timeout", "connect-refused", "reset", "503", "read-timeout", "5xx", "transport", "deadline"}
+    {
+        "connect-timeout",
+        "connect-refused",
+        "reset",
+        "reset-mid-response",
+        "503",
+        "429",
+        "read-timeout",
+        "5xx",
+        "transport",
+        "deadline",
+    }
 )
-SAFE_KINDS = frozenset({"connect-timeout", "connect-refused", "reset", "503"})
+SAFE_KINDS = frozenset({"connect-timeout", "connect-refused", "reset", "reset-mid-response", "503", "429"})
+# The request never left the client: safe to send again whatever the method.
+BEFORE_SEND_KINDS = frozenset({"connect-timeout", "connect-refused"})
+# urllib3's Retry.DEFAULT_ALLOWED_METHODS: the methods RFC 9110 §9.2.2 calls idempotent.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 RETRY_AFTER_HEADER = "Retry-After"
 
@@ -164,14 +182,17 @@ class RetryBudget:
 @dataclass(frozen=True)
 class RetryConfig:
     """`max_attempts` counts the first try (the SRE book: at most 3). Backoff is full jitter with
-    `base` and `cap` in seconds. `retry_on` holds outcome kinds (see `RETRYABLE_KINDS`). A `Retry-After`
-    longer than `max_retry_after` seconds ends the retries rather than being cut short: coming back
-    earlier is what the server asked us not to do. `budget=None` means no budget."""
+    `base` and `cap` in seconds. `retry_on` holds outcome kinds (see `RETRYABLE_KINDS`). `methods` are
+    the HTTP methods that may be sent again after any of them (`None`: every method, which can duplicate
+    work); `BEFORE_SEND_KINDS` are retried for every method. A `Retry-After` longer than
+    `max_retry_after` seconds ends the retries rather than being cut short: coming back earlier is what
+    the server asked us not to do. `budget=None` means no budget."""
 
     max_attempts: int = 3
     base: float = 0.05
     cap: float = 2.0
     retry_on: frozenset[str] = SAFE_KINDS
+    methods: frozenset[str] | None = IDEMPOTENT_METHODS
     respect_retry_after: bool = True
     max_retry_after: float = 5.0
     budget: RetryBudgetConfig | None = dataclasses.field(default_factory=RetryBudgetConfig)
@@ -191,10 +212,25 @@ class RetryConfig:
                 f"{owner}.retry_on may hold only {allowed} (4xx is never retried), got {', '.join(unknown)}"
             )
         _check_number(owner, "max_retry_after", self.max_retry_after, _finite_from(0), ">= 0 seconds")
+        if self.methods is not None:
+            methods = self.methods
+            if isinstance(methods, str) or not isinstance(methods, Collection):
+                raise ValueError(f"{owner}.methods must be a set of HTTP methods or None, got {methods!r}")
+            bad = sorted(repr(m) for m in methods if not isinstance(m, str) or not m.isalpha())
+            if bad:
+                got = ", ".join(bad)
+                raise ValueError(f"{owner}.methods must hold HTTP method names like GET, got {got}")
+            object.__setattr__(self, "methods", frozenset(m.upper() for m in methods))
+
+    def may_resend(self, method: str, kind: str) -> bool:
+        """Whether a request with `method` that ended as `kind` may be sent again without risking the
+        server doing its work twice."""
+        return kind in BEFORE_SEND_KINDS or self.methods is None or method.upper() in self.methods
 
     @classmethod
     def naive(cls, attempts: int = 3) -> RetryConfig:
-        """What a naive client does: retry every server failure at once, with no budget."""
+        """What a naive client does: retry every server failure at once, with no budget. (It still sends
+        only idempotent methods twice: the lab shows the storm, not duplicated work.)"""
         return cls(
             max_attempts=attempts,
             base=0.0,
@@ -277,6 +313,8 @@ class Retry(BasePolicy):
         cfg = self.config
         if outcome.kind not in cfg.retry_on or retries_done + 1 >= cfg.max_attempts:
             return None
+        if not cfg.may_resend(call.method, outcome.kind):
+            return None
         delay = self._wait(retries_done, self.rng)
         if cfg.respect_retry_after:
             asked = parse_retry_after(outcome.header(RETRY_AFTER_HEADER), self.wall_clock())
@@ -284,7 +322,7 @@ class Retry(BasePolicy):
                 if asked > cfg.max_retry_after:
                     return None
                 delay = max(delay, asked)
-        remaining = call.remaining(self.clock.now())
+        remaining = call.sendable(self.clock.now())  # a retry sent later would be shed anyway
         if remaining is not None and delay >= remaining:
             return None
         return delay

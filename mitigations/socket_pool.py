@@ -5,8 +5,9 @@ connection and an overloaded server ended up with hundreds of sockets. Capping `
 extra requests wait inside the client for a free socket, in an unbounded FIFO queue, as Node's agent
 does. That wait is the hidden cost of pooling, so here it is made visible (`waiting`, wait times) and
 bounded by the call's deadline (`Pipeline(total_timeout=...)`, counted from launch, as the seed's
-REQUEST_TIMEOUT was): a call whose deadline runs out while it waits is shed with `QueuedPastDeadline`
-(cause `deadline`) and never reaches the wire; so is a call that arrives with its deadline already gone.
+REQUEST_TIMEOUT was): a call still waiting when too little of its deadline is left to send it (its
+`send_by`, half the deadline by default) is shed with `QueuedPastDeadline` (cause `deadline`) and never
+reaches the wire; so is a call that arrives past that point.
 
 This policy is only the admission half. The transport sizes its connection pool to `max_sockets` and
 honours `keep_alive` (see `transport.TransportConfig`), so admitted calls always find a connection.

@@ -12,9 +12,12 @@ again, `p` falls, so the client probes with a trickle instead of going silent li
 
 Counting rules:
   - a request is counted when it is attempted (so a backend that hangs raises `p` before any timeout);
-  - an accept is counted when the answer arrives: any HTTP answer other than 5xx, 4xx included (the
-    backend processed it); connect errors, resets, timeouts, 503 and other 5xx are not accepts;
-  - a call an inner policy shed never reached the backend and is not counted at all.
+  - an accept is counted when the answer arrives: any outcome that does not count against the server
+    (`Outcome.is_server_failure`), so a 4xx is an accept (the backend processed it); connect errors,
+    resets, timeouts, 503, 429 and other 5xx are not accepts;
+  - a call an inner policy shed never reached the backend and is not counted at all, nor is a call that
+    raised or was killed (the backend gave no verdict);
+  - a 429 is not an accept (an overload answer, see `Outcome.is_server_failure`).
 """
 
 from __future__ import annotations
@@ -161,7 +164,13 @@ class SreThrottle(BasePolicy):
             self.throttled += 1
             return self.shed(call, SreThrottled())
         self.passed += 1
-        outcome = proceed(call)
+        try:
+            outcome = proceed(call)
+        except BaseException:
+            # Raised or killed (GreenletExit at the end of a test): the backend gave no verdict, and a
+            # request left without an accept would raise p against a healthy backend. Take it back.
+            self._counts.remove_request(bucket, self.clock.now())
+            raise
         if outcome.shed:  # an inner policy held it back: the backend never saw it
             self._counts.remove_request(bucket, self.clock.now())
         elif not outcome.is_server_failure:

@@ -13,6 +13,9 @@ pipeline stamps `call.deadline = launched_at + total` once per logical call, and
 one absolute deadline: queueing policies stop waiting at it (shedding `QueuedPastDeadline`), and the
 transport caps connect and read by the time left (`for_call`) and arms one timer for the rest, failing
 with `DeadlineExceeded` when it fires on the wire. A deadline is stamped once, so retries share it.
+The pipeline also stamps `send_by`: an attempt goes on the wire only while `min_wire_share` (default
+half) of the deadline is left, so a call that used its deadline up in the client's queues is shed
+(`deadline`) instead of failing on the wire and being blamed on the server (see `mitigations.core`).
 """
 
 from __future__ import annotations

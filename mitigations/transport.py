@@ -5,7 +5,16 @@ Two backends, matching Locust's two user types:
   - `FastTransport` uses geventhttpclient, as `FastHttpUser` does (about 4x cheaper per request).
 
 Both are shared by every user of a client class in a process (the seed's one HTTP agent), never raise
-for a network or HTTP failure, and classify every failure into one stable `ServerFailure` kind.
+for a network or HTTP failure, and classify every failure into one stable kind:
+  - a `ServerFailure` kind when the request reached for the server and failed there;
+  - `ClientError` (a shed, cause `client-error`) when the client's own machine failed it first: a local
+    OSError such as EMFILE ("too many open files") or EADDRNOTAVAIL while creating or connecting a
+    socket. The server never saw it, so nothing blames the server for it;
+  - a reset is `reset` when the connection broke before the response's status line arrived, and
+    `reset-mid-response` after it (the server probably did the work: only idempotent requests may be
+    sent again). Both transports track the phase of the exchange to tell them apart;
+  - a 429 is `429`, an overload answer (`TransportConfig.count_429` says whether it counts against the
+    server's health; by default it does).
 
 The socket cap is not enforced here: `SocketPool` admits at most `max_sockets` calls at once and the
 transport's connection pool is sized to match, so the wait for a socket happens in a policy where it is
@@ -32,17 +41,21 @@ from geventhttpclient.response import HTTPSocketPoolResponse
 from mitigations.core import (
     SYSTEM_CLOCK,
     Call,
+    ClientError,
     Clock,
     ConnectionReset,
     ConnectRefused,
     ConnectTimeout,
     DeadlineExceeded,
+    HammerError,
     HttpClientError,
     HttpServerError,
     Outcome,
     ReadTimeout,
+    ResponseReset,
     ServerFailure,
     ServiceUnavailable,
+    TooManyRequests,
     TransportError,
 )
 from mitigations.timeout import Timeouts, timeout_failure
@@ -60,12 +73,15 @@ class TransportConfig:
 
     `timeouts.connect` and `timeouts.read` are per socket operation (None: wait forever). The call's
     own deadline (stamped by the pipeline from `timeouts.total`) caps both and the whole exchange.
+    `count_429`: a 429 answer counts against the server's health (an overload answer, like 503); False
+    makes it a plain client error, as any other 4xx.
     """
 
     base_url: str
     max_connections: int | None = None
     keep_alive: bool = False
     timeouts: Timeouts = field(default_factory=Timeouts)
+    count_429: bool = True
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -73,18 +89,23 @@ class TransportConfig:
             raise ValueError(f"host must be an http:// or https:// URL, got {self.base_url!r}")
         if self.max_connections is not None and self.max_connections < 1:
             raise ValueError(f"max_connections must be >= 1 or None, got {self.max_connections}")
+        if not isinstance(self.count_429, bool):
+            raise ValueError(f"count_429 must be true or false, got {self.count_429!r}")
 
     @property
     def pool_size(self) -> int:
         return self.max_connections or _UNCAPPED_POOL_SIZE
 
 
-def classify_status(status: int) -> ServerFailure | None:
-    """HTTP status to failure: 2xx and 3xx are fine, 4xx fail the call but not the server."""
+def classify_status(status: int, *, count_429: bool = True) -> ServerFailure | None:
+    """HTTP status to failure: 2xx and 3xx are fine; 429 and 5xx count against the server (429 only
+    with `count_429`); any other 4xx fails the call but not the server."""
     if status == 503:
         return ServiceUnavailable()
     if status >= 500:
         return HttpServerError(str(status))
+    if status == 429:
+        return TooManyRequests(overload=count_429)
     if status >= 400:
         return HttpClientError(str(status))
     return None
@@ -117,9 +138,26 @@ _RESETS = (
 _READ_TIMEOUTS = (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)
 
 
-def classify_exception(exc: BaseException) -> ServerFailure:
-    """Any network-level exception from either backend to one stable failure kind."""
+# Local resources the client's own machine ran out of while creating or connecting a socket.
+CLIENT_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.EADDRNOTAVAIL, errno.EADDRINUSE, errno.ENOBUFS, errno.ENOMEM}
+)
+
+
+def classify_exception(exc: BaseException, *, response_started: bool = False) -> HammerError:
+    """Any network-level exception from either backend to one stable kind. `response_started`: the
+    status line had arrived when it was raised, so a reset is `reset-mid-response`."""
     causes = list(_causes(exc))
+    # The client's own machine first: urllib3 wraps EMFILE in NewConnectionError, a ConnectTimeoutError.
+    if any(isinstance(c, OSError) and c.errno in CLIENT_ERRNOS for c in causes):
+        return ClientError()
+    error = _classify_network(causes, type(exc).__name__)
+    if response_started and isinstance(error, ConnectionReset | TransportError):
+        return ResponseReset()  # cut or closed early mid-body: the server probably did the work
+    return error
+
+
+def _classify_network(causes: list[BaseException], name: str) -> ServerFailure:
     # Refused first: urllib3's NewConnectionError is a subclass of its ConnectTimeoutError.
     if any(isinstance(c, ConnectionRefusedError) for c in causes):
         return ConnectRefused()
@@ -133,12 +171,15 @@ def classify_exception(exc: BaseException) -> ServerFailure:
         return ConnectionReset()
     if any("connection closed" in str(c).lower() or "disconnected" in str(c).lower() for c in causes):
         return ConnectionReset()
-    return TransportError(type(exc).__name__)
+    return TransportError(name)
 
 
-def failure_outcome(call: Call, exc: BaseException, now: float) -> Outcome:
+def failure_outcome(call: Call, exc: BaseException, now: float, *, response_started: bool = False) -> Outcome:
     """The outcome of a send that raised. A timeout that the deadline capped is named `deadline`."""
-    error = exc if isinstance(exc, ServerFailure) else classify_exception(exc)
+    if isinstance(exc, HammerError):
+        error: HammerError = exc
+    else:
+        error = classify_exception(exc, response_started=response_started)
     if isinstance(error, ConnectTimeout | ReadTimeout):
         error = timeout_failure(call, now, "connect" if isinstance(error, ConnectTimeout) else "read")
     return Outcome(call=call, finished_at=now, error=error)
@@ -178,8 +219,11 @@ class RequestsTransport:
             return Outcome(call=call, finished_at=now, error=DeadlineExceeded())
         remaining = call.remaining(now)
         timeout = self.config.timeouts.for_call(call, now)
+        response = None
         try:
             with gevent.Timeout(remaining, DeadlineExceeded()):
+                # stream=True returns once the status line and headers are in, so a failure while the
+                # body is read is known to be mid-response.
                 response = self.session.request(
                     call.method,
                     self._base + call.path,
@@ -187,21 +231,21 @@ class RequestsTransport:
                     data=call.body,
                     timeout=timeout,
                     allow_redirects=False,
+                    stream=True,
                 )
-        except (
-            DeadlineExceeded,
-            requests.exceptions.RequestException,
-            OSError,
-            urllib3.exceptions.HTTPError,
-        ) as exc:
-            return failure_outcome(call, exc, self.clock.now())
+                body = response.content
+        except _REQUESTS_FAILURES as exc:
+            return failure_outcome(call, exc, self.clock.now(), response_started=response is not None)
+        finally:
+            if response is not None:
+                response.close()
         return Outcome(
             call=call,
             finished_at=self.clock.now(),
             status=response.status_code,
-            error=classify_status(response.status_code),
+            error=classify_status(response.status_code, count_429=self.config.count_429),
             headers=dict(response.headers),
-            length=len(response.content),
+            length=len(body),
         )
 
     def close(self) -> None:
@@ -244,21 +288,27 @@ class FastTransport:
             call.method.upper(), path, body=call.body or b"", headers=dict(call.headers)
         )
         sock = None
+        response_started = False
         try:
             with gevent.Timeout(remaining, DeadlineExceeded()):
                 try:
                     sock = pool.get_socket()
                 except TimeoutError as exc:
                     raise ConnectTimeout() from exc
-                sock.sendall(request.encode("latin-1"))
+                sock.sendall(request.encode("latin-1") + (call.body or b""))
                 # pool=None: this transport, not the response, decides whether the socket is reused.
                 response = HTTPSocketPoolResponse(sock, None, method=call.method.upper())
+                response_started = True  # the status line and headers are in
                 body = response.read()
+                if _bodiless(call.method, response.status_code):
+                    pass
+                elif len(body) < (response.content_length or 0):
+                    raise ResponseReset()  # the server closed the connection before the whole body
                 if self.config.keep_alive and not response.should_close():
                     pool.return_socket(sock)
                     sock = None
         except Exception as exc:
-            return failure_outcome(call, exc, self.clock.now())
+            return failure_outcome(call, exc, self.clock.now(), response_started=response_started)
         finally:
             if sock is not None:
                 pool.release_socket(sock)
@@ -267,13 +317,18 @@ class FastTransport:
             call=call,
             finished_at=self.clock.now(),
             status=status,
-            error=classify_status(status),
+            error=classify_status(status, count_429=self.config.count_429),
             headers=dict(response.headers),
             length=len(body),
         )
 
     def close(self) -> None:
         self._client.close()
+
+
+def _bodiless(method: str, status: int) -> bool:
+    """A response that has no body whatever its Content-Length says (RFC 9110 §6.4.1)."""
+    return method.upper() == "HEAD" or status in (204, 304) or 100 <= status < 200
 
 
 def make_transport(backend: HttpBackend, config: TransportConfig, clock: Clock = SYSTEM_CLOCK):

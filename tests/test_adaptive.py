@@ -22,6 +22,7 @@ from mitigations.adaptive import (
 from mitigations.core import (
     AdaptiveLimitRejected,
     Call,
+    ClientError,
     FakeClock,
     HttpClientError,
     Outcome,
@@ -30,6 +31,7 @@ from mitigations.core import (
     ReadTimeout,
     ServiceUnavailable,
     ThrottleRejected,
+    TooManyRequests,
 )
 from tests.policy_kit import HeldCalls, SteppedClock, make_call, run
 
@@ -235,7 +237,7 @@ def test_gradient_remeasures_min_rtt_after_the_probe_interval():
 
 def test_gradient_settles_near_capacity_in_a_model_of_a_saturated_server():
     """A server that does 10 ms of serial work per call: RTT = 10 ms x concurrency (at least 30 ms).
-    The limit must fall from 50, then hold where the server is busy but the queue is short."""
+    The limit must fall from 50, then hold at the update's fixed point: busy, with a short queue."""
     config = GradientConfig(initial_limit=50, min_limit=1, probe_jitter=0.0)
     gradient = Gradient(config, rng=random.Random(1))
     limit, t, trace = 50.0, 0.0, []
@@ -247,7 +249,9 @@ def test_gradient_settles_near_capacity_in_a_model_of_a_saturated_server():
         if not gradient.probing:  # a min-RTT probe pins the limit to 3 on purpose
             trace.append(limit)
     settled = trace[3000:]
-    assert min(settled) >= 3 and max(settled) <= 15, (min(settled), max(settled))
+    # The fixed point: L = L * rtt_tolerance * 0.03 / (0.01 * int(L)) + sqrt(L), about 7.8. Doubling the
+    # tolerance moves it to about 13; dropping the sqrt(L) headroom, to about 4.5.
+    assert min(settled) >= 7.0 and max(settled) <= 9.0, (min(settled), max(settled))
 
 
 # -- the policy -------------------------------------------------------------------------------------------
@@ -301,8 +305,10 @@ def test_server_failures_are_drops_and_4xx_and_inner_sheds_are_not():
     policy.execute(make_call(clock), answering(clock, None, ReadTimeout()))
     policy.execute(make_call(clock), answering(clock, 404, HttpClientError("404")))
     policy.execute(make_call(clock), answering(clock, None, ThrottleRejected()))
-    assert [s.dropped for s in algorithm.samples] == [True, True, False]
-    assert policy.samples == 3 and policy.drops == 2 and policy.in_flight == 0
+    policy.execute(make_call(clock), answering(clock, 429, TooManyRequests()))
+    policy.execute(make_call(clock), answering(clock, None, ClientError()))
+    assert [s.dropped for s in algorithm.samples] == [True, True, False, True]  # a 429 is overload
+    assert policy.samples == 4 and policy.drops == 3 and policy.in_flight == 0
 
 
 @pytest.mark.parametrize("value", ["", "fast", "nan", "-3", "inf"])

@@ -36,7 +36,8 @@ def test_adaptive_limit_drops_under_overload_and_grows_back_when_capacity_return
 
     outcomes = offer(pipeline, rate=120, seconds=4)
     squeezed = limit.limit
-    assert squeezed < 30, "under ~2.5x overload the limit must come down from where it started"
+    # ~6 in flight carry the capacity; from 30 the smoothed gradient gets to 14-16 in 4 s here.
+    assert squeezed <= 20, f"under ~2.5x overload the limit must come well down from 30, got {squeezed}"
     assert sum(o.kind == "shed:adaptive" for o in outcomes) > 50
     assert not any(o.is_server_failure for o in outcomes[-100:]), "overload is shed at the client"
 
@@ -56,8 +57,9 @@ def test_the_budget_caps_retries_where_naive_retries_storm(start_target, tmp_pat
     safe = run_locust("RetryClient", server.url, 4, "--launch-rate", "50", tmp_path=tmp_path)
     first, retries = safe.count("GET", "/doWork"), safe.count("GET", "/doWork [retry]")
     assert first > 100
-    # 10 % of requests, plus the budget's small starting balance.
-    assert retries <= 0.10 * first + 12, (first, retries)
+    # The budget starts empty and every call fails, so every 0.1 token deposited is spent: retries are
+    # 10 % of requests, give or take the calls and retries still in flight when the run ended.
+    assert 0.10 * first - 3 <= retries <= 0.10 * first + 1, (first, retries)
     assert safe.count("SHED", "/doWork [budget]") > 0, "denied retries are visible"
 
     naive = run_locust("NaiveRetryClient", server.url, 4, "--launch-rate", "50", tmp_path=tmp_path)

@@ -10,6 +10,7 @@ from mitigations import (
     CircuitBreaker,
     CircuitBreakerConfig,
     CircuitOpen,
+    ClientError,
     ConnectTimeout,
     HttpClientError,
     HttpServerError,
@@ -18,6 +19,7 @@ from mitigations import (
     ReadTimeout,
     ServiceUnavailable,
     ThrottleRejected,
+    TooManyRequests,
 )
 from mitigations.core import Outcome
 from tests.policy_kit import HeldCalls, SteppedClock, answer, make_call, run
@@ -58,6 +60,8 @@ def rate(clock, **settings):
         ({"failure_rate_threshold": 101}, "failure_rate_threshold"),
         ({"window_type": "sliding"}, "window_type"),
         ({"window_type": "count", "window_size": 2.5}, "window_size"),
+        ({"half_open_max_wait": 0}, "half_open_max_wait"),
+        ({"half_open_max_wait": float("inf")}, "half_open_max_wait"),
         ({"window_type": "time", "window_size": -1}, "window_size"),
         ({"minimum_calls": 0}, "minimum_calls"),
         ({"window_size": 10, "minimum_calls": 11}, "minimum_calls"),
@@ -119,7 +123,10 @@ def test_recent_error_delay_counts_from_the_last_error():
         (ServiceUnavailable(), True),
         (HttpServerError("500"), True),
         (HttpClientError("404"), False),
+        (TooManyRequests(), True),
+        (TooManyRequests(overload=False), False),
         (ThrottleRejected(), False),
+        (ClientError(), False),
         (None, False),
     ],
 )
@@ -320,3 +327,35 @@ def test_no_lock_is_held_across_the_call_in_real_time():
     gevent.joinall(greenlets, timeout=5)
     assert all(g.value.ok for g in greenlets) and breaker.window.calls == 20
     assert time.monotonic() - started < 0.5  # pybreaker would serialise them: 20 x 0.05 = 1.0 s
+
+
+# -- a half-open probe is bounded ----------------------------------------------------------------------------
+
+
+def test_a_probe_that_never_returns_cannot_hold_the_breaker_half_open_forever():
+    clock = SteppedClock()
+    breaker, seen = rate(clock, permitted_calls_in_half_open=1, half_open_max_wait=3.0)
+    trip(breaker, clock)
+    clock.advance(5.0)
+    hung = HeldCalls(clock)
+    stuck = run(breaker, make_call(clock, "/stuck"), hung)  # the one probe; it never comes back
+    assert breaker.state == "half-open" and hung.inside == 1
+    clock.advance(2.9)
+    assert call_with(breaker, clock).kind == "shed:circuit-open" and breaker.state == "half-open"
+    clock.advance(0.1)
+    assert breaker.state == "open" and seen[-1] == ("half-open", "open")
+    clock.advance(5.0)  # a full open_duration again, then a fresh probe is let through
+    assert call_with(breaker, clock).ok and breaker.state == "closed"
+    hung.release(1, error=FAIL)  # the old probe's late failure belongs to a past state: ignored
+    assert stuck.value.kind == "503" and breaker.state == "closed"
+
+
+def test_the_half_open_wait_defaults_to_five_seconds_and_none_waits_forever():
+    assert CircuitBreakerConfig().half_open_max_wait == 5.0
+    clock = SteppedClock()
+    breaker, _ = rate(clock, permitted_calls_in_half_open=1, half_open_max_wait=None)
+    trip(breaker, clock)
+    clock.advance(5.0)
+    run(breaker, make_call(clock), HeldCalls(clock))
+    clock.advance(3600.0)
+    assert breaker.state == "half-open"

@@ -26,6 +26,11 @@ LOCUST = str(Path(sys.executable).with_name("locust"))
         ("breaker_window", "100", ("count", 100.0)),
         ("failure_rate_threshold", "50", 50.0),
         ("slow_call_ms", "0", 0),
+        ("retry_methods", "get, put,GET", ("GET", "PUT")),
+        ("retry_methods", "*", ("*",)),
+        ("min_wire_share", "0", 0.0),
+        ("count_429", "false", False),
+        ("half_open_max_wait_ms", "0", 0),
     ],
 )
 def test_good_values_parse(dest, raw, expected):
@@ -43,6 +48,10 @@ def test_good_values_parse(dest, raw, expected):
         ("breaker_window", "10m", "use seconds like 10s or a call count like 100"),
         ("failure_rate_threshold", "150", "must be a percentage in (0, 100]"),
         ("http_client", "curl", "is not one of requests, fast"),
+        ("retry_methods", "GET,PO ST", "--retry-methods: 'GET,PO ST' is not a list of HTTP methods"),
+        ("retry_methods", ",", "is not a list of HTTP methods"),
+        ("min_wire_share", "100", "--min-wire-share: '100' must be a percentage from 0 up to"),
+        ("min_wire_share", "-1", "must be a percentage from 0 up to"),
     ],
 )
 def test_bad_values_name_the_option_and_what_is_allowed(dest, raw, fragment):
@@ -81,3 +90,25 @@ def test_locust_refuses_a_bad_value_with_one_line_and_exit_2(args, message):
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_blame_and_retry_options_reach_the_pipeline():
+    from locust_plugin.pipelines import build_pipeline
+    from mitigations.core import SYSTEM_CLOCK
+
+    parsed = SimpleNamespace(
+        retry_methods="GET,POST", min_wire_share="25", count_429="false", half_open_max_wait_ms="1500",
+        breaker_mode="rate",
+    )
+    built = build_pipeline(("retry", "breaker", "timeout"), parsed, "http://127.0.0.1:9", SYSTEM_CLOCK)
+    assert built.policies["retry"].config.methods == {"GET", "POST"}
+    assert built.policies["breaker"].config.half_open_max_wait == 1.5
+    assert built.pipeline.min_wire_share == 0.25 and built.pipeline.transport.config.count_429 is False
+    host = "http://127.0.0.1:9"
+    defaults = build_pipeline(("naive-retry", "breaker"), None, host, SYSTEM_CLOCK)
+    idempotent = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
+    assert defaults.policies["naive-retry"].config.methods == idempotent
+    assert defaults.policies["breaker"].config.half_open_max_wait == 5.0
+    assert defaults.pipeline.min_wire_share == 0.5 and defaults.pipeline.transport.config.count_429 is True
+    anything = build_pipeline(("retry",), SimpleNamespace(retry_methods="*"), host, SYSTEM_CLOCK)
+    assert anything.policies["retry"].config.methods is None

@@ -21,10 +21,14 @@ from mitigations.core import (
     Outcome,
     PipelineEvents,
     ReadTimeout,
+    ResponseReset,
     RetryBudgetExhausted,
     ServiceUnavailable,
+    TooManyRequests,
 )
 from mitigations.retry import (
+    BEFORE_SEND_KINDS,
+    IDEMPOTENT_METHODS,
     RETRYABLE_KINDS,
     SAFE_KINDS,
     FullJitter,
@@ -80,6 +84,9 @@ def bound(config: RetryConfig | None = None, seed: int = 1):
         (lambda: RetryConfig(retry_on={"4xx"}), "retry_on"),
         (lambda: RetryConfig(retry_on="503"), "retry_on"),
         (lambda: RetryConfig(max_retry_after=float("nan")), "max_retry_after"),
+        (lambda: RetryConfig(methods="GET"), "methods"),
+        (lambda: RetryConfig(methods={"GET", "G E T"}), "methods"),
+        (lambda: RetryConfig(methods={"GET", 7}), "methods"),
         (lambda: RetryBudgetConfig(ratio=1.5), "ratio"),
         (lambda: RetryBudgetConfig(min_retries_per_second=-1), "min_retries_per_second"),
         (lambda: RetryBudgetConfig(max_balance=0.5), "max_balance"),
@@ -92,11 +99,19 @@ def test_bad_config_fails_at_construction_with_one_line_naming_the_value(make, w
 
 
 def test_defaults_retry_only_safe_kinds_and_naive_retries_every_server_failure():
-    assert RetryConfig().retry_on == {"connect-timeout", "connect-refused", "reset", "503"} == SAFE_KINDS
+    safe = {"connect-timeout", "connect-refused", "reset", "reset-mid-response", "503", "429"}
+    assert RetryConfig().retry_on == safe == SAFE_KINDS
     naive = RetryConfig.naive(4)
     assert naive.max_attempts == 4 and naive.budget is None and naive.retry_on == RETRYABLE_KINDS
     assert naive.wait(5, random.Random(1)) == 0.0 and not naive.respect_retry_after
     assert "4xx" not in RETRYABLE_KINDS
+
+
+def test_only_idempotent_methods_are_resent_as_urllib3_allows():
+    assert RetryConfig().methods == IDEMPOTENT_METHODS == {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
+    assert RetryConfig.naive().methods == IDEMPOTENT_METHODS  # the storm, not duplicated work
+    assert {"connect-refused", "connect-timeout"} == BEFORE_SEND_KINDS
+    assert RetryConfig(methods={"get", "post"}).methods == {"GET", "POST"}
 
 
 # -- full jitter ---------------------------------------------------------------------------------------------
@@ -156,10 +171,18 @@ def test_retry_after_parses_seconds_and_http_dates_and_rejects_garbage(value, ex
 # -- the policy ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "error", [ConnectTimeout(), ConnectRefused(), ConnectionReset(), ServiceUnavailable()], ids=str
-)
-def test_safe_failures_are_retried_until_success_with_labelled_attempts(error):
+SAFE_FAILURES = [
+    ConnectTimeout(),
+    ConnectRefused(),
+    ConnectionReset(),
+    ResponseReset(),
+    ServiceUnavailable(),
+    TooManyRequests(),
+]
+
+
+@pytest.mark.parametrize("error", SAFE_FAILURES, ids=str)
+def test_safe_failures_of_a_get_are_retried_until_success_with_labelled_attempts(error):
     policy, clock, events = bound()
     retries: list[tuple[Call, float]] = []
     events.on("retry", lambda call, delay: retries.append((call, delay)))
@@ -171,7 +194,42 @@ def test_safe_failures_are_retried_until_success_with_labelled_attempts(error):
     assert (policy.logical_calls, policy.attempts, policy.retries) == (1, 2, 1)
 
 
-@pytest.mark.parametrize("status", [400, 404, 429])
+def post(clock: FakeClock) -> Call:
+    return Call("POST", "/orders", launched_at=clock.now(), body=b"{}")
+
+
+@pytest.mark.parametrize("error", SAFE_FAILURES, ids=str)
+@pytest.mark.parametrize("config", [RetryConfig(budget=None), RetryConfig.naive(5)], ids=["safe", "naive"])
+def test_a_post_is_resent_only_when_it_provably_never_left_the_client(error, config):
+    policy, clock, _ = bound(config)
+    far = Script(clock, fails(error), OK)
+    outcome = policy.execute(post(clock), far)
+    if error.kind in ("connect-refused", "connect-timeout"):  # refused or no SYN-ACK: nothing was sent
+        assert outcome.ok and len(far.calls) == 2
+    else:  # a reset, even before the status line, or an answer: the server may have done the work
+        assert outcome.kind == error.kind and len(far.calls) == 1 and policy.retries == 0
+
+
+@pytest.mark.parametrize(
+    ("methods", "resent"), [(frozenset({"GET", "POST"}), True), (None, True), (frozenset({"PUT"}), False)]
+)
+def test_which_methods_may_be_resent_is_configurable(methods, resent):
+    policy, clock, _ = bound(RetryConfig(methods=methods, budget=None))
+    far = Script(clock, fails(ResponseReset()), OK)
+    assert policy.execute(post(clock), far).ok is resent and len(far.calls) == (2 if resent else 1)
+
+
+def test_a_429_is_retried_no_sooner_than_its_retry_after():
+    policy, clock, events = bound()
+    delays: list[float] = []
+    events.on("retry", lambda call, delay: delays.append(delay))
+    far = Script(clock, fails(TooManyRequests(), 429, **{"Retry-After": "1"}), OK)
+    start = clock.now()
+    assert policy.execute(make_call(clock), far).ok and len(far.calls) == 2
+    assert delays == [1.0] and clock.now() - start == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("status", [400, 404, 409])
 def test_a_4xx_is_never_retried_even_with_retry_after(status):
     policy, clock, _ = bound(RetryConfig.naive(5))
     far = Script(clock, fails(HttpClientError(str(status)), status, **{"Retry-After": "1"}))

@@ -3,6 +3,7 @@ rejections counting as requests, and the sliding window forgetting old buckets. 
 
 import random
 
+import gevent
 import pytest
 
 from mitigations.core import (
@@ -16,9 +17,10 @@ from mitigations.core import (
     ReadTimeout,
     ServiceUnavailable,
     SreThrottled,
+    TooManyRequests,
 )
 from mitigations.sre_throttle import SlidingCounts, SreThrottle, SreThrottleConfig
-from tests.policy_kit import answer, make_call
+from tests.policy_kit import HeldCalls, answer, make_call, run
 
 
 class NeverReject(random.Random):
@@ -96,6 +98,31 @@ def test_4xx_is_an_accept_and_server_failures_are_not():
     for error in (ServiceUnavailable(), HttpServerError("500"), ReadTimeout(), ConnectRefused()):
         send(throttle, clock, 1, None, error)
     assert throttle.requests == 5 and throttle.accepts == 1
+
+
+def test_a_call_that_raises_or_is_killed_is_taken_back_so_a_healthy_backend_is_never_throttled():
+    throttle, clock, _ = bound()
+    wire = HeldCalls(clock)
+    held = [run(throttle, make_call(clock), wire) for _ in range(10)]
+    assert throttle.requests == 10 and wire.inside == 10
+    gevent.killall(held)  # the test stopped mid-call: no verdict from the backend
+    assert wire.inside == 0 and throttle.requests == 0 and throttle.probability == 0.0
+
+    def explode(call):
+        raise RuntimeError("transport bug")
+
+    with pytest.raises(RuntimeError):
+        throttle.execute(make_call(clock), explode)
+    assert throttle.requests == 0 and throttle.accepts == 0
+    send(throttle, clock, 5, 200, None)
+    assert throttle.requests == throttle.accepts == 5 and throttle.probability == 0.0
+
+
+def test_a_429_is_not_an_accept_unless_the_transport_was_told_so():
+    throttle, clock, _ = bound()
+    send(throttle, clock, 2, 429, TooManyRequests())
+    send(throttle, clock, 1, 429, TooManyRequests(overload=False))
+    assert throttle.requests == 3 and throttle.accepts == 1
 
 
 def test_a_call_an_inner_policy_shed_is_not_counted():

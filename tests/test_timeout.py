@@ -59,7 +59,8 @@ def test_total_goes_to_the_pipeline_which_counts_it_from_launch():
             seen.append(timeouts.for_call(call, clock.now()))
             return Outcome(call=call, finished_at=clock.now(), status=200)
 
-    pipeline = Pipeline([], Recorder(), clock=clock, total_timeout=timeouts.total)
+    # min_wire_share=0: send with any time left (the share rule is tested in test_blame.py).
+    pipeline = Pipeline([], Recorder(), clock=clock, total_timeout=timeouts.total, min_wire_share=0.0)
     call = Call("GET", "/", launched_at=clock.now() - 2.5)  # 2.5 s already spent queued before sending
     pipeline.execute(call)
     assert call.deadline == pytest.approx(100.5) and seen == [(pytest.approx(0.5), pytest.approx(0.5))]
