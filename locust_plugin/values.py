@@ -70,7 +70,7 @@ def number(low: float, high: float, unit: str = "") -> Callable[[object], float]
         return value
 
     parse.__name__ = "number"
-    parse.allowed = allowed  # type: ignore[attr-defined]
+    parse.allowed, parse.low, parse.high = allowed, low, high  # type: ignore[attr-defined]
     return parse
 
 
@@ -87,7 +87,8 @@ def whole(low: int, high: int, unit: str = "", zero: str | None = None) -> Calla
         return value
 
     parse.__name__ = "whole"
-    parse.allowed = allowed  # type: ignore[attr-defined]
+    parse.allowed, parse.low, parse.high = allowed, low, high  # type: ignore[attr-defined]
+    parse.zero = zero  # type: ignore[attr-defined]
     return parse
 
 
