@@ -327,3 +327,15 @@ def test_real_comparison_processes_refuse_at_once_with_one_line(tmp_path):
 def test_the_suite_has_at_least_100_generated_cases():
     assert len(PLUGIN_CASES) + len(COMPARISON_CASES) >= 100
     assert Path(__file__).name == "test_bad_input_client.py"
+
+
+def test_docs_limits_states_every_range():
+    limits = (ROOT / "docs" / "limits.md").read_text()
+    missing = [
+        option.flag
+        for option in OPTIONS
+        if f"| `{option.flag}` | {option.allowed or ''}" not in limits
+    ]
+    assert not missing
+    assert "| `--server-sample-ms` | 100 to 10,000 ms, or 0 = never |" in limits
+    assert "(docs/limits.md)" in (ROOT / "README.md").read_text()
