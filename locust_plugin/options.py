@@ -145,7 +145,7 @@ def add_arguments(parser: Any) -> None:
             option.flag,
             type=_argparse_type(option),
             default=_argparse_type(option)(option.default),
-            help=option.full_help,
+            help=option.full_help.replace("%", "%%"),  # argparse formats help with %
             include_in_web_ui=True,
         )
 
