@@ -38,7 +38,7 @@ LOOSE = [
     "--keep-alive",
     "true",
     "--max-concurrent",
-    "100000",
+    "10000",  # the top of its range (docs/limits.md)
     "--max-sockets",
     "1000",
     "--breaker-mode",
@@ -46,7 +46,7 @@ LOOSE = [
     "--failure-rate-threshold",
     "100",
     "--min-calls",
-    "1000000",
+    "100000",  # the top of its range; with a 100 % threshold the breaker never opens anyway
     "--breaker-window",
     "60s",
     "--connect-timeout-ms",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from comparison.config import (
     ConfigError,
     RunConfig,
 )
+from comparison.inputs import results_dir_problem
 
 PROG = "python -m comparison"
 
@@ -42,14 +44,22 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+# Plain ASCII only: float() would also take '3_0', full-width digits, 'nan' and 'inf'.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _number(option: str, whole: bool = False) -> Callable[[str], float]:
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if whole and (not math.isfinite(value) or not value.is_integer()):
-            raise argparse.ArgumentTypeError(f"{text!r} must be a whole number of seconds")
+        shown = repr(text) if len(text) <= 40 else repr(text[:38]) + "…"
+        if len(text) > 40 or not _DECIMAL.fullmatch(text.strip(" ")):
+            raise argparse.ArgumentTypeError(
+                f"{shown} is not a number (plain digits like 12.5; no _, nan or inf)"
+            )
+        value = float(text)
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{shown} is too large")
+        if whole and not value.is_integer():
+            raise argparse.ArgumentTypeError(f"{shown} must be a whole number of seconds")
         return value
 
     parse.__name__ = option
@@ -160,7 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = " (options for Locust go after --)" if "unrecognized arguments" in str(error) else ""
         print(f"{PROG}: error: {error}{hint}", file=sys.stderr)
         return 2
+    problem = results_dir_problem(config.results_dir)
+    if problem:
+        print(f"{PROG}: error: --results-dir: {str(config.results_dir)!r} {problem}", file=sys.stderr)
+        return 2
     from comparison.runner import RunFailed, run  # after validation: a bad option answers at once
+    from comparison.signals import Interrupted
 
     try:
         outcome = run(config, argv=[PROG, *argv])
@@ -170,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunFailed as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2 if error.usage else 1
+    except KeyboardInterrupt as interrupt:  # before the run folder existed, or a second Ctrl-C
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return interrupt.exit_code if isinstance(interrupt, Interrupted) else 130
     return outcome.exit_code
 
 

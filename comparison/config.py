@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from comparison.inputs import host_problem, path_problem, paths_given, reserved_options
+
 SCENARIOS: dict[str, str] = {
     "healthy": "0.8 x C, the seed's healthy pair",
     "cliff": "2 x C, the seed's falling over (100/s -> 200/s)",
@@ -58,18 +60,6 @@ SETTLE_S = 3.0
 CAPACITY_MARGIN_S = 6.0
 MIN_CAPACITY_DURATION_S = CAPACITY_CHANGE_S + 2 * CAPACITY_MARGIN_S
 
-# Options the runner sets itself for every Locust process; passing them through would break the plan.
-RESERVED_LOCUST_OPTIONS = frozenset(
-    {
-        "-u", "--users", "-r", "--spawn-rate", "-t", "--run-time", "--csv", "--csv-full-history",
-        "--html", "-H", "--host", "-f", "--locustfile", "--headless", "--autostart", "--autoquit",
-        "--launch-rate", "--processes", "--master", "--worker", "--class-picker", "-l", "--list",
-        "--exit-code-on-error", "--config", "--web-host", "--web-port", "-V", "--version", "-h", "--help",
-        "--slo-ms", "--drain-s", "--stop-timeout", "-s",
-    }
-)  # fmt: skip
-
-
 class ConfigError(ValueError):
     """A bad option: the message is the one line the user sees."""
 
@@ -104,7 +94,7 @@ class RunConfig:
         if duplicates:
             raise ConfigError("--clients", f"{duplicates[0]} is named twice")
         for name in self.clients:
-            if not name.isidentifier():
+            if not (name.isascii() and name.isidentifier()):
                 raise ConfigError("--clients", f"{name!r} is not a class name")
         _check_range("--duration", self.duration_s, MIN_DURATION_S, MAX_DURATION_S, "seconds")
         if self.scenario == "outage" and self.duration_s < MIN_OUTAGE_DURATION_S:
@@ -134,17 +124,21 @@ class RunConfig:
             _check_range("--launch-rate", self.launch_rate, 1, MAX_RATE, "requests/s")
         if self.rate_multiplier is not None and self.launch_rate is not None:
             raise ConfigError("--launch-rate", "give either --launch-rate or --rate-multiplier, not both")
-        if self.host is not None and not self.host.startswith(("http://", "https://")):
-            raise ConfigError("--host", f"{self.host!r} must be an http:// or https:// URL")
+        if self.host is not None and (problem := host_problem(self.host)):
+            raise ConfigError("--host", f"{_shown(self.host)} {problem}")
         _check_range("--probe-seconds", self.probe_s, 1, 30, "seconds")
         _check_range("--slo-ms", self.slo_ms, 1, MAX_SLO_MS, "milliseconds")
         _check_range("--drain-s", self.drain_s, 0, MAX_DRAIN_S, "seconds")
-        for token in self.passthrough:
-            name = token.split("=", 1)[0]
-            if name in RESERVED_LOCUST_OPTIONS:
-                raise ConfigError(
-                    name, "is set by the runner for every class; use the runner's own options instead"
-                )
+        reserved = reserved_options(self.passthrough)
+        if reserved:
+            named = ", ".join(t if t == o else f"{t!r} ({o})" for t, o in reserved)
+            raise ConfigError(
+                "after --",
+                f"{named}: set by the runner for every class; use the runner's own options instead",
+            )
+        for value in paths_given(self.passthrough):
+            if problem := path_problem(value):
+                raise ConfigError("--path", f"{_shown(value)} {problem}")
 
 
 def _check_range(option: str, value: float, low: float, high: float, unit: str) -> None:
@@ -155,6 +149,11 @@ def _check_range(option: str, value: float, low: float, high: float, unit: str) 
 
 def _num(value: float) -> str:
     return f"{value:g}"
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 2] + "…'"
 
 
 @dataclass(frozen=True)

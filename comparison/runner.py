@@ -48,10 +48,11 @@ class RunFailed(RuntimeError):
         self.usage = usage
 
 
-def available_clients() -> list[str]:
-    """The user classes Locust itself finds in locustfiles/ (`locust --list`), in its order."""
+def available_clients(passthrough: tuple[str, ...] = ()) -> list[str]:
+    """The user classes Locust itself finds in locustfiles/ (`locust --list`), in its order. The
+    options after `--` go along, so Locust's own parser checks every value before anything starts."""
     result = subprocess.run(
-        [str(LOCUST), "-f", "locustfiles", "--list"],
+        [str(LOCUST), "-f", "locustfiles", "--list", *passthrough],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -60,12 +61,14 @@ def available_clients() -> list[str]:
     )
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        if result.returncode == 2 and passthrough:
+            raise RunFailed(f"after --: {last.removeprefix('locust: error: ')}", usage=True)
         raise RunFailed(f"locust --list failed: {last}")
     return [line.strip() for line in result.stdout.splitlines()[1:] if line.startswith(" ")]
 
 
 def check_clients(config: RunConfig) -> None:
-    known = available_clients()
+    known = available_clients(config.passthrough)
     for name in config.clients:
         if name not in known:
             raise ConfigError(
@@ -128,7 +131,10 @@ def run_dir_for(config: RunConfig) -> Path:
     while path.exists():
         n += 1
         path = base.with_name(f"{base.name}-{n}")
-    path.mkdir(parents=True)
+    try:
+        path.mkdir(parents=True)
+    except OSError as error:  # checked at parse time; the disk may still fill or a folder vanish
+        raise RunFailed(f"--results-dir: cannot create {path} ({error.strerror})", usage=True) from None
     return path
 
 
@@ -160,6 +166,7 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
         except TargetError as error:
             raise RunFailed(str(error), usage=True) from None
     run_dir = run_dir_for(config)
+    point_latest(run_dir)  # from the start, so an interrupt at any point leaves latest on this run
     record = RunRecord(
         scenario=config.scenario,
         clients=list(config.clients),
@@ -213,9 +220,10 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
                 f"that finished in {run_dir}",
             )
         if plan is None or not results:
+            if exit_code:
+                _write_empty_summary(run_dir, record, plan)
             return RunOutcome(run_dir, [], exit_code or 1, None)
         summaries, report = _write_outputs(run_dir, plan, results, record)
-        point_latest(run_dir)
     say(out, "")
     say(out, terminal_table(summaries))
     for summary in summaries:
@@ -384,6 +392,17 @@ def describe_run(record: RunRecord) -> str:
         f"cores, {machine['cpu']}, {machine['system']}, Python {machine['python']}, Locust "
         f"{machine['locust']}. Target: {record.target}. Command: `{record.command}`."
     )
+
+
+def _write_empty_summary(run_dir: Path, record: RunRecord, plan: LoadPlan | None) -> None:
+    """summary.md and summary.csv for a run interrupted before any class finished: they say so."""
+    stage = "while measuring the capacity" if plan is None else "in the first class"
+    record.notes.append(f"Interrupted {stage}: no class finished, so there is nothing to compare.")
+    write_csv([], run_dir / "summary.csv")
+    title = f"Hammerlab comparison: {record.scenario}, interrupted before any class finished"
+    intro = describe_run(record) if record.capacity else f"Command: `{record.command}`."
+    write_markdown(run_dir / "summary.md", title, intro, [], [], record.notes)
+    record.save(run_dir / "run.json")
 
 
 def _write_outputs(

@@ -24,7 +24,14 @@ log = logging.getLogger("hammerlab")
 
 
 def check_settings(environment: Any) -> str | None:
-    """Build every selected client's pipeline once, without sending anything. Returns the error line."""
+    """Check every option's range, then build every selected client's pipeline once, without sending
+    anything. Returns the error line. Runs at start-up and again at every test start, because the web
+    UI may have changed the values in between."""
+    for option in options.OPTIONS:
+        try:
+            options.read(environment.parsed_options, option.dest)
+        except ValueError as exc:
+            return str(exc)
     for user_class in environment.user_classes or ():
         mitigations = getattr(user_class, "mitigations", None)
         if mitigations is None:

@@ -11,7 +11,7 @@ def main() -> None:
     width = max(len(option.flag) for option in OPTIONS)
     print("Hammerlab client options (give them to locust, put them in locust.conf, or edit them in the UI):")
     for option in OPTIONS:
-        print(f"  {option.flag:<{width}}  {option.help} (default {option.default})")
+        print(f"  {option.flag:<{width}}  {option.full_help}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 One table (`OPTIONS`) is the single source: it registers the options with Locust's parser, documents
 them, and re-validates values at test start (the web UI can change them after start-up). Each option
-has a parser that turns text into a value or raises `ValueError` with one readable line.
+has a strict parser (`values`) that turns text into a value inside the option's documented range
+(docs/limits.md) or raises `ValueError` with one readable line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from locust_plugin.values import boolean, choice, number, path, whole, window
 from mitigations.transport import HTTP_BACKENDS
 
 
@@ -19,62 +21,7 @@ class OptionError(ValueError):
     """A bad option value; its message is the one line a user sees."""
 
 
-# -- value parsers: text in, value out, or one clear line ----------------------------------------------------
-
-
-def _number(text: object, kind: type) -> Any:
-    try:
-        return kind(str(text).strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not a {'whole number' if kind is int else 'number'}") from None
-
-
-def positive_number(text: object) -> float:
-    value = _number(text, float)
-    if not value > 0:
-        raise ValueError(f"{text!r} must be greater than 0")
-    return value
-
-
-def non_negative_number(text: object) -> float:
-    value = _number(text, float)
-    if not value >= 0:
-        raise ValueError(f"{text!r} must be 0 or more")
-    return value
-
-
-def positive_int(text: object) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise ValueError(f"{text!r} must be 1 or more")
-    return value
-
-
-def non_negative_int(text: object) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise ValueError(f"{text!r} must be 0 or more")
-    return value
-
-
-def millis(text: object) -> int:
-    """Milliseconds, 0 or more. 0 usually means 'off', as in the seed."""
-    return non_negative_int(text)
-
-
-def percent(text: object) -> float:
-    value = _number(text, float)
-    if not 0 < value <= 100:
-        raise ValueError(f"{text!r} must be a percentage in (0, 100]")
-    return value
-
-
-def wire_share(text: object) -> float:
-    """A percentage of the deadline in [0, 100): 0 turns the rule off, 100 would never send."""
-    value = _number(text, float)
-    if not 0 <= value < 100:
-        raise ValueError(f"{text!r} must be a percentage from 0 up to (not including) 100")
-    return value
+# -- value parsers this module adds to `values`
 
 
 def methods(text: object) -> tuple[str, ...]:
@@ -86,45 +33,6 @@ def methods(text: object) -> tuple[str, ...]:
     if not names or not all(name.isalpha() and name.isascii() for name in names):
         raise ValueError(f"{text!r} is not a list of HTTP methods like GET,PUT (or * for every method)")
     return names
-
-
-def boolean(text: object) -> bool:
-    if isinstance(text, bool):
-        return text
-    lowered = str(text).strip().lower()
-    if lowered in ("true", "yes", "on", "1"):
-        return True
-    if lowered in ("false", "no", "off", "0"):
-        return False
-    raise ValueError(f"{text!r} is not true or false")
-
-
-def choice(*allowed: str) -> Callable[[object], str]:
-    def parse(text: object) -> str:
-        value = str(text).strip()
-        if value not in allowed:
-            raise ValueError(f"{text!r} is not one of {', '.join(allowed)}")
-        return value
-
-    parse.__name__ = "choice"
-    return parse
-
-
-def window(text: object) -> tuple[str, float]:
-    """A breaker window: `10s` is the last 10 seconds, `100` is the last 100 calls."""
-    raw = str(text).strip().lower()
-    try:
-        if raw.endswith("s"):
-            seconds = float(raw[:-1])
-            if seconds > 0:
-                return ("time", seconds)
-        else:
-            calls = int(raw)
-            if calls > 0:
-                return ("count", float(calls))
-    except ValueError:
-        pass
-    raise ValueError(f"{text!r} is not a window: use seconds like 10s or a call count like 100")
 
 
 # -- the table --------------------------------------------------------------------------------------------
@@ -141,43 +49,68 @@ class Option:
     def dest(self) -> str:
         return self.flag.lstrip("-").replace("-", "_")
 
+    @property
+    def allowed(self) -> str:
+        """The documented range, e.g. '1 to 10,000 ms' (empty for words and true/false)."""
+        return getattr(self.parse, "allowed", "")
+
+    @property
+    def full_help(self) -> str:
+        allowed = f"{self.allowed}; " if self.allowed else ""
+        return f"{self.help} ({allowed}default {self.default})"
+
+
+MAX_LAUNCH_RATE = 100_000.0  # per user; what one process sustains is far lower (see docs/limits.md)
+MIN_LAUNCH_RATE = 0.01
+MAX_WAIT_MS = 600_000  # ten minutes: the longest timeout, pause or cap any option takes
+MAX_SLOTS = 10_000  # concurrency caps, socket caps and limiter bounds
+MAX_COUNT = 100_000  # queue sizes and call counts
+
+ms = "ms"
+percent = number(0.01, 100.0, "%")
+slots = whole(1, MAX_SLOTS)
 
 OPTIONS: tuple[Option, ...] = (
     # the launcher
-    Option("--launch-rate", positive_number, "100", "requests launched per second by each user (seed: 100)"),
+    Option("--launch-rate", number(MIN_LAUNCH_RATE, MAX_LAUNCH_RATE, "requests/s per user"), "100",
+           "requests launched per second by each user (seed: 100)"),
     Option("--arrival", choice("open", "closed"), "open",
            "open: launch on schedule whatever happens (the seed); closed: wait for each response"),
-    Option("--path", str, "/doWork", "path each request asks for"),
+    Option("--path", path, "/doWork", "path each request asks for (starts with /; never a host)"),
     Option("--http-client", choice(*HTTP_BACKENDS), "fast",
            "fast: geventhttpclient (as FastHttpUser); requests: requests/urllib3 (as HttpUser)"),
     # throttle (MAX_CONCURRENT)
-    Option("--max-concurrent", positive_int, "16", "ThrottledClient: most requests in flight at once"),
+    Option("--max-concurrent", slots, "16", "ThrottledClient: most requests in flight at once"),
     Option("--throttle-mode", choice("cancel", "queue"), "cancel",
            "cancel: drop over the cap at once (the seed); queue: wait in a bounded queue"),
-    Option("--queue-size", positive_int, "64", "queue mode: most requests waiting for a slot"),
-    Option("--queue-timeout-ms", positive_int, "1000", "queue mode: longest wait for a slot before shedding"),
+    Option("--queue-size", whole(1, MAX_COUNT), "64", "queue mode: most requests waiting for a slot"),
+    Option("--queue-timeout-ms", whole(1, MAX_WAIT_MS, ms), "1000",
+           "queue mode: longest wait for a slot before shedding"),
     # circuit breaker
     Option("--breaker-mode", choice("recent-error", "rate"), "recent-error",
            "recent-error: pause after any error (the seed); rate: closed/open/half-open on failure rate"),
-    Option("--recent-error-delay-ms", positive_int, "2000", "recent-error: pause after the last error"),
+    Option("--recent-error-delay-ms", whole(1, MAX_WAIT_MS, ms), "2000",
+           "recent-error: pause after the last error"),
     Option("--failure-rate-threshold", percent, "50", "rate: failure percentage that opens the breaker"),
     Option("--breaker-window", window, "10s", "rate: sliding window, seconds (10s) or calls (100)"),
-    Option("--min-calls", positive_int, "20", "rate: calls in the window before the rate counts"),
-    Option("--open-ms", positive_int, "5000", "rate: how long the breaker stays open"),
-    Option("--half-open-calls", positive_int, "5", "rate: probe calls allowed while half-open"),
-    Option("--half-open-max-wait-ms", millis, "5000",
+    Option("--min-calls", whole(1, MAX_COUNT), "20", "rate: calls in the window before the rate counts"),
+    Option("--open-ms", whole(1, MAX_WAIT_MS, ms), "5000", "rate: how long the breaker stays open"),
+    Option("--half-open-calls", slots, "5", "rate: probe calls allowed while half-open"),
+    Option("--half-open-max-wait-ms", whole(1, MAX_WAIT_MS, ms, zero="forever"), "5000",
            "rate: longest time probes may hold the breaker half-open before it opens again; 0: forever"),
-    Option("--slow-call-ms", millis, "0", "rate: a call slower than this counts as slow; 0 turns it off"),
+    Option("--slow-call-ms", whole(1, MAX_WAIT_MS, ms, zero="off"), "0",
+           "rate: a call slower than this counts as slow; 0 turns it off"),
     # socket pool (maxSockets)
-    Option("--max-sockets", positive_int, "16", "PooledClient: most sockets open to the host at once"),
+    Option("--max-sockets", slots, "16", "PooledClient: most sockets open to the host at once"),
     Option("--keep-alive", boolean, "false", "reuse sockets between requests (the seed did not)"),
     # timeouts (REQUEST_TIMEOUT)
-    Option("--connect-timeout-ms", positive_int, "3000",
+    Option("--connect-timeout-ms", whole(1, MAX_WAIT_MS, ms), "3000",
            "every client: longest wait to connect (stands in for the kernel's SYN-retry limit)"),
-    Option("--read-timeout-ms", positive_int, "1000", "TimeoutClient: longest wait for each read"),
-    Option("--request-timeout-ms", positive_int, "2000",
+    Option("--read-timeout-ms", whole(1, MAX_WAIT_MS, ms), "1000",
+           "TimeoutClient: longest wait for each read"),
+    Option("--request-timeout-ms", whole(1, MAX_WAIT_MS, ms), "2000",
            "TimeoutClient: total deadline counted from launch, socket queueing included"),
-    Option("--min-wire-share", wire_share, "50",
+    Option("--min-wire-share", number(1.0, 99.0, "% of the deadline", zero="off"), "50",
            "TimeoutClient: send only with this percentage of the deadline left, else shed it; 0: off"),
     Option("--count-429", boolean, "true",
            "a 429 counts against the server (breaker, adaptive limit, SRE throttle); false: a plain 4xx"),
@@ -186,34 +119,36 @@ OPTIONS: tuple[Option, ...] = (
            "AdaptiveClient: gradient (latency-based, Gradient2/Envoy) or aimd (loss-based)"),
     Option("--adaptive-mode", choice("cancel", "queue"), "cancel",
            "AdaptiveClient: over the limit, shed at once or queue briefly"),
-    Option("--adaptive-queue-timeout-ms", positive_int, "50", "AdaptiveClient queue mode: longest wait"),
-    Option("--adaptive-initial-limit", positive_int, "10", "AdaptiveClient: starting limit"),
-    Option("--adaptive-min-limit", positive_int, "3", "AdaptiveClient: lowest limit"),
-    Option("--adaptive-max-limit", positive_int, "200", "AdaptiveClient: highest limit"),
-    Option("--lag-threshold-ms", millis, "70",
+    Option("--adaptive-queue-timeout-ms", whole(1, MAX_WAIT_MS, ms), "50",
+           "AdaptiveClient queue mode: longest wait"),
+    Option("--adaptive-initial-limit", slots, "10", "AdaptiveClient: starting limit"),
+    Option("--adaptive-min-limit", slots, "3", "AdaptiveClient: lowest limit"),
+    Option("--adaptive-max-limit", slots, "200", "AdaptiveClient: highest limit"),
+    Option("--lag-threshold-ms", whole(1, MAX_WAIT_MS, ms, zero="ignore the header"), "70",
            "AdaptiveClient: server X-Server-Lag-Ms above this is congestion; 0 ignores the header"),
     # client-side adaptive throttling (SRE book)
-    Option("--sre-k", positive_number, "2",
+    Option("--sre-k", number(1.0, 100.0), "2",
            "SreThrottleClient: K in max(0, (requests - K*accepts)/(requests+1))"),
-    Option("--sre-window-s", positive_number, "120",
+    Option("--sre-window-s", number(1.0, 3600.0, "s"), "120",
            "SreThrottleClient: sliding window of requests and accepts"),
     # retries
-    Option("--retry-attempts", positive_int, "3",
+    Option("--retry-attempts", whole(1, 100), "3",
            "RetryClient: most attempts per request, the first included"),
-    Option("--retry-base-ms", millis, "50", "RetryClient: full-jitter backoff base"),
-    Option("--retry-cap-ms", millis, "2000", "RetryClient: full-jitter backoff cap"),
+    Option("--retry-base-ms", whole(0, MAX_WAIT_MS, ms), "50",
+           "RetryClient: full-jitter backoff base (0: retry at once)"),
+    Option("--retry-cap-ms", whole(0, MAX_WAIT_MS, ms), "2000", "RetryClient: full-jitter backoff cap"),
     Option("--retry-budget", percent, "10", "RetryClient: retries as a percentage of requests, at most"),
     Option("--retry-methods", methods, "GET,HEAD,OPTIONS,PUT,DELETE,TRACE",
            "RetryClient: methods that may be sent twice (connect errors: any method); * for every method"),
     # accounting: what counts as good, and how a test ends
-    Option("--slo-ms", positive_number, "1000",
+    Option("--slo-ms", number(1.0, MAX_WAIT_MS, ms), "1000",
            "every client: a 2xx answered within this many ms of its scheduled launch is SLO goodput"),
-    Option("--drain-s", non_negative_number, "10",
+    Option("--drain-s", number(0.1, 120.0, "s", zero="no drain"), "10",
            "every client: at the end of a test, wait this long for requests in flight before counting "
            "them unfinished (Locust's --stop-timeout wins when set)"),
 )
 
-_BY_DEST = {option.dest: option for option in OPTIONS}
+BY_DEST = {option.dest: option for option in OPTIONS}
 
 
 def _argparse_type(option: Option) -> Callable[[str], Any]:
@@ -238,14 +173,14 @@ def add_arguments(parser: Any) -> None:
             option.flag,
             type=_argparse_type(option),
             default=_argparse_type(option)(option.default),
-            help=f"{option.help} (default {option.default})",
+            help=option.full_help.replace("%", "%%"),  # argparse formats help with %
             include_in_web_ui=True,
         )
 
 
 def read(parsed_options: Any | None, dest: str) -> Any:
     """One option's value, re-validated: the web UI may have replaced it with raw text."""
-    option = _BY_DEST[dest]
+    option = BY_DEST[dest]
     raw = getattr(parsed_options, dest, None) if parsed_options is not None else None
     if raw is None:
         raw = option.default

@@ -62,6 +62,7 @@ import requests
 
 from locust_plugin.csv_log import CsvLog
 from locust_plugin.server_series import MAX_PAGES, BadSeries, SeriesCursor, series_url, status_port_of
+from locust_plugin.values import parse_whole
 
 log = logging.getLogger("hammerlab")
 
@@ -130,10 +131,10 @@ class SampleInterval:
     @classmethod
     def parse(cls, text: object) -> SampleInterval:
         try:
-            value = int(str(text).strip())
+            value = parse_whole(text)  # plain ASCII digits: no 3_000, no full-width digits
         except ValueError:
             raise ValueError(
-                f"--server-sample-ms must be a whole number of milliseconds, got {text!r}"
+                f"--server-sample-ms must be a whole number of milliseconds in plain digits, got {text!r}"
             ) from None
         return cls(value)
 

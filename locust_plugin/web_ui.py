@@ -6,6 +6,10 @@ gives each its columns, and the rows arrive with every `/stats/requests` poll (e
 the fault buttons, which are not, come from a small script (`static/hammerlab.js`) added to Locust's
 index page: it shows a control above the Target server table and posts to `/hammerlab/faults` here,
 which forwards to the target's loopback-only `/admin/faults`, and only when the target is on loopback.
+
+Every `/hammerlab/*` route answers loopback clients on a loopback Host only, and no cross-site request
+(`web_guard`). A start from the web form is checked against the options' ranges before Locust stores
+the values (`options_problem`), so an edited value is refused with one line instead of a runaway test.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 import requests
 from flask import Blueprint, Response, jsonify, make_response, request
 
+from locust_plugin import options
 from locust_plugin.client_stats import ALL_WORKERS, MITIGATION_COLUMNS, MitigationRow, join_counts
 from locust_plugin.csv_log import render
 from locust_plugin.ledger import SKIP_WARN_SHARE
-from locust_plugin.server_sampler import SERVER_COLUMNS, ServerSample
+from locust_plugin.server_sampler import SERVER_COLUMNS, SampleInterval, ServerSample
 from locust_plugin.target import loopback_problem, target_host
+from locust_plugin.web_guard import csrf_problem, refusal
 
 if TYPE_CHECKING:
     from locust_plugin.monitoring import Monitor
@@ -229,6 +235,20 @@ def forward_fault(host: str, method: str, body: Any) -> tuple[dict[str, Any], in
     return data, answer.status_code
 
 
+def options_problem(form: Any) -> str | None:
+    """The first Hammerlab option in a /swarm form that is out of range, as one line."""
+    for key, value in form.items():
+        option = options.BY_DEST.get(key)
+        try:
+            if option is not None:
+                option.parse(value)
+            elif key == "server_sample_ms":
+                SampleInterval.parse(value)
+        except ValueError as error:
+            return f"{option.flag}: {error}" if option is not None else str(error)
+    return None
+
+
 def install(environment: Any, monitor: Monitor) -> None:
     """Add the tabs, their routes and the fault control to `environment.web_ui`."""
     web_ui = environment.web_ui
@@ -253,6 +273,14 @@ def install(environment: Any, monitor: Monitor) -> None:
         static_folder=str(STATIC),
         static_url_path="/static",
     )
+
+    @blueprint.before_request
+    def _loopback_only() -> tuple[Response, int] | None:
+        refused = refusal(request.method, request.remote_addr, request.headers)
+        if refused is None:
+            return None
+        status, line = refused
+        return jsonify(error=line), status
 
     @blueprint.get("/server.csv")
     def server_csv() -> Response:
@@ -280,6 +308,18 @@ def install(environment: Any, monitor: Monitor) -> None:
 
     app = web_ui.app
     app.register_blueprint(blueprint)
+    swarm_path = f"{base}/swarm"
+
+    @app.before_request
+    def _refuse_cross_site_and_bad_options() -> tuple[Response, int] | None:
+        problem = csrf_problem(request.method, request.headers)
+        if problem:
+            return jsonify(success=False, message=problem, error=problem), 403
+        if request.method == "POST" and request.path == swarm_path:
+            problem = options_problem(request.form)
+            if problem:
+                return jsonify(success=False, message=problem, host=environment.host), 400
+        return None
     stats_path = f"{base}/stats/requests"
     index_paths = {f"{base}/", base or "/"}
     script = (

@@ -319,6 +319,7 @@ def test_sigint_mid_run_stops_every_process_and_keeps_finished_classes(tmp_path)
     assert int(second.group(1)) in pids and int(second.group(2)) in pids
     assert not [pid for pid in pids if alive(pid)]
     run_dir = next(results.glob("cliff-*"))
+    assert (results / "latest").resolve() == run_dir.resolve()
     leftovers = [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and str(run_dir) in _cmdline(p)]
     assert leftovers == []
     # the finished class's files are whole

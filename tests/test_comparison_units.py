@@ -93,8 +93,8 @@ def test_everything_after_double_dash_goes_to_locust():
         (["--capacity", "0"], "--capacity: must be from 1 to 5000"),
         (["--launch-rate", "10", "--rate-multiplier", "2"], "either --launch-rate or --rate-multiplier"),
         (["--host", "localhost:3000"], "--host: 'localhost:3000' must be an http:// or https:// URL"),
-        (["--", "-u", "10"], "-u: is set by the runner"),
-        (["--", "--run-time=5s"], "--run-time: is set by the runner"),
+        (["--", "-u", "10"], "after --: -u: set by the runner"),
+        (["--", "--run-time=5s"], "after --: '--run-time=5s' (--run-time): set by the runner"),
     ],
 )
 def test_bad_options_are_one_line_naming_the_option(argv, fragment):

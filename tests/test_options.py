@@ -40,18 +40,18 @@ def test_good_values_parse(dest, raw, expected):
 @pytest.mark.parametrize(
     ("dest", "raw", "fragment"),
     [
-        ("launch_rate", "0", "--launch-rate: '0' must be greater than 0"),
+        ("launch_rate", "0", "--launch-rate: '0' must be from 0.01 to 100,000 requests/s per user"),
         ("launch_rate", "fast", "--launch-rate: 'fast' is not a number"),
-        ("max_concurrent", "-3", "--max-concurrent: '-3' must be 1 or more"),
+        ("max_concurrent", "-3", "--max-concurrent: '-3' must be from 1 to 10,000"),
         ("throttle_mode", "drop", "--throttle-mode: 'drop' is not one of cancel, queue"),
         ("keep_alive", "maybe", "--keep-alive: 'maybe' is not true or false"),
-        ("breaker_window", "10m", "use seconds like 10s or a call count like 100"),
-        ("failure_rate_threshold", "150", "must be a percentage in (0, 100]"),
+        ("breaker_window", "10m", "use seconds from 0.1s to 3,600s, or a call count from 1 to 100,000"),
+        ("failure_rate_threshold", "150", "must be from 0.01 to 100 %"),
         ("http_client", "curl", "is not one of requests, fast"),
         ("retry_methods", "GET,PO ST", "--retry-methods: 'GET,PO ST' is not a list of HTTP methods"),
         ("retry_methods", ",", "is not a list of HTTP methods"),
-        ("min_wire_share", "100", "--min-wire-share: '100' must be a percentage from 0 up to"),
-        ("min_wire_share", "-1", "must be a percentage from 0 up to"),
+        ("min_wire_share", "100", "--min-wire-share: '100' must be from 1 to 99 % of the deadline"),
+        ("min_wire_share", "-1", "must be from 1 to 99 % of the deadline, or 0 = off"),
     ],
 )
 def test_bad_values_name_the_option_and_what_is_allowed(dest, raw, fragment):
@@ -80,7 +80,7 @@ def run_locust(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--max-concurrent", "0", "ThrottledClient"], "argument --max-concurrent: '0' must be 1 or more"),
+        (["--max-concurrent", "0", "ThrottledClient"], "--max-concurrent: '0' must be from 1 to 10,000"),
         (["--throttle-mode", "drop", "ThrottledClient"], "'drop' is not one of cancel, queue"),
         (["--host", "localhost:3000", "BreakerClient"], "host must be an http:// or https:// URL"),
     ],

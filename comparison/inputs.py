@@ -1,0 +1,131 @@
+"""Checks on what the user typed that go beyond one number: the options after `--`, `--host`, the
+results folder. Each returns or raises one readable line; none of them starts anything.
+
+The options after `--` go to every Locust process, after the ones the runner sets itself. Locust's
+argparse takes the last value and accepts any unambiguous abbreviation (`--run-tim 1s`) and glued short
+forms (`-u5`, `-H<url>`), so a passthrough could silently replace the plan (issue 10, finding 8). Every
+spelling that could reach a reserved option is refused, which also refuses the ambiguous abbreviations
+Locust would reject anyway (`--h`). tests/test_bad_input_client.py checks this against Locust's parser.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+# Long options the runner sets for every Locust process, or that would change what the process is.
+RESERVED_LONG = frozenset(
+    {
+        "--users", "--spawn-rate", "--run-time", "--host", "--csv", "--csv-full-history", "--html",
+        "--json", "--json-file", "--locustfile", "--headless", "--headful", "--autostart", "--autoquit",
+        "--launch-rate", "--processes", "--master", "--worker", "--class-picker", "--list",
+        "--exit-code-on-error", "--config", "--config-users", "--web-host", "--web-port", "--version",
+        "--help", "--only-summary", "--reset-stats", "--slo-ms", "--drain-s", "--stop-timeout",
+    }
+)  # fmt: skip
+# Locust's one-letter forms of reserved options; -h, -l and -V are its only ones that take no value.
+RESERVED_SHORT = frozenset({"-u", "-r", "-t", "-H", "-f", "-l", "-V", "-h", "-P", "-s"})
+PATH_FLAG = "--path"
+_NUMBER = re.compile(r"-[0-9.]")
+
+
+def reserved_spelling(token: str) -> str | None:
+    """The reserved option this token could set, e.g. '--run-tim=1s' -> '--run-time', '-u5' -> '-u'."""
+    if token.startswith("--") and len(token) > 2:
+        name = token.split("=", 1)[0]
+        matches = sorted(option for option in RESERVED_LONG if option.startswith(name))
+        if name in RESERVED_LONG:
+            return name
+        return matches[0] if matches else None
+    if token.startswith("-") and len(token) > 1 and not _NUMBER.match(token):
+        flag = token[:2]
+        return flag if flag in RESERVED_SHORT else None
+    return None
+
+
+def reserved_options(tokens: Iterable[str]) -> list[tuple[str, str]]:
+    """(token, reserved option) for every token that could set a reserved option, up to a bare `--`."""
+    found = []
+    for token in tokens:
+        if token == "--":
+            break
+        option = reserved_spelling(token)
+        if option:
+            found.append((token, option))
+    return found
+
+
+def path_problem(text: str) -> str | None:
+    """The same rule as the plugin's `--path` (locust_plugin/values.py; a test keeps them equal)."""
+    if not text.startswith("/"):
+        return "must start with /"
+    if text.startswith("//"):
+        return "must not start with // (that names another host)"
+    if len(text) > 2000:
+        return "is longer than 2000 characters"
+    if any(not (" " < c < "\x7f") for c in text):
+        return "must be printable ASCII without spaces (percent-encode the rest)"
+    if "@" in text or "\\" in text:
+        return "must not contain @ or \\ (they can name another host)"
+    if "#" in text:
+        return "must not contain # (a fragment is never sent)"
+    return None
+
+
+def paths_given(tokens: Sequence[str]) -> list[str]:
+    """The values given to --path (or an abbreviation of it) among the tokens."""
+    values = []
+    for i, token in enumerate(tokens):
+        if token == "--":
+            break
+        name, eq, value = token.partition("=")
+        if len(name) > 3 and PATH_FLAG.startswith(name):
+            if eq:
+                values.append(value)
+            elif i + 1 < len(tokens):
+                values.append(tokens[i + 1])
+    return values
+
+
+def host_problem(url: str) -> str | None:
+    """None for a well-formed http(s)://host[:port] URL with nothing after it, else what is wrong."""
+    if any(not (" " < c < "\x7f") for c in url):
+        return "must be printable ASCII without spaces"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        return f"is not a URL ({error})"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "has no host name"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry a user name or password"
+    if parts.path not in ("", "/") or parts.query or parts.fragment or url.endswith(("?", "#")):
+        return "must be scheme://host[:port] only (the path goes in --path after --)"
+    if port == 0:
+        return "has port 0"
+    return None
+
+
+def results_dir_problem(path: Path) -> str | None:
+    """None when run folders can be created under `path` (it need not exist yet), else why not.
+    Tries a throw-away folder in the nearest existing parent, so nothing is left behind."""
+    existing = Path(os.path.abspath(path))
+    while not existing.exists():
+        if existing.parent == existing:
+            return "has no existing parent folder"
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is" if existing == Path(os.path.abspath(path)) else f"is inside {existing}, which is"
+        return f"{what} not a folder"
+    try:
+        tempfile.TemporaryDirectory(dir=existing, prefix=".hammerlab-check-").cleanup()
+    except OSError as error:
+        return f"cannot be written ({error.strerror or type(error).__name__} in {existing})"
+    return None

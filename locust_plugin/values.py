@@ -1,0 +1,174 @@
+"""Text to option values, strictly: one readable line for anything a person did not plainly mean.
+
+Python's own `int()` and `float()` accept `3_000`, full-width digits (U+FF10 to U+FF19), `nan`, `inf` and
+`1e-300`; a lab that exists to overload servers must not turn a typo into a runaway. So every number
+here is plain ASCII (`[+-]digits[.digits][e[+-]digits]`, whole numbers without the fraction or exponent),
+finite, and inside a documented range (docs/limits.md). Zero is allowed only where it means "off".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+MAX_TEXT = 40  # longer than any number a person types; keeps error lines short
+MAX_PATH = 2000
+
+
+def _text(raw: object) -> str:
+    return str(raw).strip(" \t")
+
+
+def _shown(raw: object) -> str:
+    text = repr(_text(raw) if not isinstance(raw, int | float) else raw)
+    return text if len(text) <= MAX_TEXT + 2 else text[: MAX_TEXT - 1] + "…'"
+
+
+def _g(value: float) -> str:
+    return f"{value:,g}" if abs(value) < 1e6 else f"{value:,.0f}"
+
+
+def parse_decimal(raw: object) -> float:
+    """A finite decimal number in plain ASCII; raises ValueError with one line."""
+    if isinstance(raw, bool):
+        raise ValueError(f"{raw!r} is not a number")
+    text = _text(raw) if not isinstance(raw, int | float) else repr(raw)
+    if len(text) > MAX_TEXT or not _DECIMAL.fullmatch(text):
+        raise ValueError(f"{_shown(raw)} is not a number (plain digits like 12.5 or 1e3; no _, nan or inf)")
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{_shown(raw)} is too large")
+    return value
+
+
+def parse_whole(raw: object) -> int:
+    """A whole number in plain ASCII digits; raises ValueError with one line."""
+    if isinstance(raw, bool):
+        raise ValueError(f"{raw!r} is not a whole number")
+    text = str(raw) if isinstance(raw, int) else _text(raw)
+    if len(text) > MAX_TEXT or not _WHOLE.fullmatch(text):
+        raise ValueError(f"{_shown(raw)} is not a whole number (plain digits; no _, . or e)")
+    return int(text)
+
+
+def _span(low: float, high: float, unit: str) -> str:
+    return f"{_g(low)} to {_g(high)}" + (f" {unit}" if unit else "")
+
+
+def number(low: float, high: float, unit: str = "", zero: str | None = None) -> Callable[[object], float]:
+    """A decimal in [low, high] (low > 0: tiny values like 1e-300 are refused, not rounded to zero), or
+    exactly 0 when `zero` says what 0 means."""
+    allowed = _span(low, high, unit) + (f", or 0 = {zero}" if zero else "")
+
+    def parse(raw: object) -> float:
+        value = parse_decimal(raw)
+        if zero is not None and value == 0:
+            return 0.0
+        if not low <= value <= high:
+            raise ValueError(f"{_shown(raw)} must be from {allowed}")
+        return value
+
+    parse.__name__ = "number"
+    parse.allowed, parse.low, parse.high = allowed, low, high  # type: ignore[attr-defined]
+    parse.zero = zero  # type: ignore[attr-defined]
+    return parse
+
+
+def whole(low: int, high: int, unit: str = "", zero: str | None = None) -> Callable[[object], int]:
+    """A whole number in [low, high], or 0 when `zero` says what 0 means (e.g. 'off')."""
+    allowed = _span(low, high, unit) + (f", or 0 = {zero}" if zero else "")
+
+    def parse(raw: object) -> int:
+        value = parse_whole(raw)
+        if zero is not None and value == 0:
+            return 0
+        if not low <= value <= high:
+            raise ValueError(f"{_shown(raw)} must be from {allowed}")
+        return value
+
+    parse.__name__ = "whole"
+    parse.allowed, parse.low, parse.high = allowed, low, high  # type: ignore[attr-defined]
+    parse.zero = zero  # type: ignore[attr-defined]
+    return parse
+
+
+def boolean(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    lowered = _text(raw).lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"{_shown(raw)} is not true or false")
+
+
+def choice(*allowed: str) -> Callable[[object], str]:
+    def parse(raw: object) -> str:
+        value = _text(raw)
+        if value not in allowed:
+            raise ValueError(f"{_shown(raw)} is not one of {', '.join(allowed)}")
+        return value
+
+    parse.__name__ = "choice"
+    return parse
+
+
+WINDOW_SECONDS = (0.1, 3600.0)
+WINDOW_CALLS = (1, 100_000)
+
+
+def window(raw: object) -> tuple[str, float]:
+    """A breaker window: `10s` is the last 10 seconds, `100` is the last 100 calls."""
+    text = _text(raw).lower()
+    low_s, high_s = WINDOW_SECONDS
+    low_n, high_n = WINDOW_CALLS
+    allowed = f"seconds from {_g(low_s)}s to {_g(high_s)}s, or a call count from {low_n} to {high_n:,}"
+    try:
+        if text.endswith("s"):
+            seconds = parse_decimal(text[:-1])
+            if low_s <= seconds <= high_s:
+                return ("time", seconds)
+        else:
+            calls = parse_whole(text)
+            if low_n <= calls <= high_n:
+                return ("count", float(calls))
+    except ValueError:
+        pass
+    raise ValueError(f"{_shown(raw)} is not a window: use {allowed}")
+
+
+window.allowed = (  # type: ignore[attr-defined]
+    f"{_g(WINDOW_SECONDS[0])}s to {_g(WINDOW_SECONDS[1])}s, or {WINDOW_CALLS[0]} to {WINDOW_CALLS[1]:,} calls"
+)
+
+
+def path(raw: object) -> str:
+    """A request path on the target: `/` first, then printable ASCII; never a scheme, an authority
+    (`//host`), user info (`@host`) or a backslash, which would send the request somewhere else."""
+    text = str(raw)
+    problem = None
+    if not text.startswith("/"):
+        problem = "must start with /"
+    elif text.startswith("//"):
+        problem = "must not start with // (that names another host)"
+    elif len(text) > MAX_PATH:
+        problem = f"is longer than {MAX_PATH} characters"
+    elif any(not (" " < c < "\x7f") for c in text):
+        problem = "must be printable ASCII without spaces (percent-encode the rest)"
+    elif "@" in text or "\\" in text:
+        problem = "must not contain @ or \\ (they can name another host)"
+    elif "#" in text:
+        problem = "must not contain # (a fragment is never sent)"
+    else:
+        parts = urlsplit("http://127.0.0.1" + text)
+        if parts.netloc != "127.0.0.1" or parts.path != text.split("?", 1)[0]:
+            problem = "must be a path, not a URL"
+    if problem:
+        raise ValueError(f"{_shown(raw)} {problem}")
+    return text
+
