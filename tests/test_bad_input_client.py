@@ -295,7 +295,8 @@ def test_whatever_locust_would_take_as_a_reserved_option_the_comparison_refuses(
 
 @pytest.mark.parametrize(
     "tokens",
-    [["--max-concurrent", "8"], ["--breaker-mode", "rate", "--keep-alive", "true"], ["--loglevel", "DEBUG"], ["-L", "DEBUG"], ["--path", "/doWork?expansion=2"],
+    [["--max-concurrent", "8"], ["--breaker-mode", "rate", "--keep-alive", "true"], ["--loglevel", "DEBUG"],
+     ["-L", "DEBUG"], ["--path", "/doWork?expansion=2"],
      ["--web-host-display-name", "x"], ["--master-host", "x"], ["--tags", "a"], ["-T", "a"]],
 )  # fmt: skip
 def test_options_the_comparison_does_not_set_still_pass(tokens):
