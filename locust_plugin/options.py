@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mitigations.defer_store import default_directory
 from mitigations.transport import HTTP_BACKENDS
 
 
@@ -82,6 +83,14 @@ def choice(*allowed: str) -> Callable[[object], str]:
 
     parse.__name__ = "choice"
     return parse
+
+
+def folder(text: object) -> str:
+    """A directory path; it is created when first used."""
+    value = str(text).strip()
+    if not value:
+        raise ValueError("an empty path is not a folder")
+    return value
 
 
 def window(text: object) -> tuple[str, float]:
@@ -171,6 +180,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("--retry-base-ms", millis, "50", "RetryClient: full-jitter backoff base"),
     Option("--retry-cap-ms", millis, "2000", "RetryClient: full-jitter backoff cap"),
     Option("--retry-budget", percent, "10", "RetryClient: retries as a percentage of requests, at most"),
+    # defer (a throttle that drops nothing)
+    Option("--defer-dir", folder, str(default_directory()),
+           "DeferredClient: folder of the durable queues, one SQLite file per client class"),
+    Option("--defer-max-age-s", positive_number, "60",
+           "DeferredClient: a queued call older than this (from launch) is expired, never sent"),
+    Option("--defer-max-queue", positive_int, "10000",
+           "DeferredClient: most calls queued; beyond, shed as defer-full"),
+    Option("--defer-priority", choice("fresh", "deferred"), "fresh",
+           "DeferredClient: fresh calls take free slots first, or deferred calls (oldest first) do"),
 )
 
 _BY_DEST = {option.dest: option for option in OPTIONS}
