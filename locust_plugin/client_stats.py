@@ -41,6 +41,15 @@ per worker per client, plus one row per client with worker `all` that sums the w
   pool_in_use                sockets held from the client's pool; empty without a socket pool
   pool_waiting               calls waiting for a pooled socket; empty without a socket pool
   timeouts_total             wire outcomes of kind read-timeout, connect-timeout or deadline
+  deferred_total             calls `Defer` kept for later (each also counts in shed_total, cause
+                             `deferred`); empty without a defer layer, as are the seven columns below
+  replayed_total             deferred calls replayed to a final outcome (ok or not)
+  expired_total              deferred calls dropped unsent, older than --defer-max-age-s
+  defer_queue_depth          calls held in the defer queue now (queued, being written or replayed)
+  replay_p50_ms              replay delay, launch to final answer, from an HdrHistogram (3 significant
+  replay_p95_ms                digits) of every replay this test; in `all`, the workers' histograms
+  replay_p99_ms                merged
+  replay_max_ms
 
 In a distributed run the workers' numbers arrive with Locust's own stats reports (`report_to_master`,
 every 3 s), so a worker's rows change at that pace; a single process is sampled every
@@ -55,8 +64,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from hdrh.histogram import HdrHistogram
+
 from mitigations.adaptive import AdaptiveLimit
 from mitigations.breaker import CircuitBreaker
+from mitigations.defer import Defer
 from mitigations.socket_pool import SocketPool
 from mitigations.throttle import Throttle
 
@@ -83,6 +95,14 @@ MITIGATION_COLUMNS = (
     "pool_in_use",
     "pool_waiting",
     "timeouts_total",
+    "deferred_total",
+    "replayed_total",
+    "expired_total",
+    "defer_queue_depth",
+    "replay_p50_ms",
+    "replay_p95_ms",
+    "replay_p99_ms",
+    "replay_max_ms",
 )
 TIMEOUT_KINDS = frozenset({"read-timeout", "connect-timeout", "deadline"})
 SHED_PREFIX = "shed:"
@@ -156,6 +176,11 @@ class ClientSnapshot:
     queue_depth: int | None = None
     pool_in_use: int | None = None
     pool_waiting: int | None = None
+    deferred: int | None = None
+    replayed: int | None = None
+    expired: int | None = None
+    defer_queue_depth: int | None = None
+    replay_hdr: str | None = None  # HdrHistogram.encode() of the replay delays in ms, as text
 
     @property
     def shed(self) -> int:
@@ -213,6 +238,12 @@ def read_policies(policies: Mapping[str, Any], wall_now: float) -> dict[str, Any
         elif isinstance(policy, SocketPool) and "pool_in_use" not in found:
             found["pool_in_use"] = policy.in_use
             found["pool_waiting"] = policy.waiting
+        elif isinstance(policy, Defer) and "deferred" not in found:
+            found["deferred"] = policy.deferred
+            found["replayed"] = policy.replayed
+            found["expired"] = policy.expired
+            found["defer_queue_depth"] = policy.depth
+            found["replay_hdr"] = policy.replay_delays.encode().decode("ascii")
     found["queue_depth"] = queue
     return found
 
@@ -346,6 +377,36 @@ class MitigationRow:
     failures_by_kind: dict[str, int] = field(default_factory=dict)
     recent_transitions: tuple[tuple[float, str, str], ...] = ()
     skipped: int = 0
+    deferred_total: int | None = None
+    replayed_total: int | None = None
+    expired_total: int | None = None
+    defer_queue_depth: int | None = None
+    replay_hdr: str | None = None
+
+    def replay_percentile(self, percentile: float) -> int | None:
+        """A replay-delay percentile in ms (100: the maximum); None without replays."""
+        histogram = decode_hdr(self.replay_hdr)
+        if histogram is None or histogram.get_total_count() == 0:
+            return None
+        if percentile >= 100:
+            return int(histogram.get_max_value())
+        return int(histogram.get_value_at_percentile(percentile))
+
+    @property
+    def replay_p50_ms(self) -> int | None:
+        return self.replay_percentile(50.0)
+
+    @property
+    def replay_p95_ms(self) -> int | None:
+        return self.replay_percentile(95.0)
+
+    @property
+    def replay_p99_ms(self) -> int | None:
+        return self.replay_percentile(99.0)
+
+    @property
+    def replay_max_ms(self) -> int | None:
+        return self.replay_percentile(100.0)
 
     @classmethod
     def of(
@@ -377,6 +438,11 @@ class MitigationRow:
             failures_by_kind=dict(snap.failures_by_kind),
             recent_transitions=snap.recent_transitions,
             skipped=snap.skipped,
+            deferred_total=snap.deferred,
+            replayed_total=snap.replayed,
+            expired_total=snap.expired,
+            defer_queue_depth=snap.defer_queue_depth,
+            replay_hdr=snap.replay_hdr,
         )
 
     def csv_row(self) -> dict[str, str]:
@@ -394,6 +460,24 @@ class MitigationRow:
             "shed_by_cause": join_counts(self.shed_by_cause),
             **{name: cell(getattr(self, name)) for name in MITIGATION_COLUMNS[14:]},
         }
+
+
+def decode_hdr(text: str | None) -> HdrHistogram | None:
+    return None if not text else HdrHistogram.decode(text.encode("ascii"))
+
+
+def merge_hdr(texts: Iterable[str | None]) -> str | None:
+    """The workers' replay histograms as one (percentiles cannot be summed)."""
+    merged: HdrHistogram | None = None
+    for text in texts:
+        histogram = decode_hdr(text)
+        if histogram is None:
+            continue
+        if merged is None:
+            merged = histogram
+        else:
+            merged.add(histogram)
+    return None if merged is None else merged.encode().decode("ascii")
 
 
 def _sum_optional(values: Iterable[int | float | None]) -> Any:
@@ -446,6 +530,11 @@ def sum_rows(rows: list[MitigationRow], timestamp: float, elapsed_s: float) -> M
         failures_by_kind=failures,
         recent_transitions=tuple(transitions[-RECENT_TRANSITIONS:]),
         skipped=sum(r.skipped for r in rows),
+        deferred_total=_sum_optional(r.deferred_total for r in rows),
+        replayed_total=_sum_optional(r.replayed_total for r in rows),
+        expired_total=_sum_optional(r.expired_total for r in rows),
+        defer_queue_depth=_sum_optional(r.defer_queue_depth for r in rows),
+        replay_hdr=merge_hdr(r.replay_hdr for r in rows),
     )
 
 

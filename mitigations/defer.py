@@ -9,7 +9,7 @@ rather than always over capacity: the excess of a peak is kept and served in the
   (`defer_store`, SQLite in WAL mode) and ends as a `Deferred` shed outcome. The limiter's own shed is
   claimed (`PipelineEvents.claim`), so it is announced once, as `deferred`, not also as `throttle`.
 - A drainer greenlet replays queued calls, oldest first, when the limiter has free slots. With
-  priority `fresh` (the default) it leaves a quarter of the limiter's slots (at least one) to fresh
+  priority `fresh` (the default) it leaves a quarter of the limiter's slots (rounded down) to fresh
   calls and pauses while fresh calls are being deferred, so a trough serves newcomers first; with
   `deferred` it takes every free slot.
 - A replay runs through the whole pipeline again (retry budget, breaker, limiter, timeout), with a
@@ -261,7 +261,7 @@ class Defer(BasePolicy):
         if isinstance(gate, FifoGate) and gate.limit is not None:
             if gate.waiting:
                 return 0
-            reserve = 0 if self.config.priority == "deferred" else max(1, gate.limit // 4)
+            reserve = 0 if self.config.priority == "deferred" else gate.limit // 4
             return gate.limit - reserve - gate.in_use
         return FALLBACK_REPLAYS - len(self._replaying)
 
