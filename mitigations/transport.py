@@ -251,6 +251,8 @@ class FastTransport:
                 except TimeoutError as exc:
                     raise ConnectTimeout() from exc
                 sock.sendall(request.encode("latin-1"))
+                if call.body:  # `_build_request` writes the head only (Content-Length included)
+                    sock.sendall(call.body)
                 # pool=None: this transport, not the response, decides whether the socket is reused.
                 response = HTTPSocketPoolResponse(sock, None, method=call.method.upper())
                 body = response.read()
