@@ -19,7 +19,7 @@ $(STAMP): requirements.txt | $(BIN)/python
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m comparison --scenario cliff
+	$(BIN)/python -m comparison --scenario cliff --duration 15
 
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null

@@ -16,9 +16,13 @@ from pathlib import Path
 from comparison import ROOT
 from comparison.config import (
     DEFAULT_CLIENTS,
+    DEFAULT_DRAIN_S,
     DEFAULT_DURATION_S,
     DEFAULT_SCENARIO,
+    DEFAULT_SLO_MS,
+    MAX_DRAIN_S,
     MAX_DURATION_S,
+    MAX_SLO_MS,
     MIN_DURATION_S,
     SCENARIO_DURATION_S,
     SCENARIOS,
@@ -105,6 +109,20 @@ def build_parser() -> OneLineParser:
         default=3.0,
         help="length of the capacity probe in seconds, 1 to 30 (default 3)",
     )
+    parser.add_argument(
+        "--slo-ms",
+        type=_number("slo_ms"),
+        default=DEFAULT_SLO_MS,
+        help=f"a 2xx answered within this many ms of its scheduled launch is SLO goodput, the verdict "
+        f"column (1 to {MAX_SLO_MS:g}; default {DEFAULT_SLO_MS:g})",
+    )
+    parser.add_argument(
+        "--drain-s",
+        type=_number("drain_s"),
+        default=DEFAULT_DRAIN_S,
+        help=f"after each class's run time, wait this long for requests in flight before counting them "
+        f"unfinished (0 to {MAX_DRAIN_S:g}; default {DEFAULT_DRAIN_S:g})",
+    )
     return parser
 
 
@@ -128,6 +146,8 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         launch_rate=args.launch_rate,
         results_dir=Path(args.results_dir),
         probe_s=args.probe_seconds,
+        slo_ms=args.slo_ms,
+        drain_s=args.drain_s,
         passthrough=tuple(passthrough),
     )
 

@@ -8,7 +8,7 @@ Locust process is told: users, per-user launch rate, the burst cycle, and when t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 SCENARIOS: dict[str, str] = {
@@ -27,8 +27,13 @@ DEFAULT_CLIENTS = (
     "PooledClient",
     "TimeoutClient",
     "CombinedClient",
+    "AdaptiveClient",
 )
 DEFAULT_DURATION_S = 30.0
+DEFAULT_SLO_MS = 1000.0
+MAX_SLO_MS = 600_000.0
+DEFAULT_DRAIN_S = 10.0
+MAX_DRAIN_S = 120.0
 SCENARIO_DURATION_S = {"capacity": 50.0}  # the default --duration where 30 s is too short
 MIN_DURATION_S = 5.0
 MAX_DURATION_S = 600.0
@@ -60,6 +65,7 @@ RESERVED_LOCUST_OPTIONS = frozenset(
         "--html", "-H", "--host", "-f", "--locustfile", "--headless", "--autostart", "--autoquit",
         "--launch-rate", "--processes", "--master", "--worker", "--class-picker", "-l", "--list",
         "--exit-code-on-error", "--config", "--web-host", "--web-port", "-V", "--version", "-h", "--help",
+        "--slo-ms", "--drain-s", "--stop-timeout", "-s",
     }
 )  # fmt: skip
 
@@ -85,6 +91,8 @@ class RunConfig:
     launch_rate: float | None = None
     results_dir: Path = Path("results")
     probe_s: float = 3.0
+    slo_ms: float = DEFAULT_SLO_MS
+    drain_s: float = DEFAULT_DRAIN_S
     passthrough: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -129,6 +137,8 @@ class RunConfig:
         if self.host is not None and not self.host.startswith(("http://", "https://")):
             raise ConfigError("--host", f"{self.host!r} must be an http:// or https:// URL")
         _check_range("--probe-seconds", self.probe_s, 1, 30, "seconds")
+        _check_range("--slo-ms", self.slo_ms, 1, MAX_SLO_MS, "milliseconds")
+        _check_range("--drain-s", self.drain_s, 0, MAX_DRAIN_S, "seconds")
         for token in self.passthrough:
             name = token.split("=", 1)[0]
             if name in RESERVED_LOCUST_OPTIONS:
@@ -192,6 +202,8 @@ class LoadPlan:
     capacity_change_at_s: float | None = None
     capacity_change_s: float | None = None
     reduced_capacity_rps: float | None = None
+    slo_ms: float = DEFAULT_SLO_MS
+    drain_s: float = DEFAULT_DRAIN_S
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.launch_rate <= 0 or self.capacity_rps <= 0:
@@ -213,6 +225,13 @@ class LoadPlan:
     @classmethod
     def build(
         cls, config: RunConfig, capacity_rps: float, reduced_capacity_rps: float | None = None
+    ) -> LoadPlan:
+        plan = cls._shape(config, capacity_rps, reduced_capacity_rps)
+        return replace(plan, slo_ms=config.slo_ms, drain_s=config.drain_s)
+
+    @classmethod
+    def _shape(
+        cls, config: RunConfig, capacity_rps: float, reduced_capacity_rps: float | None
     ) -> LoadPlan:
         multiplier = config.rate_multiplier or DEFAULT_MULTIPLIER[config.scenario]
         rate = config.launch_rate or multiplier * capacity_rps

@@ -64,6 +64,10 @@ def locust_command(
         *timing,
         "--launch-rate",
         f"{plan.launch_rate:.3f}",
+        "--slo-ms",
+        f"{plan.slo_ms:g}",
+        "--drain-s",
+        f"{plan.drain_s:g}",
         "--csv",
         str(files.prefix),
         "--csv-full-history",
@@ -233,8 +237,10 @@ def run_locust(
             due = plan.event_at_s is not None and elapsed >= plan.event_at_s
             if inject and event is None and due:
                 event = inject()
-            if elapsed > plan.duration_s + FINISH_GRACE_S:
-                raise LocustFailed(f"{client}: Locust ran {FINISH_GRACE_S:g} s past its run time; stopped it")
+            if elapsed > plan.duration_s + plan.drain_s + FINISH_GRACE_S:
+                raise LocustFailed(
+                    f"{client}: Locust ran {plan.drain_s + FINISH_GRACE_S:g} s past its run time; stopped it"
+                )
             progress.feed(tail.new_rows())
             note = label if event and event[0] <= time.time() < event[1] else ""
             progress.show(elapsed, note)

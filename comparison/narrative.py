@@ -1,8 +1,9 @@
-"""Three or four sentences that say what the table shows, written from the numbers of this run.
+"""A few sentences that say what the table shows, written from the numbers of this run.
 
-Each sentence picks its subject from the data (the client with the worst lag, the one that kept the
-server healthiest, the best goodput, the fastest and slowest recovery), so a different run reads
-differently. Nothing here is canned beyond the sentence frames.
+The verdict comes first: the client that served the most within the SLO, then why each of the others
+served less (late, failed, shed or unfinished, whichever cost it most). Then the server's side: the
+client with the worst lag, the one that kept the server healthiest, and recovery where the scenario has
+an outage. Each sentence picks its subject from the data, so a different run reads differently.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def describe(summaries: Sequence[Summary], plan: LoadPlan) -> list[str]:
     """The sentences for summary.md and report.html."""
     if not summaries:
         return ["No client class finished, so there is nothing to compare."]
-    sentences = [_setting(plan, len(summaries))]
+    sentences = [_setting(plan, len(summaries)), *_verdict(summaries)]
     if plan.outage_s:
         return [*sentences, *_outage(summaries), _recovery(summaries)]
     worst = max(summaries, key=_lag)
@@ -50,10 +51,51 @@ def describe(summaries: Sequence[Summary], plan: LoadPlan) -> list[str]:
         return [*sentences, *_capacity(summaries, plan)]
     healthy = [s for s in summaries if s is not worst]
     if healthy:
-        best = min(healthy, key=lambda s: (_p95_lag(s), -s.goodput_rps))
+        best = min(healthy, key=lambda s: (_p95_lag(s), -s.slo_goodput_rps))
         sentences.append(_best(best, worst, plan))
-    sentences.append(_goodput(summaries, plan))
     return sentences
+
+
+def ranked_by_slo_goodput(summaries: Sequence[Summary]) -> list[Summary]:
+    """Most SLO goodput first; ties go to the client that threw less at the server."""
+    return sorted(summaries, key=lambda s: (-s.slo_goodput_rps, s.wire_attempts))
+
+
+def losses(s: Summary) -> list[tuple[str, int]]:
+    """Where the launched calls that were not SLO goodput went, largest first."""
+    parts = [("came late", s.late), ("failed", s.server_errors), ("were shed", s.shed),
+             ("never finished", s.unfinished)]  # fmt: skip
+    return sorted(((why, n) for why, n in parts if n > 0), key=lambda part: -part[1])
+
+
+def _why_less(s: Summary) -> str:
+    found = losses(s)
+    if not found or not s.launched:
+        return f"{s.client} launched nothing that counted"
+    described = []
+    for why, count in found[:2]:
+        text = f"{_pct(count / s.launched)} {why}"
+        if why == "failed" and s.server_error_kinds:
+            text += f" (mostly {_top_kind(s.server_error_kinds)})"
+        if why == "were shed" and s.shed_kinds:
+            text += f" (mostly {_top_kind(s.shed_kinds)})"
+        described.append(text)
+    return f"{s.client} {s.slo_goodput_rps:,.1f}/s, as {' and '.join(described)}"
+
+
+def _verdict(summaries: Sequence[Summary]) -> list[str]:
+    ranked = ranked_by_slo_goodput(summaries)
+    top = ranked[0]
+    slo = f"{top.slo_ms:,.0f} ms" if top.slo_ms else "the SLO"
+    attained = f", {_pct(top.slo_attainment)} of the requests it launched" if top.slo_attainment else ""
+    latency = f"; p99 {_ms(top.p99_ms)}" if top.p99_ms is not None else ""
+    first = (
+        f"The most SLO goodput came from {top.client}: {top.slo_goodput_rps:,.1f} requests/s answered 2xx "
+        f"within {slo} of their scheduled launch{attained}{latency}."
+    )
+    if len(ranked) == 1:
+        return [first]
+    return [first, "The others served less within the SLO: " + "; ".join(map(_why_less, ranked[1:])) + "."]
 
 
 def _setting(plan: LoadPlan, count: int) -> str:
@@ -84,7 +126,7 @@ def _worst(s: Summary) -> str:
     sockets = f" with {s.server_max_sockets} sockets open" if s.server_max_sockets is not None else ""
     return (
         f"{s.client} drove the server's lag to {_ms(s.server_max_lag_ms)}{sockets} and {lost}, "
-        f"serving {s.goodput_rps:,.0f} requests/s."
+        f"serving {s.slo_goodput_rps:,.0f} requests/s within the SLO."
     )
 
 
@@ -97,32 +139,11 @@ def _best(s: Summary, worst: Summary, plan: LoadPlan) -> str:
         how = "without shedding or failing anything"
     verdict = "under" if _lag(s) <= HEALTHY_LAG_MS else "at"
     latency = f" at a p99 of {_ms(s.p99_ms)}" if s.p99_ms is not None else ""
-    waiting = ""
-    if s.launched and s.unfinished and s.unfinished >= 0.05 * s.launched:
-        waiting = f", though {_pct(s.unfinished / s.launched)} of its requests never finished within the run"
     return (
         f"{s.client} kept the lag {verdict} {_ms(_lag(s))} (p95 {_ms(s.server_p95_lag_ms)}) {how}, and "
-        f"served {s.goodput_rps:,.0f} requests/s ({_pct(s.goodput_rps / plan.capacity_rps)} of capacity, "
-        f"against {worst.goodput_rps:,.0f} for {worst.client}){latency}{waiting}."
-    )
-
-
-def _goodput(summaries: Sequence[Summary], plan: LoadPlan) -> str:
-    ranked = sorted(summaries, key=lambda s: s.goodput_rps, reverse=True)
-    top, bottom = ranked[0], ranked[-1]
-    if len(ranked) == 1:
-        return f"Its goodput was {top.goodput_rps:,.0f} requests/s."
-    if top.goodput_rps - bottom.goodput_rps <= 0.05 * top.goodput_rps:
-        return (
-            f"Goodput hardly differed: every class served between {bottom.goodput_rps:,.1f} and "
-            f"{top.goodput_rps:,.1f} requests/s, so the difference is in what each did to the server "
-            "and to latency."
-        )
-    latency = f" at a p99 of {_ms(top.p99_ms)}" if top.p99_ms is not None else ""
-    return (
-        f"The most goodput came from {top.client} ({top.goodput_rps:,.0f} requests/s{latency}), the least "
-        f"from {bottom.client} ({bottom.goodput_rps:,.0f} requests/s, "
-        f"{_pct(bottom.goodput_rps / plan.offered_rps)} of what was offered)."
+        f"served {s.slo_goodput_rps:,.0f} requests/s within the SLO "
+        f"({_pct(s.slo_goodput_rps / plan.capacity_rps)} of capacity, against "
+        f"{worst.slo_goodput_rps:,.0f} for {worst.client}){latency}."
     )
 
 

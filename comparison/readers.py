@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SHED_TYPE = "SHED"
+UNFINISHED_TYPE = "UNFINISHED"
 ALL_WORKERS = "all"
 _EXCEPTION_MESSAGE = re.compile(r"^\w+\('(.*)'\)$")
 _SHED_CAUSE = re.compile(r"\[([^\]]+)\]\s*$")
@@ -62,8 +63,13 @@ class StatsRow:
         return self.type == SHED_TYPE
 
     @property
+    def is_unfinished(self) -> bool:
+        """Calls still in flight when the drain ran out: logical calls with no answer, not wire attempts."""
+        return self.type == UNFINISHED_TYPE
+
+    @property
     def is_wire(self) -> bool:
-        return not self.is_aggregate and not self.is_shed
+        return not self.is_aggregate and not self.is_shed and not self.is_unfinished
 
     @property
     def shed_cause(self) -> str:
@@ -164,6 +170,19 @@ class ClientRow:
     wire_total: int
     wire_failures_total: int
     shed_total: int
+    ok_total: int = 0
+    server_errors_total: int = 0
+    server_error_kinds: str = ""
+    unfinished_total: int = 0
+    skipped_total: int = 0
+    slo_ms: float | None = None
+    slo_ok_total: int = 0
+    shed_by_cause: str = ""
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    p999_ms: float | None = None
+    max_ms: float | None = None
 
     @property
     def good_total(self) -> int:
@@ -182,6 +201,19 @@ def read_client(path: Path, client: str) -> list[ClientRow]:
             wire_total=_int(row["wire_total"]),
             wire_failures_total=_int(row["wire_failures_total"]),
             shed_total=_int(row["shed_total"]),
+            ok_total=_int(row.get("ok_total")),
+            server_errors_total=_int(row.get("server_errors_total")),
+            server_error_kinds=row.get("server_error_kinds") or "",
+            unfinished_total=_int(row.get("unfinished_total")),
+            skipped_total=_int(row.get("skipped_total")),
+            slo_ms=_float(row.get("slo_ms")),
+            slo_ok_total=_int(row.get("slo_ok_total")),
+            shed_by_cause=row.get("shed_by_cause") or "",
+            p50_ms=_float(row.get("p50_ms")),
+            p95_ms=_float(row.get("p95_ms")),
+            p99_ms=_float(row.get("p99_ms")),
+            p999_ms=_float(row.get("p999_ms")),
+            max_ms=_float(row.get("max_ms")),
         )
         for row in _rows(path)
         if row["worker"] == ALL_WORKERS and row["client"] == client

@@ -41,6 +41,7 @@ class Series:
     client: str
     t: list[float]
     goodput: list[float]
+    slo_goodput: list[float]
     errors: list[float]
     shed: list[float]
     client_t: list[float]
@@ -52,10 +53,14 @@ class Series:
     capacity_change: tuple[float, float] | None = None
 
 
-def _windowed_rates(rows: Sequence[ClientRow]) -> tuple[list[float], list[float], list[float], list[float]]:
-    """Goodput, errors and shed per second over a trailing RATE_WINDOW_S, at every sample."""
+Rates = tuple[list[float], list[float], list[float], list[float], list[float]]
+
+
+def _windowed_rates(rows: Sequence[ClientRow]) -> Rates:
+    """Goodput, SLO goodput, errors and shed per second over a trailing RATE_WINDOW_S, at every sample."""
     t: list[float] = []
     good: list[float] = []
+    slo: list[float] = []
     errors: list[float] = []
     shed: list[float] = []
     start = 0
@@ -68,15 +73,16 @@ def _windowed_rates(rows: Sequence[ClientRow]) -> tuple[list[float], list[float]
             continue
         t.append(row.elapsed_s)
         good.append(max(0.0, (row.good_total - first.good_total) / seconds))
+        slo.append(max(0.0, (row.slo_ok_total - first.slo_ok_total) / seconds))
         errors.append(max(0.0, (row.wire_failures_total - first.wire_failures_total) / seconds))
         shed.append(max(0.0, (row.shed_total - first.shed_total) / seconds))
-    return t, good, errors, shed
+    return t, good, slo, errors, shed
 
 
 def series_for(result: ClassResult) -> Series:
     client_rows = sorted(read_client(result.files.mitigations, result.client), key=lambda r: r.timestamp)
     server_rows: list[ServerRow] = sorted(read_server(result.files.server), key=lambda r: r.timestamp)
-    t, good, errors, shed = _windowed_rates(client_rows)
+    t, good, slo, errors, shed = _windowed_rates(client_rows)
     reference = server_rows[0] if server_rows else (client_rows[0] if client_rows else None)
     base = None if reference is None else reference.timestamp - reference.elapsed_s  # the test's start
 
@@ -87,6 +93,7 @@ def series_for(result: ClassResult) -> Series:
         client=result.client,
         t=t,
         goodput=good,
+        slo_goodput=slo,
         errors=errors,
         shed=shed,
         client_t=[row.elapsed_s for row in client_rows],
@@ -128,13 +135,14 @@ def overview_svg(plan: LoadPlan, all_series: Sequence[Series]) -> str:
     x, offered = _offered_line(plan)
     top.plot(x, offered, color=COLOURS["offered"], lw=1, ls="--", label="offered")
     for series in all_series:
-        top.plot(series.t, series.goodput, lw=1.4, label=series.client)
+        top.plot(series.t, series.slo_goodput, lw=1.4, label=series.client)
         bottom.plot(series.server_t, series.lag, lw=1.4, label=series.client)
     if all_series:
         _shade(top, plan, all_series[0])
         _shade(bottom, plan, all_series[0])
-    top.set_ylabel("goodput (2xx/s)")
-    top.set_title("Goodput of every class (dashed: offered load)")
+    top.set_ylabel("SLO goodput (2xx within SLO /s)")
+    top.set_title(f"SLO goodput of every class: 2xx answered within {plan.slo_ms:g} ms of launch "
+                  "(dashed: offered load)")
     bottom.set_ylabel("server lag (ms)")
     bottom.set_title("Server lag under every class")
     bottom.set_xlabel("seconds since the class's test started")
@@ -216,12 +224,17 @@ th { background: #f5f5f5; } td:first-child, th:first-child { text-align: left; }
 
 HOW_TO_READ = """
 <ul>
-<li><b>goodput_rps</b>: 2xx answers per second the client received. <b>server_errors</b>: requests that
-failed on the wire (connect timeouts, resets, 503s, 5xx, read timeouts), by kind in
-<b>server_error_kinds</b>. <b>shed</b>: requests a mitigation held back before the wire, by cause in
-<b>shed_kinds</b>. Shed requests never enter the latency percentiles.</li>
-<li><b>p50/p95/p99_ms</b>: latency of requests that reached the wire, counted from their scheduled launch,
-so time queued inside the client is included.</li>
+<li><b>slo_goodput_rps</b>, the verdict: requests answered 2xx within <b>slo_ms</b> of their scheduled
+launch, per second of the launch window. <b>slo_attainment</b>: the same count over every launched request.
+<b>goodput_rps</b>: every 2xx/3xx answer however late, per second of the whole run (drain included): a
+client can score high here by answering after its users gave up, which is why it is not the verdict.</li>
+<li>Every launched request ends in exactly one of <b>ok</b>, <b>server_errors</b> (failed on the wire, by
+final kind in <b>server_error_kinds</b>), <b>shed</b> (held back in the client, by cause in
+<b>shed_kinds</b>) and <b>unfinished</b> (still in flight when the drain after the run ran out):
+launched = ok + server_errors + shed + unfinished. <b>skipped</b>: launch slots the load generator missed
+(never launched); over 1 % of intended launches flags the row, since latency is then understated.</li>
+<li><b>p50/p95/p99/p999/max_ms</b>: latency of answered requests (ok or failed) from their scheduled
+launch, so time queued inside the client is included, from an HdrHistogram (3 significant digits).</li>
 <li><b>server_max_lag_ms / server_p95_lag_ms</b>: the target's event-loop lag (toobusy's measure; the seed's
 healthy pair showed 49-63 ms). A lag in the hundreds of ms means the server is past its cliff.</li>
 <li><b>server_max_sockets / server_max_in_flight</b>: connections open to the server, and requests

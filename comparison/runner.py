@@ -218,6 +218,9 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
         point_latest(run_dir)
     say(out, "")
     say(out, terminal_table(summaries))
+    for summary in summaries:
+        if note := summary.skipped_note():
+            say(out, f"warning: {note}")
     say(out, "")
     say(out, f"summary: {run_dir / 'summary.md'}")
     say(out, f"report:  {report}")
@@ -387,7 +390,7 @@ def _write_outputs(
     run_dir: Path, plan: LoadPlan, results: list[ClassResult], record: RunRecord
 ) -> tuple[list[Summary], Path]:
     summaries = [summarise(result, plan) for result in results]
-    record.notes.extend(note for summary in summaries if (note := summary.unfinished_note()))
+    record.notes.extend(note for summary in summaries if (note := summary.skipped_note()))
     write_csv(summaries, run_dir / "summary.csv")
     sentences = describe(summaries, plan)
     title = f"Hammerlab comparison: {plan.scenario}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"

@@ -1,12 +1,16 @@
 """One summary row per client class, worked out from that class's files only.
 
 Where each number comes from (one source each):
-  - goodput, server errors and their kinds, shed and its causes, p50/p95/p99: Locust's PREFIX_stats.csv
-    and PREFIX_failures.csv. Wire rows are every row that is not `SHED` and not `Aggregated`
-    (`GET /doWork`, and `GET /doWork [retry]` for retries); percentiles are the `GET /doWork` row's
-    (first attempts that reached the wire, failed ones included; shed calls never enter it).
-    goodput_rps = wire successes / the test's elapsed time, which Locust's own Requests/s encodes
-    (every row's Requests/s is its count over the same elapsed time).
+  - the accounting and latency columns (launched, ok, server_errors and their kinds, shed and its
+    causes, unfinished, skipped, slo_ms, slo_goodput_rps, slo_attainment, goodput_rps, p50..max_ms):
+    the class's last `worker=all` row of PREFIX_mitigations.csv, written after the test's drain, i.e.
+    the plugin's ledger (`locust_plugin.ledger`). Logical calls, each counted once by its final outcome,
+    so launched = ok + server_errors + shed + unfinished on every row. The percentiles come from an
+    HdrHistogram of answered calls (ok or failed) from their scheduled launch, 3 significant digits.
+    slo_goodput_rps = 2xx answers within slo_ms / the run's launch window (--duration);
+    slo_attainment = the same count / launched. goodput_rps = every ok answer, however late, per second
+    of the whole run, drain included (Locust's elapsed time: its Aggregated count / Requests/s), so a
+    backlog answered after the launch window cannot push it past what the server really served.
   - max_client_concurrent: PREFIX_mitigations.csv, the class's `all` rows.
   - server lag, sockets and in-flight: PREFIX_server.csv. The maxima take the server's own peaks
     (peak_lag_ms, peak_in_flight, peak_sockets, since it started: the embedded target is restarted for
@@ -20,8 +24,9 @@ keep their order):
   - amplification: server-side requests / logical requests over the run, from PREFIX_stats.csv.
     Server-side = every wire row (`GET /doWork` and `GET /doWork [retry]`); logical = first attempts on
     the wire + calls shed before their first attempt, i.e. every SHED row except `[budget]` (a retry
-    the budget refused). A retry that an inner policy sheds (CombinedClient's breaker or throttle) is
-    also a SHED row and counts as logical here, so with such policies this is a slight lower bound.
+    the budget refused), + calls that never finished (the UNFINISHED row is not a wire row). A retry
+    that an inner policy sheds (CombinedClient's breaker or throttle) is also a SHED row
+    and counts as logical here, so with such policies this is a slight lower bound.
   - outage_amplification (outage only): the same ratio inside the outage window, from the two sides'
     counters: the server's requests_total (PREFIX_server.csv) over the client's launched_total
     (PREFIX_mitigations.csv), each interpolated at the window's start and end.
@@ -46,7 +51,6 @@ from comparison.readers import (
     ServerRow,
     StatsRow,
     read_client,
-    read_failures,
     read_server,
     read_stats,
 )
@@ -56,14 +60,23 @@ COLUMNS = (
     "scenario",
     "capacity_rps",
     "offered_rps",
+    "slo_ms",
+    "slo_goodput_rps",
+    "slo_attainment",
     "goodput_rps",
+    "launched",
+    "ok",
     "server_errors",
     "server_error_kinds",
     "shed",
     "shed_kinds",
+    "unfinished",
+    "skipped",
     "p50_ms",
     "p95_ms",
     "p99_ms",
+    "p999_ms",
+    "max_ms",
     "max_client_concurrent",
     "server_max_lag_ms",
     "server_p95_lag_ms",
@@ -76,6 +89,8 @@ COLUMNS = (
     "goodput_reduced_rps",
     "goodput_restored_rps",
 )
+# As `locust_plugin.ledger.SKIP_WARN_SHARE`; not imported, because importing the plugin loads Locust.
+SKIP_WARN_SHARE = 0.01
 BUDGET_CAUSE = "budget"  # a retry the budget refused: never a first attempt
 FIRST_ATTEMPT_ROW = ("GET", "/doWork")
 RECOVERY_WINDOW_S = 1.0
@@ -102,14 +117,23 @@ class Summary:
     scenario: str
     capacity_rps: float
     offered_rps: float
+    slo_ms: float | None
+    slo_goodput_rps: float
+    slo_attainment: float | None
     goodput_rps: float
+    launched: int
+    ok: int
     server_errors: int
     server_error_kinds: str
     shed: int
     shed_kinds: str
+    unfinished: int
+    skipped: int
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+    p999_ms: float | None
+    max_ms: float | None
     max_client_concurrent: int | None
     server_max_lag_ms: float | None
     server_p95_lag_ms: float | None
@@ -121,21 +145,33 @@ class Summary:
     reduced_capacity_rps: float | None = None
     goodput_reduced_rps: float | None = None
     goodput_restored_rps: float | None = None
-    requests: int = 0
     wire_attempts: int = 0
     elapsed_s: float = 0.0
-    launched: int | None = None
-    unfinished: int | None = None
+    slo_ok: int = 0
 
-    def unfinished_note(self) -> str | None:
-        """Say so when many launched calls never ended: they were still in flight when the run ended,
-        so they are in no count."""
-        if not self.launched or not self.unfinished or self.unfinished < 0.01 * self.launched:
+    @property
+    def accounted(self) -> bool:
+        """launched = ok + server_errors + shed + unfinished: nothing dropped, nothing counted twice."""
+        return self.launched == self.ok + self.server_errors + self.shed + self.unfinished
+
+    @property
+    def late(self) -> int:
+        """Answered without error, but not 2xx within the SLO."""
+        return self.ok - self.slo_ok
+
+    @property
+    def generator_behind(self) -> bool:
+        """The load generator skipped more than 1 % of the launches it intended."""
+        return too_many_skipped(self.launched, self.skipped)
+
+    def skipped_note(self) -> str | None:
+        if not self.generator_behind:
             return None
+        intended = self.launched + self.skipped
         return (
-            f"{self.client}: {self.unfinished} of {self.launched} launched requests "
-            f"({self.unfinished / self.launched:.0%}) were still in flight when the run ended; "
-            "they are in no count above."
+            f"{self.client}: the load generator could not keep the rate: it skipped {self.skipped:,} of "
+            f"{intended:,} launch slots ({skip_share(self.launched, self.skipped):.1%}); these numbers "
+            "understate latency."
         )
 
     def cells(self) -> dict[str, str]:
@@ -144,16 +180,18 @@ class Summary:
 
     @property
     def failed_share(self) -> float:
-        return self.server_errors / self.requests if self.requests else 0.0
+        return self.server_errors / self.launched if self.launched else 0.0
 
     @property
     def shed_share(self) -> float:
-        return self.shed / self.requests if self.requests else 0.0
+        return self.shed / self.launched if self.launched else 0.0
 
 
 _DECIMALS = {
     "capacity_rps": 1,
     "offered_rps": 1,
+    "slo_goodput_rps": 1,
+    "slo_attainment": 3,
     "goodput_rps": 1,
     "server_max_lag_ms": 1,
     "server_p95_lag_ms": 1,
@@ -166,9 +204,23 @@ _DECIMALS = {
 }
 
 
+_LATENCY_COLUMNS = frozenset({"p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms"})
+
+
+def three_digits(ms: float) -> str:
+    """A latency with the three significant digits its histogram keeps: 0.412, 41.2, 412, 4120."""
+    if ms >= 100:
+        return f"{ms:.0f}"
+    return f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
+
+
 def _cell(name: str, value: object) -> str:
     if value is None:
         return ""
+    if name in _LATENCY_COLUMNS and isinstance(value, float):
+        return three_digits(value)
+    if name == "slo_ms" and isinstance(value, float):
+        return f"{value:g}"
     if isinstance(value, float):
         decimals = _DECIMALS.get(name, 0)
         return f"{value:.{decimals}f}"
@@ -230,10 +282,13 @@ def rate_between(points: Sequence[tuple[float, float]], start: float, end: float
     return (last - first) / (end - start)
 
 
-def run_amplification(wire: Sequence[StatsRow], shed_rows: Sequence[StatsRow]) -> float | None:
-    """Wire attempts / logical requests over the run (see the module doc); None when nothing ran."""
+def run_amplification(
+    wire: Sequence[StatsRow], shed_rows: Sequence[StatsRow], unfinished: int = 0
+) -> float | None:
+    """Wire attempts / logical requests over the run (see the module doc); None when nothing ran.
+    Calls that never finished are logical requests with no finished attempt."""
     first = sum(row.count for row in wire if (row.type, row.name) == FIRST_ATTEMPT_ROW)
-    logical = first + sum(row.count for row in shed_rows if row.shed_cause != BUDGET_CAUSE)
+    logical = first + unfinished + sum(row.count for row in shed_rows if row.shed_cause != BUDGET_CAUSE)
     return sum(row.count for row in wire) / logical if logical else None
 
 
@@ -265,25 +320,13 @@ def phase_goodput(
 def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
     """Work out one class's row from its files (see the module doc for each number's source)."""
     stats = read_stats(result.files.stats)
-    failures = read_failures(result.files.failures)
     wire = [row for row in stats if row.is_wire]
-    shed_rows = [row for row in stats if row.is_shed]
-    aggregate = next((row for row in stats if row.is_aggregate), None)
-    elapsed = aggregate.count / aggregate.rps if aggregate and aggregate.rps > 0 else plan.duration_s
-    first = next((row for row in wire if (row.type, row.name) == FIRST_ATTEMPT_ROW), None)
-
-    error_kinds: dict[str, int] = {}
-    for failure in failures:
-        if failure.method != "SHED":
-            error_kinds[failure.kind] = error_kinds.get(failure.kind, 0) + failure.occurrences
-    shed_kinds: dict[str, int] = {}
-    for row in shed_rows:
-        shed_kinds[row.shed_cause] = shed_kinds.get(row.shed_cause, 0) + row.count
-
     server = read_server(result.files.server)
     client = read_client(result.files.mitigations, result.client)
     lags = [row.lag_ms for row in server]
     last = max(client, key=lambda row: row.timestamp, default=None)
+    if last is None:
+        last = ClientRow(0.0, 0.0, 0, 0, 0, 0, 0, 0)  # no samples at all: every count is 0
     recovery: float | str | None = None
     outage_amplification = None
     if result.outage is not None:
@@ -293,20 +336,34 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
     reduced = restored = None
     if result.capacity_change is not None:
         reduced, restored = phase_goodput(client, result.capacity_change)
+    shed_rows = [row for row in stats if row.is_shed]
+    window = plan.duration_s
+    aggregate = next((row for row in stats if row.is_aggregate), None)
+    elapsed = aggregate.count / aggregate.rps if aggregate and aggregate.rps > 0 else window
+    launched = last.launched_total
 
     return Summary(
         client=result.client,
         scenario=plan.scenario,
         capacity_rps=float(plan.capacity_rps),
         offered_rps=float(plan.offered_rps),
-        goodput_rps=sum(row.count - row.failures for row in wire) / elapsed if elapsed > 0 else 0.0,
-        server_errors=sum(row.failures for row in wire),
-        server_error_kinds=join_counts(error_kinds),
-        shed=sum(row.count for row in shed_rows),
-        shed_kinds=join_counts(shed_kinds),
-        p50_ms=first.p50 if first else None,
-        p95_ms=first.p95 if first else None,
-        p99_ms=first.p99 if first else None,
+        slo_ms=last.slo_ms,
+        slo_goodput_rps=last.slo_ok_total / window,
+        slo_attainment=last.slo_ok_total / launched if launched else None,
+        goodput_rps=last.ok_total / max(elapsed, window),
+        launched=launched,
+        ok=last.ok_total,
+        server_errors=last.server_errors_total,
+        server_error_kinds=sort_counts(last.server_error_kinds),
+        shed=last.shed_total,
+        shed_kinds=sort_counts(last.shed_by_cause),
+        unfinished=last.unfinished_total,
+        skipped=last.skipped_total,
+        p50_ms=last.p50_ms,
+        p95_ms=last.p95_ms,
+        p99_ms=last.p99_ms,
+        p999_ms=last.p999_ms,
+        max_ms=last.max_ms,
         max_client_concurrent=max((row.max_concurrent for row in client), default=None),
         server_max_lag_ms=_highest(lags, (row.peak_lag_ms for row in server)),
         server_p95_lag_ms=percentile(lags, 0.95),
@@ -315,18 +372,34 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
             (row.in_flight for row in server), (row.peak_in_flight for row in server)
         ),
         recovery_s=recovery,
-        amplification=run_amplification(wire, shed_rows),
+        amplification=run_amplification(wire, shed_rows, last.unfinished_total),
         outage_amplification=outage_amplification,
         reduced_capacity_rps=plan.reduced_capacity_rps,
         goodput_reduced_rps=None if reduced is None else max(0.0, reduced),
         goodput_restored_rps=None if restored is None else max(0.0, restored),
-        requests=sum(row.count for row in wire) + sum(row.count for row in shed_rows),
         wire_attempts=sum(row.count for row in wire),
-        elapsed_s=elapsed,
-        launched=last.launched_total if last else None,
-        # exact for classes without retries; retries make wire_total larger, so this undercounts
-        unfinished=max(0, last.launched_total - last.wire_total - last.shed_total) if last else None,
+        elapsed_s=max(elapsed, window),
+        slo_ok=last.slo_ok_total,
     )
+
+
+def skip_share(launched: int, skipped: int) -> float:
+    """Skipped slots as a share of intended launches (launched + skipped)."""
+    intended = launched + skipped
+    return skipped / intended if intended else 0.0
+
+
+def too_many_skipped(launched: int, skipped: int) -> bool:
+    return skip_share(launched, skipped) > SKIP_WARN_SHARE
+
+
+def sort_counts(joined: str) -> str:
+    """`a=1;b=3` (the sampler's sorted-by-name form) -> `b=3;a=1`, largest first."""
+    counts: dict[str, int] = {}
+    for part in filter(None, joined.split(";")):
+        key, _, value = part.rpartition("=")
+        counts[key] = counts.get(key, 0) + int(value)
+    return join_counts(counts)
 
 
 def _highest(samples: Iterable[float], peaks: Iterable[float | None]) -> float | None:

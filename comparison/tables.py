@@ -13,12 +13,19 @@ from comparison.summary import COLUMNS, Summary
 TERMINAL_COLUMNS = (
     ("client", "client"),
     ("offered_rps", "offered/s"),
-    ("goodput_rps", "goodput/s"),
+    ("slo_goodput_rps", "SLO goodput/s"),
+    ("slo_attainment", "in SLO"),
+    ("goodput_rps", "ok/s any latency"),
+    ("launched", "launched"),
+    ("ok", "ok"),
     ("server_errors", "errors"),
     ("shed", "shed"),
+    ("unfinished", "unfinished"),
+    ("skipped", "skipped"),
     ("p50_ms", "p50 ms"),
     ("p95_ms", "p95 ms"),
     ("p99_ms", "p99 ms"),
+    ("p999_ms", "p99.9 ms"),
     ("max_client_concurrent", "client conc"),
     ("server_max_lag_ms", "max lag ms"),
     ("server_p95_lag_ms", "p95 lag ms"),
@@ -39,6 +46,8 @@ def markdown_table(summaries: Sequence[Summary]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(" --- " for _ in COLUMNS) + "|"]
     for summary in summaries:
         cells = summary.cells()
+        if summary.generator_behind:  # the notes below the table say why
+            cells["client"] += " (load generator behind: latency understated)"
         lines.append("| " + " | ".join(cells[name].replace("|", "/") or " " for name in COLUMNS) + " |")
     return "\n".join(lines)
 

@@ -18,7 +18,7 @@ from locust.runners import MasterRunner
 
 from locust_plugin import final_csv, monitoring, options  # noqa: F401  (the first two register listeners)
 from locust_plugin.pipelines import build_pipeline
-from locust_plugin.runtime import reset_runtimes, runtimes
+from locust_plugin.runtime import drain_runtimes, reset_runtimes, runtimes
 from mitigations.core import SYSTEM_CLOCK
 from mitigations.defer import Defer
 
@@ -61,6 +61,11 @@ def _check_at_start_up(environment: Any, **_: Any) -> None:
         sys.exit(2)
     if problem:
         log.error("hammerlab: %s (fix it in the web UI before starting)", problem)
+
+
+@events.test_stopping.add_listener
+def _drain(environment: Any, **_: Any) -> None:
+    drain_runtimes(environment)
 
 
 @events.test_start.add_listener

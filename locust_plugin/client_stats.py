@@ -41,8 +41,25 @@ per worker per client, plus one row per client with worker `all` that sums the w
   pool_in_use                sockets held from the client's pool; empty without a socket pool
   pool_waiting               calls waiting for a pooled socket; empty without a socket pool
   timeouts_total             wire outcomes of kind read-timeout, connect-timeout or deadline
+
+Appended for the accounting (`locust_plugin.ledger`; logical calls, each counted once by its final
+outcome, so `launched_total = ok_total + server_errors_total + shed_total + unfinished_total + concurrent`
+on every row, and with nothing in flight at the end, without `concurrent`):
+  ok_total                   calls answered without error
+  server_errors_total        calls whose final attempt failed on the wire (any kind)
+  server_error_kinds         those calls by their final kind, like `connect-timeout=3;503=12`
+  unfinished_total           calls still in flight when the test's drain ran out
+  skipped_total              launch slots the generator missed (never launched, never timed)
+  slo_ms                     the SLO the next column counts against
+  slo_ok_total               calls answered 2xx within slo_ms of their scheduled launch
+  p50_ms p95_ms p99_ms p999_ms max_ms
+                             latency of answered calls (ok or failed) from the scheduled launch, from
+                             an HdrHistogram (3 significant digits); in `all`, the workers' histograms
+                             merged, not their percentiles averaged
+
+Appended for `Defer` (docs/defer.md); empty without a defer layer:
   deferred_total             calls `Defer` kept for later (each also counts in shed_total, cause
-                             `deferred`); empty without a defer layer, as are the seven columns below
+                             `deferred`)
   replayed_total             deferred calls replayed to a final outcome (ok or not)
   expired_total              deferred calls dropped unsent, older than --defer-max-age-s
   defer_queue_depth          calls held in the defer queue now (queued, being written or replayed)
@@ -50,6 +67,10 @@ per worker per client, plus one row per client with worker `all` that sums the w
   replay_p95_ms                digits) of every replay this test; in `all`, the workers' histograms
   replay_p99_ms                merged
   replay_max_ms
+
+`shed_total` and `shed_by_cause` count calls whose final outcome was shed (the ledger), not shed events:
+a retry the budget refused is a `SHED ... [budget]` row in Locust's stats but ends its call as the
+failure it was retrying.
 
 In a distributed run the workers' numbers arrive with Locust's own stats reports (`report_to_master`,
 every 3 s), so a worker's rows change at that pace; a single process is sampled every
@@ -66,6 +87,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from locust_plugin.ledger import LatencySummary, merge_encoded
 from mitigations.adaptive import AdaptiveLimit
 from mitigations.breaker import CircuitBreaker
 from mitigations.defer import Defer
@@ -95,6 +117,18 @@ MITIGATION_COLUMNS = (
     "pool_in_use",
     "pool_waiting",
     "timeouts_total",
+    "ok_total",
+    "server_errors_total",
+    "server_error_kinds",
+    "unfinished_total",
+    "skipped_total",
+    "slo_ms",
+    "slo_ok_total",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "p999_ms",
+    "max_ms",
     "deferred_total",
     "replayed_total",
     "expired_total",
@@ -104,6 +138,7 @@ MITIGATION_COLUMNS = (
     "replay_p99_ms",
     "replay_max_ms",
 )
+UNFINISHED_KIND = "unfinished"
 TIMEOUT_KINDS = frozenset({"read-timeout", "connect-timeout", "deadline"})
 SHED_PREFIX = "shed:"
 LOCAL_WORKER = "local"
@@ -135,13 +170,11 @@ class OutcomeCounts:
     wire_failures: int = 0
     timeouts: int = 0
     failures_by_kind: dict[str, int] = field(default_factory=dict)
-    shed_by_cause: dict[str, int] = field(default_factory=dict)
 
     def add(self, kind: str) -> None:
-        """`kind` is `Outcome.kind`: `ok`, a server-failure kind, or `shed:<cause>`."""
-        if kind.startswith(SHED_PREFIX):
-            cause = kind[len(SHED_PREFIX) :]
-            self.shed_by_cause[cause] = self.shed_by_cause.get(cause, 0) + 1
+        """`kind` is `Outcome.kind`: `ok`, a server-failure kind, or `shed:<cause>`. Only attempts that
+        reached the wire are counted here; shed and unfinished calls are the ledger's."""
+        if kind.startswith(SHED_PREFIX) or kind == UNFINISHED_KIND:
             return
         self.wire += 1
         if kind != "ok":
@@ -176,6 +209,13 @@ class ClientSnapshot:
     queue_depth: int | None = None
     pool_in_use: int | None = None
     pool_waiting: int | None = None
+    ok: int = 0
+    server_errors: int = 0
+    unfinished: int = 0
+    slo_ms: float | None = None
+    slo_ok: int = 0
+    latency_hdr: str = ""
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
     deferred: int | None = None
     replayed: int | None = None
     expired: int | None = None
@@ -286,6 +326,18 @@ class ClientStatsCollector:
             runtime = runtimes.get(name)
             counts = self.counts.get(name, OutcomeCounts())
             gauges = read_policies(getattr(runtime, "policies", {}) or {}, now)
+            ledger = getattr(runtime, "ledger", None)
+            if ledger is not None:
+                gauges.update(
+                    ok=ledger.ok,
+                    server_errors=ledger.server_errors,
+                    unfinished=ledger.unfinished,
+                    slo_ms=ledger.slo_ms,
+                    slo_ok=ledger.slo_ok,
+                    latency_hdr=ledger.encoded_histogram(),
+                    shed_by_cause=dict(ledger.shed_by_cause),
+                    errors_by_kind=dict(ledger.errors_by_kind),
+                )
             result.append(
                 ClientSnapshot(
                     client=name,
@@ -300,7 +352,6 @@ class ClientStatsCollector:
                     wire_failures=counts.wire_failures,
                     timeouts=counts.timeouts,
                     failures_by_kind=dict(counts.failures_by_kind),
-                    shed_by_cause=dict(counts.shed_by_cause),
                     **gauges,
                 )
             )
@@ -377,6 +428,25 @@ class MitigationRow:
     failures_by_kind: dict[str, int] = field(default_factory=dict)
     recent_transitions: tuple[tuple[float, str, str], ...] = ()
     skipped: int = 0
+    ok_total: int = 0
+    server_errors_total: int = 0
+    unfinished_total: int = 0
+    slo_ms: float | None = None
+    slo_ok_total: int = 0
+    latency_hdr: str = ""
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def server_error_kinds(self) -> str:
+        return join_counts(self.errors_by_kind)
+
+    @property
+    def skipped_total(self) -> int:
+        return self.skipped
+
+    @property
+    def latency(self) -> LatencySummary:
+        return LatencySummary.of(merge_encoded([self.latency_hdr]))
     deferred_total: int | None = None
     replayed_total: int | None = None
     expired_total: int | None = None
@@ -438,6 +508,13 @@ class MitigationRow:
             failures_by_kind=dict(snap.failures_by_kind),
             recent_transitions=snap.recent_transitions,
             skipped=snap.skipped,
+            ok_total=snap.ok,
+            server_errors_total=snap.server_errors,
+            unfinished_total=snap.unfinished,
+            slo_ms=snap.slo_ms,
+            slo_ok_total=snap.slo_ok,
+            latency_hdr=snap.latency_hdr,
+            errors_by_kind=dict(snap.errors_by_kind),
             deferred_total=snap.deferred,
             replayed_total=snap.replayed,
             expired_total=snap.expired,
@@ -453,13 +530,26 @@ class MitigationRow:
                 return f"{value:.2f}"
             return str(value)
 
-        return {
+        latency = self.latency
+        row = {
             "timestamp": f"{self.timestamp:.3f}",
             "elapsed_s": f"{self.elapsed_s:.3f}",
             **{name: cell(getattr(self, name)) for name in MITIGATION_COLUMNS[2:13]},
             "shed_by_cause": join_counts(self.shed_by_cause),
-            **{name: cell(getattr(self, name)) for name in MITIGATION_COLUMNS[14:]},
+            **{name: cell(getattr(self, name)) for name in MITIGATION_COLUMNS[14:_LATENCY_AT]},
         }
+        row.update({name: _ms(getattr(latency, name)) for name in MITIGATION_COLUMNS[_LATENCY_AT:_DEFER_AT]})
+        row.update({name: cell(getattr(self, name)) for name in MITIGATION_COLUMNS[_DEFER_AT:]})
+        return row
+
+
+def _ms(value: float | None) -> str:
+    """A latency to the microsecond the histogram keeps (3 significant digits), never rounded further."""
+    return "" if value is None else f"{value:.3f}"
+
+
+_LATENCY_AT = MITIGATION_COLUMNS.index("p50_ms")
+_DEFER_AT = MITIGATION_COLUMNS.index("deferred_total")
 
 
 def decode_hdr(text: str | None) -> HdrHistogram | None:
@@ -500,9 +590,11 @@ def sum_rows(rows: list[MitigationRow], timestamp: float, elapsed_s: float) -> M
     """The `all` row of one client: the sum of its per-worker rows."""
     shed: dict[str, int] = {}
     failures: dict[str, int] = {}
+    errors: dict[str, int] = {}
     for row in rows:
         _add_counts(shed, row.shed_by_cause)
         _add_counts(failures, row.failures_by_kind)
+        _add_counts(errors, row.errors_by_kind)
     transitions = sorted((t for row in rows for t in row.recent_transitions), key=lambda t: t[0])
     return MitigationRow(
         timestamp=timestamp,
@@ -530,12 +622,28 @@ def sum_rows(rows: list[MitigationRow], timestamp: float, elapsed_s: float) -> M
         failures_by_kind=failures,
         recent_transitions=tuple(transitions[-RECENT_TRANSITIONS:]),
         skipped=sum(r.skipped for r in rows),
+        ok_total=sum(r.ok_total for r in rows),
+        server_errors_total=sum(r.server_errors_total for r in rows),
+        unfinished_total=sum(r.unfinished_total for r in rows),
+        slo_ms=next((r.slo_ms for r in rows if r.slo_ms is not None), None),
+        slo_ok_total=sum(r.slo_ok_total for r in rows),
+        latency_hdr=_merged_hdr([r.latency_hdr for r in rows]),
+        errors_by_kind=errors,
         deferred_total=_sum_optional(r.deferred_total for r in rows),
         replayed_total=_sum_optional(r.replayed_total for r in rows),
         expired_total=_sum_optional(r.expired_total for r in rows),
         defer_queue_depth=_sum_optional(r.defer_queue_depth for r in rows),
         replay_hdr=merge_hdr(r.replay_hdr for r in rows),
     )
+
+
+def _merged_hdr(encoded: list[str]) -> str:
+    present = [text for text in encoded if text]
+    if len(present) <= 1:
+        return present[0] if present else ""
+    merged = merge_encoded(present)
+    text = merged.encode()
+    return text.decode("ascii") if isinstance(text, bytes) else text
 
 
 class MitigationsBoard:

@@ -37,6 +37,13 @@ def positive_number(text: object) -> float:
     return value
 
 
+def non_negative_number(text: object) -> float:
+    value = _number(text, float)
+    if not value >= 0:
+        raise ValueError(f"{text!r} must be 0 or more")
+    return value
+
+
 def positive_int(text: object) -> int:
     value = _number(text, int)
     if value < 1:
@@ -180,6 +187,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("--retry-base-ms", millis, "50", "RetryClient: full-jitter backoff base"),
     Option("--retry-cap-ms", millis, "2000", "RetryClient: full-jitter backoff cap"),
     Option("--retry-budget", percent, "10", "RetryClient: retries as a percentage of requests, at most"),
+    # accounting: what counts as good, and how a test ends
+    Option("--slo-ms", positive_number, "1000",
+           "every client: a 2xx answered within this many ms of its scheduled launch is SLO goodput"),
+    Option("--drain-s", non_negative_number, "10",
+           "every client: at the end of a test, wait this long for requests in flight before counting "
+           "them unfinished (Locust's --stop-timeout wins when set)"),
     # defer (a throttle that drops nothing)
     Option("--defer-dir", folder, str(default_directory()),
            "DeferredClient: folder of the durable queues, one SQLite file per client class"),

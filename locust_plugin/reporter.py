@@ -9,6 +9,8 @@
     `REPLAYED /doWork` (response time: from the original launch to the final answer, failed with the
     final error if it failed); a kept call that grew too old: `EXPIRED /doWork`. A replay's own wire
     attempt is in `GET /doWork` like any other, timed from the moment the replay started.
+  - a call still in flight when the test's drain ran out: `UNFINISHED /doWork`, failed with `Unfinished`,
+    its time the seconds it had been in flight (a lower bound on a latency nobody saw).
 
 Response times count from the scheduled launch, so queueing inside the client is never hidden.
 """
@@ -17,9 +19,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from mitigations.core import Deferred, Outcome, PipelineEvents
+from mitigations.core import Call, Deferred, HammerError, Outcome, PipelineEvents
 
 SHED_REQUEST_TYPE = "SHED"
+UNFINISHED_REQUEST_TYPE = "UNFINISHED"
+
+
+class Unfinished(HammerError):
+    """The test ended, and its drain ran out, before this call got an answer. Neither the server's
+    failure nor a mitigation's choice: a miss against the SLO with no latency to record."""
+
+    kind = "unfinished"
 DEFERRED_REQUEST_TYPE = "DEFERRED"
 REPLAYED_REQUEST_TYPE = "REPLAYED"
 EXPIRED_REQUEST_TYPE = "EXPIRED"
@@ -40,6 +50,7 @@ class LocustReporter:
     def __init__(self, locust_events: Any, client_name: str) -> None:
         self._request = locust_events.request
         self.client_name = client_name
+        self.enabled = True
 
     def attach(self, events: PipelineEvents) -> None:
         events.on("wire", self.on_wire)
@@ -63,7 +74,21 @@ class LocustReporter:
     def on_expired(self, outcome: Outcome) -> None:
         self._fire(EXPIRED_REQUEST_TYPE, outcome.call.label, outcome, defer="expired")
 
+    def on_unfinished(self, call: Call, now: float) -> None:
+        if not self.enabled:
+            return
+        self._request.fire(
+            request_type=UNFINISHED_REQUEST_TYPE,
+            name=call.label,
+            response_time=max(0.0, (now - call.launched_at) * 1000.0),
+            response_length=0,
+            exception=Unfinished(),
+            context={"client": self.client_name, "attempt": call.attempt, "kind": Unfinished.kind},
+        )
+
     def _fire(self, request_type: str, name: str, outcome: Outcome, defer: str | None = None) -> None:
+        if not self.enabled:
+            return
         context: dict[str, Any] = {"client": self.client_name, "attempt": outcome.call.attempt}
         if defer is None:
             context["kind"] = outcome.kind

@@ -16,9 +16,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import gevent
-from gevent.pool import Group
 from locust import User, task
-from locust.runners import STATE_CLEANUP, STATE_STOPPED, STATE_STOPPING
 from locust.user.users import LOCUST_STATE_STOPPING
 
 from locust_plugin import options
@@ -35,47 +33,54 @@ class MitigatedClient(User):
 
     def on_start(self) -> None:
         self.runtime: ClientRuntime = runtime_for(type(self), self.environment)
-        self._requests = Group()
         self.rate = options.read(self.environment.parsed_options, "launch_rate")
         self.arrival = options.read(self.environment.parsed_options, "arrival")
         self.path = options.read(self.environment.parsed_options, "path")
 
-    def on_stop(self) -> None:
-        # A user removed in a ramp-down (a load shape's quiet phase) leaves its requests to finish and
-        # be counted, as a real client's would. Only the end of the whole test cancels them.
-        runner = self.environment.runner
-        if runner is None or runner.state in (STATE_CLEANUP, STATE_STOPPING, STATE_STOPPED):
-            self._requests.kill(block=False)
+    # No on_stop: the runtime owns the requests. A user removed in a ramp-down (a load shape's quiet
+    # phase) leaves them to finish and be counted, as a real client's would; the end of the test drains
+    # them (`runtime.drain_runtimes`).
 
     @task
     def launch(self) -> None:
-        if self.arrival == "closed":
+        if self.runtime.closed:  # the test is stopping: wait to be stopped rather than spin
+            gevent.sleep(0.5)
+        elif self.arrival == "closed":
             self._closed_loop()
         else:
             self._open_loop()
+
+    def _launching(self) -> bool:
+        return self._state != LOCUST_STATE_STOPPING and not self.runtime.closed
 
     def _open_loop(self) -> None:
         clock = SYSTEM_CLOCK
         interval = 1.0 / self.rate
         next_at = clock.now()
-        while self._state != LOCUST_STATE_STOPPING:
+        while self._launching():
             delay = next_at - clock.now()
-            if delay > 0:
-                gevent.sleep(delay)
-            self._requests.spawn(self.runtime.send, self.make_call(next_at))
+            # Always yield, even when late: a loop that never sleeps starves the hub, and with it the
+            # requests it launched, Locust's run-time timer and its signal handlers.
+            gevent.sleep(max(0.0, delay))
+            if not self._launching():
+                break
+            self.runtime.launch(self.make_call(next_at))
             next_at += interval
             behind = clock.now() - next_at
             if behind > interval:  # stalled: drop the missed slots instead of bursting to catch up
                 skipped = int(behind / interval)
-                self.runtime.skipped += skipped
+                self.runtime.skip(skipped)
                 next_at += skipped * interval
 
     def _closed_loop(self) -> None:
         clock = SYSTEM_CLOCK
         interval = 1.0 / self.rate
-        while self._state != LOCUST_STATE_STOPPING:
+        while self._launching():
             started = clock.now()
-            self.runtime.send(self.make_call(started))
+            request = self.runtime.launch(self.make_call(started))
+            if request is None:
+                break
+            request.join()  # the runtime owns it, so stopping this user does not cut it short
             gevent.sleep(max(0.0, started + interval - clock.now()))
 
     def make_call(self, launched_at: float) -> Call:

@@ -21,6 +21,7 @@ from flask import Blueprint, Response, jsonify, make_response, request
 
 from locust_plugin.client_stats import ALL_WORKERS, MITIGATION_COLUMNS, MitigationRow, join_counts
 from locust_plugin.csv_log import render
+from locust_plugin.ledger import SKIP_WARN_SHARE
 from locust_plugin.server_sampler import SERVER_COLUMNS, ServerSample
 from locust_plugin.target import loopback_problem, target_host
 
@@ -56,6 +57,10 @@ MITIGATIONS_TABLE = [
     {"key": "pool", "title": "Pool in use / waiting"},
     {"key": "timeouts", "title": "Timeouts"},
     {"key": "failures", "title": "Wire failures by kind"},
+    {"key": "calls", "title": "Calls: ok / failed / shed / unfinished (launched)"},
+    {"key": "slo", "title": "In SLO"},
+    {"key": "latency", "title": "p50 / p99 / max ms (from launch)"},
+    {"key": "skipped", "title": "Skipped slots"},
     {"key": "deferred", "title": "Deferred: queued / kept / replayed / expired (replay p50, p99)"},
 ]
 # (label, attribute, format)
@@ -165,10 +170,37 @@ def mitigation_rows(rows: Sequence[MitigationRow], now: float | None = None) -> 
                 "pool": pool,
                 "timeouts": str(row.timeouts_total),
                 "failures": join_counts(row.failures_by_kind).replace(";", ", ") or "0",
+                "calls": f"{row.ok_total} / {row.server_errors_total} / {row.shed_total} / "
+                f"{row.unfinished_total} ({row.launched_total})",
+                "slo": _slo(row),
+                "latency": _latency(row),
+                "skipped": _skipped(row),
                 "deferred": describe_deferred(row),
             }
         )
     return table
+
+
+def _slo(row: MitigationRow) -> str:
+    if not row.launched_total or row.slo_ms is None:
+        return "-"
+    return f"{row.slo_ok_total / row.launched_total:.1%} within {row.slo_ms:g} ms"
+
+
+def _latency(row: MitigationRow) -> str:
+    latency = row.latency
+    if not latency.count:
+        return "-"
+    return f"{latency.p50_ms:.1f} / {latency.p99_ms:.1f} / {latency.max_ms:.1f}"
+
+
+def _skipped(row: MitigationRow) -> str:
+    intended = row.launched_total + row.skipped
+    if not row.skipped:
+        return "0"
+    share = row.skipped / intended
+    flag = " (generator behind: latency understated)" if share > SKIP_WARN_SHARE else ""
+    return f"{row.skipped} ({share:.1%}){flag}"
 
 
 # -- Flask wiring ------------------------------------------------------------------------------------

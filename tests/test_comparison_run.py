@@ -122,22 +122,41 @@ def test_summary_agrees_with_locust_and_the_server_samples(short_run):
         stats = read_stats(files.stats)
         wire = [s for s in stats if s.is_wire]
         shed = [s for s in stats if s.is_shed]
-        aggregate = next(s for s in stats if s.is_aggregate)
         first = next(s for s in wire if (s.type, s.name) == ("GET", "/doWork"))
-        elapsed = aggregate.count / aggregate.rps
         successes = sum(s.count - s.failures for s in wire)
-        # Locust's own numbers
+        aggregate = next(s for s in stats if s.is_aggregate)
+        elapsed = aggregate.count / aggregate.rps  # the whole run, drain included
+        # every launched request is accounted for, on the summary and on every sample of the ledger
+        launched, ok, failed, held, unfinished = (
+            int(row[name]) for name in ("launched", "ok", "server_errors", "shed", "unfinished")
+        )
+        assert launched == ok + failed + held + unfinished > 0, row
+        samples = [r for r in rows(files.mitigations) if r["client"] == client]
+        for sample in samples:
+            in_flight = int(sample["concurrent"])
+            parts = ("ok_total", "server_errors_total", "shed_total", "unfinished_total")
+            assert int(sample["launched_total"]) == sum(int(sample[p]) for p in parts) + in_flight, sample
+        final = [r for r in samples if r["worker"] == "all"][-1]
+        assert final["concurrent"] == "0"  # drained: nothing left in flight
+        assert (int(final["launched_total"]), int(final["ok_total"])) == (launched, ok)
+        # Locust's own rows say the same: no retries here, so one wire row per answered call
+        assert first.count == ok + failed and first.failures == failed == sum(
+            f.occurrences for f in read_failures(files.failures) if f.method == "GET"
+        )
+        assert sum(s.count for s in shed) == held
+        unfinished_rows = [s for s in stats if s.type == "UNFINISHED"]
+        assert sum(s.count for s in unfinished_rows) == unfinished
+        # goodput over the whole run; SLO goodput over the launch window (--duration 5)
+        assert elapsed >= 5
         assert float(row["goodput_rps"]) == pytest.approx(successes / elapsed, abs=0.051)
-        assert int(row["server_errors"]) == sum(s.failures for s in wire)
-        assert int(row["server_errors"]) == sum(
-            f.occurrences for f in read_failures(files.failures) if f.method != "SHED"
-        )
-        assert int(row["shed"]) == sum(s.count for s in shed)
-        assert (float(row["p50_ms"]), float(row["p95_ms"]), float(row["p99_ms"])) == (
-            first.p50,
-            first.p95,
-            first.p99,
-        )
+        assert float(row["slo_goodput_rps"]) == pytest.approx(int(final["slo_ok_total"]) / 5, abs=0.051)
+        assert float(row["slo_goodput_rps"]) <= float(row["goodput_rps"])
+        assert float(row["slo_attainment"]) == pytest.approx(int(final["slo_ok_total"]) / launched, abs=5e-4)
+        # full-precision percentiles from the HdrHistogram, close to Locust's two-digit ones
+        for name, locust_value in (("p50_ms", first.p50), ("p99_ms", first.p99)):
+            assert float(row[name]) == pytest.approx(float(final[name]), abs=0.51)
+            assert float(row[name]) == pytest.approx(locust_value, rel=0.12, abs=2), (client, name)
+        assert float(row["p50_ms"]) <= float(row["p99_ms"]) <= float(row["p999_ms"]) <= float(row["max_ms"])
         # the server samples
         server = read_server(files.server)
         lags = [s.lag_ms for s in server]
@@ -154,6 +173,7 @@ def test_summary_agrees_with_locust_and_the_server_samples(short_run):
         served = max(s.completed_total for s in server)
         assert abs(served - successes) <= max(30, 0.3 * successes), (client, served, successes)
         assert 0 < float(row["goodput_rps"]) <= float(row["offered_rps"]) * 1.1
+        assert int(row["skipped"]) == int(final["skipped_total"])
         assert float(row["offered_rps"]) == pytest.approx(2 * capacity, rel=0.01)
         assert row["recovery_s"] == ""
     # the signatures the table exists to show
@@ -168,6 +188,11 @@ def test_summary_agrees_with_locust_and_the_server_samples(short_run):
     assert "| " + " | ".join(COLUMNS) + " |" in md
     worst_lag = max(float(r["server_max_lag_ms"]) for r in summary.values())
     assert f"drove the server's lag to {worst_lag:,.0f} ms" in md
+    # the verdict: at 2 x C the unmitigated client must not come first, because late answers do not count
+    assert "The most SLO goodput came from ThrottledClient" in md
+    slo = {client: float(row["slo_goodput_rps"]) for client, row in summary.items()}
+    assert slo["ThrottledClient"] > slo["HammerClient"]
+    assert "were still in flight" not in md
 
 
 @pytest.mark.slow

@@ -43,7 +43,9 @@ OLD_SERVER_HEADER = SERVER_HEADER.removesuffix(",peak_lag_ms,peak_in_flight,peak
 MITIGATIONS_HEADER = (
     "timestamp,elapsed_s,worker,client,concurrent,max_concurrent,launched_total,launched_per_s,"
     "completed_total,wire_total,wire_failures_total,shed_total,shed_per_s,shed_by_cause,breaker_state,"
-    "breaker_transitions_total,limit,throttle_in_flight,queue_depth,pool_in_use,pool_waiting,timeouts_total"
+    "breaker_transitions_total,limit,throttle_in_flight,queue_depth,pool_in_use,pool_waiting,timeouts_total,"
+    "ok_total,server_errors_total,server_error_kinds,unfinished_total,skipped_total,slo_ms,slo_ok_total,"
+    "p50_ms,p95_ms,p99_ms,p999_ms,max_ms"
 )
 
 
@@ -54,7 +56,7 @@ def test_defaults_are_the_issue_s():
     config = parse_config([])
     assert config.scenario == "cliff"
     assert config.duration_s == 30
-    assert len(config.clients) == 6
+    assert len(config.clients) == 7 and config.clients[-1] == "AdaptiveClient"
     assert config.passthrough == ()
 
 
@@ -197,10 +199,13 @@ def write(path: Path, header: str, rows: list[str]) -> None:
 
 
 def mitigation_row(t: float, client: str, worker: str, launched: int, wire: int, failed: int, shed: int,
-                   concurrent: int = 3, max_concurrent: int = 9) -> str:  # fmt: skip
+                   concurrent: int = 3, max_concurrent: int = 9, ok: int = 0, unfinished: int = 0,
+                   skipped: int = 0, slo_ok: int = 0, errors: str = "", causes: str = "",
+                   latency: str = ",,,,") -> str:  # fmt: skip
     return (
         f"{1000 + t:.3f},{t:.3f},{worker},{client},{concurrent},{max_concurrent},{launched},0,{launched},"
-        f"{wire},{failed},{shed},0,,,,,,,,,0"
+        f"{wire},{failed},{shed},0,{causes},,,,,,,,0,"
+        f"{ok},{failed},{errors},{unfinished},{skipped},1000.00,{slo_ok},{latency}"
     )
 
 
@@ -250,7 +255,11 @@ def fixture_run(tmp_path: Path) -> ClassFiles:
             mitigation_row(0.5, "ThrottledClient", "local", 50, 40, 2, 8, max_concurrent=99),
             mitigation_row(0.5, "ThrottledClient", "all", 50, 40, 2, 8, max_concurrent=7),
             mitigation_row(0.5, "OtherClient", "all", 50, 40, 2, 8, max_concurrent=500),
-            mitigation_row(10.0, "ThrottledClient", "all", 1040, 800, 50, 200, max_concurrent=16),
+            mitigation_row(
+                10.0, "ThrottledClient", "all", 1040, 800, 50, 200, max_concurrent=16, concurrent=0, ok=750,
+                unfinished=40, skipped=3, slo_ok=600, errors="503=20;connect-timeout=30",
+                causes="circuit-open=50;throttle=150", latency="40.123,120.500,451.200,801.000,903.100",
+            ),
         ],
     )
     return files
@@ -259,13 +268,20 @@ def fixture_run(tmp_path: Path) -> ClassFiles:
 def test_summary_takes_each_number_from_its_source(fixture_run):
     plan = LoadPlan.build(RunConfig(duration_s=10), capacity_rps=60)
     summary = summarise(ClassResult("ThrottledClient", fixture_run), plan)
-    # elapsed = 1000 / 100.0 = 10 s; successes = (780 - 50) + 20 = 750
-    assert summary.goodput_rps == pytest.approx(75.0)
-    assert summary.server_errors == 50
+    # the ledger's last `all` row: 1040 launched = 750 ok + 50 failed + 200 shed + 40 unfinished
+    assert (summary.launched, summary.ok, summary.server_errors, summary.shed, summary.unfinished) == (
+        1040, 750, 50, 200, 40)  # fmt: skip
+    assert summary.accounted
+    assert summary.skipped == 3 and not summary.generator_behind  # 3 of 1043 intended is under 1 %
+    assert summary.goodput_rps == pytest.approx(75.0)  # 750 ok over Locust's 10 s (1000 at 100/s)
+    assert summary.slo_goodput_rps == pytest.approx(60.0)  # 600 within the SLO
+    assert summary.slo_attainment == pytest.approx(600 / 1040)
+    assert summary.slo_ms == 1000
     assert summary.server_error_kinds == "connect-timeout=30;503=20"
-    assert summary.shed == 200
     assert summary.shed_kinds == "throttle=150;circuit-open=50"
-    assert (summary.p50_ms, summary.p95_ms, summary.p99_ms) == (40, 120, 450)  # the first-attempt row
+    # HDR percentiles, not Locust's two-digit buckets (its row says 40/120/450)
+    assert (summary.p50_ms, summary.p95_ms, summary.p99_ms, summary.p999_ms, summary.max_ms) == (
+        40.123, 120.5, 451.2, 801.0, 903.1)  # fmt: skip
     assert summary.max_client_concurrent == 16  # the class's `all` rows only
     # maxima take the server's own peaks, which saw what fell between samples; the p95 is the samples'
     assert summary.server_max_lag_ms == 910
@@ -273,17 +289,18 @@ def test_summary_takes_each_number_from_its_source(fixture_run):
     assert summary.server_max_sockets == 31
     assert summary.server_max_in_flight == 12
     assert summary.recovery_s is None  # not the outage scenario
-    # 800 on the wire for 780 first attempts + 200 shed before any attempt
-    assert summary.amplification == pytest.approx(800 / 980)
+    # 800 on the wire for 780 first attempts + 200 shed before any attempt + 40 that never finished
+    assert summary.amplification == pytest.approx(800 / 1020)
     assert summary.outage_amplification is None
     assert summary.reduced_capacity_rps is summary.goodput_reduced_rps is summary.goodput_restored_rps is None
-    assert (summary.launched, summary.unfinished) == (1040, 40)
-    assert "40 of 1040 launched requests" in summary.unfinished_note()
+    assert summary.skipped_note() is None
     cells = summary.cells()
+    assert (cells["p50_ms"], cells["p99_ms"], cells["max_ms"], cells["slo_attainment"]) == (
+        "40.1", "451", "903", "0.577")  # fmt: skip
     assert list(cells) == list(COLUMNS)
     assert (cells["capacity_rps"], cells["offered_rps"], cells["recovery_s"]) == ("60.0", "120.0", "")
     assert (cells["amplification"], cells["outage_amplification"], cells["goodput_reduced_rps"]) == (
-        "0.82",
+        "0.78",
         "",
         "",
     )
@@ -311,8 +328,9 @@ def test_summary_csv_round_trips_with_the_issue_s_columns(fixture_run, tmp_path)
     with (tmp_path / "summary.csv").open() as handle:
         assert next(csv.reader(handle)) == list(COLUMNS)
     (row,) = read_csv(tmp_path / "summary.csv")
-    assert row["goodput_rps"] == "75.0"
+    assert (row["goodput_rps"], row["slo_goodput_rps"], row["unfinished"]) == ("75.0", "60.0", "40")
     assert row["shed_kinds"] == "throttle=150;circuit-open=50"
+    assert list(COLUMNS[4:8]) == ["slo_ms", "slo_goodput_rps", "slo_attainment", "goodput_rps"]
     table = markdown_table([summary])
     assert table.splitlines()[0].count("|") == len(COLUMNS) + 1
     terminal = terminal_table([summary])
@@ -327,7 +345,8 @@ def test_missing_sampler_files_leave_their_columns_empty(fixture_run):
     summary = summarise(ClassResult("ThrottledClient", fixture_run), LoadPlan.build(RunConfig(), 60))
     cells = summary.cells()
     assert cells["server_max_lag_ms"] == cells["max_client_concurrent"] == cells["server_max_sockets"] == ""
-    assert cells["goodput_rps"] == "75.0"
+    assert cells["p99_ms"] == ""
+    assert (cells["launched"], cells["goodput_rps"], cells["slo_goodput_rps"]) == ("0", "0.0", "0.0")
 
 
 def test_failure_kind_is_the_stable_exception_message():
@@ -452,17 +471,22 @@ def test_sentences_come_from_the_numbers(fixture_run):
     throttled = summarise(ClassResult("ThrottledClient", fixture_run), plan)
     from dataclasses import replace
 
+    # HammerClient got more answers (more goodput at any latency) but most came too late
     hammer = replace(
         throttled, client="HammerClient", server_max_lag_ms=1240.0, server_p95_lag_ms=1100.0, shed=0,
-        shed_kinds="", server_errors=380, server_error_kinds="connect-timeout=380", goodput_rps=40.0,
+        shed_kinds="", launched=1000, ok=620, slo_ok=100, server_errors=380,
+        server_error_kinds="connect-timeout=380", unfinished=0, goodput_rps=62.0, slo_goodput_rps=10.0,
+        slo_attainment=0.1, p99_ms=5500.0,
     )  # fmt: skip
     text = " ".join(describe([hammer, throttled], plan))
+    assert "The most SLO goodput came from ThrottledClient: 60.0 requests/s answered 2xx within 1,000" in text
+    assert "58 % of the requests it launched" in text
+    assert "HammerClient 10.0/s, as 52 % came late and 38 % failed (mostly connect-timeout)" in text
     assert "HammerClient drove the server's lag to 1,240 ms" in text
     assert "lost 38 % of its requests on the wire (mostly connect-timeout)" in text
     assert "ThrottledClient kept the lag at 910 ms" in text
-    assert "holding back 20 % at the client (mostly throttle)" in text
-    assert "at a p99 of 450 ms" in text
-    assert "The most goodput came from ThrottledClient (75 requests/s" in text
+    assert "holding back 19 % at the client (mostly throttle)" in text
+    assert "at a p99 of 451 ms" in text
     calmer = replace(hammer, server_max_lag_ms=300.0, server_errors=0, server_error_kinds="")
     assert " ".join(describe([calmer, throttled], plan)) != text
 

@@ -1,0 +1,139 @@
+"""Where every launched call ends up: one count per final outcome, an SLO count and an HDR histogram.
+
+The ledger counts *logical* calls (what the application asked for), not attempts: a call retried twice
+is one call with one final outcome. Each launched call ends in exactly one of
+
+    ok             answered without error (a 2xx or 3xx)
+    server_errors  reached for the server and failed (any wire kind: 503, reset, deadline, 4xx, ...)
+    shed           held back by a mitigation or the client itself; never reached the server
+    unfinished     still in flight when the test ended and the drain ran out (see `ClientRuntime.drain`)
+
+so `launched = ok + server_errors + shed + unfinished + in_flight` holds at every moment, and with
+nothing in flight at the end of a test, `launched = ok + server_errors + shed + unfinished`.
+
+`slo_ok` counts the answers that were 2xx *and* came within `slo_ms` of the scheduled launch: goodput
+that a user of the client would call good. Latency goes into an HdrHistogram (three significant digits,
+1 µs to one hour), recorded from the scheduled launch for every answered call (ok or failed; shed and
+unfinished calls have no answer to time), as wrk2 does. Histograms travel between Locust processes as
+HdrHistogram's compact base64 encoding and merge by adding (`merge_encoded`).
+
+Skipped launch slots (the generator stalled and did not launch them) are counted here too, apart from
+`launched`: they are intended load that never existed, so they never enter the percentiles, and a run
+that skipped more than `SKIP_WARN_SHARE` of its intended launches is flagged everywhere it is shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hdrh.histogram import HdrHistogram
+
+from mitigations.core import Outcome
+
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000  # one hour
+SIGNIFICANT_DIGITS = 3
+SKIP_WARN_SHARE = 0.01
+PERCENTILES = (("p50_ms", 50.0), ("p95_ms", 95.0), ("p99_ms", 99.0), ("p999_ms", 99.9))
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def merge_encoded(encoded: Iterable[str]) -> HdrHistogram:
+    """One histogram holding every encoded histogram given (empty strings are skipped)."""
+    total = new_histogram()
+    for text in encoded:
+        if text:
+            total.decode_and_add(text)
+    return total
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Percentiles in milliseconds from a histogram; None where it holds no value."""
+
+    count: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    p999_ms: float | None
+    max_ms: float | None
+
+    @classmethod
+    def of(cls, histogram: HdrHistogram) -> LatencySummary:
+        count = histogram.get_total_count()
+        if not count:
+            return cls(0, None, None, None, None, None)
+        values = {name: histogram.get_value_at_percentile(p) / 1000.0 for name, p in PERCENTILES}
+        return cls(count=count, max_ms=histogram.get_max_value() / 1000.0, **values)
+
+
+def skip_share(launched: int, skipped: int) -> float:
+    """Skipped slots as a share of intended launches (launched + skipped)."""
+    intended = launched + skipped
+    return skipped / intended if intended else 0.0
+
+
+def too_many_skipped(launched: int, skipped: int) -> bool:
+    return skip_share(launched, skipped) > SKIP_WARN_SHARE
+
+
+class CallLedger:
+    """The final outcome of every logical call of one client class in one process."""
+
+    def __init__(self, slo_ms: float) -> None:
+        if not slo_ms > 0:
+            raise ValueError(f"slo_ms must be > 0, got {slo_ms!r}")
+        self.slo_ms = slo_ms
+        self.launched = 0
+        self.skipped = 0
+        self.ok = 0
+        self.slo_ok = 0
+        self.server_errors = 0
+        self.shed = 0
+        self.unfinished = 0
+        self.shed_by_cause: dict[str, int] = {}
+        self.errors_by_kind: dict[str, int] = {}
+        self.histogram = new_histogram()
+
+    @property
+    def finished(self) -> int:
+        return self.ok + self.server_errors + self.shed + self.unfinished
+
+    def launch(self) -> None:
+        self.launched += 1
+
+    def skip(self, slots: int) -> None:
+        self.skipped += slots
+
+    def finish(self, outcome: Outcome) -> None:
+        """Count `outcome` as the final one of its call."""
+        if outcome.shed:
+            self.shed += 1
+            cause = outcome.error.cause  # type: ignore[union-attr]
+            self.shed_by_cause[cause] = self.shed_by_cause.get(cause, 0) + 1
+            return
+        latency_us = max(LOWEST_US, round(outcome.latency * 1_000_000))
+        self.histogram.record_value(min(latency_us, HIGHEST_US))
+        if outcome.ok:
+            self.ok += 1
+            status = outcome.status or 0
+            if 200 <= status < 300 and outcome.latency * 1000.0 <= self.slo_ms:
+                self.slo_ok += 1
+        else:
+            self.server_errors += 1
+            kind = outcome.kind
+            self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
+
+    def abandon(self) -> None:
+        """A call still in flight when the drain ran out: it ends here, unanswered."""
+        self.unfinished += 1
+
+    def encoded_histogram(self) -> str:
+        if not self.histogram.get_total_count():
+            return ""
+        encoded = self.histogram.encode()
+        return encoded.decode("ascii") if isinstance(encoded, bytes) else encoded
