@@ -2,7 +2,8 @@
 
 Importing this package registers its listeners on Locust's global events (that is how Locust plugins
 work): the command-line options, start-up validation, a fresh pipeline for every test, the live views
-(`monitoring`) and complete CSV files at exit (`final_csv`).
+(`monitoring`) and complete CSV files at exit (`final_csv`). At test stop every `Defer` queue is closed:
+what is still queued stays on disk for the next run of its class.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from locust.runners import MasterRunner
 
 from locust_plugin import final_csv, monitoring, options  # noqa: F401  (the first two register listeners)
 from locust_plugin.pipelines import build_pipeline
-from locust_plugin.runtime import drain_runtimes, reset_runtimes
+from locust_plugin.runtime import drain_runtimes, reset_runtimes, runtimes
 from mitigations.core import SYSTEM_CLOCK
+from mitigations.defer import Defer
 
 log = logging.getLogger("hammerlab")
 
@@ -82,3 +84,11 @@ def _fresh_pipelines(environment: Any, **_: Any) -> None:
     if problem:
         log.error("hammerlab: error: %s; stopping the test", problem)
         gevent.spawn_later(0, environment.runner.stop)
+
+
+@events.test_stop.add_listener
+def _close_defer_queues(environment: Any, **_: Any) -> None:
+    for runtime in runtimes(environment).values():
+        for policy in runtime.policies.values():
+            if isinstance(policy, Defer):
+                policy.close()

@@ -57,6 +57,17 @@ on every row, and with nothing in flight at the end, without `concurrent`):
                              an HdrHistogram (3 significant digits); in `all`, the workers' histograms
                              merged, not their percentiles averaged
 
+Appended for `Defer` (docs/defer.md); empty without a defer layer:
+  deferred_total             calls `Defer` kept for later (each also counts in shed_total, cause
+                             `deferred`)
+  replayed_total             deferred calls replayed to a final outcome (ok or not)
+  expired_total              deferred calls dropped unsent, older than --defer-max-age-s
+  defer_queue_depth          calls held in the defer queue now (queued, being written or replayed)
+  replay_p50_ms              replay delay, launch to final answer, from an HdrHistogram (3 significant
+  replay_p95_ms                digits) of every replay this test; in `all`, the workers' histograms
+  replay_p99_ms                merged
+  replay_max_ms
+
 `shed_total` and `shed_by_cause` count calls whose final outcome was shed (the ledger), not shed events:
 a retry the budget refused is a `SHED ... [budget]` row in Locust's stats but ends its call as the
 failure it was retrying.
@@ -74,9 +85,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from hdrh.histogram import HdrHistogram
+
 from locust_plugin.ledger import LatencySummary, merge_encoded
 from mitigations.adaptive import AdaptiveLimit
 from mitigations.breaker import CircuitBreaker
+from mitigations.defer import Defer
 from mitigations.socket_pool import SocketPool
 from mitigations.throttle import Throttle
 
@@ -115,6 +129,14 @@ MITIGATION_COLUMNS = (
     "p99_ms",
     "p999_ms",
     "max_ms",
+    "deferred_total",
+    "replayed_total",
+    "expired_total",
+    "defer_queue_depth",
+    "replay_p50_ms",
+    "replay_p95_ms",
+    "replay_p99_ms",
+    "replay_max_ms",
 )
 UNFINISHED_KIND = "unfinished"
 TIMEOUT_KINDS = frozenset({"read-timeout", "connect-timeout", "deadline"})
@@ -194,6 +216,11 @@ class ClientSnapshot:
     slo_ok: int = 0
     latency_hdr: str = ""
     errors_by_kind: dict[str, int] = field(default_factory=dict)
+    deferred: int | None = None
+    replayed: int | None = None
+    expired: int | None = None
+    defer_queue_depth: int | None = None
+    replay_hdr: str | None = None  # HdrHistogram.encode() of the replay delays in ms, as text
 
     @property
     def shed(self) -> int:
@@ -251,6 +278,12 @@ def read_policies(policies: Mapping[str, Any], wall_now: float) -> dict[str, Any
         elif isinstance(policy, SocketPool) and "pool_in_use" not in found:
             found["pool_in_use"] = policy.in_use
             found["pool_waiting"] = policy.waiting
+        elif isinstance(policy, Defer) and "deferred" not in found:
+            found["deferred"] = policy.deferred
+            found["replayed"] = policy.replayed
+            found["expired"] = policy.expired
+            found["defer_queue_depth"] = policy.depth
+            found["replay_hdr"] = policy.replay_delays.encode().decode("ascii")
     found["queue_depth"] = queue
     return found
 
@@ -414,6 +447,36 @@ class MitigationRow:
     @property
     def latency(self) -> LatencySummary:
         return LatencySummary.of(merge_encoded([self.latency_hdr]))
+    deferred_total: int | None = None
+    replayed_total: int | None = None
+    expired_total: int | None = None
+    defer_queue_depth: int | None = None
+    replay_hdr: str | None = None
+
+    def replay_percentile(self, percentile: float) -> int | None:
+        """A replay-delay percentile in ms (100: the maximum); None without replays."""
+        histogram = decode_hdr(self.replay_hdr)
+        if histogram is None or histogram.get_total_count() == 0:
+            return None
+        if percentile >= 100:
+            return int(histogram.get_max_value())
+        return int(histogram.get_value_at_percentile(percentile))
+
+    @property
+    def replay_p50_ms(self) -> int | None:
+        return self.replay_percentile(50.0)
+
+    @property
+    def replay_p95_ms(self) -> int | None:
+        return self.replay_percentile(95.0)
+
+    @property
+    def replay_p99_ms(self) -> int | None:
+        return self.replay_percentile(99.0)
+
+    @property
+    def replay_max_ms(self) -> int | None:
+        return self.replay_percentile(100.0)
 
     @classmethod
     def of(
@@ -452,6 +515,11 @@ class MitigationRow:
             slo_ok_total=snap.slo_ok,
             latency_hdr=snap.latency_hdr,
             errors_by_kind=dict(snap.errors_by_kind),
+            deferred_total=snap.deferred,
+            replayed_total=snap.replayed,
+            expired_total=snap.expired,
+            defer_queue_depth=snap.defer_queue_depth,
+            replay_hdr=snap.replay_hdr,
         )
 
     def csv_row(self) -> dict[str, str]:
@@ -470,7 +538,8 @@ class MitigationRow:
             "shed_by_cause": join_counts(self.shed_by_cause),
             **{name: cell(getattr(self, name)) for name in MITIGATION_COLUMNS[14:_LATENCY_AT]},
         }
-        row.update({name: _ms(getattr(latency, name)) for name in MITIGATION_COLUMNS[_LATENCY_AT:]})
+        row.update({name: _ms(getattr(latency, name)) for name in MITIGATION_COLUMNS[_LATENCY_AT:_DEFER_AT]})
+        row.update({name: cell(getattr(self, name)) for name in MITIGATION_COLUMNS[_DEFER_AT:]})
         return row
 
 
@@ -480,6 +549,25 @@ def _ms(value: float | None) -> str:
 
 
 _LATENCY_AT = MITIGATION_COLUMNS.index("p50_ms")
+_DEFER_AT = MITIGATION_COLUMNS.index("deferred_total")
+
+
+def decode_hdr(text: str | None) -> HdrHistogram | None:
+    return None if not text else HdrHistogram.decode(text.encode("ascii"))
+
+
+def merge_hdr(texts: Iterable[str | None]) -> str | None:
+    """The workers' replay histograms as one (percentiles cannot be summed)."""
+    merged: HdrHistogram | None = None
+    for text in texts:
+        histogram = decode_hdr(text)
+        if histogram is None:
+            continue
+        if merged is None:
+            merged = histogram
+        else:
+            merged.add(histogram)
+    return None if merged is None else merged.encode().decode("ascii")
 
 
 def _sum_optional(values: Iterable[int | float | None]) -> Any:
@@ -541,6 +629,11 @@ def sum_rows(rows: list[MitigationRow], timestamp: float, elapsed_s: float) -> M
         slo_ok_total=sum(r.slo_ok_total for r in rows),
         latency_hdr=_merged_hdr([r.latency_hdr for r in rows]),
         errors_by_kind=errors,
+        deferred_total=_sum_optional(r.deferred_total for r in rows),
+        replayed_total=_sum_optional(r.replayed_total for r in rows),
+        expired_total=_sum_optional(r.expired_total for r in rows),
+        defer_queue_depth=_sum_optional(r.defer_queue_depth for r in rows),
+        replay_hdr=merge_hdr(r.replay_hdr for r in rows),
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from locust_plugin.values import boolean, choice, number, path, whole, window
+from mitigations.defer_store import default_directory
 from mitigations.transport import HTTP_BACKENDS
 
 
@@ -33,6 +34,14 @@ def methods(text: object) -> tuple[str, ...]:
     if not names or not all(name.isalpha() and name.isascii() for name in names):
         raise ValueError(f"{text!r} is not a list of HTTP methods like GET,PUT (or * for every method)")
     return names
+
+
+def folder(text: object) -> str:
+    """A directory path; it is created when first used."""
+    value = str(text).strip()
+    if not value or "\x00" in value:
+        raise ValueError(f"{text!r} is not a folder path")
+    return value
 
 
 # -- the table --------------------------------------------------------------------------------------------
@@ -146,6 +155,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("--drain-s", number(0.1, 120.0, "s", zero="no drain"), "10",
            "every client: at the end of a test, wait this long for requests in flight before counting "
            "them unfinished (Locust's --stop-timeout wins when set)"),
+    # defer (a throttle that drops nothing)
+    Option("--defer-dir", folder, str(default_directory()),
+           "DeferredClient: folder of the durable queues, one SQLite file per client class"),
+    Option("--defer-max-age-s", number(0.1, 86_400.0, "s"), "60",
+           "DeferredClient: a queued call older than this (from launch) is expired, never sent"),
+    Option("--defer-max-queue", whole(1, 10_000_000), "10000",
+           "DeferredClient: most calls queued; beyond, shed as defer-full"),
+    Option("--defer-priority", choice("fresh", "deferred"), "fresh",
+           "DeferredClient: fresh calls take free slots first, or deferred calls (oldest first) do"),
 )
 
 BY_DEST = {option.dest: option for option in OPTIONS}

@@ -2,8 +2,10 @@
 
 The order is fixed and documented, outermost first:
 
-    retry → breaker → limiter (throttle | adaptive | sre) → socket pool → transport
+    defer → retry → breaker → limiter (throttle | adaptive | sre) → socket pool → transport
 
+  - defer is outermost, so a replayed call passes every rule again (retry budget, breaker, limiter,
+    deadline) and only what the limiter or breaker finally refuses is kept; it needs one of them;
   - retry is outermost (as resilience4j recommends), so every attempt passes the breaker and the
     limiter again: an open breaker sheds a retry instead of sending it;
   - the breaker sits outside the limiter so that an open circuit sheds before a call takes a slot;
@@ -38,6 +40,7 @@ from mitigations.adaptive import (
 )
 from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig
 from mitigations.core import Clock, Pipeline, Policy
+from mitigations.defer import Defer, DeferConfig
 from mitigations.retry import Retry, RetryBudgetConfig, RetryConfig
 from mitigations.socket_pool import SocketPool, SocketPoolConfig
 from mitigations.sre_throttle import SreThrottle, SreThrottleConfig
@@ -45,7 +48,7 @@ from mitigations.throttle import Throttle, ThrottleConfig
 from mitigations.timeout import Timeouts
 from mitigations.transport import TransportConfig, make_transport
 
-ORDER = ("retry", "naive-retry", "breaker", "throttle", "adaptive", "sre", "pooled", "timeout")
+ORDER = ("defer", "retry", "naive-retry", "breaker", "throttle", "adaptive", "sre", "pooled", "timeout")
 
 
 def _ms(value: int) -> float:
@@ -140,7 +143,22 @@ POLICY_BUILDERS: dict[str, Callable[[Callable[[str], Any]], Policy]] = {
     "sre": sre,
     "pooled": pooled,
 }
-MITIGATIONS = (*POLICY_BUILDERS, "timeout")
+MITIGATIONS = ("defer", *POLICY_BUILDERS, "timeout")
+DEFER_SOURCES = ("throttle", "adaptive", "sre", "breaker")
+
+
+def defer(read: Callable[[str], Any], policies: dict[str, Policy]) -> Policy:
+    """The defer layer, reading free slots from the pipeline's limiter."""
+    if not any(name in policies for name in DEFER_SOURCES):
+        raise ValueError("defer keeps what a limiter or breaker sheds: add throttle, adaptive, sre, breaker")
+    limiter = next((policies[name] for name in ("throttle", "adaptive", "sre") if name in policies), None)
+    config = DeferConfig(
+        directory=read("defer_dir"),
+        max_age=read("defer_max_age_s"),
+        max_queue=read("defer_max_queue"),
+        priority=read("defer_priority"),
+    )
+    return Defer(config, limiter)
 
 
 @dataclass
@@ -160,8 +178,10 @@ def build_pipeline(
     def read(dest: str) -> Any:
         return options.read(parsed_options, dest)
 
-    chosen = [name for name in ORDER if name in mitigations and name in POLICY_BUILDERS]
-    policies = {name: POLICY_BUILDERS[name](read) for name in chosen}
+    chosen = [name for name in ORDER if name in mitigations]
+    policies = {name: POLICY_BUILDERS[name](read) for name in chosen if name in POLICY_BUILDERS}
+    if "defer" in mitigations:
+        policies = {"defer": defer(read, policies), **policies}
     connect = _ms(read("connect_timeout_ms"))
     if "timeout" in mitigations:
         timeouts = Timeouts(connect, _ms(read("read_timeout_ms")), _ms(read("request_timeout_ms")))

@@ -5,6 +5,10 @@
   - a call a mitigation held back: `SHED /doWork [throttle]`, with one stable exception per cause, so it
     never enters the wire rows' latency percentiles and `_failures.csv` tells "the server failed" apart
     from "the client held back";
+  - a call `Defer` kept for later: `DEFERRED /doWork`; its final outcome once replayed:
+    `REPLAYED /doWork` (response time: from the original launch to the final answer, failed with the
+    final error if it failed); a kept call that grew too old: `EXPIRED /doWork`. A replay's own wire
+    attempt is in `GET /doWork` like any other, timed from the moment the replay started.
   - a call still in flight when the test's drain ran out: `UNFINISHED /doWork`, failed with `Unfinished`,
     its time the seconds it had been in flight (a lower bound on a latency nobody saw).
 
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mitigations.core import Call, HammerError, Outcome, PipelineEvents
+from mitigations.core import Call, Deferred, HammerError, Outcome, PipelineEvents
 
 SHED_REQUEST_TYPE = "SHED"
 UNFINISHED_REQUEST_TYPE = "UNFINISHED"
@@ -26,6 +30,9 @@ class Unfinished(HammerError):
     failure nor a mitigation's choice: a miss against the SLO with no latency to record."""
 
     kind = "unfinished"
+DEFERRED_REQUEST_TYPE = "DEFERRED"
+REPLAYED_REQUEST_TYPE = "REPLAYED"
+EXPIRED_REQUEST_TYPE = "EXPIRED"
 
 
 def wire_row_name(outcome: Outcome) -> str:
@@ -48,12 +55,24 @@ class LocustReporter:
     def attach(self, events: PipelineEvents) -> None:
         events.on("wire", self.on_wire)
         events.on("shed", self.on_shed)
+        events.on("replayed", self.on_replayed)
+        events.on("expired", self.on_expired)
+        events.emit("client", self.client_name)  # names the pipeline (Defer's file) after its class
 
     def on_wire(self, outcome: Outcome) -> None:
         self._fire(outcome.call.method.upper(), wire_row_name(outcome), outcome)
 
     def on_shed(self, outcome: Outcome) -> None:
-        self._fire(SHED_REQUEST_TYPE, shed_row_name(outcome), outcome)
+        if isinstance(outcome.error, Deferred):
+            self._fire(DEFERRED_REQUEST_TYPE, outcome.call.label, outcome)
+        else:
+            self._fire(SHED_REQUEST_TYPE, shed_row_name(outcome), outcome)
+
+    def on_replayed(self, outcome: Outcome) -> None:
+        self._fire(REPLAYED_REQUEST_TYPE, outcome.call.label, outcome, defer="replayed")
+
+    def on_expired(self, outcome: Outcome) -> None:
+        self._fire(EXPIRED_REQUEST_TYPE, outcome.call.label, outcome, defer="expired")
 
     def on_unfinished(self, call: Call, now: float) -> None:
         if not self.enabled:
@@ -67,14 +86,19 @@ class LocustReporter:
             context={"client": self.client_name, "attempt": call.attempt, "kind": Unfinished.kind},
         )
 
-    def _fire(self, request_type: str, name: str, outcome: Outcome) -> None:
+    def _fire(self, request_type: str, name: str, outcome: Outcome, defer: str | None = None) -> None:
         if not self.enabled:
             return
+        context: dict[str, Any] = {"client": self.client_name, "attempt": outcome.call.attempt}
+        if defer is None:
+            context["kind"] = outcome.kind
+        else:  # the end of a call already counted as deferred: no `kind`, so nothing counts it twice
+            context["defer"] = defer
         self._request.fire(
             request_type=request_type,
             name=name,
             response_time=max(0.0, outcome.latency * 1000.0),
             response_length=outcome.length,
             exception=outcome.error,
-            context={"client": self.client_name, "attempt": outcome.call.attempt, "kind": outcome.kind},
+            context=context,
         )

@@ -65,3 +65,9 @@ class NaiveRetryClient(MitigatedClient):
     """Immediate retries of every failure, no budget: the retry storm, for contrast."""
 
     mitigations = ("naive-retry", "timeout")
+
+
+class DeferredClient(MitigatedClient):
+    """A throttle that drops nothing: what --max-concurrent sheds waits on disk and is replayed later."""
+
+    mitigations = ("throttle", "defer", "timeout")

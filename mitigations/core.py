@@ -211,6 +211,25 @@ class RetryBudgetExhausted(Shed):
     cause = "budget"
 
 
+class Deferred(Shed):
+    """Not sent yet, but not dropped: the call waits in `Defer`'s durable queue and is replayed later.
+    Its final outcome arrives with the pipeline event `replayed` (or `expired`)."""
+
+    cause = "deferred"
+
+
+class DeferQueueFull(Shed):
+    """A limiter shed the call and `Defer`'s queue was at `--defer-max-queue`: dropped after all."""
+
+    cause = "defer-full"
+
+
+class DeferExpired(Shed):
+    """A deferred call grew older than its max age (counted from launch) before it could be replayed."""
+
+    cause = "defer-expired"
+
+
 class QueuedPastDeadline(Shed):
     """The deadline ran out, or too little of it was left to send (`Call.send_by` passed), while the
     request was still in the client, before it reached the wire. Not the server's fault: nothing counts it."""
@@ -330,16 +349,30 @@ class PipelineEvents:
       - `shed(outcome)`: a policy held a call back;
       - `state(policy, old, new)`: a stateful policy changed state (breaker opened, ...);
       - `limit(policy, value)`: an adaptive limit moved;
-      - `retry(call, delay)`: a retry was scheduled.
+      - `retry(call, delay)`: a retry was scheduled;
+      - `client(name)`: the Locust side named the client class this pipeline belongs to;
+      - `replayed(outcome)`: a call `Defer` had deferred got its final outcome (ok, a server failure,
+        or a shed that is not deferrable); `outcome.call.launched_at` is the original launch;
+      - `expired(outcome)`: a deferred call passed its max age and was dropped unsent (`DeferExpired`).
     """
 
     def __init__(self) -> None:
         self._listeners: dict[str, list[Listener]] = {}
+        self._claimers: dict[str, list[Callable[..., bool]]] = {}
 
     def on(self, event: str, listener: Listener) -> None:
         self._listeners.setdefault(event, []).append(listener)
 
+    def claim(self, event: str, claimer: Callable[..., bool]) -> None:
+        """Let `claimer(*args)` take `event` before any listener hears it: when it returns True, none
+        does. A policy that turns another policy's outcome into something else (`Defer` keeps a call a
+        limiter shed) claims it, so the outcome is not announced as two different things."""
+        self._claimers.setdefault(event, []).append(claimer)
+
     def emit(self, event: str, *args: object) -> None:
+        for claimer in self._claimers.get(event, ()):
+            if claimer(*args):
+                return
         for listener in self._listeners.get(event, ()):
             listener(*args)
 
