@@ -183,6 +183,10 @@ class ClientRow:
     p99_ms: float | None = None
     p999_ms: float | None = None
     max_ms: float | None = None
+    deferred_total: int | None = None  # None: the class has no Defer
+    replayed_total: int | None = None
+    expired_total: int | None = None
+    defer_queue_depth: int | None = None
 
     @property
     def good_total(self) -> int:
@@ -214,6 +218,10 @@ def read_client(path: Path, client: str) -> list[ClientRow]:
             p99_ms=_float(row.get("p99_ms")),
             p999_ms=_float(row.get("p999_ms")),
             max_ms=_float(row.get("max_ms")),
+            deferred_total=_optional_int(row.get("deferred_total")),
+            replayed_total=_optional_int(row.get("replayed_total")),
+            expired_total=_optional_int(row.get("expired_total")),
+            defer_queue_depth=_optional_int(row.get("defer_queue_depth")),
         )
         for row in _rows(path)
         if row["worker"] == ALL_WORKERS and row["client"] == client

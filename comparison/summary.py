@@ -8,9 +8,13 @@ Where each number comes from (one source each):
     so launched = ok + server_errors + shed + unfinished on every row. The percentiles come from an
     HdrHistogram of answered calls (ok or failed) from their scheduled launch, 3 significant digits.
     slo_goodput_rps = 2xx answers within slo_ms / the run's launch window (--duration);
-    slo_attainment = the same count / launched. goodput_rps = every ok answer, however late, per second
-    of the whole run, drain included (Locust's elapsed time: its Aggregated count / Requests/s), so a
-    backlog answered after the launch window cannot push it past what the server really served.
+    slo_attainment = the same count / launched. deferred, replayed, expired (DeferredClient; empty for
+    a class without `Defer`): calls kept on disk, replayed and expired unsent. lost = launched - ok -
+    unfinished - expired: calls that failed on the wire or were dropped by a mitigation, i.e. neither
+    served nor kept (unfinished calls of a Defer are on disk for the next run). goodput_rps = every ok
+    answer, however late, per second of the whole run, drain included (Locust's elapsed time: its
+    Aggregated count / Requests/s), so a backlog answered after the launch window cannot push it past
+    what the server really served.
   - max_client_concurrent: PREFIX_mitigations.csv, the class's `all` rows.
   - server lag, sockets and in-flight: PREFIX_server.csv. The maxima take the server's own peaks
     (peak_lag_ms, peak_in_flight, peak_sockets, since it started: the embedded target is restarted for
@@ -72,6 +76,10 @@ COLUMNS = (
     "shed_kinds",
     "unfinished",
     "skipped",
+    "deferred",
+    "replayed",
+    "expired",
+    "lost",
     "p50_ms",
     "p95_ms",
     "p99_ms",
@@ -129,6 +137,10 @@ class Summary:
     shed_kinds: str
     unfinished: int
     skipped: int
+    deferred: int | None
+    replayed: int | None
+    expired: int | None
+    lost: int
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
@@ -359,6 +371,10 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         shed_kinds=sort_counts(last.shed_by_cause),
         unfinished=last.unfinished_total,
         skipped=last.skipped_total,
+        deferred=last.deferred_total,
+        replayed=last.replayed_total,
+        expired=last.expired_total,
+        lost=launched - last.ok_total - last.unfinished_total - (last.expired_total or 0),
         p50_ms=last.p50_ms,
         p95_ms=last.p95_ms,
         p99_ms=last.p99_ms,

@@ -21,6 +21,10 @@ TERMINAL_COLUMNS = (
     ("server_errors", "errors"),
     ("shed", "shed"),
     ("unfinished", "unfinished"),
+    ("lost", "lost"),
+    ("deferred", "deferred"),
+    ("replayed", "replayed"),
+    ("expired", "expired"),
     ("skipped", "skipped"),
     ("p50_ms", "p50 ms"),
     ("p95_ms", "p95 ms"),
@@ -38,7 +42,7 @@ TERMINAL_COLUMNS = (
     ("goodput_reduced_rps", "goodput at C'"),
     ("goodput_restored_rps", "goodput after"),
 )
-OPTIONAL = {"recovery_s", "outage_amplification", "reduced_capacity_rps", "goodput_reduced_rps",
+OPTIONAL = {"deferred", "replayed", "expired", "recovery_s", "outage_amplification", "reduced_capacity_rps", "goodput_reduced_rps",
             "goodput_restored_rps"}  # fmt: skip
 
 

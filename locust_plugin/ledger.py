@@ -17,6 +17,13 @@ that a user of the client would call good. Latency goes into an HdrHistogram (th
 unfinished calls have no answer to time), as wrk2 does. Histograms travel between Locust processes as
 HdrHistogram's compact base64 encoding and merge by adding (`merge_encoded`).
 
+A call that `Defer` kept for later is none of these yet: it is `pending` until its replay ends (then
+it lands in its column, timed from its original launch, so a late replay is not SLO goodput) or it
+expires (a shed with cause `defer-expired`). Calls found on disk from an earlier run are `recovered`:
+launched by this run's count, and pending. What is still pending when a test's drain runs out counts as
+unfinished (it stays on disk for the next run). Mid-run the identity reads
+`launched = ok + server_errors + shed + unfinished + in_flight + pending`.
+
 Skipped launch slots (the generator stalled and did not launch them) are counted here too, apart from
 `launched`: they are intended load that never existed, so they never enter the percentiles, and a run
 that skipped more than `SKIP_WARN_SHARE` of its intended launches is flagged everywhere it is shown.
@@ -35,6 +42,7 @@ LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
 SIGNIFICANT_DIGITS = 3
 SKIP_WARN_SHARE = 0.01
+DEFERRED_CAUSE = "deferred"
 PERCENTILES = (("p50_ms", 50.0), ("p95_ms", 95.0), ("p99_ms", 99.0), ("p999_ms", 99.9))
 
 
@@ -95,6 +103,11 @@ class CallLedger:
         self.server_errors = 0
         self.shed = 0
         self.unfinished = 0
+        self.pending = 0
+        self.deferred = 0
+        self.replayed = 0
+        self.expired = 0
+        self.recovered = 0
         self.shed_by_cause: dict[str, int] = {}
         self.errors_by_kind: dict[str, int] = {}
         self.histogram = new_histogram()
@@ -110,7 +123,11 @@ class CallLedger:
         self.skipped += slots
 
     def finish(self, outcome: Outcome) -> None:
-        """Count `outcome` as the final one of its call."""
+        """Count `outcome` as the final one of its call (or as pending, when `Defer` kept it)."""
+        if outcome.shed and outcome.error.cause == DEFERRED_CAUSE:  # type: ignore[union-attr]
+            self.deferred += 1
+            self.pending += 1
+            return
         if outcome.shed:
             self.shed += 1
             cause = outcome.error.cause  # type: ignore[union-attr]
@@ -131,6 +148,30 @@ class CallLedger:
     def abandon(self) -> None:
         """A call still in flight when the drain ran out: it ends here, unanswered."""
         self.unfinished += 1
+
+    def replayed_final(self, outcome: Outcome) -> None:
+        """A deferred call's replay ended: `outcome` is its final outcome, timed from the first launch."""
+        self.pending -= 1
+        self.replayed += 1
+        self.finish(outcome)
+
+    def expire(self, outcome: Outcome) -> None:
+        """A deferred call grew too old and was never sent."""
+        self.pending -= 1
+        self.expired += 1
+        self.finish(outcome)  # a shed, cause defer-expired
+
+    def recover(self, calls: int) -> None:
+        """Deferred calls an earlier run left on disk: this run replays them, so it counts them."""
+        self.launched += calls
+        self.recovered += calls
+        self.pending += calls
+
+    def abandon_pending(self) -> int:
+        """The drain ran out with deferred calls still queued: unfinished here, kept on disk."""
+        left, self.pending = self.pending, 0
+        self.unfinished += left
+        return left
 
     def encoded_histogram(self) -> str:
         if not self.histogram.get_total_count():

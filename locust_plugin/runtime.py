@@ -23,6 +23,7 @@ from locust_plugin.ledger import CallLedger, skip_share, too_many_skipped
 from locust_plugin.pipelines import BuiltPipeline, build_pipeline
 from locust_plugin.reporter import LocustReporter
 from mitigations.core import SYSTEM_CLOCK, Call, Outcome
+from mitigations.defer import Defer
 
 _ATTRIBUTE = "hammerlab_runtimes"
 log = logging.getLogger("hammerlab")
@@ -42,8 +43,12 @@ class ClientRuntime:
         self.max_concurrent = 0
         self.completed = 0
         self.reporter = LocustReporter(locust_events, name)
-        self.reporter.attach(self.pipeline.events)
+        self.pipeline.events.on("replayed", self.ledger.replayed_final)
+        self.pipeline.events.on("expired", self.ledger.expire)
+        self.pipeline.events.on("recovered", self.ledger.recover)
+        self.reporter.attach(self.pipeline.events)  # last: it names the pipeline, which may replay at once
         self.pipeline.events.on("state", self._log_state)
+        self.defer = next((p for p in self.policies.values() if isinstance(p, Defer)), None)
 
     # The seed's client-side counters, kept under their old names for the live views.
     @property
@@ -103,6 +108,15 @@ class ClientRuntime:
             self.requests.kill(block=True, timeout=5)
         return left
 
+    def drain_deferred(self, timeout_s: float) -> int:
+        """Give `Defer`'s queue up to `timeout_s` to replay; what is still queued then counts as
+        unfinished in this run (it stays on disk for the next). Returns how many."""
+        if self.defer is None:
+            return 0
+        if timeout_s > 0 and self.ledger.pending:
+            self.defer.wait_drained(timeout_s)
+        return self.ledger.abandon_pending()
+
     def warn_if_skipped(self) -> None:
         """One warning line when the launcher could not keep the rate (see `ledger.SKIP_WARN_SHARE`)."""
         launched, skipped = self.ledger.launched, self.ledger.skipped
@@ -153,6 +167,10 @@ def drain_runtimes(environment: Any, **_: Any) -> None:
         if ended:
             log.warning("hammerlab: %s: %d calls were still in flight after the drain; counted unfinished",
                         runtime.name, ended)  # fmt: skip
+        queued = runtime.drain_deferred(max(0.0, deadline - SYSTEM_CLOCK.now()))
+        if queued:
+            log.warning("hammerlab: %s: %d deferred calls were still queued after the drain; counted "
+                        "unfinished here, kept on disk for the next run", runtime.name, queued)  # fmt: skip
         runtime.warn_if_skipped()
 
 

@@ -353,7 +353,8 @@ class PipelineEvents:
       - `client(name)`: the Locust side named the client class this pipeline belongs to;
       - `replayed(outcome)`: a call `Defer` had deferred got its final outcome (ok, a server failure,
         or a shed that is not deferrable); `outcome.call.launched_at` is the original launch;
-      - `expired(outcome)`: a deferred call passed its max age and was dropped unsent (`DeferExpired`).
+      - `expired(outcome)`: a deferred call passed its max age and was dropped unsent (`DeferExpired`);
+      - `recovered(count)`: `Defer` found `count` calls left on disk by an earlier run, to replay first.
     """
 
     def __init__(self) -> None:

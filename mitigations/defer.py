@@ -225,6 +225,7 @@ class Defer(BasePolicy):
         self._next_id = max((kept.id for kept in found), default=0) + 1
         self.leftovers = len(found)
         if found:
+            self.events.emit("recovered", len(found))
             log.info("%s: found %d deferred calls left by an earlier run in %s; replaying them first",
                      self.client, len(found), store.path)
         self._writer = BatchWriter(store)

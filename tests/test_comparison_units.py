@@ -272,6 +272,8 @@ def test_summary_takes_each_number_from_its_source(fixture_run):
     assert (summary.launched, summary.ok, summary.server_errors, summary.shed, summary.unfinished) == (
         1040, 750, 50, 200, 40)  # fmt: skip
     assert summary.accounted
+    assert summary.lost == 250  # 50 failed + 200 shed: neither served nor kept
+    assert summary.deferred is summary.replayed is summary.expired is None  # no Defer in this class
     assert summary.skipped == 3 and not summary.generator_behind  # 3 of 1043 intended is under 1 %
     assert summary.goodput_rps == pytest.approx(75.0)  # 750 ok over Locust's 10 s (1000 at 100/s)
     assert summary.slo_goodput_rps == pytest.approx(60.0)  # 600 within the SLO
