@@ -42,7 +42,8 @@ TERMINAL_COLUMNS = (
     ("goodput_reduced_rps", "goodput at C'"),
     ("goodput_restored_rps", "goodput after"),
 )
-OPTIONAL = {"deferred", "replayed", "expired", "recovery_s", "outage_amplification", "reduced_capacity_rps", "goodput_reduced_rps",
+OPTIONAL = {"deferred", "replayed", "expired",
+            "recovery_s", "outage_amplification", "reduced_capacity_rps", "goodput_reduced_rps",
             "goodput_restored_rps"}  # fmt: skip
 
 
