@@ -77,6 +77,9 @@ def locust_command(
         "--exit-code-on-error",
         "0",
         "--only-summary",
+        # A DeferredClient's queue lives with the run, so a run never inherits another's leftovers.
+        *([] if any(t.startswith("--defer-dir") for t in passthrough) else
+          ["--defer-dir", str(files.prefix.parent / "defer")]),
         *passthrough,
         client,
     ]
