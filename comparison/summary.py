@@ -25,12 +25,9 @@ Where each number comes from (one source each):
 
 Appended after recovery_s, for the issue on adaptive limits and safe retries (the columns before them
 keep their order):
-  - amplification: server-side requests / logical requests over the run, from PREFIX_stats.csv.
-    Server-side = every wire row (`GET /doWork` and `GET /doWork [retry]`); logical = first attempts on
-    the wire + calls shed before their first attempt, i.e. every SHED row except `[budget]` (a retry
-    the budget refused), + calls that never finished (the UNFINISHED row is not a wire row). A retry
-    that an inner policy sheds (CombinedClient's breaker or throttle) is also a SHED row
-    and counts as logical here, so with such policies this is a slight lower bound.
+  - amplification: attempts on the wire (retries and replays included; PREFIX_mitigations.csv's
+    wire_total) per launched logical request (the ledger's launched). 1.00: every request sent once;
+    below 1: some were shed or never sent; above: retries.
   - outage_amplification (outage only): the same ratio inside the outage window, from the two sides'
     counters: the server's requests_total (PREFIX_server.csv) over the client's launched_total
     (PREFIX_mitigations.csv), each interpolated at the window's start and end.
@@ -53,7 +50,6 @@ from comparison.readers import (
     ClassFiles,
     ClientRow,
     ServerRow,
-    StatsRow,
     read_client,
     read_server,
     read_stats,
@@ -99,8 +95,6 @@ COLUMNS = (
 )
 # As `locust_plugin.ledger.SKIP_WARN_SHARE`; not imported, because importing the plugin loads Locust.
 SKIP_WARN_SHARE = 0.01
-BUDGET_CAUSE = "budget"  # a retry the budget refused: never a first attempt
-FIRST_ATTEMPT_ROW = ("GET", "/doWork")
 RECOVERY_WINDOW_S = 1.0
 RECOVERY_SHARE = 0.9
 NOT_RECOVERED = "never"
@@ -294,16 +288,6 @@ def rate_between(points: Sequence[tuple[float, float]], start: float, end: float
     return (last - first) / (end - start)
 
 
-def run_amplification(
-    wire: Sequence[StatsRow], shed_rows: Sequence[StatsRow], unfinished: int = 0
-) -> float | None:
-    """Wire attempts / logical requests over the run (see the module doc); None when nothing ran.
-    Calls that never finished are logical requests with no finished attempt."""
-    first = sum(row.count for row in wire if (row.type, row.name) == FIRST_ATTEMPT_ROW)
-    logical = first + unfinished + sum(row.count for row in shed_rows if row.shed_cause != BUDGET_CAUSE)
-    return sum(row.count for row in wire) / logical if logical else None
-
-
 def window_amplification(
     server: Sequence[ServerRow], client: Sequence[ClientRow], window: tuple[float, float]
 ) -> float | None:
@@ -348,7 +332,6 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
     reduced = restored = None
     if result.capacity_change is not None:
         reduced, restored = phase_goodput(client, result.capacity_change)
-    shed_rows = [row for row in stats if row.is_shed]
     window = plan.duration_s
     aggregate = next((row for row in stats if row.is_aggregate), None)
     elapsed = aggregate.count / aggregate.rps if aggregate and aggregate.rps > 0 else window
@@ -388,7 +371,7 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
             (row.in_flight for row in server), (row.peak_in_flight for row in server)
         ),
         recovery_s=recovery,
-        amplification=run_amplification(wire, shed_rows, last.unfinished_total),
+        amplification=last.wire_total / launched if launched else None,
         outage_amplification=outage_amplification,
         reduced_capacity_rps=plan.reduced_capacity_rps,
         goodput_reduced_rps=None if reduced is None else max(0.0, reduced),

@@ -151,12 +151,16 @@ class CallLedger:
 
     def replayed_final(self, outcome: Outcome) -> None:
         """A deferred call's replay ended: `outcome` is its final outcome, timed from the first launch."""
+        if self.pending <= 0:
+            return  # already counted unfinished by `abandon_pending`: it ends once
         self.pending -= 1
         self.replayed += 1
         self.finish(outcome)
 
     def expire(self, outcome: Outcome) -> None:
         """A deferred call grew too old and was never sent."""
+        if self.pending <= 0:
+            return
         self.pending -= 1
         self.expired += 1
         self.finish(outcome)  # a shed, cause defer-expired

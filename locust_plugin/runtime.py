@@ -115,6 +115,7 @@ class ClientRuntime:
             return 0
         if timeout_s > 0 and self.ledger.pending:
             self.defer.wait_drained(timeout_s)
+        self.defer.close()  # replays cut short stay on disk; none can finish after being counted
         return self.ledger.abandon_pending()
 
     def warn_if_skipped(self) -> None:

@@ -13,7 +13,7 @@ from comparison.burst_shape import BurstShape, parse
 from comparison.config import ConfigError, LoadPlan, RunConfig
 from comparison.locust_run import CsvTail, Progress, locust_command
 from comparison.narrative import describe
-from comparison.readers import ClassFiles, ClientRow, FailureRow, ServerRow, StatsRow
+from comparison.readers import ClassFiles, ClientRow, FailureRow, ServerRow
 from comparison.summary import (
     COLUMNS,
     NOT_RECOVERED,
@@ -22,7 +22,6 @@ from comparison.summary import (
     phase_goodput,
     read_csv,
     recovery_time,
-    run_amplification,
     summarise,
     value_at,
     window_amplification,
@@ -291,8 +290,8 @@ def test_summary_takes_each_number_from_its_source(fixture_run):
     assert summary.server_max_sockets == 31
     assert summary.server_max_in_flight == 12
     assert summary.recovery_s is None  # not the outage scenario
-    # 800 on the wire for 780 first attempts + 200 shed before any attempt + 40 that never finished
-    assert summary.amplification == pytest.approx(800 / 1020)
+    # 800 attempts on the wire for 1040 launched calls (200 shed, 40 never finished)
+    assert summary.amplification == pytest.approx(800 / 1040)
     assert summary.outage_amplification is None
     assert summary.reduced_capacity_rps is summary.goodput_reduced_rps is summary.goodput_restored_rps is None
     assert summary.skipped_note() is None
@@ -302,7 +301,7 @@ def test_summary_takes_each_number_from_its_source(fixture_run):
     assert list(cells) == list(COLUMNS)
     assert (cells["capacity_rps"], cells["offered_rps"], cells["recovery_s"]) == ("60.0", "120.0", "")
     assert (cells["amplification"], cells["outage_amplification"], cells["goodput_reduced_rps"]) == (
-        "0.78",
+        "0.77",
         "",
         "",
     )
@@ -398,19 +397,14 @@ def test_outage_summary_says_never_when_goodput_never_returns(fixture_run):
 # -- amplification and phases ----------------------------------------------------------------------------
 
 
-def stats_row(name: str, count: int, kind: str = "GET") -> StatsRow:
-    return StatsRow(kind, name, count, 0, 0.0, None, None, None)
-
-
-def test_amplification_counts_every_attempt_per_logical_request():
-    retry_client = [stats_row("/doWork", 1000), stats_row("/doWork [retry]", 90)]
-    budget = [stats_row("/doWork [budget]", 30, "SHED")]  # retries refused: not logical requests
-    assert run_amplification(retry_client, budget) == pytest.approx(1.09)
-    naive = [stats_row("/doWork", 500), stats_row("/doWork [retry]", 1000)]
-    assert run_amplification(naive, []) == pytest.approx(3.0)
-    throttled = [stats_row("/doWork", 600)]
-    assert run_amplification(throttled, [stats_row("/doWork [throttle]", 400, "SHED")]) == pytest.approx(0.6)
-    assert run_amplification([], []) is None
+def test_amplification_counts_every_attempt_per_launched_request(fixture_run):
+    """Attempts on the wire (retries and replays included) over the ledger's launched calls."""
+    plan = LoadPlan.build(RunConfig(duration_s=10), capacity_rps=60)
+    rows = fixture_run.mitigations.read_text().splitlines()
+    retried = rows[-1].replace(",1040,0,1040,800,", ",1040,0,1040,1300,", 1)  # 800 -> 1300 attempts
+    fixture_run.mitigations.write_text("\n".join([*rows[:-1], retried]) + "\n")
+    summary = summarise(ClassResult("ThrottledClient", fixture_run), plan)
+    assert summary.amplification == pytest.approx(1300 / 1040)
 
 
 def server_row(t: float, requests: int) -> ServerRow:
