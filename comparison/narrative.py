@@ -42,7 +42,7 @@ def describe(summaries: Sequence[Summary], plan: LoadPlan) -> list[str]:
     """The sentences for summary.md and report.html."""
     if not summaries:
         return ["No client class finished, so there is nothing to compare."]
-    sentences = [_setting(plan, len(summaries)), *_verdict(summaries)]
+    sentences = [_setting(plan, len(summaries)), *_verdict(summaries), *_deferrals(summaries)]
     if plan.outage_s:
         return [*sentences, *_outage(summaries), _recovery(summaries)]
     worst = max(summaries, key=_lag)
@@ -96,6 +96,27 @@ def _verdict(summaries: Sequence[Summary]) -> list[str]:
     if len(ranked) == 1:
         return [first]
     return [first, "The others served less within the SLO: " + "; ".join(map(_why_less, ranked[1:])) + "."]
+
+
+def _deferrals(summaries: Sequence[Summary]) -> list[str]:
+    """What each client that defers did with the calls it could not send at once."""
+    sentences = []
+    for s in summaries:
+        if not s.deferred:
+            continue
+        text = (
+            f"{s.client} kept {s.deferred:,} requests on disk instead of dropping them, replayed "
+            f"{s.replayed or 0:,} of them and lost {s.lost:,}"
+        )
+        if s.unfinished:
+            text += f"; {s.unfinished:,} were still queued or in flight when the run ended (kept on disk)"
+        if s.expired:
+            text += (
+                f"; {s.expired:,} expired unsent: more was offered than the server could ever serve, the "
+                "seed's ever-increasing backlog, which no queue can work off"
+            )
+        sentences.append(text + ".")
+    return sentences
 
 
 def _setting(plan: LoadPlan, count: int) -> str:

@@ -51,6 +51,7 @@ class Series:
     sockets: list[int]
     outage: tuple[float, float] | None
     capacity_change: tuple[float, float] | None = None
+    deferred_queue: list[int] | None = None  # DeferredClient only: calls kept on disk for a replay
 
 
 Rates = tuple[list[float], list[float], list[float], list[float], list[float]]
@@ -103,6 +104,11 @@ def series_for(result: ClassResult) -> Series:
         sockets=[row.sockets for row in server_rows],
         outage=elapsed(result.outage),
         capacity_change=elapsed(result.capacity_change),
+        deferred_queue=(
+            [row.defer_queue_depth or 0 for row in client_rows]
+            if any(row.defer_queue_depth is not None for row in client_rows)
+            else None
+        ),
     )
 
 
@@ -160,7 +166,8 @@ def grid_svg(plan: LoadPlan, all_series: Sequence[Series]) -> str:
         rows, 4, figsize=(15, 2.3 * rows + 0.8), sharex=True, sharey="col", squeeze=False
     )
     x, offered = _offered_line(plan)
-    titles = ("goodput / errors / shed per s", "client concurrent", "server lag (ms)", "server sockets")
+    titles = ("goodput / errors / shed per s", "client concurrent (dashed: deferred queue)",
+              "server lag (ms)", "server sockets")  # fmt: skip
     for row, series in enumerate(all_series):
         rates, concurrent, lag, sockets = axes[row]
         rates.stackplot(
@@ -174,6 +181,8 @@ def grid_svg(plan: LoadPlan, all_series: Sequence[Series]) -> str:
         )
         rates.plot(x, offered, color=COLOURS["offered"], lw=1, ls="--", label="offered")
         concurrent.plot(series.client_t, series.concurrent, color="#6a1b9a", lw=1.2)
+        if series.deferred_queue is not None:  # rises in each peak, drains in each trough
+            concurrent.plot(series.client_t, series.deferred_queue, color="#6a1b9a", lw=1.2, ls="--")
         lag.plot(series.server_t, series.lag, color="#e65100", lw=1.2)
         sockets.plot(series.server_t, series.sockets, color="#00695c", lw=1.2)
         for axes_one in axes[row]:

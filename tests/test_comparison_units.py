@@ -538,3 +538,18 @@ def test_progress_line_shows_live_rates(tmp_path):
     assert line.startswith("class 2 of 6 A")
     assert "12.0/30 s" in line
     assert "goodput   66.7/s" in line and "errors   19.0/s" in line and "shed   38.1/s" in line
+
+
+def test_a_deferring_client_is_described_by_what_it_kept_replayed_and_lost(fixture_run):
+    from dataclasses import replace
+
+    plan = LoadPlan.build(RunConfig(scenario="burst", duration_s=20), capacity_rps=60)
+    base = summarise(ClassResult("ThrottledClient", fixture_run), plan)
+    deferred = replace(base, client="DeferredClient", shed=0, server_errors=0, launched=1000, ok=800,
+                       unfinished=200, deferred=500, replayed=300, expired=0, lost=0)  # fmt: skip
+    text = " ".join(describe([base, deferred], plan))
+    assert "DeferredClient kept 500 requests on disk instead of dropping them, replayed 300 of them and " \
+        "lost 0; 200 were still queued or in flight when the run ended (kept on disk)." in text
+    assert "ThrottledClient kept" not in text  # no Defer: no such sentence
+    expiring = replace(deferred, expired=120, lost=0)
+    assert "120 expired unsent" in " ".join(describe([expiring], plan))
