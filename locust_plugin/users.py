@@ -78,9 +78,10 @@ class MitigatedClient(User):
         while self._launching():
             started = clock.now()
             request = self.runtime.launch(self.make_call(started))
-            if request is None:
+            if request is None and self.runtime.closed:
                 break
-            request.join()  # the runtime owns it, so stopping this user does not cut it short
+            if request is not None:
+                request.join()  # the runtime owns it, so stopping this user does not cut it short
             gevent.sleep(max(0.0, started + interval - clock.now()))
 
     def make_call(self, launched_at: float) -> Call:
