@@ -23,6 +23,7 @@ from comparison.config import (
     MAX_DRAIN_S,
     MAX_DURATION_S,
     MAX_SLO_MS,
+    MAX_WORKERS,
     MIN_DURATION_S,
     SCENARIO_DURATION_S,
     SCENARIOS,
@@ -54,6 +55,16 @@ def _number(option: str, whole: bool = False) -> Callable[[str], float]:
 
     parse.__name__ = option
     return parse
+
+
+def _count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+_count.__name__ = "workers"
 
 
 def build_parser() -> OneLineParser:
@@ -123,6 +134,14 @@ def build_parser() -> OneLineParser:
         help=f"after each class's run time, wait this long for requests in flight before counting them "
         f"unfinished (0 to {MAX_DRAIN_S:g}; default {DEFAULT_DRAIN_S:g})",
     )
+    parser.add_argument(
+        "--workers",
+        type=_count,
+        default=1,
+        help=f"run each class as a Locust master with this many worker processes, 1 to {MAX_WORKERS}: "
+        "each worker is one client instance with its own pipeline; the offered load is split evenly "
+        "over them (default 1: one process)",
+    )
     return parser
 
 
@@ -149,6 +168,7 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         slo_ms=args.slo_ms,
         drain_s=args.drain_s,
         passthrough=tuple(passthrough),
+        workers=args.workers,
     )
 
 

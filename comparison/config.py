@@ -38,6 +38,7 @@ SCENARIO_DURATION_S = {"capacity": 50.0}  # the default --duration where 30 s is
 MIN_DURATION_S = 5.0
 MAX_DURATION_S = 600.0
 MAX_RATE = 5000.0
+MAX_WORKERS = 16  # Locust worker processes per class (`--workers`); each is one client instance
 
 # Burst: the peak is `PEAK_USERS` users, the quiet phase one user, each launching peak/PEAK_USERS per
 # second, so the default 3 x C peak has a 0.5 x C floor, as the issue asks.
@@ -94,6 +95,7 @@ class RunConfig:
     slo_ms: float = DEFAULT_SLO_MS
     drain_s: float = DEFAULT_DRAIN_S
     passthrough: tuple[str, ...] = field(default=())
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -139,6 +141,10 @@ class RunConfig:
         _check_range("--probe-seconds", self.probe_s, 1, 30, "seconds")
         _check_range("--slo-ms", self.slo_ms, 1, MAX_SLO_MS, "milliseconds")
         _check_range("--drain-s", self.drain_s, 0, MAX_DRAIN_S, "seconds")
+        if type(self.workers) is not int or not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(
+                "--workers", f"must be a whole number from 1 to {MAX_WORKERS}, got {self.workers!r}"
+            )
         for token in self.passthrough:
             name = token.split("=", 1)[0]
             if name in RESERVED_LOCUST_OPTIONS:
@@ -204,6 +210,7 @@ class LoadPlan:
     reduced_capacity_rps: float | None = None
     slo_ms: float = DEFAULT_SLO_MS
     drain_s: float = DEFAULT_DRAIN_S
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.launch_rate <= 0 or self.capacity_rps <= 0:
@@ -227,7 +234,26 @@ class LoadPlan:
         cls, config: RunConfig, capacity_rps: float, reduced_capacity_rps: float | None = None
     ) -> LoadPlan:
         plan = cls._shape(config, capacity_rps, reduced_capacity_rps)
-        return replace(plan, slo_ms=config.slo_ms, drain_s=config.drain_s)
+        return replace(plan, slo_ms=config.slo_ms, drain_s=config.drain_s).split(config.workers)
+
+    def split(self, workers: int) -> LoadPlan:
+        """The same offered load over `workers` Locust workers (client instances): every user count times
+        `workers`, so each worker gets as many users as one process would, and each user's launch rate
+        divided by `workers`. The total offered rate, and its shape over time, do not change."""
+        if workers == 1:
+            return self
+        burst = self.burst
+        if burst is not None:
+            burst = replace(
+                burst, quiet_users=burst.quiet_users * workers, peak_users=burst.peak_users * workers
+            )
+        return replace(
+            self,
+            users=self.users * workers,
+            launch_rate=self.launch_rate / workers,
+            burst=burst,
+            workers=workers,
+        )
 
     @classmethod
     def _shape(

@@ -269,6 +269,13 @@ def _measure_and_plan(
     record.plan = asdict(plan)
     ratio = plan.offered_rps / capacity
     say(out, f"offering {plan.offered_rps:.1f} requests/s ({ratio:.2f} x C) to each class")
+    if plan.workers > 1:
+        say(
+            out,
+            f"  as {plan.workers} Locust workers (client instances), each offering "
+            f"{plan.offered_rps / plan.workers:.1f} requests/s: {plan.users} users launching "
+            f"{plan.launch_rate:.2f} requests/s each",
+        )
     return plan
 
 
