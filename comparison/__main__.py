@@ -142,6 +142,13 @@ def build_parser() -> OneLineParser:
         "each worker is one client instance with its own pipeline; the offered load is split evenly "
         "over them (default 1: one process)",
     )
+    parser.add_argument(
+        "--target-workers",
+        type=_count,
+        default=1,
+        help=f"run the embedded target under gunicorn with this many gevent workers, 1 to {MAX_WORKERS} "
+        "(default 1: one python -m target_server process); the probe measures the C they reach together",
+    )
     return parser
 
 
@@ -169,6 +176,7 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         drain_s=args.drain_s,
         passthrough=tuple(passthrough),
         workers=args.workers,
+        target_workers=args.target_workers,
     )
 
 

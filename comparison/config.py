@@ -96,6 +96,7 @@ class RunConfig:
     drain_s: float = DEFAULT_DRAIN_S
     passthrough: tuple[str, ...] = field(default=())
     workers: int = 1
+    target_workers: int = 1
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -145,6 +146,13 @@ class RunConfig:
             raise ConfigError(
                 "--workers", f"must be a whole number from 1 to {MAX_WORKERS}, got {self.workers!r}"
             )
+        if type(self.target_workers) is not int or not 1 <= self.target_workers <= MAX_WORKERS:
+            raise ConfigError(
+                "--target-workers",
+                f"must be a whole number from 1 to {MAX_WORKERS}, got {self.target_workers!r}",
+            )
+        if self.target_workers > 1 and self.host is not None:
+            raise ConfigError("--target-workers", "starts the embedded target; leave out --host to use it")
         for token in self.passthrough:
             name = token.split("=", 1)[0]
             if name in RESERVED_LOCUST_OPTIONS:

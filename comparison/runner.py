@@ -166,7 +166,7 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
         command=" ".join(argv or sys.argv),
         started_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=machine(),
-        target=config.host or "embedded: python -m target_server, restarted for every class",
+        target=config.host or EmbeddedTarget(workers=config.target_workers).describe,
     )
     say(
         out,
@@ -178,7 +178,7 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
             f"Ran against {config.host}: between classes the runner cleared faults, reset the counters "
             "and waited for the server to drain, but could not restart it."
         )
-    embedded = None if config.host else EmbeddedTarget()
+    embedded = None if config.host else EmbeddedTarget(workers=config.target_workers)
     results: list[ClassResult] = []
     plan: LoadPlan | None = None
     exit_code = 0
