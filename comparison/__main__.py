@@ -20,6 +20,7 @@ from comparison.config import (
     DEFAULT_DURATION_S,
     DEFAULT_SCENARIO,
     DEFAULT_SLO_MS,
+    FLEET_WORKERS,
     MAX_DRAIN_S,
     MAX_DURATION_S,
     MAX_SLO_MS,
@@ -137,10 +138,9 @@ def build_parser() -> OneLineParser:
     parser.add_argument(
         "--workers",
         type=_count,
-        default=1,
         help=f"run each class as a Locust master with this many worker processes, 1 to {MAX_WORKERS}: "
         "each worker is one client instance with its own pipeline; the offered load is split evenly "
-        "over them (default 1: one process)",
+        f"over them (default 1: one process; fleet {FLEET_WORKERS})",
     )
     parser.add_argument(
         "--target-workers",
@@ -175,7 +175,9 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         slo_ms=args.slo_ms,
         drain_s=args.drain_s,
         passthrough=tuple(passthrough),
-        workers=args.workers,
+        workers=args.workers
+        if args.workers is not None
+        else (FLEET_WORKERS if args.scenario == "fleet" else 1),
         target_workers=args.target_workers,
     )
 

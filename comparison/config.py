@@ -17,9 +17,13 @@ SCENARIOS: dict[str, str] = {
     "burst": "cycles of 7 s quiet at 0.5 x C and 3 s peaks at 3 x C",
     "outage": "0.8 x C with a 10 s outage (503s) injected mid-run",
     "capacity": "1.1 x C while the server's sync_work_ms doubles for 20 s mid-run, then reverts",
+    "fleet": "2 x C in total, split evenly over --workers N client instances (default 4)",
 }
 DEFAULT_SCENARIO = "cliff"
-DEFAULT_MULTIPLIER = {"healthy": 0.8, "cliff": 2.0, "burst": 3.0, "outage": 0.8, "capacity": 1.1}
+DEFAULT_MULTIPLIER = {
+    "healthy": 0.8, "cliff": 2.0, "burst": 3.0, "outage": 0.8, "capacity": 1.1, "fleet": 2.0,
+}  # fmt: skip
+FLEET_WORKERS = 4  # the fleet scenario's default --workers
 DEFAULT_CLIENTS = (
     "HammerClient",
     "ThrottledClient",
@@ -151,6 +155,8 @@ class RunConfig:
                 "--target-workers",
                 f"must be a whole number from 1 to {MAX_WORKERS}, got {self.target_workers!r}",
             )
+        if self.scenario == "fleet" and self.workers < 2:
+            raise ConfigError("--workers", "the fleet scenario needs at least 2 client instances")
         if self.target_workers > 1 and self.host is not None:
             raise ConfigError("--target-workers", "starts the embedded target; leave out --host to use it")
         for token in self.passthrough:

@@ -214,10 +214,12 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
             )
         if plan is None or not results:
             return RunOutcome(run_dir, [], exit_code or 1, None)
-        summaries, report = _write_outputs(run_dir, plan, results, record)
+        summaries, report, extra_lines = _write_outputs(run_dir, plan, results, record)
         point_latest(run_dir)
     say(out, "")
     say(out, terminal_table(summaries))
+    for line in extra_lines:
+        say(out, line)
     for summary in summaries:
         if note := summary.skipped_note():
             say(out, f"warning: {note}")
@@ -395,16 +397,18 @@ def describe_run(record: RunRecord) -> str:
 
 def _write_outputs(
     run_dir: Path, plan: LoadPlan, results: list[ClassResult], record: RunRecord
-) -> tuple[list[Summary], Path]:
+) -> tuple[list[Summary], Path, list[str]]:
     summaries = [summarise(result, plan) for result in results]
     record.notes.extend(note for summary in summaries if (note := summary.skipped_note()))
     write_csv(summaries, run_dir / "summary.csv")
     sentences = describe(summaries, plan)
     title = f"Hammerlab comparison: {plan.scenario}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     write_markdown(run_dir / "summary.md", title, describe_run(record), summaries, sentences, record.notes)
+    from comparison.fleet import write_outputs as write_fleet  # per-instance views, --workers > 1
     from comparison.report import write_report  # matplotlib only once there is something to draw
 
+    lines, sections = write_fleet(run_dir, plan, results, summaries)
     report = run_dir / "report.html"
-    write_report(report, title, plan, results, summaries, sentences, asdict(record))
+    write_report(report, title, plan, results, summaries, sentences, asdict(record), sections)
     record.save(run_dir / "run.json")
-    return summaries, report
+    return summaries, report, lines

@@ -54,3 +54,23 @@ def test_workers_reach_the_config():
     assert parse_config(["--workers", "3"]).workers == 3
     with pytest.raises(ConfigError):
         RunConfig(workers=True)  # type: ignore[arg-type]
+
+
+def test_jain_index():
+    from comparison.fleet import jain
+
+    assert jain([5.0, 5.0, 5.0, 5.0]) == pytest.approx(1.0)
+    assert jain([8.0, 0.0, 0.0, 0.0]) == pytest.approx(0.25)  # one takes everything: 1/n
+    assert jain([1.0, 2.0, 3.0]) == pytest.approx(36 / 42)
+    assert jain([]) is None and jain([0.0, 0.0]) is None
+
+
+def test_fleet_scenario_defaults_to_four_instances_and_needs_two():
+    config = parse_config(["--scenario", "fleet"])
+    assert config.workers == 4
+    plan = LoadPlan.build(config, 90.0)
+    assert plan.offered_rps == pytest.approx(180.0) and plan.users == 4
+    assert plan.launch_rate == pytest.approx(45.0)
+    assert parse_config(["--scenario", "cliff"]).workers == 1
+    with pytest.raises(ConfigError, match="--workers: the fleet scenario needs at least 2 client instances"):
+        parse_config(["--scenario", "fleet", "--workers", "1"])
