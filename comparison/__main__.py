@@ -30,6 +30,7 @@ from comparison.config import (
     SCENARIOS,
     ConfigError,
     RunConfig,
+    parse_mix,
 )
 
 PROG = "python -m comparison"
@@ -84,7 +85,6 @@ def build_parser() -> OneLineParser:
     )
     parser.add_argument(
         "--clients",
-        default=",".join(DEFAULT_CLIENTS),
         help="comma-separated user classes from locustfiles/, run in this order (default: the six seed's)",
     )
     parser.add_argument(
@@ -149,6 +149,12 @@ def build_parser() -> OneLineParser:
         help=f"run the embedded target under gunicorn with this many gevent workers, 1 to {MAX_WORKERS} "
         "(default 1: one python -m target_server process); the probe measures the C they reach together",
     )
+    parser.add_argument(
+        "--mix",
+        help="run these classes together in one run instead of one after another, with this many users "
+        "each (per client instance), e.g. 'NaiveRetryClient:1,AdaptiveClient:3': a class's share of the "
+        "offered load is its share of the users",
+    )
     return parser
 
 
@@ -160,9 +166,13 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
+    mix = parse_mix(args.mix) if args.mix is not None else ()
+    if mix and args.clients is not None:
+        raise ConfigError("--mix", "names the classes of the run; leave out --clients")
+    clients = args.clients if args.clients is not None else ",".join(DEFAULT_CLIENTS)
     return RunConfig(
         scenario=args.scenario,
-        clients=tuple(name.strip() for name in args.clients.split(",") if name.strip()),
+        clients=tuple(name for name, _ in mix) or tuple(n.strip() for n in clients.split(",") if n.strip()),
         duration_s=args.duration
         if args.duration is not None
         else SCENARIO_DURATION_S.get(args.scenario, DEFAULT_DURATION_S),
@@ -179,6 +189,7 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         if args.workers is not None
         else (FLEET_WORKERS if args.scenario == "fleet" else 1),
         target_workers=args.target_workers,
+        mix=mix,
     )
 
 

@@ -104,7 +104,7 @@ def locust_command(
         "0",
         "--only-summary",
         *passthrough,
-        client,
+        *(["--mix", plan.mix_spec(), *(name for name, _ in plan.mix)] if plan.mix else [client]),
     ]
     return command, env
 
@@ -155,9 +155,13 @@ def _delta(row: dict[str, str], last: dict[str, str], name: str) -> int:
 class Progress:
     """The runner's progress line: class i of n, elapsed, live goodput, errors and shed."""
 
-    def __init__(self, out: TextIO, client: str, index: int, total: int, duration_s: float) -> None:
+    def __init__(
+        self, out: TextIO, client: str, index: int, total: int, duration_s: float, label: str = ""
+    ) -> None:
+        """`client`: the class whose live rates are shown; `label`: what the line calls the run."""
         self.out = out
         self.client = client
+        self.label = label or client
         self.index = index
         self.total = total
         self.duration_s = duration_s
@@ -196,7 +200,7 @@ class Progress:
             if self.rates.seen
             else "waiting for the first samples"
         )
-        head = f"class {self.index} of {self.total} {self.client}"
+        head = f"class {self.index} of {self.total} {self.label}"
         return f"{head}  {min(elapsed, self.duration_s):5.1f}/{self.duration_s:g} s  {live}{note}"
 
     def show(self, elapsed: float, note: str = "", force: bool = False) -> None:

@@ -14,14 +14,14 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
 from comparison import ROOT
-from comparison.config import SCENARIOS, WORK_FACTOR, ConfigError, LoadPlan, RunConfig
+from comparison.config import MIX, SCENARIOS, WORK_FACTOR, ConfigError, LoadPlan, RunConfig
 from comparison.locust_run import LOCUST, LocustFailed, Progress, run_locust
 from comparison.narrative import describe
 from comparison.readers import ClassFiles
@@ -186,8 +186,13 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
     with guard:
         try:
             plan = _measure_and_plan(config, embedded, run_dir, record, out, guard)
-            for index, client in enumerate(config.clients, start=1):
-                results.append(_run_class(config, plan, embedded, run_dir, record, client, index, out))
+            units = [MIX] if config.mix else list(config.clients)
+            for index, client in enumerate(units, start=1):
+                result = _run_class(config, plan, embedded, run_dir, record, client, index, out, len(units))
+                if config.mix:  # one Locust run whose files hold every class: one result per class
+                    results.extend(replace(result, client=name) for name in config.clients)
+                else:
+                    results.append(result)
                 record.save(run_dir / "run.json")
         except Interrupted as interrupt:
             exit_code = interrupt.exit_code
@@ -270,7 +275,8 @@ def _measure_and_plan(
     plan = LoadPlan.build(config, capacity, reduced)
     record.plan = asdict(plan)
     ratio = plan.offered_rps / capacity
-    say(out, f"offering {plan.offered_rps:.1f} requests/s ({ratio:.2f} x C) to each class")
+    whom = "in total, shared by the mix" if plan.mix else "to each class"
+    say(out, f"offering {plan.offered_rps:.1f} requests/s ({ratio:.2f} x C) {whom}")
     if plan.workers > 1:
         say(
             out,
@@ -315,17 +321,18 @@ def _run_class(
     client: str,
     index: int,
     out: TextIO,
+    total: int,
 ) -> ClassResult:
     files = ClassFiles(run_dir / client)
     entry: dict[str, Any] = record.classes.setdefault(client, {})
     if embedded is not None:
         url = embedded.start(files.target_log)
         entry["target_pid"] = embedded.pid
-        say(out, f"class {index} of {len(config.clients)}: {client}; target pid {embedded.pid} at {url}")
+        say(out, f"class {index} of {total}: {_label(config, client)}; target pid {embedded.pid} at {url}")
     else:
         url = config.host  # type: ignore[assignment]
         reset_target(url)
-        say(out, f"class {index} of {len(config.clients)}: {client}; target {url} reset")
+        say(out, f"class {index} of {total}: {_label(config, client)}; target {url} reset")
     record.save(run_dir / "run.json")
 
     def outage() -> tuple[float, float]:
@@ -346,7 +353,8 @@ def _run_class(
         record.save(run_dir / "run.json")
         say(out, f"  locust pid {pid}")
 
-    progress = Progress(out, client, index, len(config.clients), plan.duration_s)
+    shown = config.clients[0] if config.mix else client  # a mix's progress line follows its first class
+    progress = Progress(out, shown, index, total, plan.duration_s, _label(config, client))
     try:
         result = run_locust(
             client,
@@ -374,6 +382,12 @@ def _run_class(
     return ClassResult(client, files, result.event)
 
 
+def _label(config: RunConfig, client: str) -> str:
+    if not config.mix:
+        return client
+    return f"{client} of " + ", ".join(f"{name} x {users}" for name, users in config.mix)
+
+
 def describe_run(record: RunRecord) -> str:
     """The capacity probe and the machine, in one paragraph: the numbers depend on both."""
     capacity = record.capacity
@@ -398,16 +412,20 @@ def describe_run(record: RunRecord) -> str:
 def _write_outputs(
     run_dir: Path, plan: LoadPlan, results: list[ClassResult], record: RunRecord
 ) -> tuple[list[Summary], Path, list[str]]:
-    summaries = [summarise(result, plan) for result in results]
+    from comparison import mix  # the groups of a --mix run side by side
+
+    summaries = [mix.adjust(summarise(result, plan), plan) for result in results]
     record.notes.extend(note for summary in summaries if (note := summary.skipped_note()))
     write_csv(summaries, run_dir / "summary.csv")
-    sentences = describe(summaries, plan)
+    sentences = mix.describe(results, summaries, plan) if plan.mix else describe(summaries, plan)
     title = f"Hammerlab comparison: {plan.scenario}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     write_markdown(run_dir / "summary.md", title, describe_run(record), summaries, sentences, record.notes)
     from comparison.fleet import write_outputs as write_fleet  # per-instance views, --workers > 1
     from comparison.report import write_report  # matplotlib only once there is something to draw
 
     lines, sections = write_fleet(run_dir, plan, results, summaries)
+    mix_lines, mix_section = mix.write_outputs(run_dir, plan, results, summaries)
+    lines, sections = [*lines, *mix_lines], sections + mix_section
     report = run_dir / "report.html"
     write_report(report, title, plan, results, summaries, sentences, asdict(record), sections)
     record.save(run_dir / "run.json")

@@ -2,8 +2,8 @@
 
 Importing this package registers its listeners on Locust's global events (that is how Locust plugins
 work): the command-line options, start-up validation, a fresh pipeline for every test, the live views
-(`monitoring`), complete CSV files at exit (`final_csv`) and, in a distributed run, the workers'
-reports after their drain (`final_reports`).
+(`monitoring`), complete CSV files at exit (`final_csv`), in a distributed run the workers' reports
+after their drain (`final_reports`), and several classes with fixed user counts (`mix`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from locust.runners import MasterRunner
 from locust_plugin import (  # noqa: F401  (all but options register listeners)
     final_csv,
     final_reports,
+    mix,
     monitoring,
     options,
 )
