@@ -21,14 +21,17 @@ from comparison.config import (
     DEFAULT_DURATION_S,
     DEFAULT_SCENARIO,
     DEFAULT_SLO_MS,
+    FLEET_WORKERS,
     MAX_DRAIN_S,
     MAX_DURATION_S,
     MAX_SLO_MS,
+    MAX_WORKERS,
     MIN_DURATION_S,
     SCENARIO_DURATION_S,
     SCENARIOS,
     ConfigError,
     RunConfig,
+    parse_mix,
 )
 from comparison.inputs import results_dir_problem
 
@@ -66,6 +69,16 @@ def _number(option: str, whole: bool = False) -> Callable[[str], float]:
     return parse
 
 
+def _count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+_count.__name__ = "workers"
+
+
 def build_parser() -> OneLineParser:
     parser = OneLineParser(
         prog=PROG,
@@ -82,7 +95,6 @@ def build_parser() -> OneLineParser:
     )
     parser.add_argument(
         "--clients",
-        default=",".join(DEFAULT_CLIENTS),
         help="comma-separated user classes from locustfiles/, run in this order (default: the six seed's)",
     )
     parser.add_argument(
@@ -133,6 +145,26 @@ def build_parser() -> OneLineParser:
         help=f"after each class's run time, wait this long for requests in flight before counting them "
         f"unfinished (0 to {MAX_DRAIN_S:g}; default {DEFAULT_DRAIN_S:g})",
     )
+    parser.add_argument(
+        "--workers",
+        type=_count,
+        help=f"run each class as a Locust master with this many worker processes, 1 to {MAX_WORKERS}: "
+        "each worker is one client instance with its own pipeline; the offered load is split evenly "
+        f"over them (default 1: one process; fleet {FLEET_WORKERS})",
+    )
+    parser.add_argument(
+        "--target-workers",
+        type=_count,
+        default=1,
+        help=f"run the embedded target under gunicorn with this many gevent workers, 1 to {MAX_WORKERS} "
+        "(default 1: one python -m target_server process); the probe measures the C they reach together",
+    )
+    parser.add_argument(
+        "--mix",
+        help="run these classes together in one run instead of one after another, with this many users "
+        "each (per client instance), e.g. 'NaiveRetryClient:1,AdaptiveClient:3': a class's share of the "
+        "offered load is its share of the users",
+    )
     return parser
 
 
@@ -144,9 +176,13 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
+    mix = parse_mix(args.mix) if args.mix is not None else ()
+    if mix and args.clients is not None:
+        raise ConfigError("--mix", "names the classes of the run; leave out --clients")
+    clients = args.clients if args.clients is not None else ",".join(DEFAULT_CLIENTS)
     return RunConfig(
         scenario=args.scenario,
-        clients=tuple(name.strip() for name in args.clients.split(",") if name.strip()),
+        clients=tuple(name for name, _ in mix) or tuple(n.strip() for n in clients.split(",") if n.strip()),
         duration_s=args.duration
         if args.duration is not None
         else SCENARIO_DURATION_S.get(args.scenario, DEFAULT_DURATION_S),
@@ -159,6 +195,11 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         slo_ms=args.slo_ms,
         drain_s=args.drain_s,
         passthrough=tuple(passthrough),
+        workers=args.workers
+        if args.workers is not None
+        else (FLEET_WORKERS if args.scenario == "fleet" else 1),
+        target_workers=args.target_workers,
+        mix=mix,
     )
 
 

@@ -19,9 +19,15 @@ SCENARIOS: dict[str, str] = {
     "burst": "cycles of 7 s quiet at 0.5 x C and 3 s peaks at 3 x C",
     "outage": "0.8 x C with a 10 s outage (503s) injected mid-run",
     "capacity": "1.1 x C while the server's sync_work_ms doubles for 20 s mid-run, then reverts",
+    "fleet": "2 x C in total, split evenly over --workers N client instances (default 4)",
 }
 DEFAULT_SCENARIO = "cliff"
-DEFAULT_MULTIPLIER = {"healthy": 0.8, "cliff": 2.0, "burst": 3.0, "outage": 0.8, "capacity": 1.1}
+DEFAULT_MULTIPLIER = {
+    "healthy": 0.8, "cliff": 2.0, "burst": 3.0, "outage": 0.8, "capacity": 1.1, "fleet": 2.0,
+}  # fmt: skip
+FLEET_WORKERS = 4  # the fleet scenario's default --workers
+MAX_MIX_USERS = 100  # users per class and client instance in --mix
+MIX = "mix"  # the file prefix of a --mix run, whose files hold every class
 DEFAULT_CLIENTS = (
     "HammerClient",
     "ThrottledClient",
@@ -40,6 +46,7 @@ SCENARIO_DURATION_S = {"capacity": 50.0}  # the default --duration where 30 s is
 MIN_DURATION_S = 5.0
 MAX_DURATION_S = 600.0
 MAX_RATE = 5000.0
+MAX_WORKERS = 16  # Locust worker processes per class (`--workers`); each is one client instance
 
 # Burst: the peak is `PEAK_USERS` users, the quiet phase one user, each launching peak/PEAK_USERS per
 # second, so the default 3 x C peak has a 0.5 x C floor, as the issue asks.
@@ -84,6 +91,9 @@ class RunConfig:
     slo_ms: float = DEFAULT_SLO_MS
     drain_s: float = DEFAULT_DRAIN_S
     passthrough: tuple[str, ...] = field(default=())
+    workers: int = 1
+    target_workers: int = 1
+    mix: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -129,6 +139,24 @@ class RunConfig:
         _check_range("--probe-seconds", self.probe_s, 1, 30, "seconds")
         _check_range("--slo-ms", self.slo_ms, 1, MAX_SLO_MS, "milliseconds")
         _check_range("--drain-s", self.drain_s, 0, MAX_DRAIN_S, "seconds")
+        if type(self.workers) is not int or not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(
+                "--workers", f"must be a whole number from 1 to {MAX_WORKERS}, got {self.workers!r}"
+            )
+        if type(self.target_workers) is not int or not 1 <= self.target_workers <= MAX_WORKERS:
+            raise ConfigError(
+                "--target-workers",
+                f"must be a whole number from 1 to {MAX_WORKERS}, got {self.target_workers!r}",
+            )
+        if self.scenario == "fleet" and self.workers < 2:
+            raise ConfigError("--workers", "the fleet scenario needs at least 2 client instances")
+        if self.mix:
+            if self.scenario == "burst":
+                raise ConfigError("--mix", "not with the burst scenario, whose load shape sets the users")
+            if tuple(name for name, _ in self.mix) != self.clients:
+                raise ConfigError("--mix", "names the classes of the run; leave out --clients")
+        if self.target_workers > 1 and self.host is not None:
+            raise ConfigError("--target-workers", "starts the embedded target; leave out --host to use it")
         reserved = reserved_options(self.passthrough)
         if reserved:
             named = ", ".join(t if t == o else f"{t!r} ({o})" for t, o in reserved)
@@ -139,6 +167,31 @@ class RunConfig:
         for value in paths_given(self.passthrough):
             if problem := path_problem(value):
                 raise ConfigError("--path", f"{_shown(value)} {problem}")
+
+
+def parse_mix(text: str) -> tuple[tuple[str, int], ...]:
+    """`NaiveRetryClient:1,AdaptiveClient:3` -> (("NaiveRetryClient", 1), ("AdaptiveClient", 3)).
+    Users per client instance; raises ConfigError with one line."""
+    found: list[tuple[str, int]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, raw = item.partition(":")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise ConfigError(
+                "--mix", f"{item!r} is not CLASS:USERS, e.g. NaiveRetryClient:1,AdaptiveClient:3"
+            )
+        try:
+            users = int(raw)
+        except ValueError:
+            raise ConfigError("--mix", f"{item!r}: {raw.strip()!r} is not a whole number of users") from None
+        if not 1 <= users <= MAX_MIX_USERS:
+            raise ConfigError("--mix", f"{item!r}: users must be from 1 to {MAX_MIX_USERS}")
+        if any(name == other for other, _ in found):
+            raise ConfigError("--mix", f"{name} is named twice")
+        found.append((name, users))
+    if len(found) < 2:
+        raise ConfigError("--mix", "name at least two classes, e.g. NaiveRetryClient:1,AdaptiveClient:3")
+    return tuple(found)
 
 
 def _check_range(option: str, value: float, low: float, high: float, unit: str) -> None:
@@ -203,6 +256,8 @@ class LoadPlan:
     reduced_capacity_rps: float | None = None
     slo_ms: float = DEFAULT_SLO_MS
     drain_s: float = DEFAULT_DRAIN_S
+    workers: int = 1
+    mix: tuple[tuple[str, int], ...] = ()  # (class, users per client instance), from --mix
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.launch_rate <= 0 or self.capacity_rps <= 0:
@@ -226,7 +281,47 @@ class LoadPlan:
         cls, config: RunConfig, capacity_rps: float, reduced_capacity_rps: float | None = None
     ) -> LoadPlan:
         plan = cls._shape(config, capacity_rps, reduced_capacity_rps)
-        return replace(plan, slo_ms=config.slo_ms, drain_s=config.drain_s)
+        plan = replace(plan, slo_ms=config.slo_ms, drain_s=config.drain_s).split(config.workers)
+        return plan.mixed(config.mix)
+
+    def mixed(self, mix: tuple[tuple[str, int], ...]) -> LoadPlan:
+        """Several classes in one run: the same offered load over `sum(users)` users per instance, each
+        launching the same rate, so a class's share of the load is its share of the users."""
+        if not mix:
+            return self
+        total = sum(users for _, users in mix)
+        return replace(self, users=self.users * total, launch_rate=self.launch_rate / total, mix=mix)
+
+    def offered_share(self, client: str) -> float:
+        """The share of the offered load that `client` launches (1 without a mix)."""
+        if not self.mix:
+            return 1.0
+        users = dict(self.mix)
+        return users.get(client, 0) / sum(users.values())
+
+    def mix_spec(self) -> str:
+        """The Locust `--mix` value: every instance gets each class's users, so the master dispatches
+        `users x workers` of each."""
+        return ",".join(f"{name}:{users * self.workers}" for name, users in self.mix)
+
+    def split(self, workers: int) -> LoadPlan:
+        """The same offered load over `workers` Locust workers (client instances): every user count times
+        `workers`, so each worker gets as many users as one process would, and each user's launch rate
+        divided by `workers`. The total offered rate, and its shape over time, do not change."""
+        if workers == 1:
+            return self
+        burst = self.burst
+        if burst is not None:
+            burst = replace(
+                burst, quiet_users=burst.quiet_users * workers, peak_users=burst.peak_users * workers
+            )
+        return replace(
+            self,
+            users=self.users * workers,
+            launch_rate=self.launch_rate / workers,
+            burst=burst,
+            workers=workers,
+        )
 
     @classmethod
     def _shape(

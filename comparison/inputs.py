@@ -25,6 +25,8 @@ RESERVED_LONG = frozenset(
         "--launch-rate", "--processes", "--master", "--worker", "--class-picker", "--list",
         "--exit-code-on-error", "--config", "--config-users", "--web-host", "--web-port", "--version",
         "--help", "--only-summary", "--reset-stats", "--slo-ms", "--drain-s", "--stop-timeout",
+        "--mix", "--master-bind-host", "--master-bind-port", "--master-port", "--expect-workers",
+        "--expect-workers-max-wait",
     }
 )  # fmt: skip
 # Locust's one-letter forms of reserved options; -h, -l and -V are its only ones that take no value.

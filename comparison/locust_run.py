@@ -12,6 +12,7 @@ import csv
 import io
 import os
 import signal
+import socket
 import sys
 import time
 from collections import deque
@@ -32,6 +33,7 @@ START_TIMEOUT_S = 30.0  # Locust's own start-up, before the test clock runs
 FINISH_GRACE_S = 30.0  # after the run time: stopping users and writing the HTML report
 LOCUST_STOP_GRACE_S = 10.0
 LIVE_WINDOW_S = 1.0
+WORKERS_WAIT_S = 30  # how long a master waits for its workers to connect before it gives up
 
 
 class LocustFailed(RuntimeError):
@@ -42,10 +44,33 @@ class LocustFailed(RuntimeError):
         self.usage = usage
 
 
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now (for a Locust master's worker channel)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def distributed_args(workers: int, port: int | None = None) -> list[str]:
+    """Locust's own distributed mode: a master that forks `workers` worker processes (`--processes`),
+    talking over a free loopback port rather than 5557, so parallel runs never collide."""
+    if workers <= 1:
+        return []
+    port = port or free_port()
+    return [
+        "--processes", str(workers),
+        "--master-bind-host", "127.0.0.1",
+        "--master-bind-port", str(port),
+        "--master-port", str(port),  # the forked workers read it to find their master
+        "--expect-workers-max-wait", str(WORKERS_WAIT_S),
+    ]  # fmt: skip
+
+
 def locust_command(
     client: str, files: ClassFiles, host: str, plan: LoadPlan, passthrough: tuple[str, ...]
 ) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment for one class. Offered rate = users x --launch-rate."""
+    """The command line and environment for one class. Offered rate = users x --launch-rate; with
+    `plan.workers` > 1, the users are spread evenly over that many Locust workers."""
     locustfiles = "locustfiles"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     timing: list[str] = []
@@ -62,6 +87,7 @@ def locust_command(
         "--host",
         host,
         *timing,
+        *distributed_args(plan.workers),
         "--launch-rate",
         f"{plan.launch_rate:.3f}",
         "--slo-ms",
@@ -81,7 +107,7 @@ def locust_command(
         *([] if any(t.startswith("--defer-dir") for t in passthrough) else
           ["--defer-dir", str(files.prefix.parent / "defer")]),
         *passthrough,
-        client,
+        *(["--mix", plan.mix_spec(), *(name for name, _ in plan.mix)] if plan.mix else [client]),
     ]
     return command, env
 
@@ -132,9 +158,13 @@ def _delta(row: dict[str, str], last: dict[str, str], name: str) -> int:
 class Progress:
     """The runner's progress line: class i of n, elapsed, live goodput, errors and shed."""
 
-    def __init__(self, out: TextIO, client: str, index: int, total: int, duration_s: float) -> None:
+    def __init__(
+        self, out: TextIO, client: str, index: int, total: int, duration_s: float, label: str = ""
+    ) -> None:
+        """`client`: the class whose live rates are shown; `label`: what the line calls the run."""
         self.out = out
         self.client = client
+        self.label = label or client
         self.index = index
         self.total = total
         self.duration_s = duration_s
@@ -173,7 +203,7 @@ class Progress:
             if self.rates.seen
             else "waiting for the first samples"
         )
-        head = f"class {self.index} of {self.total} {self.client}"
+        head = f"class {self.index} of {self.total} {self.label}"
         return f"{head}  {min(elapsed, self.duration_s):5.1f}/{self.duration_s:g} s  {live}{note}"
 
     def show(self, elapsed: float, note: str = "", force: bool = False) -> None:

@@ -187,6 +187,7 @@ class ClientRow:
     replayed_total: int | None = None
     expired_total: int | None = None
     defer_queue_depth: int | None = None
+    limit: float | None = None  # the adaptive limit (in `all` rows: the sum); None without one
 
     @property
     def good_total(self) -> int:
@@ -194,38 +195,51 @@ class ClientRow:
         return self.wire_total - self.wire_failures_total
 
 
+def _client_row(row: dict[str, str]) -> ClientRow:
+    return ClientRow(
+        timestamp=float(row["timestamp"]),
+        elapsed_s=float(row["elapsed_s"]),
+        concurrent=_int(row["concurrent"]),
+        max_concurrent=_int(row["max_concurrent"]),
+        launched_total=_int(row["launched_total"]),
+        wire_total=_int(row["wire_total"]),
+        wire_failures_total=_int(row["wire_failures_total"]),
+        shed_total=_int(row["shed_total"]),
+        ok_total=_int(row.get("ok_total")),
+        server_errors_total=_int(row.get("server_errors_total")),
+        server_error_kinds=row.get("server_error_kinds") or "",
+        unfinished_total=_int(row.get("unfinished_total")),
+        skipped_total=_int(row.get("skipped_total")),
+        slo_ms=_float(row.get("slo_ms")),
+        slo_ok_total=_int(row.get("slo_ok_total")),
+        shed_by_cause=row.get("shed_by_cause") or "",
+        p50_ms=_float(row.get("p50_ms")),
+        p95_ms=_float(row.get("p95_ms")),
+        p99_ms=_float(row.get("p99_ms")),
+        p999_ms=_float(row.get("p999_ms")),
+        max_ms=_float(row.get("max_ms")),
+        limit=_float(row.get("limit")),
+        deferred_total=_optional_int(row.get("deferred_total")),
+        replayed_total=_optional_int(row.get("replayed_total")),
+        expired_total=_optional_int(row.get("expired_total")),
+        defer_queue_depth=_optional_int(row.get("defer_queue_depth")),
+    )
+
+
 def read_client(path: Path, client: str) -> list[ClientRow]:
     return [
-        ClientRow(
-            timestamp=float(row["timestamp"]),
-            elapsed_s=float(row["elapsed_s"]),
-            concurrent=_int(row["concurrent"]),
-            max_concurrent=_int(row["max_concurrent"]),
-            launched_total=_int(row["launched_total"]),
-            wire_total=_int(row["wire_total"]),
-            wire_failures_total=_int(row["wire_failures_total"]),
-            shed_total=_int(row["shed_total"]),
-            ok_total=_int(row.get("ok_total")),
-            server_errors_total=_int(row.get("server_errors_total")),
-            server_error_kinds=row.get("server_error_kinds") or "",
-            unfinished_total=_int(row.get("unfinished_total")),
-            skipped_total=_int(row.get("skipped_total")),
-            slo_ms=_float(row.get("slo_ms")),
-            slo_ok_total=_int(row.get("slo_ok_total")),
-            shed_by_cause=row.get("shed_by_cause") or "",
-            p50_ms=_float(row.get("p50_ms")),
-            p95_ms=_float(row.get("p95_ms")),
-            p99_ms=_float(row.get("p99_ms")),
-            p999_ms=_float(row.get("p999_ms")),
-            max_ms=_float(row.get("max_ms")),
-            deferred_total=_optional_int(row.get("deferred_total")),
-            replayed_total=_optional_int(row.get("replayed_total")),
-            expired_total=_optional_int(row.get("expired_total")),
-            defer_queue_depth=_optional_int(row.get("defer_queue_depth")),
-        )
-        for row in _rows(path)
-        if row["worker"] == ALL_WORKERS and row["client"] == client
+        _client_row(row) for row in _rows(path) if row["worker"] == ALL_WORKERS and row["client"] == client
     ]
+
+
+def read_instances(path: Path, client: str) -> dict[str, list[ClientRow]]:
+    """One client class's rows per process (`local`, or each Locust worker), the `all` sums left out:
+    in a distributed run, every worker is one client instance."""
+    found: dict[str, list[ClientRow]] = {}
+    for row in _rows(path):
+        if row["worker"] != ALL_WORKERS and row["client"] == client:
+            found.setdefault(row["worker"], []).append(_client_row(row))
+    return found
 
 
 @dataclass(frozen=True)

@@ -270,7 +270,9 @@ def write_report(
     summaries: Sequence[Summary],
     sentences: Sequence[str],
     record: dict[str, Any],
+    extra_sections: str = "",
 ) -> None:
+    """`extra_sections`: HTML placed after the per-class charts (the fleet and mix views)."""
     all_series = [series_for(result) for result in results]
     machine = record.get("machine", {})
     capacity = record.get("capacity", {})
@@ -295,6 +297,7 @@ def write_report(
 <div class="chart" id="overview">{overview_svg(plan, all_series)}</div>
 <h2>Each class over time</h2>
 <div class="chart" id="per-class">{grid_svg(plan, all_series)}</div>
+{extra_sections}
 <h2>How to read this</h2>
 {HOW_TO_READ}
 <h2>Files</h2>

@@ -14,14 +14,14 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
 from comparison import ROOT
-from comparison.config import SCENARIOS, WORK_FACTOR, ConfigError, LoadPlan, RunConfig
+from comparison.config import MIX, SCENARIOS, WORK_FACTOR, ConfigError, LoadPlan, RunConfig
 from comparison.locust_run import LOCUST, LocustFailed, Progress, run_locust
 from comparison.narrative import describe
 from comparison.readers import ClassFiles
@@ -173,7 +173,7 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
         command=" ".join(argv or sys.argv),
         started_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=machine(),
-        target=config.host or "embedded: python -m target_server, restarted for every class",
+        target=config.host or EmbeddedTarget(workers=config.target_workers).describe,
     )
     say(
         out,
@@ -185,7 +185,7 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
             f"Ran against {config.host}: between classes the runner cleared faults, reset the counters "
             "and waited for the server to drain, but could not restart it."
         )
-    embedded = None if config.host else EmbeddedTarget()
+    embedded = None if config.host else EmbeddedTarget(workers=config.target_workers)
     results: list[ClassResult] = []
     plan: LoadPlan | None = None
     exit_code = 0
@@ -193,8 +193,13 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
     with guard:
         try:
             plan = _measure_and_plan(config, embedded, run_dir, record, out, guard)
-            for index, client in enumerate(config.clients, start=1):
-                results.append(_run_class(config, plan, embedded, run_dir, record, client, index, out))
+            units = [MIX] if config.mix else list(config.clients)
+            for index, client in enumerate(units, start=1):
+                result = _run_class(config, plan, embedded, run_dir, record, client, index, out, len(units))
+                if config.mix:  # one Locust run whose files hold every class: one result per class
+                    results.extend(replace(result, client=name) for name in config.clients)
+                else:
+                    results.append(result)
                 record.save(run_dir / "run.json")
         except Interrupted as interrupt:
             exit_code = interrupt.exit_code
@@ -223,9 +228,11 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
             if exit_code:
                 _write_empty_summary(run_dir, record, plan)
             return RunOutcome(run_dir, [], exit_code or 1, None)
-        summaries, report = _write_outputs(run_dir, plan, results, record)
+        summaries, report, extra_lines = _write_outputs(run_dir, plan, results, record)
     say(out, "")
     say(out, terminal_table(summaries))
+    for line in extra_lines:
+        say(out, line)
     for summary in summaries:
         if note := summary.skipped_note():
             say(out, f"warning: {note}")
@@ -276,7 +283,15 @@ def _measure_and_plan(
     plan = LoadPlan.build(config, capacity, reduced)
     record.plan = asdict(plan)
     ratio = plan.offered_rps / capacity
-    say(out, f"offering {plan.offered_rps:.1f} requests/s ({ratio:.2f} x C) to each class")
+    whom = "in total, shared by the mix" if plan.mix else "to each class"
+    say(out, f"offering {plan.offered_rps:.1f} requests/s ({ratio:.2f} x C) {whom}")
+    if plan.workers > 1:
+        say(
+            out,
+            f"  as {plan.workers} Locust workers (client instances), each offering "
+            f"{plan.offered_rps / plan.workers:.1f} requests/s: {plan.users} users launching "
+            f"{plan.launch_rate:.2f} requests/s each",
+        )
     return plan
 
 
@@ -314,17 +329,18 @@ def _run_class(
     client: str,
     index: int,
     out: TextIO,
+    total: int,
 ) -> ClassResult:
     files = ClassFiles(run_dir / client)
     entry: dict[str, Any] = record.classes.setdefault(client, {})
     if embedded is not None:
         url = embedded.start(files.target_log)
         entry["target_pid"] = embedded.pid
-        say(out, f"class {index} of {len(config.clients)}: {client}; target pid {embedded.pid} at {url}")
+        say(out, f"class {index} of {total}: {_label(config, client)}; target pid {embedded.pid} at {url}")
     else:
         url = config.host  # type: ignore[assignment]
         reset_target(url)
-        say(out, f"class {index} of {len(config.clients)}: {client}; target {url} reset")
+        say(out, f"class {index} of {total}: {_label(config, client)}; target {url} reset")
     record.save(run_dir / "run.json")
 
     def outage() -> tuple[float, float]:
@@ -345,7 +361,8 @@ def _run_class(
         record.save(run_dir / "run.json")
         say(out, f"  locust pid {pid}")
 
-    progress = Progress(out, client, index, len(config.clients), plan.duration_s)
+    shown = config.clients[0] if config.mix else client  # a mix's progress line follows its first class
+    progress = Progress(out, shown, index, total, plan.duration_s, _label(config, client))
     try:
         result = run_locust(
             client,
@@ -371,6 +388,12 @@ def _run_class(
     if plan.capacity_change_s:
         return ClassResult(client, files, capacity_change=result.event)
     return ClassResult(client, files, result.event)
+
+
+def _label(config: RunConfig, client: str) -> str:
+    if not config.mix:
+        return client
+    return f"{client} of " + ", ".join(f"{name} x {users}" for name, users in config.mix)
 
 
 def describe_run(record: RunRecord) -> str:
@@ -407,16 +430,22 @@ def _write_empty_summary(run_dir: Path, record: RunRecord, plan: LoadPlan | None
 
 def _write_outputs(
     run_dir: Path, plan: LoadPlan, results: list[ClassResult], record: RunRecord
-) -> tuple[list[Summary], Path]:
-    summaries = [summarise(result, plan) for result in results]
+) -> tuple[list[Summary], Path, list[str]]:
+    from comparison import mix  # the groups of a --mix run side by side
+
+    summaries = [mix.adjust(summarise(result, plan), plan) for result in results]
     record.notes.extend(note for summary in summaries if (note := summary.skipped_note()))
     write_csv(summaries, run_dir / "summary.csv")
-    sentences = describe(summaries, plan)
+    sentences = mix.describe(results, summaries, plan) if plan.mix else describe(summaries, plan)
     title = f"Hammerlab comparison: {plan.scenario}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     write_markdown(run_dir / "summary.md", title, describe_run(record), summaries, sentences, record.notes)
+    from comparison.fleet import write_outputs as write_fleet  # per-instance views, --workers > 1
     from comparison.report import write_report  # matplotlib only once there is something to draw
 
+    lines, sections = write_fleet(run_dir, plan, results, summaries)
+    mix_lines, mix_section = mix.write_outputs(run_dir, plan, results, summaries)
+    lines, sections = [*lines, *mix_lines], sections + mix_section
     report = run_dir / "report.html"
-    write_report(report, title, plan, results, summaries, sentences, asdict(record))
+    write_report(report, title, plan, results, summaries, sentences, asdict(record), sections)
     record.save(run_dir / "run.json")
-    return summaries, report
+    return summaries, report, lines

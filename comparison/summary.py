@@ -34,6 +34,9 @@ keep their order):
   - reduced_capacity_rps, goodput_reduced_rps, goodput_restored_rps (capacity only): C measured while
     sync_work_ms was doubled, and the client's goodput (PREFIX_mitigations.csv) while it was, and after
     it reverted, each from SETTLE_S after the change to the end of its phase.
+  - workers: the client instances the class ran as, i.e. the processes with rows of their own in
+    PREFIX_mitigations.csv (1 for a single process; N with `--workers N`, each a Locust worker whose
+    numbers the master summed into the `all` rows the columns above are read from).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from comparison.readers import (
     ClientRow,
     ServerRow,
     read_client,
+    read_instances,
     read_server,
     read_stats,
 )
@@ -92,6 +96,7 @@ COLUMNS = (
     "reduced_capacity_rps",
     "goodput_reduced_rps",
     "goodput_restored_rps",
+    "workers",
 )
 # As `locust_plugin.ledger.SKIP_WARN_SHARE`; not imported, because importing the plugin loads Locust.
 SKIP_WARN_SHARE = 0.01
@@ -154,6 +159,7 @@ class Summary:
     wire_attempts: int = 0
     elapsed_s: float = 0.0
     slo_ok: int = 0
+    workers: int = 1
 
     @property
     def accounted(self) -> bool:
@@ -379,6 +385,7 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         wire_attempts=sum(row.count for row in wire),
         elapsed_s=max(elapsed, window),
         slo_ok=last.slo_ok_total,
+        workers=max(1, len(read_instances(result.files.mitigations, result.client))),
     )
 
 

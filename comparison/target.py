@@ -12,9 +12,11 @@ import ctypes
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +28,11 @@ from comparison import ROOT
 READY_TIMEOUT_S = 15.0
 STOP_GRACE_S = 5.0
 LISTENING = re.compile(r"listening on (http://\S+)")
+GUNICORN_LISTENING = re.compile(r"Listening at: (http://\S+)")
+# Under gunicorn each worker gets what one `python -m target_server` has by default (max_sockets 256,
+# backlog 128), so N workers are N copies of the single-process server behind one socket.
+GUNICORN_OPTIONS = ("--worker-connections", "256", "--backlog", "128", "--graceful-timeout", "2",
+                    "--timeout", "120")  # fmt: skip
 _PR_SET_PDEATHSIG = 1
 
 
@@ -108,17 +115,36 @@ def check_reachable(url: str, timeout: float = 2.0) -> None:
 class EmbeddedTarget:
     """`python -m target_server` on a free loopback port, started fresh for each class."""
 
-    def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, extra_args: tuple[str, ...] = (), workers: int = 1) -> None:
         self.extra_args = extra_args
+        self.workers = workers
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
+
+    def command(self) -> tuple[list[str], dict[str, str] | None, re.Pattern[str]]:
+        """One process (`python -m target_server`), or with `workers` > 1 gunicorn with that many gevent
+        workers, configured through TARGET_* (the form the target documents; `/stats` sums the workers)."""
+        if self.workers <= 1:
+            command = [sys.executable, "-m", "target_server", "--host", "127.0.0.1", "--port", "0", "--quiet"]
+            return [*command, *self.extra_args], None, LISTENING
+        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+        command = [gunicorn, "-k", "gevent", "-w", str(self.workers), "-b", "127.0.0.1:0", *GUNICORN_OPTIONS,
+                   "target_server.app:create_app()"]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_")}
+        return command, {**env, "TARGET_QUIET": "1"}, GUNICORN_LISTENING
+
+    @property
+    def describe(self) -> str:
+        if self.workers <= 1:
+            return "embedded: python -m target_server, restarted for every class"
+        return f"embedded: gunicorn with {self.workers} gevent workers, restarted for every class"
 
     def start(self, log_path: Path) -> str:
         """Start and wait until /ping answers. `--port 0` lets the server pick its port: no race."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         offset = log_path.stat().st_size if log_path.exists() else 0
-        command = [sys.executable, "-m", "target_server", "--host", "127.0.0.1", "--port", "0", "--quiet"]
-        self.process = start_child([*command, *self.extra_args], log_path)
+        command, env, listening = self.command()
+        self.process = start_child(command, log_path, env)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -127,7 +153,7 @@ class EmbeddedTarget:
                     f"the target server exited with code {self.process.returncode}: "
                     f"{tail[-1] if tail else 'no output'}"
                 )
-            found = LISTENING.search(log_path.read_text(errors="replace")[offset:])
+            found = listening.search(log_path.read_text(errors="replace")[offset:])
             if found:
                 self.url = found.group(1)
                 try:
@@ -148,6 +174,8 @@ class EmbeddedTarget:
     def stop(self) -> None:
         if self.process is not None:
             stop_child(self.process)
+            if self.workers > 1:  # the workers' shared /stats directory, named after gunicorn's pid
+                shutil.rmtree(Path(tempfile.gettempdir()) / f"hammerlab-target-{self.process.pid}", True)
             self.process = None
 
 

@@ -2,8 +2,9 @@
 
 Importing this package registers its listeners on Locust's global events (that is how Locust plugins
 work): the command-line options, start-up validation, a fresh pipeline for every test, the live views
-(`monitoring`) and complete CSV files at exit (`final_csv`). At test stop every `Defer` queue is closed:
-what is still queued stays on disk for the next run of its class.
+(`monitoring`), complete CSV files at exit (`final_csv`), in a distributed run the workers' reports
+after their drain (`final_reports`), and several classes with fixed user counts (`mix`). At test stop
+every `Defer` queue is closed: what is still queued stays on disk for the next run of its class.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import gevent
 from locust import events
 from locust.runners import MasterRunner
 
-from locust_plugin import final_csv, monitoring, options  # noqa: F401  (the first two register listeners)
+from locust_plugin import (  # noqa: F401  (all but options register listeners)
+    final_csv,
+    final_reports,
+    mix,
+    monitoring,
+    options,
+)
 from locust_plugin.pipelines import build_pipeline
 from locust_plugin.runtime import drain_runtimes, reset_runtimes, runtimes
 from mitigations.core import SYSTEM_CLOCK

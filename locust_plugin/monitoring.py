@@ -3,7 +3,9 @@
 Roles follow Locust's runner:
   - local (one process): samples /stats, snapshots its own clients every `--server-sample-ms`;
   - master: samples /stats; takes each worker's client snapshots from `worker_report`;
-  - worker: never samples /stats; adds its client snapshots to `report_to_master` (every 3 s).
+  - worker: never samples /stats; adds its client snapshots to `report_to_master` (every 3 s), and
+    while a test runs also sends them every `WORKER_SAMPLE_S` in a `hammerlab_clients` message, so each
+    client instance's numbers (its adaptive limit above all) have a one-second resolution.
 
 The numbers feed the web UI tabs (`web_ui`) and, with `--csv PREFIX`, `PREFIX_server.csv` and
 `PREFIX_mitigations.csv` (formats in `server_sampler` and `client_stats`). One `Monitor` per process
@@ -39,6 +41,8 @@ from locust_plugin.target import target_host
 log = logging.getLogger("hammerlab")
 
 REPORT_KEY = "hammerlab_clients"
+SNAPSHOT_MESSAGE = "hammerlab_clients"
+WORKER_SAMPLE_S = 1.0
 ATTRIBUTE = "hammerlab_monitor"
 COALESCE_S = 0.05
 
@@ -75,6 +79,8 @@ class Monitor:
     def test_started(self) -> None:
         self.collector.reset()
         if self.role == "worker":
+            self._stop_ticker()
+            self._ticker = gevent.spawn(self._send_forever)
             return
         self.started_at = time.time()
         self._read_interval()
@@ -88,6 +94,7 @@ class Monitor:
 
     def test_stopped(self) -> None:
         if self.role == "worker":
+            self._stop_ticker()
             return
         self.running = False
         self.sampler.stop()
@@ -119,6 +126,15 @@ class Monitor:
             return  # no test yet: nothing to say
         snapshots = self.collector.snapshot(runtimes(self.environment))
         data[REPORT_KEY] = {"run": self.collector.run, "clients": [s.to_json() for s in snapshots]}
+
+    def _send_forever(self) -> None:
+        """Worker: this process's snapshots to the master every WORKER_SAMPLE_S, between Locust's reports."""
+        while True:
+            gevent.sleep(WORKER_SAMPLE_S)
+            data: dict[str, Any] = {}
+            self.add_report(data)
+            if REPORT_KEY in data:
+                self.environment.runner.send_message(SNAPSHOT_MESSAGE, data)
 
     def take_report(self, worker: str, data: dict[str, Any]) -> None:
         """Master: one worker's report. Writes a full sample while a test runs, and afterwards only
@@ -218,6 +234,9 @@ def _on_init(environment: Any, **_: Any) -> None:
     if monitor.role == "master":
         environment.events.worker_report.add_listener(
             lambda client_id, data, **_: monitor.take_report(client_id, data)
+        )
+        environment.runner.register_message(
+            SNAPSHOT_MESSAGE, lambda environment, msg, **_: monitor.take_report(msg.node_id, msg.data or {})
         )
     if environment.web_ui is not None:
         web_ui.install(environment, monitor)

@@ -47,6 +47,7 @@ class ClientRuntime:
         self.concurrent = 0
         self.max_concurrent = 0
         self.completed = 0
+        self.warned = False
         self.reporter = LocustReporter(locust_events, name)
         self.pipeline.events.on("replayed", self.ledger.replayed_final)
         self.pipeline.events.on("expired", self.ledger.expire)
@@ -130,7 +131,8 @@ class ClientRuntime:
     def warn_if_skipped(self) -> None:
         """One warning line when the launcher could not keep the rate (see `ledger.SKIP_WARN_SHARE`)."""
         launched, skipped = self.ledger.launched, self.ledger.skipped
-        if too_many_skipped(launched, skipped):
+        if too_many_skipped(launched, skipped) and not self.warned:
+            self.warned = True  # a worker drains twice: once for the master, once when told to stop
             log.warning(
                 "hammerlab: %s skipped %d of %d launch slots (%.1f%%): the load generator could not keep "
                 "the rate; these numbers understate latency",

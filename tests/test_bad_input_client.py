@@ -179,7 +179,8 @@ def test_real_locust_processes_refuse_at_once_with_one_line(start_target):
         [LOCUST, "--headless", "-u", "1", "-t", "2s", "-H", target.url, *args, "HammerClient"]
         for args in REAL_LOCUST_CASES
     ]
-    for args, (code, out, err) in zip(REAL_LOCUST_CASES, run_all(commands), strict=True):
+    # started together on 2 shared cores: each gets 20 s (a runaway never exits; a refusal takes ~1 s)
+    for args, (code, out, err) in zip(REAL_LOCUST_CASES, run_all(commands, timeout=20), strict=True):
         assert code == 2, (args, code, err[-500:])
         assert err.count("\n") == 1 and f"argument {args[0]}:" in err, (args, err)
         assert "Traceback" not in out + err

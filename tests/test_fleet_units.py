@@ -1,0 +1,76 @@
+"""Fleet and distributed plans without running anything: how the offered load splits over workers,
+the fairness index, and the option checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from comparison.__main__ import main, parse_config
+from comparison.config import ConfigError, LoadPlan, RunConfig
+from comparison.locust_run import distributed_args
+
+
+@pytest.mark.parametrize("scenario", ["healthy", "cliff", "burst", "outage"])
+def test_workers_split_the_same_offered_load(scenario):
+    duration = 30.0
+    one = LoadPlan.build(RunConfig(scenario=scenario, duration_s=duration), 90.0)
+    four = LoadPlan.build(RunConfig(scenario=scenario, duration_s=duration, workers=4), 90.0)
+    assert (one.workers, four.workers) == (1, 4)
+    assert four.users == 4 * one.users
+    assert four.launch_rate == pytest.approx(one.launch_rate / 4)
+    assert four.offered_rps == pytest.approx(one.offered_rps)
+    for t in (0.0, 3.0, 7.5, 9.9, 12.0, 29.0):
+        assert four.offered_at(t) == pytest.approx(one.offered_at(t))
+    if scenario == "burst":
+        assert (four.burst.quiet_users, four.burst.peak_users) == (4, 24)
+
+
+def test_distributed_args_name_one_loopback_port():
+    assert distributed_args(1) == []
+    args = distributed_args(3, port=45678)
+    assert args[args.index("--processes") + 1] == "3"
+    assert args[args.index("--master-bind-host") + 1] == "127.0.0.1"
+    assert args[args.index("--master-bind-port") + 1] == args[args.index("--master-port") + 1] == "45678"
+    picked = distributed_args(2)
+    assert 0 < int(picked[picked.index("--master-port") + 1]) < 65536
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workers", "0"], "--workers: must be a whole number from 1 to 16, got 0"),
+        (["--workers", "17"], "--workers: must be a whole number from 1 to 16, got 17"),
+        (["--workers", "two"], "argument --workers: 'two' is not a whole number"),
+        (["--workers", "1.5"], "argument --workers: '1.5' is not a whole number"),
+    ],
+)
+def test_bad_workers_exit_2_with_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_workers_reach_the_config():
+    assert parse_config(["--workers", "3"]).workers == 3
+    with pytest.raises(ConfigError):
+        RunConfig(workers=True)  # type: ignore[arg-type]
+
+
+def test_jain_index():
+    from comparison.fleet import jain
+
+    assert jain([5.0, 5.0, 5.0, 5.0]) == pytest.approx(1.0)
+    assert jain([8.0, 0.0, 0.0, 0.0]) == pytest.approx(0.25)  # one takes everything: 1/n
+    assert jain([1.0, 2.0, 3.0]) == pytest.approx(36 / 42)
+    assert jain([]) is None and jain([0.0, 0.0]) is None
+
+
+def test_fleet_scenario_defaults_to_four_instances_and_needs_two():
+    config = parse_config(["--scenario", "fleet"])
+    assert config.workers == 4
+    plan = LoadPlan.build(config, 90.0)
+    assert plan.offered_rps == pytest.approx(180.0) and plan.users == 4
+    assert plan.launch_rate == pytest.approx(45.0)
+    assert parse_config(["--scenario", "cliff"]).workers == 1
+    with pytest.raises(ConfigError, match="--workers: the fleet scenario needs at least 2 client instances"):
+        parse_config(["--scenario", "fleet", "--workers", "1"])

@@ -1,0 +1,56 @@
+"""`--target-workers N`: the embedded target under gunicorn with N gevent workers, and the probe's C."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from comparison.__main__ import main
+from comparison.probe import measure_capacity
+from comparison.target import EmbeddedTarget, request
+
+
+def wait_for_workers(url: str, count: int, timeout: float = 15.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = request("GET", url + "/stats")
+        if stats["workers"]["count"] == count:
+            return stats
+        assert time.monotonic() < deadline, stats["workers"]
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_two_target_workers_serve_more_than_one(tmp_path):
+    capacity = {}
+    for workers in (1, 2):
+        target = EmbeddedTarget(workers=workers)
+        url = target.start(tmp_path / f"target-{workers}.log")
+        try:
+            stats = wait_for_workers(url, workers)
+            assert stats["workers"]["mode"] == ("gunicorn" if workers > 1 else "single")
+            capacity[workers] = measure_capacity(url, 1.5).capacity_rps
+            shared = Path(tempfile.gettempdir()) / f"hammerlab-target-{target.pid}"
+        finally:
+            target.stop()
+        assert not shared.exists()  # the workers' /stats directory goes with the server
+    # two processes each spinning 10 ms per request: C grows with the workers (measured 1.7-1.9 x here)
+    assert capacity[2] > 1.25 * capacity[1], capacity
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--target-workers", "0"], "--target-workers: must be a whole number from 1 to 16, got 0"),
+        (["--target-workers", "many"], "argument --target-workers: 'many' is not a whole number"),
+        (["--target-workers", "2", "--host", "http://127.0.0.1:3000"],
+         "--target-workers: starts the embedded target; leave out --host to use it"),
+    ],
+)  # fmt: skip
+def test_bad_target_workers_exit_2_with_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
