@@ -289,8 +289,8 @@ def check_work(expansion: int, sync_work_ms: float, max_work_ms: float) -> None:
     if total > max_work_ms:
         raise ConfigError(
             "max_work_ms",
-            f"expansion x sync_work_ms = {expansion} x {sync_work_ms:g} = {total:g} ms is over the "
-            f"cap of {max_work_ms:g} ms of blocking work per request (max_work_ms)",
+            f"expansion x sync_work_ms = {expansion} x {sync_work_ms:.10g} = {total:.10g} ms is over the "
+            f"cap of {max_work_ms:.10g} ms of blocking work per request (max_work_ms)",
         )
 
 
