@@ -21,6 +21,7 @@ and bounded, so the app never blocks on a client's socket. gunicorn uses its own
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -46,6 +47,7 @@ SWEEP_INTERVAL_S = 0.25
 # A request starts with a method token; methods are upper-case letters (RFC 9110 §9). Anything else
 # (a TLS ClientHello starts with 0x16) is not HTTP and is answered at once.
 METHOD_START = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+DIGITS = re.compile(r"[0-9]{1,19}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ class GuardedHandler(WSGIHandler):
         """Parse the request line and headers (bounded), then read the whole body up front (bounded)."""
         try:
             words = raw_requestline.split()
-            if len(words) != 3 or not words[2].startswith("HTTP/1."):
+            if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1"):
                 raise Refused(400, "malformed", "the request line must be METHOD PATH HTTP/1.x")
             head = self._read_head()
             socket_file, self.rfile = self.rfile, BytesIO(head)
@@ -230,7 +232,7 @@ class GuardedHandler(WSGIHandler):
         if len(headers.get_all("content-length") or ()) > 1:
             raise Refused(400, "malformed", "more than one Content-Length")
         declared = headers.get("content-length")
-        if declared is not None and not declared.strip().isdigit():  # int() took '+5' and '5_0'
+        if declared is not None and not DIGITS.fullmatch(declared.strip()):  # int() took +5, 5_0, full-width
             raise Refused(400, "malformed", "Content-Length must be ASCII digits")
         coding = headers.get("transfer-encoding")
         chunked = coding is not None and coding.strip().lower() == "chunked"
