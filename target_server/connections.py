@@ -47,7 +47,7 @@ SWEEP_INTERVAL_S = 0.25
 # A request starts with a method token; methods are upper-case letters (RFC 9110 §9). Anything else
 # (a TLS ClientHello starts with 0x16) is not HTTP and is answered at once.
 METHOD_START = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-DIGITS = re.compile(r"[0-9]{1,19}", re.ASCII)
+DIGITS = re.compile(r"[0-9]+", re.ASCII)
 
 
 @dataclass(frozen=True)
