@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import errno
-import ipaddress
 import math
 import os
 import socket
@@ -19,12 +18,20 @@ from typing import Any
 
 import gevent
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from target_server import metrics
 from target_server.busy import busy_spin
 from target_server.cluster import under_gunicorn
-from target_server.config import OPTION_BY_NAME, QUERY_OPTIONS, Config, ConfigError
-from target_server.faults import ActiveFault, Fault, FaultError
+from target_server.config import OPTION_BY_NAME, QUERY_OPTIONS, Config, ConfigError, check_work
+from target_server.faults import MAX_DURATION_S, ActiveFault, Fault, FaultError
+from target_server.guard import (
+    MAX_BODY_BYTES,
+    InputError,
+    admin_problem,
+    parse_json,
+    query_values,
+)
 from target_server.state import TargetState
 
 LAG_HEADER = "X-Server-Lag-Ms"
@@ -48,6 +55,7 @@ def create_app(config: Config | None = None) -> Flask:
             raise SystemExit(3) from None  # gunicorn's "worker failed to boot": stop, don't respawn
     app = Flask("target_server")
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES  # a longer body is a 413 before it is read
     state = TargetState(config)
     app.extensions["target"] = state
     registry = metrics.make_registry(state)
@@ -89,6 +97,11 @@ def create_app(config: Config | None = None) -> Flask:
     @app.errorhandler(405)
     def _bad_method(_exc: Exception) -> tuple[Response, int]:
         return _error(f"method {request.method} not allowed on {request.path}"), 405
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        """werkzeug's own refusals (413 body too large, 400 ...) as one JSON line, like every other error."""
+        return _error(f"{exc.code} {exc.name}: {request.method} {request.path}"), exc.code or 400
 
     return app
 
@@ -146,6 +159,8 @@ class FrontDoor:
 
 
 def _do_work(state: TargetState) -> Response:
+    """Every request counted in `requests` ends in exactly one of completed, rejected, errors,
+    bad_requests and abandoned."""
     totals, gauges = state.totals, state.gauges
     totals.requests += 1
     gauges.enter_request()
@@ -153,7 +168,7 @@ def _do_work(state: TargetState) -> Response:
         config = state.config
         try:
             expansion, delay_ms, work_ms = _work_params(config)
-        except ConfigError as error:
+        except (ConfigError, InputError) as error:
             totals.bad_requests += 1
             return _json_response(400, {"error": str(error)})
         verdict = state.control.faults.decide(state.wall())
@@ -172,7 +187,10 @@ def _do_work(state: TargetState) -> Response:
         if verdict.terminal is not None:
             totals.errors += 1
             return _fail(state, verdict.terminal)
-        _run_tasks(state, expansion, delay_ms, work_ms)
+        client = _client_socket() if config.skip_abandoned else None
+        if not _run_tasks(state, expansion, delay_ms, work_ms, client):
+            totals.abandoned += 1
+            return _raw_response(499, b'{"error": "client closed the connection"}')
         totals.completed += 1
         return _raw_response(200, DONE)
     finally:
@@ -180,37 +198,66 @@ def _do_work(state: TargetState) -> Response:
 
 
 def _work_params(config: Config) -> tuple[int, float, float]:
-    """expansion, task_delay_ms and sync_work_ms: the config's, or this request's query overrides."""
+    """expansion, task_delay_ms and sync_work_ms: the config's, or this request's query overrides, whose
+    blocking work (expansion x sync_work_ms) must stay under max_work_ms. Raises ConfigError/InputError."""
     values = {
         "expansion": config.expansion,
         "task_delay_ms": config.task_delay_ms,
         "sync_work_ms": config.sync_work_ms,
     }
-    for key, raw in request.args.items(multi=True):
+    for key, raw in query_values(request.environ.get("QUERY_STRING", "")).items():
         if key not in QUERY_OPTIONS:
             raise ConfigError(key, f"unknown query parameter; allowed: {', '.join(QUERY_OPTIONS)}")
         values[key] = OPTION_BY_NAME[key].parse(raw)
+    check_work(values["expansion"], values["sync_work_ms"], config.max_work_ms)
     return values["expansion"], values["task_delay_ms"], values["sync_work_ms"]
 
 
-def _run_tasks(state: TargetState, expansion: int, delay_ms: float, work_ms: float) -> None:
+def _run_tasks(
+    state: TargetState, expansion: int, delay_ms: float, work_ms: float, client: socket.socket | None
+) -> bool:
+    """Run the tasks; False if the client hung up first, so that their CPU work was skipped."""
     if expansion == 1:
-        _task(state, delay_ms, work_ms)
-    else:
-        gevent.joinall(
-            [gevent.spawn(_task, state, delay_ms, work_ms) for _ in range(expansion)], raise_error=True
-        )
+        return _task(state, delay_ms, work_ms, client)
+    tasks = [gevent.spawn(_task, state, delay_ms, work_ms, client) for _ in range(expansion)]
+    gevent.joinall(tasks, raise_error=True)
+    return all(task.value for task in tasks)
 
 
-def _task(state: TargetState, delay_ms: float, work_ms: float) -> None:
-    """The seed's task: wait without blocking, then block the loop with CPU work."""
+def _task(state: TargetState, delay_ms: float, work_ms: float, client: socket.socket | None) -> bool:
+    """The seed's task: wait without blocking, then block the loop with CPU work, unless nobody waits
+    for the answer any more (the work a metastable server wastes). False when the work was skipped."""
     state.gauges.enter_task()
     try:
         gevent.sleep(delay_ms / 1000)
     finally:
         state.gauges.concurrent -= 1
     state.totals.tasks_completed += 1
+    if client is not None and work_ms > 0 and _hung_up(client):
+        return False
     busy_spin(work_ms)
+    return True
+
+
+def _client_socket() -> socket.socket | None:
+    """The OS socket under this request (pywsgi or gunicorn), for the hung-up check."""
+    sock = next((request.environ[k] for k in SOCKET_KEYS if k in request.environ), None)
+    return getattr(sock, "_sock", sock)  # gevent wraps the OS socket; peek at it without gevent's wait
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """True if the client closed or reset its connection: a non-blocking MSG_PEEK read sees EOF.
+
+    A client that pipelined its next request shows data, and one that is just waiting shows nothing
+    (EAGAIN): both still want the answer. A half-close (shutdown(SHUT_WR)) also reads as EOF; HTTP
+    clients that wait for an answer do not do that.
+    """
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:  # ECONNRESET, or the socket is already closed
+        return True
 
 
 def _fail(state: TargetState, active: ActiveFault) -> Response:
@@ -275,8 +322,10 @@ def _admin_blueprint() -> Blueprint:
 
     @admin.before_request
     def _loopback_only() -> tuple[Response, int] | None:
-        if not _is_loopback(request.remote_addr):
-            return _error(f"/admin answers loopback clients only, not {request.remote_addr}"), 403
+        problem = admin_problem(request.environ)
+        if problem is not None:
+            status, message = problem
+            return _error(message), status
         return None
 
     @admin.get("/faults")
@@ -286,10 +335,9 @@ def _admin_blueprint() -> Blueprint:
 
     @admin.post("/faults")
     def add_fault() -> tuple[Response, int]:
-        body = request.get_json(force=True, silent=True)
         try:
-            fault = Fault.from_json(body)
-        except (FaultError, TypeError) as error:
+            fault = Fault.from_json(_json_body())
+        except (FaultError, InputError, TypeError) as error:
             return _error(str(error)), 400
         active = state().add_fault(fault)
         return jsonify(fault=active.to_json(state().wall())), 201
@@ -311,15 +359,25 @@ def _admin_blueprint() -> Blueprint:
 
     @admin.post("/config")
     def set_config() -> tuple[Response, int]:
-        body = request.get_json(force=True, silent=True)
-        if not isinstance(body, dict) or not body:
-            return _error('body must be a JSON object like {"sync_work_ms": 20, "duration_s": 20}'), 400
+        try:
+            body = _json_body()
+        except InputError as error:
+            return _error(str(error)), 400
+        example = '{"sync_work_ms": 20, "duration_s": 20}'
+        if not isinstance(body, dict):
+            return _error(f"body must be a JSON object like {example}"), 400
         changes = dict(body)
         duration = changes.pop("duration_s", None)
+        if not changes:
+            return _error(f"body names no option to change; send one like {example}"), 400
         if duration is not None and (
-            isinstance(duration, bool) or not isinstance(duration, int | float) or not 0 < duration <= 86_400
+            isinstance(duration, bool)
+            or not isinstance(duration, int | float)
+            or not 0 < duration <= MAX_DURATION_S
         ):
-            return _error(f"duration_s: must be a number > 0 and <= 86400 (or null), got {duration!r}"), 400
+            return _error(
+                f"duration_s: must be a number > 0 and <= {MAX_DURATION_S} (or null), got {duration!r}"
+            ), 400
         try:
             state().set_overrides(changes, duration)
         except ConfigError as error:
@@ -338,10 +396,11 @@ def _admin_blueprint() -> Blueprint:
     return admin
 
 
-def _is_loopback(address: str | None) -> bool:
-    if not address:
-        return False
+def _json_body() -> Any:
+    """The request body as strict JSON (guard.parse_json). Raises InputError with one line."""
     try:
-        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
+        data = request.get_data(cache=True)
+    except OSError:  # a short or broken body under gunicorn (pywsgi's handler reads bodies up front)
+        raise InputError("body: cannot be read to its end") from None
+    return parse_json(data)
+

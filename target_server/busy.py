@@ -63,17 +63,27 @@ class Totals:
     rejected: int = 0
     errors: int = 0
     bad_requests: int = 0
+    abandoned: int = 0  # the client hung up before the CPU work, which was skipped
     tasks_completed: int = 0
     sockets_accepted: int = 0
     sockets_closed: int = 0
     faulted: dict[str, int] = field(default_factory=dict)
+    # Connections the server itself ended before a request reached the app, by reason (DROP_REASONS).
+    dropped: dict[str, int] = field(default_factory=dict)
 
     def zero(self) -> None:
         for item in fields(self):
-            setattr(self, item.name, {} if item.name == "faulted" else 0)
+            setattr(self, item.name, {} if item.name in ("faulted", "dropped") else 0)
 
     def count_fault(self, kind: str) -> None:
         self.faulted[kind] = self.faulted.get(kind, 0) + 1
+
+    def count_drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+# Why the server ended a connection on its own (see target_server/http.py).
+DROP_REASONS = ("idle_timeout", "header_timeout", "evicted", "malformed", "too_large")
 
 
 @dataclass

@@ -11,15 +11,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from target_server.faults import Fault, FaultError, parse_fault
+from target_server.numbers import parse_float, parse_int
 
 ENV_PREFIX = "TARGET_"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
+# A listen address: an IPv4/IPv6 literal or a host name, in ASCII (anything else fails at bind time).
+HOST_TEXT = re.compile(r"[A-Za-z0-9._:%-]{1,255}", re.ASCII)
 
 
 class ConfigError(ValueError):
@@ -78,8 +82,10 @@ class Option:
                 raise bad
             return value
         if self.kind is str:
-            if not isinstance(value, str) or not value:
+            if not isinstance(value, str) or not value or not value.isprintable():
                 raise bad
+            if self.name == "host" and not HOST_TEXT.fullmatch(value):
+                raise ConfigError(self.name, f"must be an IP address or host name, got {value!r}")
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad
@@ -94,8 +100,8 @@ class Option:
         return float(value) if self.kind is float else value
 
     def parse(self, text: str) -> Any:
-        """Turn a flag, env or query string into a checked value."""
-        text = text.strip()
+        """Turn a flag, env or query string into a checked value (ASCII digits only: see numbers.py)."""
+        text = text.strip(" \t")
         if self.nullable and text == "":
             return None
         bad = ConfigError(self.name, f"must be {self.allowed()}, got {text!r}")
@@ -108,7 +114,7 @@ class Option:
         if self.kind is str:
             return self.check(text)
         try:
-            return self.check(int(text) if self.kind is int else float(text))
+            return self.check(parse_int(text) if self.kind is int else parse_float(text))
         except (ValueError, ConfigError):
             raise bad from None
 
@@ -171,6 +177,33 @@ OPTIONS: tuple[Option, ...] = (
         -1,
         65535,
     ),
+    Option(
+        "header_timeout_s",
+        float,
+        "a request's line, headers and body must all arrive within this, else 408 and close",
+        0.1,
+        600,
+    ),
+    Option(
+        "idle_timeout_s",
+        float,
+        "close a connection that starts no request for this long (keep-alive idle)",
+        0.1,
+        3600,
+    ),
+    Option(
+        "max_work_ms",
+        float,
+        "cap on one request's blocking work, expansion x sync_work_ms (query and /admin/config too)",
+        1,
+        600_000,
+    ),
+    Option(
+        "skip_abandoned",
+        bool,
+        "skip the CPU work of a /doWork request whose client has hung up (counted as abandoned)",
+        runtime=True,
+    ),
     Option("stats_dir", str, "shared dir for multi-worker /stats (auto under gunicorn)", nullable=True),
     Option("seed", int, "random seed for shedding and fault draws (empty: random)", 0, 2**63, nullable=True),
 )
@@ -200,6 +233,10 @@ class Config:
     max_sockets: int = 256
     backlog: int = 128
     status_port: int = 0
+    header_timeout_s: float = 10.0
+    idle_timeout_s: float = 5.0
+    max_work_ms: float = 1000.0
+    skip_abandoned: bool = True
     stats_dir: str | None = None
     seed: int | None = None
     faults: tuple[Fault, ...] = field(default=())
@@ -209,6 +246,7 @@ class Config:
             object.__setattr__(self, option.name, option.check(getattr(self, option.name)))
         if not isinstance(self.faults, tuple) or not all(isinstance(f, Fault) for f in self.faults):
             raise ConfigError("faults", "must be a tuple of Fault")
+        check_work(self.expansion, self.sync_work_ms, self.max_work_ms)
 
     def with_changes(self, changes: Mapping[str, Any]) -> Config:
         """A copy with some runtime options changed; anything else is refused by name."""
@@ -248,8 +286,20 @@ class Config:
             raise ConfigError(source, str(error)) from None
         try:
             return cls(**values)
-        except ConfigError as error:  # pragma: no cover - parse() already checked each value
+        except ConfigError as error:  # each value passed parse(); this is a combination (the work cap)
             raise ConfigError(OPTION_BY_NAME[error.option].flag, error.problem) from None
+
+
+def check_work(expansion: int, sync_work_ms: float, max_work_ms: float) -> None:
+    """One request blocks the loop for expansion x sync_work_ms; past `max_work_ms` it would wedge the
+    server (and delay SIGTERM) for that long, so the combination is refused wherever it is set."""
+    total = expansion * sync_work_ms
+    if total > max_work_ms:
+        raise ConfigError(
+            "max_work_ms",
+            f"expansion x sync_work_ms = {expansion} x {sync_work_ms:.10g} = {total:.10g} ms is over the "
+            f"cap of {max_work_ms:.10g} ms of blocking work per request (max_work_ms)",
+        )
 
 
 def _parse_from(option: Option, text: str | bool, source: str) -> Any:
@@ -272,6 +322,7 @@ def build_parser() -> OneLineParser:
     """Every option as a flag. Values stay strings here so that Option.parse can word the errors."""
     parser = OneLineParser(
         prog="python -m target_server",
+        allow_abbrev=False,  # `--por 80` is a typo, not --port
         description="The Hammerlab target server: the seed's remote service, which knows how busy it is.",
         epilog=f"Every option also reads {ENV_PREFIX}<NAME> from the environment (flags win).",
     )

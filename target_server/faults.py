@@ -16,10 +16,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from target_server.numbers import parse_float, parse_int
+
 KINDS = ("error", "slow", "reset", "hang", "outage")
 TERMINAL_KINDS = ("hang", "reset", "error")
 DEFAULT_STATUS = {"error": 500, "outage": 503}
 DEFAULT_SLOW_DELAY_MS = 1000.0
+MAX_DELAY_MS = 600_000
+MAX_DURATION_S = 86_400  # one day, the same cap as /admin/config's duration_s
 # Which keys each kind accepts. An outage hits every request, so it has no rate, and it must end.
 KEYS = {
     "error": ("rate", "duration_s", "status"),
@@ -36,21 +40,30 @@ class FaultError(ValueError):
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault. `rate` is the share of /doWork requests hit; `duration_s` ends it (None: when removed)."""
+    """One fault. `rate` is the share of /doWork requests hit; `duration_s` ends it (None: when removed).
+
+    `delay_ms` (slow) and `status` (error, outage) left as None take their defaults; a value that is given
+    is used as given or refused, so `delay_ms=0` never turns silently into 1000 ms.
+    """
 
     kind: str
     rate: float = 1.0
     duration_s: float | None = None
-    delay_ms: float = 0.0
-    status: int = 0
+    delay_ms: float | None = None
+    status: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise FaultError(f"unknown fault kind {self.kind!r}; allowed: {', '.join(KINDS)}")
         if not _number(self.rate) or not 0 <= self.rate <= 1:
             raise FaultError(f"{self.kind} rate must be a number from 0 to 1, got {self.rate!r}")
-        if self.duration_s is not None and (not _number(self.duration_s) or self.duration_s <= 0):
-            raise FaultError(f"{self.kind} duration_s must be a number > 0, got {self.duration_s!r}")
+        if self.duration_s is not None and (
+            not _number(self.duration_s) or not 0 < self.duration_s <= MAX_DURATION_S
+        ):
+            raise FaultError(
+                f"{self.kind} duration_s must be a number > 0 and <= {MAX_DURATION_S}, "
+                f"got {self.duration_s!r}"
+            )
         if self.kind == "outage":
             if self.duration_s is None:
                 raise FaultError(
@@ -59,20 +72,23 @@ class Fault:
             if self.rate != 1.0:
                 raise FaultError("outage hits every request; it takes no rate")
         if self.kind == "slow":
-            delay = DEFAULT_SLOW_DELAY_MS if self.delay_ms == 0 else self.delay_ms
-            if not _number(delay) or not 0 < delay <= 600_000:
-                raise FaultError(f"slow delay_ms must be a number > 0 and <= 600000, got {self.delay_ms!r}")
+            delay = DEFAULT_SLOW_DELAY_MS if self.delay_ms is None else self.delay_ms
+            if not _number(delay) or not 0 < delay <= MAX_DELAY_MS:
+                raise FaultError(
+                    f"slow delay_ms must be a number > 0 and <= {MAX_DELAY_MS} (leave it out for "
+                    f"{DEFAULT_SLOW_DELAY_MS:g}), got {self.delay_ms!r}"
+                )
             object.__setattr__(self, "delay_ms", float(delay))
-        elif self.delay_ms != 0:
+        elif self.delay_ms is not None:
             raise FaultError(f"{self.kind} takes no delay_ms; allowed keys: {', '.join(KEYS[self.kind])}")
         if self.kind in DEFAULT_STATUS:
-            status = self.status or DEFAULT_STATUS[self.kind]
+            status = DEFAULT_STATUS[self.kind] if self.status is None else self.status
             if isinstance(status, bool) or not isinstance(status, int) or not 500 <= status <= 599:
                 raise FaultError(
                     f"{self.kind} status must be an integer from 500 to 599, got {self.status!r}"
                 )
             object.__setattr__(self, "status", status)
-        elif self.status != 0:
+        elif self.status is not None:
             raise FaultError(f"{self.kind} takes no status; allowed keys: {', '.join(KEYS[self.kind])}")
         object.__setattr__(self, "rate", float(self.rate))
 
@@ -87,6 +103,8 @@ class Fault:
         """Build from an admin body such as {"kind": "slow", "rate": 0.5, "delay_ms": 300}."""
         if not isinstance(data, Mapping):
             raise FaultError('a fault must be a JSON object like {"kind": "error", "rate": 0.5}')
+        if "kind" not in data:
+            raise FaultError(f"a fault needs a kind; allowed: {', '.join(KINDS)}")
         kind = data.get("kind")
         if kind not in KINDS:
             raise FaultError(f"unknown fault kind {kind!r}; allowed: {', '.join(KINDS)}")
@@ -109,8 +127,10 @@ def parse_fault(text: str) -> Fault:
         key = key.strip()
         if not eq or key not in KEYS[kind]:
             raise FaultError(f"{kind} takes key=value pairs with keys {', '.join(KEYS[kind])}; got {item!r}")
+        if key in values:
+            raise FaultError(f"{kind} {key} is given twice in {text.strip()!r}; give each key once")
         try:
-            values[key] = int(raw) if key == "status" else float(raw)
+            values[key] = parse_int(raw) if key == "status" else parse_float(raw)
         except ValueError:
             raise FaultError(f"{kind} {key} must be a number, got {raw.strip()!r}") from None
     return Fault.from_json(values)

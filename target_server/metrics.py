@@ -32,6 +32,7 @@ COUNTERS = (
     ("rejected_total", "target_rejected", "/doWork requests shed with 503 too busy"),
     ("errors_total", "target_errors", "/doWork requests failed by a fault"),
     ("bad_requests_total", "target_bad_requests", "/doWork requests refused with 400"),
+    ("abandoned_total", "target_abandoned", "/doWork requests whose client hung up before the work"),
     ("tasks_completed_total", "target_tasks_completed", "Tasks that finished their wait"),
     ("sockets_accepted_total", "target_sockets_accepted", "Connections accepted"),
     ("sockets_closed_total", "target_sockets_closed", "Connections closed"),
@@ -52,6 +53,12 @@ class StatsCollector(Collector):
         for kind, count in stats["faulted_total"].items():
             faulted.add_metric([kind], count)
         yield faulted
+        dropped = CounterMetricFamily(
+            "target_dropped_connections", "Connections the server ended itself", labels=["reason"]
+        )
+        for reason, count in stats["dropped_total"].items():
+            dropped.add_metric([reason], count)
+        yield dropped
         active = GaugeMetricFamily("target_faults_active", "Active faults", labels=["kind"])
         for kind in stats["faulted_total"]:
             active.add_metric([kind], sum(1 for f in stats["faults"] if f["kind"] == kind))

@@ -18,10 +18,11 @@ from typing import Any
 import gevent
 import gevent.event
 from gevent.pool import Pool
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.pywsgi import WSGIServer
 
 from target_server.app import create_app, state_of
 from target_server.config import Config
+from target_server.connections import ConnectionGuard, ConnectionLimits, GuardedHandler
 from target_server.state import TargetState, log_line
 from target_server.status_log import SERIES_PATH, StatusLog, start_status_log
 
@@ -32,8 +33,9 @@ class StatusPortError(OSError):
     """The status series listener could not bind its port (`--status-port`)."""
 
 
-class TargetHandler(WSGIHandler):
-    """pywsgi's handler, exposing the socket (for the reset fault) and without an access log line."""
+class TargetHandler(GuardedHandler):
+    """The guarded handler (timeouts, limits: connections.py), exposing the socket (for the reset fault
+    and the hung-up check) and without an access log line."""
 
     def get_environ(self) -> dict[str, Any]:
         environ = super().get_environ()
@@ -47,10 +49,26 @@ class TargetHandler(WSGIHandler):
 class TargetWSGIServer(WSGIServer):
     handler_class = TargetHandler
 
-    def __init__(self, address: tuple[str, int], app: Any, state: TargetState, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        app: Any,
+        state: TargetState,
+        limits: ConnectionLimits | None = None,
+        **kwargs: Any,
+    ) -> None:
         # SERVER_NAME given up front avoids a reverse DNS lookup when the socket is bound.
         super().__init__(address, app, log=None, environ={"SERVER_NAME": address[0]}, **kwargs)
         self.state = state
+        self.guard = ConnectionGuard(limits or ConnectionLimits(), state.totals.count_drop, self.pool)
+
+    def start(self) -> None:
+        super().start()
+        self.guard.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.guard.stop()
+        super().stop(timeout=timeout)
 
     def handle(self, sock: socket.socket, address: tuple[str, int]) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -64,8 +82,14 @@ class TargetWSGIServer(WSGIServer):
 def build_server(config: Config) -> TargetWSGIServer:
     """A bound, not yet serving server for `config` (port 0 picks a free port)."""
     app = create_app(config)
+    limits = ConnectionLimits(idle_timeout_s=config.idle_timeout_s, header_timeout_s=config.header_timeout_s)
     server = TargetWSGIServer(
-        (config.host, config.port), app, state_of(app), spawn=Pool(config.max_sockets), backlog=config.backlog
+        (config.host, config.port),
+        app,
+        state_of(app),
+        limits,
+        spawn=Pool(config.max_sockets),
+        backlog=config.backlog,
     )
     server.init_socket()
     server.state.bound_to(server.server_port)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import gevent
 
-from target_server.busy import Gauges, LagSampler, Totals, format_status, shed_probability
+from target_server.busy import DROP_REASONS, Gauges, LagSampler, Totals, format_status, shed_probability
 from target_server.cluster import Cluster, default_gunicorn_dir, master_pid, under_gunicorn
 from target_server.config import OPTION_BY_NAME, RUNTIME_OPTIONS, Config, ConfigError
 from target_server.faults import KINDS, ActiveFault, Fault, FaultBook
@@ -312,10 +312,12 @@ class TargetState:
                 "rejected": totals.rejected,
                 "errors": totals.errors,
                 "bad_requests": totals.bad_requests,
+                "abandoned": totals.abandoned,
                 "tasks_completed": totals.tasks_completed,
                 "sockets_accepted": totals.sockets_accepted,
                 "sockets_closed": closed,
                 "faulted": {kind: totals.faulted.get(kind, 0) for kind in KINDS},
+                "dropped": {reason: totals.dropped.get(reason, 0) for reason in DROP_REASONS},
             },
         }
 
@@ -358,10 +360,15 @@ class TargetState:
             "rejected_total": total("rejected"),
             "errors_total": total("errors"),
             "bad_requests_total": total("bad_requests"),
+            "abandoned_total": total("abandoned"),
             "tasks_completed_total": total("tasks_completed"),
             "sockets_accepted_total": total("sockets_accepted"),
             "sockets_closed_total": total("sockets_closed"),
             "faulted_total": {kind: sum(w["totals"]["faulted"][kind] for w in counted) for kind in KINDS},
+            "dropped_total": {
+                reason: sum(w["totals"].get("dropped", {}).get(reason, 0) for w in counted)
+                for reason in DROP_REASONS
+            },
             "faults": [fault.to_json(now) for fault in self.control.faults.active(now)],
             "overrides": {
                 name: {

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import socket
 from collections import deque
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TYPE_CHECKING, Any
@@ -192,6 +193,8 @@ class _Listener(HTTPServer):
     def __init__(self, address: tuple[str, int], status: StatusLog) -> None:
         self.status = status
         self._slots = [_allocate_lock() for _ in range(LISTENER_THREADS)]
+        if ":" in address[0]:  # an IPv6 host (`--host ::`): the listener follows the main one
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:

@@ -161,7 +161,7 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
 
 def test_the_series_keeps_its_schedule_and_answers_while_the_loop_is_blocked(start_target):
     """One request busy-spins the server's only loop for 2 s: /stats cannot answer, the series can."""
-    server = start_target()
+    server = start_target(max_work_ms=3000)  # a 2 s spin is past the default work cap
     series = series_url(server.url, server.stats()["status_port"])
     start = get_json(series)["latest_seq"]
     blocker = subprocess.Popen(

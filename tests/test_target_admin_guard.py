@@ -16,6 +16,12 @@ def app():
     state_of(app).stop()
 
 
+@pytest.mark.parametrize("address", ["::ffff:10.1.2.3", "::ffff:0.0.0.0", "0.0.0.0", "127.0.0.1.evil", ""])
+def test_admin_refuses_lookalikes_of_loopback(app, address):
+    response = app.test_client().get("/admin/faults", environ_base={"REMOTE_ADDR": address})
+    assert response.status_code == 403
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
@@ -36,7 +42,7 @@ def test_admin_refuses_a_remote_client(app, method, path, body):
     assert state.config.sync_work_ms == 10.0
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "127.8.9.10", "::1"])
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"])
 def test_admin_accepts_loopback_clients(app, address):
     client = app.test_client()
     response = client.post(

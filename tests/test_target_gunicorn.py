@@ -64,6 +64,7 @@ class Gunicorn:
     def admin(self, method: str, path: str, body: object = None) -> int:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.url + "/admin" + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")  # /admin refuses other POSTs (415)
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status
 
