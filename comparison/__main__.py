@@ -31,6 +31,7 @@ from comparison.config import (
     RunConfig,
 )
 from comparison.inputs import results_dir_problem
+from comparison.own_service import OptionProblem, add_arguments, from_args, lift_request
 
 PROG = "python -m comparison"
 
@@ -133,6 +134,10 @@ def build_parser() -> OneLineParser:
         help=f"after each class's run time, wait this long for requests in flight before counting them "
         f"unfinished (0 to {MAX_DRAIN_S:g}; default {DEFAULT_DRAIN_S:g})",
     )
+    add_arguments(parser, _number)
+    parser.add_argument(
+        "--rerun", help="repeat the run in this folder (its run.json) into a new folder beside it"
+    )
     return parser
 
 
@@ -144,6 +149,16 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
+    lifted, passthrough = lift_request(passthrough)
+    try:
+        service = from_args(args, lifted)
+    except OptionProblem as problem:
+        raise ConfigError(problem.option, problem.problem) from None
+    clients = tuple(name.strip() for name in args.clients.split(",") if name.strip())
+    from comparison.gates import check_clients as gate_problem
+
+    if problem := gate_problem(service.gates, clients):
+        raise ConfigError("--check", problem)
     return RunConfig(
         scenario=args.scenario,
         clients=tuple(name.strip() for name in args.clients.split(",") if name.strip()),
@@ -159,12 +174,14 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         slo_ms=args.slo_ms,
         drain_s=args.drain_s,
         passthrough=tuple(passthrough),
+        service=service,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        argv = _rerun(argv)
         config = parse_config(argv)
     except (ConfigError, UsageError) as error:
         hint = " (options for Locust go after --)" if "unrecognized arguments" in str(error) else ""
@@ -188,7 +205,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:  # before the run folder existed, or a second Ctrl-C
         print(f"{PROG}: interrupted", file=sys.stderr)
         return interrupt.exit_code if isinstance(interrupt, Interrupted) else 130
-    return outcome.exit_code
+    return _judge_gates(config, outcome)
+
+
+def _rerun(argv: list[str]) -> list[str]:
+    """`--rerun DIR` (alone): the argv recorded in DIR/run.json, writing beside DIR."""
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    if not any(token == "--rerun" or token.startswith("--rerun=") for token in own):
+        return argv
+    args = build_parser().parse_args(own)
+    if len(own) != (1 if "=" in own[0] else 2) or "--" in argv:
+        raise UsageError("--rerun repeats a run exactly as it was: give it alone")
+    from comparison.rerun import RerunError, rerun_argv
+
+    try:
+        repeated = rerun_argv(Path(args.rerun))
+    except RerunError as error:
+        raise UsageError(str(error)) from None
+    print(f"{PROG}: rerunning {args.rerun}: {' '.join(repeated)}", file=sys.stderr)
+    return repeated
+
+
+def _judge_gates(config: RunConfig, outcome: object) -> int:
+    """Each --check for each class it names: one line per failed gate, --junit, exit 1 on a failure."""
+    exit_code: int = outcome.exit_code  # type: ignore[attr-defined]
+    service = config.service
+    if service is None or not service.gates:
+        return exit_code
+    from comparison.gates import judge_all, write_junit
+
+    verdicts = judge_all(service.gates, outcome.summaries, config.clients)  # type: ignore[attr-defined]
+    failed = [verdict for verdict in verdicts if not verdict.passed]
+    for verdict in failed:
+        print(verdict.line)
+    print(f"gates: {len(verdicts) - len(failed)} passed, {len(failed)} failed")
+    if service.junit is not None:
+        write_junit(service.junit, verdicts)
+        print(f"junit:   {service.junit}")
+    return exit_code or (1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,8 @@ COLUMNS = (
 # As `locust_plugin.ledger.SKIP_WARN_SHARE`; not imported, because importing the plugin loads Locust.
 SKIP_WARN_SHARE = 0.01
 BUDGET_CAUSE = "budget"  # a retry the budget refused: never a first attempt
-FIRST_ATTEMPT_ROW = ("GET", "/doWork")
+REQUEST_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+RETRY_SUFFIX = " [retry]"
 RECOVERY_WINDOW_S = 1.0
 RECOVERY_SHARE = 0.9
 NOT_RECOVERED = "never"
@@ -294,12 +295,17 @@ def rate_between(points: Sequence[tuple[float, float]], start: float, end: float
     return (last - first) / (end - start)
 
 
+def is_first_attempt(row: StatsRow) -> bool:
+    """A wire row of first attempts: `GET /doWork`, or `POST /orders` for another request."""
+    return row.type in REQUEST_METHODS and not row.name.endswith(RETRY_SUFFIX)
+
+
 def run_amplification(
     wire: Sequence[StatsRow], shed_rows: Sequence[StatsRow], unfinished: int = 0
 ) -> float | None:
     """Wire attempts / logical requests over the run (see the module doc); None when nothing ran.
     Calls that never finished are logical requests with no finished attempt."""
-    first = sum(row.count for row in wire if (row.type, row.name) == FIRST_ATTEMPT_ROW)
+    first = sum(row.count for row in wire if is_first_attempt(row))
     logical = first + unfinished + sum(row.count for row in shed_rows if row.shed_cause != BUDGET_CAUSE)
     return sum(row.count for row in wire) / logical if logical else None
 

@@ -16,7 +16,7 @@ import gevent
 from locust import events
 from locust.runners import MasterRunner
 
-from locust_plugin import final_csv, monitoring, options  # noqa: F401  (the first two register listeners)
+from locust_plugin import final_csv, guard, monitoring, options  # noqa: F401  (the first three register listeners)
 from locust_plugin.pipelines import build_pipeline
 from locust_plugin.runtime import drain_runtimes, reset_runtimes, runtimes
 from mitigations.core import SYSTEM_CLOCK
@@ -34,6 +34,10 @@ def check_settings(environment: Any) -> str | None:
             options.read(environment.parsed_options, option.dest)
         except ValueError as exc:
             return str(exc)
+    try:
+        options.request_spec(environment.parsed_options)
+    except ValueError as exc:
+        return str(exc)
     for user_class in environment.user_classes or ():
         mitigations = getattr(user_class, "mitigations", None)
         if mitigations is None:
