@@ -501,6 +501,8 @@ def _write_outputs(
     from comparison.report import write_report  # matplotlib only once there is something to draw
 
     report = run_dir / "report.html"
-    write_report(report, title, plan, results, summaries, sentences, asdict(record))
+    baseline = record.reproduce.get("options", {}).get("service", {}).get("baseline")
+    against = Path(baseline) if baseline else None
+    write_report(report, title, plan, results, summaries, sentences, asdict(record), against)
     record.save(run_dir / "run.json")
     return summaries, report

@@ -33,6 +33,7 @@ http {{
         listen {address}:{port};
         root {root}/www;
         location = /accept {{ return 200 "ok\\n"; }}  # any method, any body
+        location = /fail {{ return 500 "failing\\n"; }}
     }}
 }}
 """
