@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -209,20 +210,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _rerun(argv: list[str]) -> list[str]:
-    """`--rerun DIR` (alone): the argv recorded in DIR/run.json, writing beside DIR."""
+    """`--rerun DIR [--baseline DIR2]`: the argv recorded in DIR/run.json, writing beside DIR."""
     own = argv[: argv.index("--")] if "--" in argv else argv
     if not any(token == "--rerun" or token.startswith("--rerun=") for token in own):
         return argv
     args = build_parser().parse_args(own)
-    if len(own) != (1 if "=" in own[0] else 2) or "--" in argv:
-        raise UsageError("--rerun repeats a run exactly as it was: give it alone")
+    given = sum(1 if "=" in token else 2 for token in own if token.startswith(("--rerun", "--baseline")))
+    if given != len(own) or "--" in argv:
+        raise UsageError("--rerun repeats a run exactly as it was: give it alone (with --baseline at most)")
     from comparison.rerun import RerunError, rerun_argv
 
     try:
-        repeated = rerun_argv(Path(args.rerun))
+        repeated = rerun_argv(Path(args.rerun), Path(args.baseline) if args.baseline else None)
     except RerunError as error:
         raise UsageError(str(error)) from None
-    print(f"{PROG}: rerunning {args.rerun}: {' '.join(repeated)}", file=sys.stderr)
+    print(f"{PROG}: rerunning {args.rerun}: {shlex.join(repeated)}", file=sys.stderr)
     return repeated
 
 

@@ -98,7 +98,9 @@ def parse_gate(text: str) -> Gate:
 
 
 def _token_at(expression: str, offset: int | None) -> str:
-    rest = expression[max(0, (offset or 1) - 1) :].lstrip()
+    if not offset:  # Python reports an expression that ends too soon at offset 0
+        return "end of expression"
+    rest = expression[offset - 1 :].lstrip()
     found = re.match(r"[A-Za-z_0-9.]+|\S\S?", rest)
     return found.group(0) if found else "end of expression"
 

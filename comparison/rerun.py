@@ -33,7 +33,7 @@ VERSIONED = (
     "hdrhistogram",
     "matplotlib",
 )
-RERUN_FLAGS = ("--rerun", "--results-dir")
+RERUN_FLAGS = ("--rerun", "--results-dir", "--baseline")
 NOT_GIT = "not a git checkout"
 
 
@@ -125,8 +125,9 @@ def reproduction(config: RunConfig, argv: list[str], kind: Any = None) -> dict[s
     )
 
 
-def rerun_argv(folder: Path) -> list[str]:
-    """The argv that repeats the run in `folder`, writing into `folder`'s parent. Raises RerunError."""
+def rerun_argv(folder: Path, baseline: Path | None = None) -> list[str]:
+    """The argv that repeats the run in `folder`, writing into `folder`'s parent, overlaying `baseline`
+    in its report when given (the recorded run's own --baseline is dropped). Raises RerunError."""
     path = folder / "run.json"
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -150,4 +151,5 @@ def rerun_argv(folder: Path) -> list[str]:
             skip = "=" not in token
             continue
         kept.append(token)
-    return [*kept, "--results-dir", str(folder.resolve().parent), *rest]
+    overlay = ["--baseline", str(baseline)] if baseline is not None else []
+    return [*kept, "--results-dir", str(folder.resolve().parent), *overlay, *rest]

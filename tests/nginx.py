@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 NGINX = "/usr/sbin/nginx"
+READY = "/?ready"  # the readiness checks' request, left out of `requests()`
 CONFIG = """\
 daemon off;
 user root;  # its workers read a test's private temp folder (ignored when not run as root)
@@ -64,7 +65,7 @@ class Nginx:
         deadline = time.monotonic() + 10
         while True:
             try:
-                with urllib.request.urlopen(self.url + "/", timeout=1):
+                with urllib.request.urlopen(self.url + READY, timeout=1):
                     break
             except OSError as error:
                 if self.process.poll() is not None or time.monotonic() > deadline:
@@ -79,7 +80,7 @@ class Nginx:
         without the readiness checks made here."""
         path = self.root / "access.log"
         lines = path.read_text().splitlines() if path.exists() else []
-        return [line for line in lines if "agent=Python-urllib" not in line]
+        return [line for line in lines if not line.startswith(f"GET {READY} ")]
 
     def stop(self) -> None:
         if self.process.poll() is None:
