@@ -208,5 +208,6 @@ def from_args(args: argparse.Namespace, lifted: dict[str, list[str]]) -> Service
         abort_on=(*args.abort_on, *lifted.get("--abort-on", [])),
         checks=tuple(args.check),
         junit=Path(args.junit) if args.junit else None,
-        baseline=Path(args.baseline) if args.baseline else None,
+        # resolved now: results/latest moves to the new run as soon as it starts
+        baseline=Path(args.baseline).resolve() if args.baseline else None,
     )
