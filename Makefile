@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint server clean chromium venv
+.PHONY: demo test test-fast bench lint server clean chromium nginx venv
 
 # Browser tests drive Debian's Chromium through Playwright; never a browser download.
 CHROMIUM := /usr/bin/chromium
@@ -26,7 +26,13 @@ $(CHROMIUM):
 
 chromium: $(CHROMIUM)
 
-test: $(STAMP) $(CHROMIUM)
+# The "test your own service" tests run a stock nginx on loopback (tests/nginx.py); never as a service.
+NGINX := /usr/sbin/nginx
+
+nginx:
+	test -x $(NGINX) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null)
+
+test: $(STAMP) $(CHROMIUM) nginx
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from comparison.config import (
     parse_mix,
 )
 from comparison.inputs import results_dir_problem
+from comparison.own_service import OptionProblem, add_arguments, from_args, lift_request
 
 PROG = "python -m comparison"
 
@@ -165,6 +167,10 @@ def build_parser() -> OneLineParser:
         "each (per client instance), e.g. 'NaiveRetryClient:1,AdaptiveClient:3': a class's share of the "
         "offered load is its share of the users",
     )
+    add_arguments(parser, _number)
+    parser.add_argument(
+        "--rerun", help="repeat the run in this folder (its run.json) into a new folder beside it"
+    )
     return parser
 
 
@@ -179,10 +185,20 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
     mix = parse_mix(args.mix) if args.mix is not None else ()
     if mix and args.clients is not None:
         raise ConfigError("--mix", "names the classes of the run; leave out --clients")
-    clients = args.clients if args.clients is not None else ",".join(DEFAULT_CLIENTS)
+    named = args.clients if args.clients is not None else ",".join(DEFAULT_CLIENTS)
+    clients = tuple(name for name, _ in mix) or tuple(n.strip() for n in named.split(",") if n.strip())
+    lifted, passthrough = lift_request(passthrough)
+    try:
+        service = from_args(args, lifted)
+    except OptionProblem as problem:
+        raise ConfigError(problem.option, problem.problem) from None
+    from comparison.gates import check_clients as gate_problem
+
+    if problem := gate_problem(service.gates, clients):
+        raise ConfigError("--check", problem)
     return RunConfig(
         scenario=args.scenario,
-        clients=tuple(name for name, _ in mix) or tuple(n.strip() for n in clients.split(",") if n.strip()),
+        clients=clients,
         duration_s=args.duration
         if args.duration is not None
         else SCENARIO_DURATION_S.get(args.scenario, DEFAULT_DURATION_S),
@@ -200,12 +216,14 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         else (FLEET_WORKERS if args.scenario == "fleet" else 1),
         target_workers=args.target_workers,
         mix=mix,
+        service=service,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        argv = _rerun(argv)
         config = parse_config(argv)
     except (ConfigError, UsageError) as error:
         hint = " (options for Locust go after --)" if "unrecognized arguments" in str(error) else ""
@@ -229,7 +247,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:  # before the run folder existed, or a second Ctrl-C
         print(f"{PROG}: interrupted", file=sys.stderr)
         return interrupt.exit_code if isinstance(interrupt, Interrupted) else 130
-    return outcome.exit_code
+    return _judge_gates(config, outcome)
+
+
+def _rerun(argv: list[str]) -> list[str]:
+    """`--rerun DIR [--baseline DIR2]`: the argv recorded in DIR/run.json, writing beside DIR."""
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    if not any(token == "--rerun" or token.startswith("--rerun=") for token in own):
+        return argv
+    args = build_parser().parse_args(own)
+    given = sum(1 if "=" in token else 2 for token in own if token.startswith(("--rerun", "--baseline")))
+    if given != len(own) or "--" in argv:
+        raise UsageError("--rerun repeats a run exactly as it was: give it alone (with --baseline at most)")
+    from comparison.rerun import RerunError, rerun_argv
+
+    try:
+        repeated = rerun_argv(Path(args.rerun), Path(args.baseline) if args.baseline else None)
+    except RerunError as error:
+        raise UsageError(str(error)) from None
+    print(f"{PROG}: rerunning {args.rerun}: {shlex.join(repeated)}", file=sys.stderr)
+    return repeated
+
+
+def _judge_gates(config: RunConfig, outcome: object) -> int:
+    """Each --check for each class it names: one line per failed gate, --junit, exit 1 on a failure."""
+    exit_code: int = outcome.exit_code  # type: ignore[attr-defined]
+    service = config.service
+    if service is None or not service.gates:
+        return exit_code
+    from comparison.gates import judge_all, write_junit
+
+    verdicts = judge_all(service.gates, outcome.summaries, config.clients)  # type: ignore[attr-defined]
+    failed = [verdict for verdict in verdicts if not verdict.passed]
+    for verdict in failed:
+        print(verdict.line)
+    print(f"gates: {len(verdicts) - len(failed)} passed, {len(failed)} failed")
+    if service.junit is not None:
+        write_junit(service.junit, verdicts)
+        print(f"junit:   {service.junit}")
+    return exit_code or (1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from comparison.inputs import host_problem, path_problem, paths_given, reserved_options
+
+if TYPE_CHECKING:
+    from comparison.own_service import ServiceOptions
 
 SCENARIOS: dict[str, str] = {
     "healthy": "0.8 x C, the seed's healthy pair",
@@ -94,6 +98,7 @@ class RunConfig:
     workers: int = 1
     target_workers: int = 1
     mix: tuple[tuple[str, int], ...] = ()
+    service: ServiceOptions | None = None  # the request, guard rails and gates (comparison/own_service.py)
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:

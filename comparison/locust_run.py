@@ -25,6 +25,7 @@ from comparison import ROOT
 from comparison.config import LoadPlan
 from comparison.readers import ALL_WORKERS, ClassFiles
 from comparison.target import start_child, stop_child
+from mitigations.guard import STOP_LOSS_EXIT
 
 LOCUST = Path(sys.executable).with_name("locust")
 SHAPE_FILE = Path(__file__).with_name("burst_shape.py")
@@ -230,6 +231,7 @@ class LocustResult:
     returncode: int
     event: tuple[float, float] | None  # the outage or capacity change, (start, end) in unix seconds
     pid: int
+    stop_loss: str = ""  # the --abort-on line, when the process stopped itself on one (exit code 3)
 
 
 def run_locust(
@@ -282,7 +284,12 @@ def run_locust(
         raise
     stop_child(process)  # reaps it and anything it left in its group
     elapsed = time.monotonic() - (test_started or launched)
-    if process.returncode != 0:
+    stop_loss = ""
+    if process.returncode == STOP_LOSS_EXIT:
+        lines = files.locust_log.read_text(errors="replace").splitlines()
+        said = [line[line.index("stop-loss:") :] for line in lines if "stop-loss:" in line]
+        stop_loss = said[-1] if said else ""
+    if process.returncode != 0 and not stop_loss:
         tail_lines = files.locust_log.read_text(errors="replace").strip().splitlines()
         last = tail_lines[-1] if tail_lines else "no output"
         raise LocustFailed(
@@ -290,4 +297,4 @@ def run_locust(
         )
     progress.feed(tail.new_rows())
     progress.done(elapsed)
-    return LocustResult(process.returncode, event, process.pid)
+    return LocustResult(process.returncode, event, process.pid, stop_loss)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import gevent
 
-from mitigations.core import SYSTEM_CLOCK, Call
+from mitigations.core import SYSTEM_CLOCK
+from mitigations.request import RequestSpec
 from mitigations.timeout import Timeouts
 from mitigations.transport import TransportConfig, make_transport
 
@@ -50,9 +51,12 @@ def measure_capacity(
     seconds: float = 3.0,
     workers: int = PROBE_WORKERS,
     should_stop: Callable[[], bool] = lambda: False,
+    request: RequestSpec | None = None,
 ) -> ProbeResult:
     """Saturate `url` for WARMUP_S + `seconds`, count 2xx answers finished in the measured window.
-    `should_stop` is polled before every request, so an interrupt ends the probe within one request."""
+    `should_stop` is polled before every request, so an interrupt ends the probe within one request.
+    `request` is what the clients send (--method, --path, --header, --body); GET /doWork by default."""
+    spec = request or RequestSpec()
     clock = SYSTEM_CLOCK
     transport = make_transport(
         "fast", TransportConfig(base_url=url, timeouts=Timeouts(connect=2.0, read=5.0)), clock
@@ -66,7 +70,7 @@ def measure_capacity(
         while clock.now() < window_end and counts["sent"] < MAX_REQUESTS and not should_stop():
             counts["sent"] += 1
             launched = clock.now()
-            outcome = transport.send(Call("GET", "/doWork", launched_at=launched, deadline=launched + 5.0))
+            outcome = transport.send(spec.call(launched, deadline=launched + 5.0))
             if window_start <= outcome.finished_at <= window_end:
                 counts["ok" if outcome.ok else "failed"] += 1
 
@@ -78,7 +82,7 @@ def measure_capacity(
         transport.close()
     if counts["ok"] == 0:
         raise ProbeError(
-            f"the capacity probe got no successful /doWork from {url} ({counts['failed']} failed); "
+            f"the capacity probe got no successful {spec.line} from {url} ({counts['failed']} failed); "
             "pass --capacity N to skip it"
         )
     return ProbeResult(counts["ok"] / seconds, counts["ok"], counts["failed"], seconds, workers)

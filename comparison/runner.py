@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from comparison import ROOT
 from comparison.config import MIX, SCENARIOS, WORK_FACTOR, ConfigError, LoadPlan, RunConfig
 from comparison.locust_run import LOCUST, LocustFailed, Progress, run_locust
 from comparison.narrative import describe
+from comparison.own_service import ServiceOptions
 from comparison.readers import ClassFiles
 from comparison.signals import Interrupted, SignalGuard
 from comparison.summary import ClassResult, Summary, summarise, write_csv
@@ -32,12 +34,20 @@ from comparison.target import (
     EmbeddedTarget,
     TargetError,
     change_capacity,
-    check_reachable,
     inject_outage,
     reset_target,
     sync_work_ms,
     wait_for_overrides_to_end,
 )
+from mitigations.guard import STOP_LOSS_EXIT, remote_problem
+
+
+class StopLossTripped(RuntimeError):
+    """A class's Locust process stopped itself on an --abort-on condition; the run stops after it."""
+
+    def __init__(self, line: str, result: ClassResult) -> None:
+        super().__init__(line)
+        self.result = result
 
 
 class RunFailed(RuntimeError):
@@ -67,8 +77,14 @@ def available_clients(passthrough: tuple[str, ...] = ()) -> list[str]:
     return [line.strip() for line in result.stdout.splitlines()[1:] if line.startswith(" ")]
 
 
+def locust_passthrough(config: RunConfig) -> tuple[str, ...]:
+    """What every Locust process gets after the runner's own options: the request, the guard rails,
+    then the user's passthrough."""
+    return (*(config.service or ServiceOptions()).locust_args(), *config.passthrough)
+
+
 def check_clients(config: RunConfig) -> None:
-    known = available_clients(config.passthrough)
+    known = available_clients(locust_passthrough(config))
     for name in config.clients:
         if name not in known:
             raise ConfigError(
@@ -111,6 +127,7 @@ class RunRecord:
     finished_utc: str = ""
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
+    reproduce: dict[str, Any] = field(default_factory=dict)  # comparison/rerun.py: what --rerun repeats
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
@@ -159,28 +176,41 @@ def say(out: TextIO, text: str) -> None:
 
 def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = None) -> RunOutcome:
     """Run every class. Raises RunFailed for a run that cannot go on; an interrupt is a RunOutcome."""
+    from comparison.rerun import reproduction
+    from comparison.target_kind import inspect, scenario_problem
+
+    service = config.service or ServiceOptions()
+    if config.host and (problem := remote_problem(config.host, service.allow_remote)):
+        raise RunFailed(problem, usage=True)  # before any socket to it is opened
     check_clients(config)
+    kind = None
     if config.host:
         try:
-            check_reachable(config.host)
-        except TargetError as error:
+            kind = inspect(config.host, service.request())
+        except (TargetError, ValueError) as error:
             raise RunFailed(str(error), usage=True) from None
+        if not kind.hammerlab and (problem := scenario_problem(config.scenario, config.host)):
+            raise RunFailed(problem, usage=True)
     run_dir = run_dir_for(config)
     point_latest(run_dir)  # from the start, so an interrupt at any point leaves latest on this run
     record = RunRecord(
         scenario=config.scenario,
         clients=list(config.clients),
-        command=" ".join(argv or sys.argv),
+        command=shlex.join(argv or sys.argv),
         started_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=machine(),
         target=config.host or EmbeddedTarget(workers=config.target_workers).describe,
+        reproduce=reproduction(config, argv or sys.argv, kind),
     )
     say(
         out,
         f"comparison: scenario {config.scenario} ({SCENARIOS[config.scenario]}), "
         f"{_classes(len(config.clients))} x {config.duration_s:g} s, writing {run_dir}",
     )
-    if config.host:
+    if kind is not None and not kind.hammerlab:
+        say(out, kind.off_line(config.host))  # type: ignore[arg-type]
+        record.notes.append(kind.off_line(config.host) + ".")  # type: ignore[arg-type]
+    elif config.host:
         record.notes.append(
             f"Ran against {config.host}: between classes the runner cleared faults, reset the counters "
             "and waited for the server to drain, but could not restart it."
@@ -192,10 +222,20 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
     guard = SignalGuard()
     with guard:
         try:
-            plan = _measure_and_plan(config, embedded, run_dir, record, out, guard)
+            hammerlab = kind is None or kind.hammerlab
+            plan = _measure_and_plan(config, embedded, run_dir, record, out, guard, hammerlab)
             units = [MIX] if config.mix else list(config.clients)
             for index, client in enumerate(units, start=1):
-                result = _run_class(config, plan, embedded, run_dir, record, client, index, out, len(units))
+                try:
+                    result = _run_class(
+                        config, plan, embedded, run_dir, record, client, index, out, len(units), hammerlab
+                    )
+                except StopLossTripped as tripped:
+                    results.append(tripped.result)
+                    exit_code = STOP_LOSS_EXIT
+                    record.notes.append(f"{client}: {tripped}; the classes after it did not run.")
+                    say(out, f"\ncomparison: {client}: {tripped}")
+                    break
                 if config.mix:  # one Locust run whose files hold every class: one result per class
                     results.extend(replace(result, client=name) for name in config.clients)
                 else:
@@ -218,7 +258,7 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
             guard.cleaned()
             record.finished_utc = datetime.now(UTC).isoformat(timespec="seconds")
             record.save(run_dir / "run.json")
-        if exit_code:
+        if exit_code and exit_code != STOP_LOSS_EXIT:
             say(
                 out,
                 f"\ncomparison: interrupted; stopped every child process. Kept {_classes(len(results))} "
@@ -249,6 +289,7 @@ def _measure_and_plan(
     record: RunRecord,
     out: TextIO,
     guard: SignalGuard,
+    hammerlab: bool = True,
 ) -> LoadPlan:
     reduced: float | None = None
     if config.capacity is not None:
@@ -263,13 +304,16 @@ def _measure_and_plan(
                 "--capacity skips the probe that would measure it."
             )
             say(out, f"reduced capacity C' = {reduced:.1f} requests/s (estimated as C / {WORK_FACTOR:g})")
+    elif not hammerlab:
+        capacity = _ramp(config, record, out, guard)
     else:
         from comparison.probe import ProbeError, measure_capacity  # gevent only when probing
 
         url = config.host or embedded.start(run_dir / "probe_target.log")  # type: ignore[union-attr]
+        request = (config.service or ServiceOptions()).request()
         try:
             with guard.deferred():
-                probe = measure_capacity(url, config.probe_s, should_stop=guard.pending)
+                probe = measure_capacity(url, config.probe_s, should_stop=guard.pending, request=request)
             capacity = probe.capacity_rps
             record.capacity = {**asdict(probe), "source": "closed-loop probe"}
             say(out, probe.describe())
@@ -293,6 +337,29 @@ def _measure_and_plan(
             f"{plan.launch_rate:.2f} requests/s each",
         )
     return plan
+
+
+def _ramp(config: RunConfig, record: RunRecord, out: TextIO, guard: SignalGuard) -> float:
+    """The gentle ramp for a service that is not Hammerlab's (comparison/probe_ramp.py)."""
+    from comparison.probe_ramp import RampError, ramp
+
+    service = config.service or ServiceOptions()
+    step_s = min(10.0, max(0.5, config.probe_s / 3))
+    try:
+        with guard.deferred():
+            result = ramp(
+                config.host,  # type: ignore[arg-type]
+                service.request(),
+                config.slo_ms,
+                service.max_probe_rps,
+                step_s,
+                should_stop=guard.pending,
+            )
+    except RampError as error:
+        raise RunFailed(str(error)) from None
+    record.capacity = result.record()
+    say(out, result.describe())
+    return result.capacity_rps
 
 
 def _probe_reduced(config: RunConfig, url: str, record: RunRecord, out: TextIO, guard: SignalGuard) -> float:
@@ -330,6 +397,7 @@ def _run_class(
     index: int,
     out: TextIO,
     total: int,
+    hammerlab: bool = True,
 ) -> ClassResult:
     files = ClassFiles(run_dir / client)
     entry: dict[str, Any] = record.classes.setdefault(client, {})
@@ -337,10 +405,13 @@ def _run_class(
         url = embedded.start(files.target_log)
         entry["target_pid"] = embedded.pid
         say(out, f"class {index} of {total}: {_label(config, client)}; target pid {embedded.pid} at {url}")
-    else:
+    elif hammerlab:
         url = config.host  # type: ignore[assignment]
         reset_target(url)
         say(out, f"class {index} of {total}: {_label(config, client)}; target {url} reset")
+    else:
+        url = config.host  # type: ignore[assignment]
+        say(out, f"class {index} of {total}: {_label(config, client)}; target {url}")
     record.save(run_dir / "run.json")
 
     def outage() -> tuple[float, float]:
@@ -369,7 +440,7 @@ def _run_class(
             files,
             url,
             plan,
-            config.passthrough,
+            locust_passthrough(config),
             progress,
             inject=event,
             on_start=started,
@@ -379,7 +450,7 @@ def _run_class(
             embedded.stop()
     entry["returncode"] = result.returncode
     entry["finished_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
-    missing = [p.name for p in files.sampler_files() if not p.exists()]
+    missing = [p.name for p in files.sampler_files() if not p.exists() and (hammerlab or p != files.server)]
     if missing:
         record.notes.append(
             f"{client}: no {', '.join(missing)} (the sampler wrote nothing); "
@@ -387,6 +458,9 @@ def _run_class(
         )
     if plan.capacity_change_s:
         return ClassResult(client, files, capacity_change=result.event)
+    if result.stop_loss:
+        entry["stop_loss"] = result.stop_loss
+        raise StopLossTripped(result.stop_loss, ClassResult(client, files, result.event))
     return ClassResult(client, files, result.event)
 
 
@@ -399,7 +473,12 @@ def _label(config: RunConfig, client: str) -> str:
 def describe_run(record: RunRecord) -> str:
     """The capacity probe and the machine, in one paragraph: the numbers depend on both."""
     capacity = record.capacity
-    if capacity.get("source") == "closed-loop probe":
+    if capacity.get("source") == "ramp probe":
+        how = (
+            f"measured by a gentle ramp probe (knee at concurrency {capacity['knee']}, stopped: "
+            f"{capacity['stopped']}; the table is below)"
+        )
+    elif capacity.get("source") == "closed-loop probe":
         how = (
             f"measured by a {capacity['seconds']:g} s closed-loop probe ({capacity['workers']} workers, "
             f"{capacity['ok']} ok, {capacity['failed']} failed)"
@@ -439,6 +518,11 @@ def _write_outputs(
     sentences = mix.describe(results, summaries, plan) if plan.mix else describe(summaries, plan)
     title = f"Hammerlab comparison: {plan.scenario}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     write_markdown(run_dir / "summary.md", title, describe_run(record), summaries, sentences, record.notes)
+    if record.capacity.get("source") == "ramp probe":
+        from comparison.probe_ramp import markdown
+
+        with (run_dir / "summary.md").open("a", encoding="utf-8") as handle:
+            handle.write("\n" + markdown(record.capacity))
     from comparison.fleet import write_outputs as write_fleet  # per-instance views, --workers > 1
     from comparison.report import write_report  # matplotlib only once there is something to draw
 
@@ -446,6 +530,8 @@ def _write_outputs(
     mix_lines, mix_section = mix.write_outputs(run_dir, plan, results, summaries)
     lines, sections = [*lines, *mix_lines], sections + mix_section
     report = run_dir / "report.html"
-    write_report(report, title, plan, results, summaries, sentences, asdict(record), sections)
+    baseline = record.reproduce.get("options", {}).get("service", {}).get("baseline")
+    against = Path(baseline) if baseline else None
+    write_report(report, title, plan, results, summaries, sentences, asdict(record), sections, against)
     record.save(run_dir / "run.json")
     return summaries, report, lines

@@ -20,6 +20,7 @@ from locust.runners import MasterRunner
 from locust_plugin import (  # noqa: F401  (all but options register listeners)
     final_csv,
     final_reports,
+    guard,
     mix,
     monitoring,
     options,
@@ -41,6 +42,10 @@ def check_settings(environment: Any) -> str | None:
             options.read(environment.parsed_options, option.dest)
         except ValueError as exc:
             return str(exc)
+    try:
+        options.request_spec(environment.parsed_options)
+    except ValueError as exc:
+        return str(exc)
     for user_class in environment.user_classes or ():
         mitigations = getattr(user_class, "mitigations", None)
         if mitigations is None:

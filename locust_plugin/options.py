@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from locust_plugin.values import boolean, choice, number, path, whole, window
+from locust_plugin.values import body, body_file, boolean, choice, header, number, path, whole, window
 from mitigations.defer_store import default_directory
+from mitigations.request import METHODS, RequestSpec, parse_headers
 from mitigations.transport import HTTP_BACKENDS
 
 
@@ -86,6 +87,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--arrival", choice("open", "closed"), "open",
            "open: launch on schedule whatever happens (the seed); closed: wait for each response"),
     Option("--path", path, "/doWork", "path each request asks for (starts with /; never a host)"),
+    Option("--method", choice(*METHODS), "GET", "HTTP method of each request"),
+    Option("--body", body, "", "request body text (at most 1 MiB); empty: no body"),
+    Option("--body-file", body_file, "", "send this file's bytes as the body (at most 1 MiB); empty: none"),
     Option("--http-client", choice(*HTTP_BACKENDS), "fast",
            "fast: geventhttpclient (as FastHttpUser); requests: requests/urllib3 (as HttpUser)"),
     # throttle (MAX_CONCURRENT)
@@ -194,6 +198,39 @@ def add_arguments(parser: Any) -> None:
             help=option.full_help.replace("%", "%%"),  # argparse formats help with %
             include_in_web_ui=True,
         )
+    parser.add_argument(
+        "--header",
+        action="append",
+        type=_header_type,
+        metavar="'NAME: VALUE'",
+        help="a header every request carries; repeat the flag for more (never Host or the framing ones)",
+    )
+
+
+def _header_type(text: str) -> str:
+    try:
+        header(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def request_spec(parsed_options: Any | None) -> RequestSpec:
+    """The request every call sends: --method, --path, every --header, --body or --body-file.
+    Raises OptionError with one line."""
+    try:
+        headers = parse_headers(getattr(parsed_options, "header", None) or ())
+        return RequestSpec.build(
+            read(parsed_options, "method"),
+            read(parsed_options, "path"),
+            headers,
+            read(parsed_options, "body"),
+            read(parsed_options, "body_file"),
+        )
+    except OptionError:
+        raise
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
 
 
 def read(parsed_options: Any | None, dest: str) -> Any:

@@ -36,6 +36,7 @@ class MitigatedClient(User):
         self.rate = options.read(self.environment.parsed_options, "launch_rate")
         self.arrival = options.read(self.environment.parsed_options, "arrival")
         self.path = options.read(self.environment.parsed_options, "path")
+        self.request = options.request_spec(self.environment.parsed_options)
 
     # No on_stop: the runtime owns the requests. A user removed in a ramp-down (a load shape's quiet
     # phase) leaves them to finish and be counted, as a real client's would; the end of the test drains
@@ -85,5 +86,6 @@ class MitigatedClient(User):
             gevent.sleep(max(0.0, started + interval - clock.now()))
 
     def make_call(self, launched_at: float) -> Call:
-        """The request to launch at `launched_at`. Override it to send something else than `--path`."""
-        return Call(method="GET", path=self.path, launched_at=launched_at)
+        """The request to launch at `launched_at`: --method, --path, --header, --body or --body-file.
+        Override it to send something else."""
+        return self.request.call(launched_at)

@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from mitigations import request as _request
+
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _WHOLE = re.compile(r"[+-]?[0-9]+")
 MAX_TEXT = 40  # longer than any number a person types; keeps error lines short
@@ -172,3 +174,18 @@ def path(raw: object) -> str:
         raise ValueError(f"{_shown(raw)} {problem}")
     return text
 
+
+
+def header(raw: object) -> tuple[str, str]:
+    """`'Name: value'`, one request header (mitigations.request: never Host or the framing headers)."""
+    return _request.parse_header(raw)
+
+
+def body(raw: object) -> str:
+    """Request body text, at most 1 MiB; empty: no body."""
+    return _request.parse_body(raw)
+
+
+def body_file(raw: object) -> str:
+    """A readable file of at most 1 MiB whose bytes are the body; empty: none."""
+    return _request.parse_body_file(raw)

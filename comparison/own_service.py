@@ -1,0 +1,213 @@
+"""The comparison's options for testing your own service: the request, the guard rails, the gates.
+
+They are kept together in one frozen value (`ServiceOptions`, a field of `RunConfig`) so the runner's
+other options stay as they were. The request options (`--path`, `--method`, `--header`, `--body`,
+`--body-file`) may be given before `--` or, as Locust options, after it: either way the probe sends the
+same request as the Locust clients, because the runner reads both (`lift_request`) and passes its own
+to every Locust process ahead of the passthrough (where Locust's last value wins, as it does here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from comparison.gates import Gate, GateError, parse_gate
+from comparison.inputs import path_problem
+from mitigations.guard import parse_conditions
+from mitigations.request import (
+    METHODS,
+    RequestSpec,
+    parse_body,
+    parse_body_file,
+    parse_header,
+    parse_headers,
+    parse_method,
+)
+
+DEFAULT_MAX_PROBE_RPS = 500.0
+MAX_PROBE_RPS = 5000.0
+REQUEST_FLAGS = ("--path", "--method", "--header", "--body", "--body-file")
+LIFTED_FLAGS = (*REQUEST_FLAGS, "--allow-remote", "--abort-on")
+
+
+class OptionProblem(ValueError):
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(f"{option}: {problem}")
+        self.option = option
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """What to send, whether a remote host may be loaded, when to stop, and what must hold at the end."""
+
+    method: str = "GET"
+    path: str = "/doWork"
+    headers: tuple[str, ...] = ()
+    body: str = ""
+    body_file: str = ""
+    allow_remote: bool = False
+    max_probe_rps: float = DEFAULT_MAX_PROBE_RPS
+    abort_on: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()
+    junit: Path | None = None
+    baseline: Path | None = None
+    gates: tuple[Gate, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _try("--method", parse_method, self.method)
+        if problem := path_problem(self.path):
+            raise OptionProblem("--path", f"{self.path!r} {problem}")
+        for header in self.headers:
+            _try("--header", parse_header, header)
+        _try("--header", parse_headers, list(self.headers))
+        _try("--body", parse_body, self.body)
+        _try("--body-file", parse_body_file, self.body_file)
+        if self.body and self.body_file:
+            raise OptionProblem("--body", "give --body or --body-file, not both")
+        if not 1 <= self.max_probe_rps <= MAX_PROBE_RPS:
+            raise OptionProblem(
+                "--max-probe-rps",
+                f"must be from 1 to {MAX_PROBE_RPS:g} requests/s, got {self.max_probe_rps:g}",
+            )
+        try:
+            parse_conditions(self.abort_on, remote=False)
+        except ValueError as exc:
+            raise OptionProblem("--abort-on", str(exc)) from None
+        try:
+            object.__setattr__(self, "gates", tuple(parse_gate(text) for text in self.checks))
+        except GateError as exc:
+            raise OptionProblem("--check", str(exc)) from None
+        if self.junit is not None and not self.checks:
+            raise OptionProblem("--junit", "needs at least one --check to write")
+        if self.baseline is not None and not (self.baseline / "run.json").is_file():
+            raise OptionProblem(
+                "--baseline", f"{str(self.baseline)!r} is not a run folder (no run.json in it)"
+            )
+
+    def request(self) -> RequestSpec:
+        return RequestSpec.build(
+            self.method, self.path, parse_headers(list(self.headers)), self.body, self.body_file
+        )
+
+    def locust_args(self) -> list[str]:
+        """What every Locust process is told, ahead of the passthrough."""
+        args = ["--method", self.method, "--path", self.path]
+        for header in self.headers:
+            args += ["--header", header]
+        if self.body:
+            args += ["--body", self.body]
+        if self.body_file:
+            args += ["--body-file", self.body_file]
+        if self.allow_remote:
+            args.append("--allow-remote")
+        for condition in self.abort_on:
+            args += ["--abort-on", condition]
+        return args  # no --abort-on for a remote host: the plugin applies its documented defaults
+
+
+def _try(option: str, parse: object, value: object) -> None:
+    try:
+        parse(value)  # type: ignore[operator]
+    except ValueError as exc:
+        raise OptionProblem(option, str(exc)) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser, number: object) -> None:
+    """The runner's own flags for testing a service (number: the runner's strict number type)."""
+    parser.add_argument("--path", help="path each request asks for (default /doWork)")
+    parser.add_argument("--method", help=f"HTTP method of each request: {', '.join(METHODS)} (default GET)")
+    parser.add_argument(
+        "--header", action="append", default=[], help="'Name: value' every request carries; repeat for more"
+    )
+    parser.add_argument("--body", default="", help="request body text (at most 1 MiB)")
+    parser.add_argument("--body-file", default="", help="send this file's bytes as the body (at most 1 MiB)")
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="load a --host that is not on this machine (also HAMMERLAB_ALLOW_REMOTE=1); stop-losses "
+        "then default on (docs/own-service.md)",
+    )
+    parser.add_argument(
+        "--max-probe-rps",
+        type=number("max_probe_rps"),  # type: ignore[operator]
+        default=DEFAULT_MAX_PROBE_RPS,
+        help="ceiling of the ramping capacity probe for a service that is not Hammerlab's (default 500)",
+    )
+    parser.add_argument(
+        "--abort-on",
+        action="append",
+        default=[],
+        help="stop-loss, e.g. 'server_error_rate>20%% for 5s': stop the whole run (exit 3) when it held; "
+        "repeat for more; 'none' for none",
+    )
+    parser.add_argument(
+        "--check",
+        action="append",
+        default=[],
+        help="gate on the summary, e.g. 'AdaptiveClient: slo_goodput_rps >= 0.9*capacity_rps' or "
+        "'*: server_errors == 0'; a failed gate exits 1",
+    )
+    parser.add_argument("--junit", help="write every gate as a JUnit test case to this file")
+    parser.add_argument("--baseline", help="a previous run folder whose curves report.html overlays")
+
+
+def lift_request(passthrough: Sequence[str]) -> tuple[dict[str, list[str]], tuple[str, ...]]:
+    """The request and guard options given after `--` (exact flags or unambiguous abbreviations, as
+    Locust reads them), flag -> values in order, and the passthrough without them: the runner passes
+    them itself, once, ahead of the rest."""
+    found: dict[str, list[str]] = {}
+    rest: list[str] = []
+    tokens = list(passthrough)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token == "--":
+            rest += tokens[i:]
+            break
+        name, eq, value = token.partition("=")
+        matches = [flag for flag in LIFTED_FLAGS if flag == name] or [
+            flag for flag in LIFTED_FLAGS if flag.startswith(name)
+        ]
+        if not name.startswith("--") or len(name) <= 3 or len(matches) != 1:
+            rest.append(token)
+            i += 1
+            continue
+        flag = matches[0]
+        if flag == "--allow-remote":
+            found.setdefault(flag, []).append("true")
+            i += 1
+        elif eq:
+            found.setdefault(flag, []).append(value)
+            i += 1
+        elif i + 1 < len(tokens):
+            found.setdefault(flag, []).append(tokens[i + 1])
+            i += 2
+        else:
+            rest.append(token)  # no value: Locust says so
+            i += 1
+    return found, tuple(rest)
+
+
+def from_args(args: argparse.Namespace, lifted: dict[str, list[str]]) -> ServiceOptions:
+    """The runner's flags, then what the passthrough set (its last value wins; headers and
+    conditions add)."""
+    body_file = (lifted.get("--body-file") or [args.body_file])[-1]
+    return ServiceOptions(
+        method=(lifted.get("--method") or [args.method or "GET"])[-1],
+        path=(lifted.get("--path") or [args.path or "/doWork"])[-1],
+        headers=(*args.header, *lifted.get("--header", [])),
+        body=(lifted.get("--body") or [args.body])[-1],
+        body_file=os.path.abspath(body_file) if body_file else "",  # Locust runs from the repo root
+        allow_remote=bool(args.allow_remote or lifted.get("--allow-remote")),
+        max_probe_rps=args.max_probe_rps,
+        abort_on=(*args.abort_on, *lifted.get("--abort-on", [])),
+        checks=tuple(args.check),
+        junit=Path(args.junit) if args.junit else None,
+        # resolved now: results/latest moves to the new run as soon as it starts
+        baseline=Path(args.baseline).resolve() if args.baseline else None,
+    )

@@ -1,0 +1,88 @@
+"""What answers at `--host`: Hammerlab's target_server, or any other HTTP/1.1 service.
+
+Hammerlab's target has `/stats`, `/ping` and `/admin`, which the comparison uses to reset it between
+classes, inject faults and read the server columns. Any other service is checked with the user's own
+request instead, once, before any load: it must answer 2xx or 3xx. The runner then says in one line
+what is off for it, and refuses the scenarios that need the target to change itself.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from comparison.target import TargetError, check_reachable, request
+from mitigations.request import RequestSpec
+
+FAULT_SCENARIOS = {
+    "outage": "injects a 10 s outage through /admin/faults",
+    "capacity": "halves the capacity through /admin/config",
+}
+CHECK_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    hammerlab: bool
+    status: int | None = None  # the user's request's answer (any other service)
+    server: str = ""  # its Server header
+    config: dict[str, Any] = field(default_factory=dict)  # a Hammerlab target's effective config
+
+    def off_line(self, url: str) -> str:
+        return (
+            f"{url} is not a Hammerlab target_server (no /stats): fault scenarios (outage, capacity), the "
+            "server columns (lag, sockets, in flight) and the reset between classes are off for it"
+        )
+
+
+def is_hammerlab_stats(body: Any) -> bool:
+    return (
+        isinstance(body, dict)
+        and "schema" in body
+        and isinstance(body.get("config"), dict)
+        and "sync_work_ms" in body["config"]
+    )
+
+
+def inspect(url: str, spec: RequestSpec) -> TargetKind:
+    """Hammerlab's (its /stats and /ping answer) or another service that answers `spec`.
+    Raises TargetError with one line when neither is reachable."""
+    try:
+        stats = request("GET", url + "/stats", timeout=2.0)
+    except TargetError:
+        stats = None
+    if is_hammerlab_stats(stats):
+        check_reachable(url)
+        return TargetKind(True, config=dict(stats["config"]))
+    return TargetKind(False, *send_once(url, spec))
+
+
+def send_once(url: str, spec: RequestSpec) -> tuple[int, str]:
+    """The user's request, once: (status, Server header) for a 2xx/3xx answer, else TargetError."""
+    req = urllib.request.Request(
+        url + spec.path, data=spec.body, method=spec.method, headers=dict(spec.headers)
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=CHECK_TIMEOUT_S) as answer:
+            answer.read(1 << 20)
+            return answer.status, answer.headers.get("Server", "")
+    except urllib.error.HTTPError as error:
+        raise TargetError(
+            f"--host {url} answered {error.code} to {spec.line}; a load test needs a request that succeeds "
+            "(set --path, --method, --header, --body)"
+        ) from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise TargetError(f"--host {url} is not reachable ({spec.line} failed: {reason})") from None
+
+
+def scenario_problem(scenario: str, url: str) -> str | None:
+    """One line when the scenario needs a Hammerlab target and `url` is not one."""
+    if scenario not in FAULT_SCENARIOS:
+        return None
+    return (
+        f"--scenario {scenario} {FAULT_SCENARIOS[scenario]}, which only Hammerlab's target_server has; "
+        f"{url} is not one (use healthy, cliff or burst)"
+    )

@@ -1,0 +1,145 @@
+"""The request a client sends to its upstream: method, path, headers and body, checked once.
+
+Hammerlab's own target answers `GET /doWork`; any other HTTP/1.1 service wants its own request. One
+`RequestSpec` is what the Locust clients (`--method`, `--path`, `--header`, `--body`, `--body-file`)
+and the comparison's probe send, so the capacity measured is the capacity of the request under test.
+
+The rules refuse what would send the request somewhere else or break the framing the transport owns:
+a header named Host, Content-Length, Transfer-Encoding or Connection, a name that is not an HTTP token
+(RFC 9110 §5.1), a value with a control character (CR/LF would split the request). Every refusal is
+a `ValueError` with one line. Plain Python: the comparison runner uses it without importing Locust.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mitigations.core import Call
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+MAX_BODY_BYTES = 1024 * 1024
+MAX_HEADERS = 50
+MAX_HEADER_NAME = 100
+MAX_HEADER_VALUE = 4000
+# The transport frames every request itself: these would contradict it or name another host.
+RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit + 2 else shown[: limit - 1] + "…'"
+
+
+def parse_method(raw: object) -> str:
+    text = str(raw).strip()
+    if text not in METHODS:
+        raise ValueError(f"{_shown(text)} is not one of {', '.join(METHODS)}")
+    return text
+
+
+def parse_header(raw: object) -> tuple[str, str]:
+    """`'Name: value'` -> (name, value)."""
+    text = str(raw)
+    name, colon, value = text.partition(":")
+    name, value = name.strip(), value.strip(" \t")
+    if not colon or not name:
+        raise ValueError(f"{_shown(text)} is not a header: write it as 'Name: value'")
+    if len(name) > MAX_HEADER_NAME or not _TOKEN.fullmatch(name):
+        raise ValueError(f"{_shown(name)} is not a header name (letters, digits and !#$%&'*+-.^_`|~)")
+    if name.lower() in RESERVED_HEADERS:
+        raise ValueError(f"{name} is set by the client itself; it cannot be given")
+    if len(value) > MAX_HEADER_VALUE:
+        raise ValueError(f"the value of {name} is longer than {MAX_HEADER_VALUE} characters")
+    if any(not (" " <= c < "\x7f" or c == "\t") for c in value):
+        raise ValueError(f"the value of {name} must be printable ASCII (no CR, LF or other control)")
+    return name, value
+
+
+def parse_headers(raws: list[str] | tuple[str, ...] | None) -> tuple[tuple[str, str], ...]:
+    headers = tuple(parse_header(raw) for raw in raws or ())
+    if len(headers) > MAX_HEADERS:
+        raise ValueError(f"{len(headers)} headers given; at most {MAX_HEADERS}")
+    return headers
+
+
+def parse_body(raw: object) -> str:
+    text = str(raw)
+    if len(text.encode("utf-8", "surrogateescape")) > MAX_BODY_BYTES:
+        raise ValueError(f"is longer than {MAX_BODY_BYTES:,} bytes (use --body-file for a file)")
+    return text
+
+
+def body_file_problem(path: str) -> str | None:
+    """None when `path` is a readable file of at most MAX_BODY_BYTES, else why not."""
+    file = Path(path)
+    try:
+        if not file.is_file():
+            return "is not a file"
+        if file.stat().st_size > MAX_BODY_BYTES:
+            return f"is larger than {MAX_BODY_BYTES:,} bytes"
+        with file.open("rb"):
+            pass
+    except OSError as error:
+        return f"cannot be read ({error.strerror or type(error).__name__})"
+    return None
+
+
+def parse_body_file(raw: object) -> str:
+    """A path to a body file ('' for none); the file must exist and be small enough."""
+    text = str(raw).strip()
+    if text and (problem := body_file_problem(text)):
+        raise ValueError(f"{_shown(text)} {problem}")
+    return text
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """One request, checked at construction. `body` is the bytes sent (None: no body)."""
+
+    method: str = "GET"
+    path: str = "/doWork"
+    headers: tuple[tuple[str, str], ...] = field(default=())
+    body: bytes | None = None
+
+    def __post_init__(self) -> None:
+        parse_method(self.method)
+        if not self.path.startswith("/") or self.path.startswith("//"):
+            raise ValueError(f"path {_shown(self.path)} must start with a single /")
+        for name, value in self.headers:
+            parse_header(f"{name}: {value}")
+        if self.body is not None and len(self.body) > MAX_BODY_BYTES:
+            raise ValueError(f"the body is larger than {MAX_BODY_BYTES:,} bytes")
+
+    @classmethod
+    def build(
+        cls, method: str, path: str, headers: tuple[tuple[str, str], ...], body: str = "", body_file: str = ""
+    ) -> RequestSpec:
+        """From option values: `body` text or the bytes of `body_file` (not both)."""
+        if body and body_file:
+            raise ValueError("give --body or --body-file, not both")
+        data: bytes | None = None
+        if body_file:
+            if problem := body_file_problem(body_file):
+                raise ValueError(f"--body-file: {_shown(body_file)} {problem}")
+            data = Path(body_file).read_bytes()
+        elif body:
+            data = body.encode("utf-8")
+        return cls(method, path, headers, data)
+
+    @property
+    def line(self) -> str:
+        """`GET /doWork`, as the stats rows and messages name it."""
+        return f"{self.method} {self.path}"
+
+    def call(self, launched_at: float, deadline: float | None = None) -> Call:
+        return Call(
+            method=self.method,
+            path=self.path,
+            launched_at=launched_at,
+            deadline=deadline,
+            headers=dict(self.headers),
+            body=self.body,
+        )
