@@ -78,7 +78,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     @app.get("/doWork")
     def do_work() -> Response:
-        return _do_work(state)
+        return metrics.timed(state, lambda: _do_work(state))
 
     @app.get("/stats")
     def stats() -> Response:

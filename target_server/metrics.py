@@ -1,30 +1,47 @@
-"""/metrics: the /stats snapshot in Prometheus text format.
+"""/metrics: the /stats snapshot in Prometheus text format, plus a request-duration histogram.
 
 A custom collector reads `TargetState.snapshot()` at scrape time, so Prometheus and /stats can never
 disagree and the request path does no extra bookkeeping. Each app gets its own registry (no global state).
+
+Names follow Prometheus conventions (checked by `promtool check metrics` in the tests): base units
+(`target_event_loop_lag_seconds`, not milliseconds), `_total` on counters, and one histogram,
+`target_request_duration_seconds{outcome=...}`, of how long each /doWork request took inside the server,
+by how it ended. The histogram is kept per process (`RequestDurations`) and summed over the gunicorn
+workers like the other counters; /admin/reset zeroes it with them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import bisect
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from flask import Response
+
     from target_server.state import TargetState
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
+# (stats key, metric name, help, scale): /stats keeps milliseconds; Prometheus wants base units
 GAUGES = (
-    ("lag_ms", "target_lag_ms", "Smoothed event-loop lag (toobusy), max over workers"),
-    ("in_flight", "target_in_flight", "/doWork requests being handled"),
-    ("concurrent", "target_concurrent_tasks", "Tasks in their non-blocking wait"),
-    ("sockets", "target_sockets", "Open client connections"),
-    ("shed_probability", "target_shed_probability", "Chance that a /doWork request is shed now"),
-    ("uptime_s", "target_uptime_seconds", "Seconds since start"),
+    ("lag_ms", "target_event_loop_lag_seconds", "Smoothed event-loop lag (toobusy), max over workers", 1e-3),
+    ("peak_lag_ms", "target_event_loop_lag_peak_seconds", "Highest smoothed lag since start or reset", 1e-3),
+    ("in_flight", "target_in_flight", "/doWork requests being handled", 1),
+    ("concurrent", "target_concurrent_tasks", "Tasks in their non-blocking wait", 1),
+    ("sockets", "target_sockets", "Open client connections", 1),
+    ("shed_probability", "target_shed_probability", "Chance that a /doWork request is shed now", 1),
+    ("uptime_s", "target_uptime_seconds", "Seconds since start", 1),
 )
 COUNTERS = (
     ("requests_total", "target_requests", "/doWork requests received"),
@@ -37,6 +54,72 @@ COUNTERS = (
     ("sockets_accepted_total", "target_sockets_accepted", "Connections accepted"),
     ("sockets_closed_total", "target_sockets_closed", "Connections closed"),
 )
+# Upper bounds in seconds: the seed's healthy request takes ~30 ms, a melting server seconds.
+BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+OUTCOMES = ("completed", "rejected", "error", "bad_request", "abandoned")
+_BY_STATUS = {200: "completed", 400: "bad_request", 499: "abandoned"}
+TOO_BUSY_BODY = b'{"error": "too busy!"}'
+
+
+class RequestDurations:
+    """Per-process histogram of /doWork durations by outcome: bucket counts (not cumulative) and sums."""
+
+    def __init__(self, buckets: Sequence[float] = BUCKETS) -> None:
+        self.buckets = tuple(buckets)
+        self.counts: dict[str, list[int]] = {}
+        self.sums: dict[str, float] = {}
+
+    def observe(self, outcome: str, seconds: float) -> None:
+        counts = self.counts.get(outcome)
+        if counts is None:
+            counts = self.counts[outcome] = [0] * (len(self.buckets) + 1)  # the last one is +Inf
+        counts[bisect.bisect_left(self.buckets, seconds)] += 1
+        self.sums[outcome] = self.sums.get(outcome, 0.0) + seconds
+
+    def zero(self) -> None:
+        self.counts.clear()
+        self.sums.clear()
+
+    def to_json(self) -> dict[str, Any]:
+        """What a gunicorn worker publishes for the others to add up."""
+        return {"counts": {k: list(v) for k, v in self.counts.items()}, "sums": dict(self.sums)}
+
+
+def outcome_of(response: Response) -> str:
+    """How a /doWork request ended, from its response: a streamed body is a reset or hang fault."""
+    if response.is_streamed:
+        return "error"
+    if response.status_code == 503 and response.get_data() == TOO_BUSY_BODY:
+        return "rejected"
+    return _BY_STATUS.get(response.status_code, "error")
+
+
+def timed(state: TargetState, handler: Callable[[], Response]) -> Response:
+    """Run one /doWork handler and put its duration into the state's histogram."""
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        response = handler()
+        outcome = outcome_of(response)
+        return response
+    finally:
+        state.durations.observe(outcome, time.perf_counter() - started)
+
+
+def merged_durations(workers: Sequence[Mapping[str, Any]], size: int) -> dict[str, tuple[list[int], float]]:
+    """Every outcome's bucket counts and sum, over the workers' published histograms."""
+    merged: dict[str, tuple[list[int], float]] = {}
+    for worker in workers:
+        data = worker.get("durations") or {}
+        for outcome, counts in (data.get("counts") or {}).items():
+            if len(counts) != size:
+                continue  # a worker with other buckets (a mixed upgrade): leave it out rather than lie
+            total, seconds = merged.get(outcome, ([0] * size, 0.0))
+            merged[outcome] = (
+                [a + b for a, b in zip(total, counts, strict=True)],
+                seconds + float((data.get("sums") or {}).get(outcome, 0.0)),
+            )
+    return merged
 
 
 class StatsCollector(Collector):
@@ -45,8 +128,8 @@ class StatsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         stats = self.state.snapshot()
-        for key, name, text in GAUGES:
-            yield GaugeMetricFamily(name, text, value=stats[key])
+        for key, name, text, scale in GAUGES:
+            yield GaugeMetricFamily(name, text, value=stats[key] * scale)
         for key, name, text in COUNTERS:
             yield CounterMetricFamily(name, text, value=stats[key])
         faulted = CounterMetricFamily("target_faulted", "/doWork requests hit by a fault", labels=["kind"])
@@ -65,8 +148,39 @@ class StatsCollector(Collector):
         yield active
         yield GaugeMetricFamily("target_workers", "Worker processes summed", value=stats["workers"]["count"])
         config = stats["config"]
-        yield GaugeMetricFamily("target_sync_work_ms", "Effective sync_work_ms", value=config["sync_work_ms"])
-        yield GaugeMetricFamily("target_max_lag_ms", "Effective max_lag_ms", value=config["max_lag_ms"])
+        yield GaugeMetricFamily(
+            "target_sync_work_seconds",
+            "Effective sync_work_ms, in seconds",
+            value=config["sync_work_ms"] / 1000,
+        )
+        yield GaugeMetricFamily(
+            "target_max_event_loop_lag_seconds",
+            "Effective max_lag_ms (the shedding threshold), in seconds",
+            value=config["max_lag_ms"] / 1000,
+        )
+        yield self._durations()
+
+    def _durations(self) -> Metric:
+        state = self.state
+        buckets = state.durations.buckets
+        workers = [state.local_snapshot()]
+        if state.cluster is not None:
+            workers += state.cluster.peers(state.wall())
+        counted = [w for w in workers if w.get("epoch") == state.control.reset_epoch]
+        merged = merged_durations(counted, len(buckets) + 1)
+        family = HistogramMetricFamily(
+            "target_request_duration_seconds",
+            "Time a /doWork request spent in the server, by outcome",
+            labels=["outcome"],
+        )
+        for outcome in OUTCOMES:
+            counts, seconds = merged.get(outcome, ([0] * (len(buckets) + 1), 0.0))
+            cumulative, running = [], 0
+            for bound, count in zip((*(f"{b:g}" for b in buckets), "+Inf"), counts, strict=True):
+                running += count
+                cumulative.append((bound, running))
+            family.add_metric([outcome], cumulative, sum_value=seconds)
+        return family
 
 
 def make_registry(state: TargetState) -> CollectorRegistry:

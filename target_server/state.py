@@ -24,6 +24,7 @@ from target_server.busy import DROP_REASONS, Gauges, LagSampler, Totals, format_
 from target_server.cluster import Cluster, default_gunicorn_dir, master_pid, under_gunicorn
 from target_server.config import OPTION_BY_NAME, RUNTIME_OPTIONS, Config, ConfigError
 from target_server.faults import KINDS, ActiveFault, Fault, FaultBook
+from target_server.metrics import RequestDurations
 
 SCHEMA = 1
 PUBLISH_INTERVAL_S = 0.2
@@ -75,6 +76,7 @@ class TargetState:
         self.lag = LagSampler(config.lag_interval_ms, config.lag_smoothing)
         self.totals = Totals()
         self.gauges = Gauges()
+        self.durations = RequestDurations()  # /metrics' request-duration histogram
         self.epoch = 0
         self.started_wall = now
         self.started_mono = time.monotonic()
@@ -228,6 +230,7 @@ class TargetState:
         self._rebuild_config()
         if self.control.reset_epoch > self.epoch:
             self.totals.zero()
+            self.durations.zero()
             self.gauges.restart_peaks(self.sockets())
             self.lag.peak_ms = self.lag.lag_ms
             self.epoch = self.control.reset_epoch
@@ -319,6 +322,7 @@ class TargetState:
                 "faulted": {kind: totals.faulted.get(kind, 0) for kind in KINDS},
                 "dropped": {reason: totals.dropped.get(reason, 0) for reason in DROP_REASONS},
             },
+            "durations": self.durations.to_json(),
         }
 
     def snapshot(self) -> dict[str, Any]:

@@ -121,6 +121,16 @@ def test_stats_add_up_every_worker(gunicorn):
     assert stats["completed_total"] == sent
     per_worker = stats["workers"]["requests_total"]
     assert len(per_worker) == 2 and all(n > 0 for n in per_worker.values()), per_worker
+    # /metrics' duration histogram adds up the workers too, whichever answers
+    pattern = re.compile(r'^target_request_duration_seconds_count\{outcome="completed"\} (\S+)$', re.M)
+    deadline = time.monotonic() + 5
+    while True:
+        with urllib.request.urlopen(gunicorn.url + "/metrics", timeout=5) as response:
+            counted = float(pattern.search(response.read().decode()).group(1))
+        if counted == sent or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert counted == sent
 
 
 def test_sockets_are_counted_from_requests_under_gunicorn(gunicorn):

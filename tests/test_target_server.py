@@ -189,7 +189,9 @@ def test_metrics_speak_prometheus(server):
     assert re.search(r"^target_completed_total 1\.0$", text, re.M)
     assert re.search(r'^target_faulted_total\{kind="error"\} 1\.0$', text, re.M)
     assert re.search(r'^target_faults_active\{kind="error"\} 1\.0$', text, re.M)
-    assert re.search(r"^target_lag_ms \d", text, re.M)
+    assert re.search(r"^target_event_loop_lag_seconds \d", text, re.M)
+    assert re.search(r'^target_request_duration_seconds_count\{outcome="completed"\} 1\.0$', text, re.M)
+    assert re.search(r'^target_request_duration_seconds_count\{outcome="error"\} 1\.0$', text, re.M)
 
 
 # -- faults -----------------------------------------------------------------------------------------
