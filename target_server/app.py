@@ -32,6 +32,7 @@ from target_server.guard import (
     parse_json,
     query_values,
 )
+from target_server.latency_profile import profile_applies
 from target_server.state import TargetState
 
 LAG_HEADER = "X-Server-Lag-Ms"
@@ -171,6 +172,8 @@ def _do_work(state: TargetState) -> Response:
         except (ConfigError, InputError) as error:
             totals.bad_requests += 1
             return _json_response(400, {"error": str(error)})
+        if config.profile is not None and profile_applies(request.args, state.control.overrides):
+            delay_ms, work_ms = config.profile.split(state.quantiles.next())
         verdict = state.control.faults.decide(state.wall())
         if verdict.outage is not None:
             totals.count_fault("outage")

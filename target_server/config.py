@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from target_server.faults import Fault, FaultError, parse_fault
+from target_server.latency_profile import LatencyProfile, ProfileError, load_profile
 from target_server.numbers import parse_float, parse_int
 
 ENV_PREFIX = "TARGET_"
@@ -204,6 +205,21 @@ OPTIONS: tuple[Option, ...] = (
         "skip the CPU work of a /doWork request whose client has hung up (counted as abandoned)",
         runtime=True,
     ),
+    Option(
+        "latency_profile",
+        str,
+        "a measured latency distribution (JSON or CSV, docs/latency-profile.md) that /doWork reproduces "
+        "instead of task_delay_ms and sync_work_ms",
+        nullable=True,
+    ),
+    Option(
+        "cpu_share",
+        float,
+        "with --latency-profile: the CPU-bound share of each request's latency (overrides the file's)",
+        0,
+        1,
+        nullable=True,
+    ),
     Option("stats_dir", str, "shared dir for multi-worker /stats (auto under gunicorn)", nullable=True),
     Option("seed", int, "random seed for shedding and fault draws (empty: random)", 0, 2**63, nullable=True),
 )
@@ -237,9 +253,13 @@ class Config:
     idle_timeout_s: float = 5.0
     max_work_ms: float = 1000.0
     skip_abandoned: bool = True
+    latency_profile: str | None = None
+    cpu_share: float | None = None
     stats_dir: str | None = None
     seed: int | None = None
     faults: tuple[Fault, ...] = field(default=())
+    # loaded from latency_profile at construction (and carried over by with_changes)
+    profile: LatencyProfile | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for option in OPTIONS:
@@ -247,6 +267,34 @@ class Config:
         if not isinstance(self.faults, tuple) or not all(isinstance(f, Fault) for f in self.faults):
             raise ConfigError("faults", "must be a tuple of Fault")
         check_work(self.expansion, self.sync_work_ms, self.max_work_ms)
+        self._load_profile()
+
+    def _load_profile(self) -> None:
+        """Read --latency-profile (once: a copy keeps the loaded one). Raises ConfigError."""
+        if self.latency_profile is None:
+            if self.cpu_share is not None:
+                raise ConfigError("cpu_share", "only means something with --latency-profile")
+            object.__setattr__(self, "profile", None)
+            return
+        loaded = self.profile
+        if loaded is None or loaded.source != self.latency_profile or (
+            self.cpu_share is not None and loaded.cpu_share != self.cpu_share
+        ):
+            try:
+                loaded = load_profile(self.latency_profile, self.cpu_share)
+            except ProfileError as error:
+                raise ConfigError("latency_profile", str(error)) from None
+        if self.expansion != 1:
+            raise ConfigError(
+                "expansion", "must be 1 with --latency-profile (each request draws one latency)"
+            )
+        if loaded.max_work_ms > self.max_work_ms:
+            raise ConfigError(
+                "max_work_ms",
+                f"the profile's slowest request blocks the loop for {loaded.max_work_ms:.10g} ms "
+                f"(cpu_share x its largest latency), over the cap of {self.max_work_ms:.10g} ms",
+            )
+        object.__setattr__(self, "profile", loaded)
 
     def with_changes(self, changes: Mapping[str, Any]) -> Config:
         """A copy with some runtime options changed; anything else is refused by name."""

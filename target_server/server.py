@@ -113,6 +113,8 @@ def serve(config: Config, on_ready: Callable[[TargetWSGIServer], None] | None = 
         f"target_server listening on http://{config.host}:{server.server_port} (pid {os.getpid()}, "
         f"max_sockets {config.max_sockets}, backlog {config.backlog})"
     )
+    if config.profile is not None:
+        log_line(f"target_server {config.profile.describe()}")
     if status is not None:
         log_line(
             f"target_server status series on http://{config.host}:{status.port}{SERIES_PATH} "

@@ -24,6 +24,7 @@ from target_server.busy import DROP_REASONS, Gauges, LagSampler, Totals, format_
 from target_server.cluster import Cluster, default_gunicorn_dir, master_pid, under_gunicorn
 from target_server.config import OPTION_BY_NAME, RUNTIME_OPTIONS, Config, ConfigError
 from target_server.faults import KINDS, ActiveFault, Fault, FaultBook
+from target_server.latency_profile import QuantileSequence
 from target_server.metrics import RequestDurations
 
 SCHEMA = 1
@@ -77,6 +78,7 @@ class TargetState:
         self.totals = Totals()
         self.gauges = Gauges()
         self.durations = RequestDurations()  # /metrics' request-duration histogram
+        self.quantiles = QuantileSequence(self.rng)  # --latency-profile's draws
         self.epoch = 0
         self.started_wall = now
         self.started_mono = time.monotonic()
