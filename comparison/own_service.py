@@ -17,7 +17,8 @@ from pathlib import Path
 
 from comparison.gates import Gate, GateError, parse_gate
 from comparison.inputs import path_problem
-from mitigations.guard import parse_conditions
+from mitigations.guard import parse_conditions, remote_problem
+from mitigations.metrics_map import check_url, parse_mapping
 from mitigations.request import (
     METHODS,
     RequestSpec,
@@ -31,7 +32,7 @@ from mitigations.request import (
 DEFAULT_MAX_PROBE_RPS = 500.0
 MAX_PROBE_RPS = 5000.0
 REQUEST_FLAGS = ("--path", "--method", "--header", "--body", "--body-file")
-LIFTED_FLAGS = (*REQUEST_FLAGS, "--allow-remote", "--abort-on")
+LIFTED_FLAGS = (*REQUEST_FLAGS, "--allow-remote", "--abort-on", "--server-metrics", "--server-metric")
 
 
 class OptionProblem(ValueError):
@@ -56,6 +57,8 @@ class ServiceOptions:
     checks: tuple[str, ...] = ()
     junit: Path | None = None
     baseline: Path | None = None
+    server_metrics: str = ""  # a Prometheus endpoint for the server columns (docs/server-metrics.md)
+    server_metric: tuple[str, ...] = ()  # COLUMN=SERIES maps onto them
     gates: tuple[Gate, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +87,18 @@ class ServiceOptions:
             raise OptionProblem("--check", str(exc)) from None
         if self.junit is not None and not self.checks:
             raise OptionProblem("--junit", "needs at least one --check to write")
+        if self.server_metric and not self.server_metrics:
+            raise OptionProblem("--server-metric", "needs --server-metrics URL to read the series from")
+        if self.server_metrics:
+            _try("--server-metrics", check_url, self.server_metrics)
+            if not self.server_metrics.startswith("/") and (
+                problem := remote_problem(self.server_metrics, self.allow_remote, "--server-metrics")
+            ):
+                raise OptionProblem("--server-metrics", problem.removeprefix("--server-metrics "))
+        try:
+            parse_mapping(self.server_metric)
+        except ValueError as exc:
+            raise OptionProblem("--server-metric", str(exc).removeprefix("--server-metric: ")) from None
         if self.baseline is not None and not (self.baseline / "run.json").is_file():
             raise OptionProblem(
                 "--baseline", f"{str(self.baseline)!r} is not a run folder (no run.json in it)"
@@ -107,6 +122,10 @@ class ServiceOptions:
             args.append("--allow-remote")
         for condition in self.abort_on:
             args += ["--abort-on", condition]
+        if self.server_metrics:
+            args += ["--server-metrics", self.server_metrics]
+        for series in self.server_metric:
+            args += ["--server-metric", series]
         return args  # no --abort-on for a remote host: the plugin applies its documented defaults
 
 
@@ -154,6 +173,21 @@ def add_arguments(parser: argparse.ArgumentParser, number: object) -> None:
     )
     parser.add_argument("--junit", help="write every gate as a JUnit test case to this file")
     parser.add_argument("--baseline", help="a previous run folder whose curves report.html overlays")
+    parser.add_argument(
+        "--server-metrics",
+        default="",
+        metavar="URL",
+        help="read the server columns from this Prometheus text endpoint (a URL, or a path on --host such "
+        "as /metrics) instead of a Hammerlab target's /stats",
+    )
+    parser.add_argument(
+        "--server-metric",
+        action="append",
+        default=[],
+        metavar="COLUMN=SERIES",
+        help="map a series onto a server column, e.g. in_flight=http_requests_in_flight or "
+        "lag_ms=nodejs_eventloop_lag_seconds*1000; repeat for more (default: Hammerlab's names)",
+    )
 
 
 def lift_request(passthrough: Sequence[str]) -> tuple[dict[str, list[str]], tuple[str, ...]]:
@@ -210,4 +244,6 @@ def from_args(args: argparse.Namespace, lifted: dict[str, list[str]]) -> Service
         junit=Path(args.junit) if args.junit else None,
         # resolved now: results/latest moves to the new run as soon as it starts
         baseline=Path(args.baseline).resolve() if args.baseline else None,
+        server_metrics=(lifted.get("--server-metrics") or [args.server_metrics])[-1],
+        server_metric=(*args.server_metric, *lifted.get("--server-metric", [])),
     )

@@ -117,17 +117,18 @@ def read_failures(path: Path) -> list[FailureRow]:
 
 @dataclass(frozen=True)
 class ServerRow:
-    """One sample of the target's /stats (PREFIX_server.csv)."""
+    """One sample of the target's /stats (PREFIX_server.csv). From a Prometheus endpoint
+    (`--server-metrics`) a column nobody mapped is empty: None here."""
 
     timestamp: float
     elapsed_s: float
-    lag_ms: float
-    in_flight: int
-    sockets: int
-    completed_total: int
-    errors_total: int
+    lag_ms: float | None
+    in_flight: int | None
+    sockets: int | None
+    completed_total: int | None
+    errors_total: int | None
     faults: str
-    requests_total: int = 0
+    requests_total: int | None = 0
     peak_lag_ms: float | None = None  # the server's own peaks since start or reset; None if not reported
     peak_in_flight: int | None = None
     peak_sockets: int | None = None
@@ -143,13 +144,13 @@ def read_server(path: Path) -> list[ServerRow]:
         ServerRow(
             timestamp=float(row["timestamp"]),
             elapsed_s=float(row["elapsed_s"]),
-            lag_ms=float(row["lag_ms"]),
-            in_flight=_int(row["in_flight"]),
-            sockets=_int(row["sockets"]),
-            completed_total=_int(row["completed_total"]),
-            errors_total=_int(row["errors_total"]),
+            lag_ms=_float(row["lag_ms"]),
+            in_flight=_optional_int(row["in_flight"]),
+            sockets=_optional_int(row["sockets"]),
+            completed_total=_optional_int(row["completed_total"]),
+            errors_total=_optional_int(row["errors_total"]),
             faults=row.get("faults") or "",
-            requests_total=_int(row.get("requests_total")),
+            requests_total=_optional_int(row.get("requests_total")),
             peak_lag_ms=_float(row.get("peak_lag_ms")),
             peak_in_flight=_optional_int(row.get("peak_in_flight")),
             peak_sockets=_optional_int(row.get("peak_sockets")),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ class Series:
     concurrent: list[int]
     server_t: list[float]
     lag: list[float]
-    sockets: list[int]
+    sockets: list[float]  # nan where nothing was mapped
     outage: tuple[float, float] | None
     capacity_change: tuple[float, float] | None = None
     deferred_queue: list[int] | None = None  # DeferredClient only: calls kept on disk for a replay
@@ -100,8 +101,8 @@ def series_for(result: ClassResult) -> Series:
         client_t=[row.elapsed_s for row in client_rows],
         concurrent=[row.concurrent for row in client_rows],
         server_t=[row.elapsed_s for row in server_rows],
-        lag=[row.lag_ms for row in server_rows],
-        sockets=[row.sockets for row in server_rows],
+        lag=[math.nan if row.lag_ms is None else row.lag_ms for row in server_rows],  # not mapped: a gap
+        sockets=[math.nan if row.sockets is None else row.sockets for row in server_rows],
         outage=elapsed(result.outage),
         capacity_change=elapsed(result.capacity_change),
         deferred_queue=(

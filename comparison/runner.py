@@ -208,8 +208,9 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
         f"{_classes(len(config.clients))} x {config.duration_s:g} s, writing {run_dir}",
     )
     if kind is not None and not kind.hammerlab:
-        say(out, kind.off_line(config.host))  # type: ignore[arg-type]
-        record.notes.append(kind.off_line(config.host) + ".")  # type: ignore[arg-type]
+        off = kind.off_line(config.host, service.server_metrics)  # type: ignore[arg-type]
+        say(out, off)
+        record.notes.append(off + ".")
     elif config.host:
         record.notes.append(
             f"Ran against {config.host}: between classes the runner cleared faults, reset the counters "

@@ -299,7 +299,9 @@ def window_amplification(
 ) -> float | None:
     """Requests the server received / requests the client launched, inside `window` (unix seconds)."""
     start, end = window
-    received = rate_between([(row.timestamp, row.requests_total) for row in server], start, end)
+    received = rate_between(
+        [(row.timestamp, row.requests_total) for row in server if row.requests_total is not None], start, end
+    )
     launched = rate_between([(row.timestamp, row.launched_total) for row in client], start, end)
     if received is None or not launched:
         return None
@@ -325,7 +327,7 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
     wire = [row for row in stats if row.is_wire]
     server = read_server(result.files.server)
     client = read_client(result.files.mitigations, result.client)
-    lags = [row.lag_ms for row in server]
+    lags = [row.lag_ms for row in server if row.lag_ms is not None]
     last = max(client, key=lambda row: row.timestamp, default=None)
     if last is None:
         last = ClientRow(0.0, 0.0, 0, 0, 0, 0, 0, 0)  # no samples at all: every count is 0
@@ -375,7 +377,7 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         server_max_sockets=_highest((row.sockets for row in server), (row.peak_sockets for row in server)),
         server_max_in_flight=_highest(
             (row.in_flight for row in server), (row.peak_in_flight for row in server)
-        ),
+        ),  # both None when nothing was mapped onto them (--server-metrics)
         recovery_s=recovery,
         amplification=last.wire_total / launched if launched else None,
         outage_amplification=outage_amplification,
@@ -408,9 +410,9 @@ def sort_counts(joined: str) -> str:
     return join_counts(counts)
 
 
-def _highest(samples: Iterable[float], peaks: Iterable[float | None]) -> float | None:
+def _highest(samples: Iterable[float | None], peaks: Iterable[float | None]) -> float | None:
     """The highest of the samples and of the server's own peaks (None where it reported none)."""
-    values = [*samples, *(peak for peak in peaks if peak is not None)]
+    values = [value for value in (*samples, *peaks) if value is not None]
     return max(values, default=None)
 
 

@@ -30,10 +30,16 @@ class TargetKind:
     server: str = ""  # its Server header
     config: dict[str, Any] = field(default_factory=dict)  # a Hammerlab target's effective config
 
-    def off_line(self, url: str) -> str:
+    def off_line(self, url: str, server_metrics: str = "") -> str:
+        if server_metrics:
+            return (
+                f"{url} is not a Hammerlab target_server (no /stats): fault scenarios (outage, capacity) and "
+                f"the reset between classes are off for it; the server columns come from {server_metrics}"
+            )
         return (
             f"{url} is not a Hammerlab target_server (no /stats): fault scenarios (outage, capacity), the "
-            "server columns (lag, sockets, in flight) and the reset between classes are off for it"
+            "server columns (lag, sockets, in flight) and the reset between classes are off for it "
+            "(--server-metrics URL reads them from a Prometheus endpoint)"
         )
 
 

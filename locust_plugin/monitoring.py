@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,11 @@ from locust_plugin.client_stats import (
 )
 from locust_plugin.csv_log import CsvLog
 from locust_plugin.runtime import runtimes
+from locust_plugin.server_metrics import source_from_options
 from locust_plugin.server_sampler import SampleInterval, ServerSampler
 from locust_plugin.target import target_host
+from mitigations.guard import remote_problem
+from mitigations.metrics_map import SeriesMap, check_url
 
 log = logging.getLogger("hammerlab")
 
@@ -65,6 +69,7 @@ class Monitor:
         self.interval = SampleInterval()
         self.csv_prefix: str | None = getattr(options, "csv_prefix", None) or None
         self.sampler = ServerSampler(self.interval)
+        self.sampler.metrics = source_from_options(options)  # checked at start-up (metrics_problem)
         self._read_interval()
         self.collector = ClientStatsCollector()
         self.board = MitigationsBoard()
@@ -207,6 +212,18 @@ def _sample_ms(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error).removeprefix("--server-sample-ms ")) from None
 
 
+def _argument(parse: Any, prefix: str) -> Any:
+    def check(text: str) -> str:
+        try:
+            if text:  # argparse passes the empty default through here too
+                parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error).removeprefix(prefix)) from None
+        return text
+
+    return check
+
+
 @events.init_command_line_parser.add_listener
 def _add_option(parser: Any, **_: Any) -> None:
     parser.add_argument(
@@ -216,12 +233,45 @@ def _add_option(parser: Any, **_: Any) -> None:
         help="how often the master reads the target's status (its status series, else /stats) for the "
         "Target server tab and PREFIX_server.csv: 100-10000, or 0 for never (default 250)",
     )
+    parser.add_argument(
+        "--server-metrics",
+        type=_argument(check_url, "--server-metrics "),
+        default="",
+        metavar="URL",
+        help="read the server columns from this Prometheus text endpoint instead of the target's /stats "
+        "(docs/server-metrics.md)",
+    )
+    parser.add_argument(
+        "--server-metric",
+        type=_argument(SeriesMap.parse, "--server-metric "),
+        action="append",
+        metavar="COLUMN=SERIES",
+        help="with --server-metrics: map a series onto a server column, e.g. "
+        "in_flight=http_requests_in_flight or lag_ms=nodejs_eventloop_lag_seconds*1000; repeat for more "
+        "(default: Hammerlab's own names)",
+    )
+
+
+def metrics_problem(options: Any) -> str | None:
+    """The one line that refuses `--server-metrics`/`--server-metric` (a bad mapping, or an endpoint off
+    this machine without --allow-remote), else None."""
+    try:
+        source = source_from_options(options)
+    except ValueError as error:
+        return str(error)
+    if source is None or source.given.startswith("/"):
+        return None  # a path on the run's host, which the host check covers
+    return remote_problem(source.url, bool(getattr(options, "allow_remote", False)), "--server-metrics")
 
 
 @events.init.add_listener
 def _on_init(environment: Any, **_: Any) -> None:
     if environment.parsed_options is None or environment.runner is None:
         return  # a library user building their own Environment: nothing to wire
+    problem = metrics_problem(environment.parsed_options)
+    if problem:
+        sys.stderr.write(f"hammerlab: error: {problem}\n")
+        sys.exit(2)
     monitor = Monitor(environment)
     setattr(environment, ATTRIBUTE, monitor)
     # report_to_master and worker_report carry no environment: bind this process's monitor here.

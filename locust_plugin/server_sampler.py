@@ -45,6 +45,10 @@ columns are unaffected.
 
 When the host answers `/stats` with something that is not a Hammerlab target, the sampler says so once
 and stops for that test; when the host cannot be reached it says so once and keeps trying.
+
+With `--server-metrics URL` the sampler reads a Prometheus text endpoint instead, every interval, and the
+columns are whatever `--server-metric` mapped (`server_metrics`); the others stay empty. `timestamp` and
+`server_time` are then the sampler's clock when the scrape answered, and `server_seq` is empty.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import requests
@@ -63,6 +67,9 @@ import requests
 from locust_plugin.csv_log import CsvLog
 from locust_plugin.server_series import MAX_PAGES, BadSeries, SeriesCursor, series_url, status_port_of
 from locust_plugin.values import parse_whole
+
+if TYPE_CHECKING:
+    from locust_plugin.server_metrics import MetricsSource
 
 log = logging.getLogger("hammerlab")
 
@@ -141,21 +148,22 @@ class SampleInterval:
 
 @dataclass(frozen=True)
 class ServerSample:
-    """One answer from /stats, with rates over the interval since the previous one."""
+    """One answer from /stats, with rates over the interval since the previous one. A sample from a
+    Prometheus endpoint has None wherever nothing was mapped."""
 
     timestamp: float
     elapsed_s: float
     server_time: float
     since_reset_s: float
     reset_count: int
-    lag_ms: float
-    in_flight: int
-    concurrent: int
-    sockets: int
-    requests_total: int
-    completed_total: int
-    rejected_total: int
-    errors_total: int
+    lag_ms: float | None
+    in_flight: int | None
+    concurrent: int | None
+    sockets: int | None
+    requests_total: int | None
+    completed_total: int | None
+    rejected_total: int | None
+    errors_total: int | None
     completed_per_s: float | None
     rejected_per_s: float | None
     errors_per_s: float | None
@@ -170,14 +178,14 @@ class ServerSample:
         return {
             "timestamp": f"{self.timestamp:.3f}",
             "elapsed_s": f"{self.elapsed_s:.3f}",
-            "lag_ms": f"{self.lag_ms:.1f}",
-            "in_flight": str(self.in_flight),
-            "concurrent": str(self.concurrent),
-            "sockets": str(self.sockets),
-            "requests_total": str(self.requests_total),
-            "completed_total": str(self.completed_total),
-            "rejected_total": str(self.rejected_total),
-            "errors_total": str(self.errors_total),
+            "lag_ms": "" if self.lag_ms is None else f"{self.lag_ms:.1f}",
+            "in_flight": _optional(self.in_flight),
+            "concurrent": _optional(self.concurrent),
+            "sockets": _optional(self.sockets),
+            "requests_total": _optional(self.requests_total),
+            "completed_total": _optional(self.completed_total),
+            "rejected_total": _optional(self.rejected_total),
+            "errors_total": _optional(self.errors_total),
             "completed_per_s": _rate(self.completed_per_s),
             "rejected_per_s": _rate(self.rejected_per_s),
             "errors_per_s": _rate(self.errors_per_s),
@@ -327,6 +335,7 @@ class ServerSampler:
         self.available = True
         self.started_at = wall()
         self.series: SeriesCursor | None = None
+        self.metrics: MetricsSource | None = None  # --server-metrics: a Prometheus endpoint instead
         self._greenlet: gevent.Greenlet | None = None
         self._said_unreachable = False
         self._said_missed = 0
@@ -358,6 +367,13 @@ class ServerSampler:
         if self.interval.off:
             self.status = "off (--server-sample-ms 0)"
             return
+        if self.metrics is not None:
+            if not self.metrics.restart(self.base_url):
+                self.status = f"no host to read {self.metrics.given} from"
+                return
+            self.status = f"sampling {self.metrics.url} (Prometheus) every {self.interval.ms} ms"
+            self._greenlet = gevent.spawn(self._run)
+            return
         if not self.base_url:
             self.status = "no host: the Target server tab needs one"
             return
@@ -372,9 +388,10 @@ class ServerSampler:
                 self._sample_series(FINAL_FETCH_TIMEOUT_S)  # the records since the last fetch
             if self.available:
                 source = "/stats" if self.series is None else "its status series"
-                self.status = f"stopped with the test; {len(self.history)} samples of {self.base_url} " + (
-                    f"({source}) kept"
-                )
+                where = self.base_url
+                if self.metrics is not None:
+                    where, source = self.metrics.url, "Prometheus"
+                self.status = f"stopped with the test; {len(self.history)} samples of {where} ({source}) kept"
 
     def close(self) -> None:
         self.stop()
@@ -395,6 +412,8 @@ class ServerSampler:
 
     def sample_once(self) -> ServerSample | None:
         """Ask once and record what came. Returns the newest new sample, or None (and says why, once)."""
+        if self.metrics is not None:
+            return self._sample_metrics(self.metrics)
         if self.series is not None and self._series_failures < SERIES_FAILURES_BEFORE_ASKING_AGAIN:
             return self._sample_series(FETCH_TIMEOUT_S)
         url = f"{self.base_url}/stats"
@@ -461,10 +480,33 @@ class ServerSampler:
             self._said_missed = cursor.missed
         return newest
 
-    def _get(self, url: str, timeout: float = FETCH_TIMEOUT_S) -> tuple[int, Any] | None:
+    def _sample_metrics(self, source: MetricsSource) -> ServerSample | None:
+        """One scrape of the Prometheus endpoint; a bad answer is said once and tried again next time."""
+        answer = self._get(source.url, FETCH_TIMEOUT_S, source.fetch)
+        if answer is None:
+            return None
+        status, text = answer
+        try:
+            if status != 200:
+                raise ValueError(f"it answered HTTP {status}")
+            sample = source.sample(text, received_at=self.wall(), started_at=self.started_at)
+        except ValueError as error:
+            problem = f"{source.url} gave no Prometheus metrics ({str(error)[:200]})"
+            if self.status != problem:
+                log.warning("hammerlab: %s; trying again every %d ms", problem, self.interval.ms)
+            self.status = problem
+            return None
+        self._record([sample])
+        mapped = len(source.mapping)
+        self.status = f"reading {source.url} (Prometheus, {mapped} series mapped) every {self.interval.ms} ms"
+        return sample
+
+    def _get(
+        self, url: str, timeout: float = FETCH_TIMEOUT_S, fetch: Fetch | None = None
+    ) -> tuple[int, Any] | None:
         """(status, body), or None when the host cannot be reached (said once per test)."""
         try:
-            return self.fetch(url, timeout)
+            return (fetch or self.fetch)(url, timeout)
         except (OSError, requests.RequestException) as error:
             if not self._said_unreachable:
                 self._said_unreachable = True

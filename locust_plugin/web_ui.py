@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,16 +105,25 @@ def recent(history: Iterable[ServerSample], seconds: float = TREND_S) -> list[Se
 
 
 def server_rows(
-    history: Iterable[ServerSample], status: str, is_target: bool = True
+    history: Iterable[ServerSample],
+    status: str,
+    is_target: bool = True,
+    mapped: Mapping[str, str] | None = None,
 ) -> list[dict[str, str]]:
     """The Target server table: live value, low, high and a sparkline of the last 30 s per metric.
-    A host that is not a Hammerlab target has no such numbers: one line says so, and why."""
+    A host that is not a Hammerlab target has no such numbers: one line says so, and why. With
+    `--server-metrics`, `mapped` (column -> series) says which rows there are and where each comes from."""
     if not is_target:
         return [{"metric": "not a Hammerlab target", "now": status, "low": "", "high": "", "trend": ""}]
     window = recent(history)
     latest = window[-1] if window else None
     rows = []
     for label, attribute, fmt in SERVER_METRICS:
+        if mapped is not None:
+            series = mapped.get(attribute) or mapped.get(attribute.replace("_per_s", "_total"))
+            if series is None:
+                continue
+            label = f"{label.split(' (')[0]} = {series}"
         values = [v for v in (getattr(s, attribute) for s in window) if v is not None]
         now = getattr(latest, attribute, None) if latest else None
         rows.append(
@@ -126,8 +135,9 @@ def server_rows(
                 "trend": sparkline(values),
             }
         )
-    faults = "; ".join(latest.fault_details) if latest and latest.fault_details else "none"
-    rows.append({"metric": "active faults", "now": faults, "low": "", "high": "", "trend": ""})
+    if mapped is None:
+        faults = "; ".join(latest.fault_details) if latest and latest.fault_details else "none"
+        rows.append({"metric": "active faults", "now": faults, "low": "", "high": "", "trend": ""})
     age = f"last {time.time() - latest.timestamp:.1f} s ago" if latest else "no sample yet"
     rows.append({"metric": "sampler", "now": status, "low": "", "high": "", "trend": age})
     return rows
@@ -350,7 +360,10 @@ def install(environment: Any, monitor: Monitor) -> None:
                 {
                     "key": SERVER_TAB,
                     "data": server_rows(
-                        monitor.sampler.history, monitor.sampler.status, monitor.sampler.available
+                        monitor.sampler.history,
+                        monitor.sampler.status,
+                        monitor.sampler.available,
+                        monitor.sampler.metrics.columns if monitor.sampler.metrics else None,
                     ),
                 },
                 {"key": MITIGATIONS_TAB, "data": mitigation_rows(monitor.board.latest_rows())},
