@@ -29,7 +29,7 @@ class CountingServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, address: str = REMOTE) -> None:
         self.status = status
         self.accepted = 0
         self.requests = 0
@@ -48,8 +48,8 @@ class CountingServer(ThreadingHTTPServer):
             def log_message(self, *_: object) -> None:
                 pass
 
-        super().__init__((REMOTE, 0), Handler)
-        self.url = f"http://{REMOTE}:{self.server_address[1]}"
+        super().__init__((address, 0), Handler)
+        self.url = f"http://{address}:{self.server_address[1]}"
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     def get_request(self) -> tuple[socket.socket, object]:
@@ -85,6 +85,15 @@ def main() -> None:
             [*locust, "-t", "30s", "--host", failing.url, "HammerClient"], {"HAMMERLAB_ALLOW_REMOTE": "1"}
         )
         results["reached_by_locust"] = failing.requests
+        # --server-metrics on a remote host: refused like --host, before the sampler opens a socket
+        local, metrics = CountingServer(200, "127.0.0.1"), CountingServer(200)
+        scrape = ["--host", local.url, "--server-metrics", metrics.url + "/metrics"]
+        results["metrics_refused"] = run([*locust, "-t", "2s", *scrape, "HammerClient"], quiet)
+        results["metrics_refused_by_comparison"] = run([*comparison, *scrape], quiet)
+        results["metrics_accepted_after_refusals"] = metrics.accepted
+        opted_in = [*locust, "-t", "2s", *scrape, "--allow-remote", "HammerClient"]
+        results["metrics_opted_in"] = run(opted_in, quiet)
+        results["metrics_scraped"] = metrics.requests
     print(json.dumps(results))
 
 

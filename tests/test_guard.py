@@ -174,3 +174,11 @@ def test_off_loopback_hosts_are_refused_before_any_socket_and_reached_when_opted
     # a remote target gets the default stop-loss: every answer a 500, so it stops after about 5 s
     assert opted["rc"] == 3 and "stop-loss: server_error_rate>20% for 5s held" in opted["lines"][-1], opted
     assert opted["seconds"] < 20
+    for name in ("metrics_refused", "metrics_refused_by_comparison"):
+        run = got[name]
+        assert run["rc"] == 2 and len(run["lines"]) == 1, run
+        line = run["lines"][0]
+        assert "--server-metrics" in line and "http://10.200.0.1:" in line and "--allow-remote" in line
+    assert got["metrics_accepted_after_refusals"] == 0
+    assert got["metrics_opted_in"]["rc"] == 0, got["metrics_opted_in"]
+    assert got["metrics_scraped"] >= 2  # every 250 ms while the 2 s test ran
