@@ -78,7 +78,7 @@ class TargetState:
         self.totals = Totals()
         self.gauges = Gauges()
         self.durations = RequestDurations()  # /metrics' request-duration histogram
-        self.quantiles = QuantileSequence(self.rng)  # --latency-profile's draws
+        self.quantiles = QuantileSequence(random.Random(config.seed))  # its own: self.rng draws as before
         self.epoch = 0
         self.started_wall = now
         self.started_mono = time.monotonic()
