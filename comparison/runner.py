@@ -524,14 +524,22 @@ def _write_outputs(
         with (run_dir / "summary.md").open("a", encoding="utf-8") as handle:
             handle.write("\n" + markdown(record.capacity))
     from comparison.fleet import write_outputs as write_fleet  # per-instance views, --workers > 1
-    from comparison.report import write_report  # matplotlib only once there is something to draw
+    from comparison.report import series_for, write_report  # matplotlib only once there is something to draw
 
-    lines, sections = write_fleet(run_dir, plan, results, summaries)
+    lines, fleets, judged = write_fleet(run_dir, plan, results, summaries)
+    sections = ""
+    if fleets:
+        from comparison.fleet_report import fleet_section
+
+        sections += fleet_section(plan, fleets, judged)
     mix_lines, mix_section = mix.write_outputs(run_dir, plan, results, summaries)
     lines, sections = [*lines, *mix_lines], sections + mix_section
-    report = run_dir / "report.html"
     baseline = record.reproduce.get("options", {}).get("service", {}).get("baseline")
-    against = Path(baseline) if baseline else None
-    write_report(report, title, plan, results, summaries, sentences, asdict(record), sections, against)
+    if baseline:
+        from comparison.baseline import load, section
+
+        sections += section(plan, [series_for(r) for r in results], summaries, load(Path(baseline)))
+    report = run_dir / "report.html"
+    write_report(report, title, plan, results, summaries, sentences, asdict(record), sections)
     record.save(run_dir / "run.json")
     return summaries, report, lines
