@@ -124,8 +124,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("--count-429", boolean, "true",
            "a 429 counts against the server (breaker, adaptive limit, SRE throttle); false: a plain 4xx"),
     # adaptive concurrency limit
-    Option("--adaptive-algorithm", choice("gradient", "aimd"), "gradient",
-           "AdaptiveClient: gradient (latency-based, Gradient2/Envoy) or aimd (loss-based)"),
+    Option("--adaptive-algorithm", choice("gradient", "aimd", "vegas"), "gradient",
+           "AdaptiveClient: gradient (latency-based, Gradient2/Envoy), aimd (loss-based) or vegas "
+           "(queue estimate, Netflix VegasLimit)"),
+    Option("--adaptive-slo-share", number(1.0, 100.0, "%", zero="ignore the SLO"), "50",
+           "AdaptiveClient: hold the windowed p99 of answers under this share of --slo-ms; "
+           "0: the old no-load-RTT rule"),
     Option("--adaptive-mode", choice("cancel", "queue"), "cancel",
            "AdaptiveClient: over the limit, shed at once or queue briefly"),
     Option("--adaptive-queue-timeout-ms", whole(1, MAX_WAIT_MS, ms), "50",
