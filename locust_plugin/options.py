@@ -137,8 +137,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--adaptive-initial-limit", slots, "10", "AdaptiveClient: starting limit"),
     Option("--adaptive-min-limit", slots, "3", "AdaptiveClient: lowest limit"),
     Option("--adaptive-max-limit", slots, "200", "AdaptiveClient: highest limit"),
-    Option("--lag-threshold-ms", whole(1, MAX_WAIT_MS, ms, zero="ignore the header"), "70",
-           "AdaptiveClient: server X-Server-Lag-Ms above this is congestion; 0 ignores the header"),
+    Option("--lag-threshold-ms", whole(1, MAX_WAIT_MS, ms, zero="ignore the header"), "0",
+           "AdaptiveClient: server X-Server-Lag-Ms above this is congestion; 0 (the default) ignores it"),
     # client-side adaptive throttling (SRE book)
     Option("--sre-k", number(1.0, 100.0), "2",
            "SreThrottleClient: K in max(0, (requests - K*accepts)/(requests+1))"),
