@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint server clean chromium venv
+.PHONY: demo test test-fast bench lint server clean chromium proxies venv
 
 # Browser tests drive Debian's Chromium through Playwright; never a browser download.
 CHROMIUM := /usr/bin/chromium
@@ -26,7 +26,12 @@ $(CHROMIUM):
 
 chromium: $(CHROMIUM)
 
-test: $(STAMP) $(CHROMIUM)
+# The adaptive limit's "any upstream" tests run nginx and HAProxy on loopback (never as services).
+proxies:
+	test -x /usr/sbin/nginx -a -x /usr/sbin/haproxy || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy >/dev/null)
+
+test: $(STAMP) $(CHROMIUM) proxies
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
