@@ -93,9 +93,12 @@ class Gradient:
     SLO mode (`slo_target` set, as AdaptiveClient does from `--slo-ms`): the target is the SLO's share,
     not a multiple of a no-load RTT, and what is held under it is a percentile (p99) of the answers of
     the last `percentile_span` seconds, not a window's mean: `g_rtt = clamp(min_gradient, 1,
-    slo_target / p99)`. Headroom under the SLO is room to grow, a p99 heading past the target shrinks
-    the limit in proportion, and no min-RTT probe pins the limit low every 30 s (nothing needs a
-    baseline), so it works the same against any upstream. The rest of the update is unchanged.
+    slo_target / p99)`. Headroom under the SLO is room to grow (the update above, with "in use"
+    meaning the window's mean in flight, so one burst does not count); a p99 past the target cuts the
+    limit at once, `L = L * g` unsmoothed, and only answers sent after that cut count towards the next
+    p99 (one cut per round trip). Smoothing a cut let a limit sized for twice the capacity keep every
+    answer past the SLO for seconds when the capacity halved. No min-RTT probe pins the limit low every
+    30 s (nothing needs a baseline), so it works the same against any upstream.
     """
 
     name = "gradient"
@@ -112,6 +115,7 @@ class Gradient:
         self._deferred_limit = self.initial_limit
         self._next_probe = -math.inf
         self.window_start: float | None = None
+        self._last_cut = -math.inf
         cfg = self.config
         self.tail = WindowedPercentile(cfg.percentile_span, cfg.quantile, cfg.min_window_samples)
         self._reset_window()
@@ -123,6 +127,7 @@ class Gradient:
         self._dropped = False
         self._max_lag: float | None = None
         self._max_in_flight = 0
+        self._in_flight_sum = 0
 
     def restart(self, now: float) -> None:
         self.window_start = now
@@ -163,12 +168,14 @@ class Gradient:
             self.window_start = sample.at
         self._count += 1
         self._max_in_flight = max(self._max_in_flight, sample.in_flight)
+        self._in_flight_sum += sample.in_flight
         if sample.dropped:
             self._dropped = True
         else:
             self._answered += 1
             self._rtt_sum += sample.rtt
-            self.tail.add(sample.at, sample.rtt)
+            if sample.at - sample.rtt >= self._last_cut:  # sent before the last SLO cut: already acted on
+                self.tail.add(sample.at, sample.rtt)
         if sample.lag_ms is not None:
             self._max_lag = sample.lag_ms if self._max_lag is None else max(self._max_lag, sample.lag_ms)
 
@@ -195,15 +202,24 @@ class Gradient:
         self.short_rtt = short
         if short is not None and short > 0 and target is not None:
             rtt_gradient = max(cfg.min_gradient, min(1.0, target / short))
+        slo_mode = cfg.slo_target is not None
+        in_use = self._in_flight_sum / self._count if slo_mode else self._max_in_flight
+        smoothing = cfg.smoothing
         if self._dropped:
             target = limit * min(cfg.min_gradient, rtt_gradient)
         elif lag_gradient is not None:
             target = limit * min(lag_gradient, rtt_gradient)
-        elif 2 * self._max_in_flight < limit:
+        elif slo_mode and rtt_gradient < 1:
+            # The p99 is past the SLO target: every answer is eating the SLO's margin, so cut in
+            # proportion at once, then wait for answers sent after the cut before judging again.
+            target, smoothing = limit * rtt_gradient, 1.0
+            self._last_cut = sample.at
+            self.tail.clear()
+        elif 2 * in_use < limit or (slo_mode and short is None):  # app-limited, or no fresh p99 yet
             target = limit
         else:
             target = limit * rtt_gradient + math.sqrt(limit)
         self.window_start = sample.at
         self._reset_window()
-        new = (1 - cfg.smoothing) * limit + cfg.smoothing * target
+        new = (1 - smoothing) * limit + smoothing * target
         return min(float(cfg.max_limit), max(float(cfg.min_limit), new))

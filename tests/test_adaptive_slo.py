@@ -75,11 +75,14 @@ def test_slo_mode_grows_with_headroom_under_the_target():
 
 def test_slo_mode_shrinks_as_the_p99_heads_past_the_target_in_proportion():
     gradient = slo_gradient()
-    limit, _ = feed(gradient, 40.0, [1.0] * 30, start=0.0)  # p99 1 s: twice the target
-    # One window closed: gradient 0.5 plus Gradient2's sqrt(L) headroom, smoothed.
-    assert limit == pytest.approx(0.8 * 40 + 0.2 * (40 * 0.5 + math.sqrt(40)))
-    limit, _ = feed(gradient, limit, [1.0] * 100, start=0.3)
-    assert limit < 30
+    limit, t = feed(gradient, 40.0, [1.0] * 30, start=0.0)  # p99 1 s: twice the target
+    assert limit == pytest.approx(40 * 0.5)  # one window closed: cut in proportion at once
+    # The answers still arriving were sent before the cut: they do not cut again (one cut per round trip).
+    limit, t = feed(gradient, limit, [1.0] * 90, start=t)
+    assert limit == pytest.approx(20)
+    # Answers sent after the cut that are still too slow cut again.
+    limit, _ = feed(gradient, limit, [1.0] * 40, start=t)
+    assert limit == pytest.approx(10)
 
 
 def test_slo_mode_reads_the_tail_where_a_mean_would_say_healthy():
