@@ -12,7 +12,7 @@ every class, loopback only), and every stage after the first uses the C the firs
                ThrottledClient at every static cap. SLO goodput is judged per phase (before, changed,
                restored), each from SETTLE_S after its start, against the best static cap of that phase.
 
-    .venv/bin/python benchmarks/adaptive.py            # the full run, about 25 minutes on 2 cores
+    .venv/bin/python benchmarks/adaptive.py            # the full run, about 19 minutes on 2 cores
     .venv/bin/python benchmarks/adaptive.py --quick    # short stages, a smoke run
     .venv/bin/python benchmarks/adaptive.py --check    # exit 1 if any target is missed
 
