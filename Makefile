@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint server clean chromium nginx venv
+.PHONY: demo test test-fast bench lint server clean chromium proxies venv
 
 # Browser tests drive Debian's Chromium through Playwright; never a browser download.
 CHROMIUM := /usr/bin/chromium
@@ -26,13 +26,13 @@ $(CHROMIUM):
 
 chromium: $(CHROMIUM)
 
-# The "test your own service" tests run a stock nginx on loopback (tests/nginx.py); never as a service.
-NGINX := /usr/sbin/nginx
+# Tests run a stock nginx and HAProxy on loopback (tests/nginx.py, the adaptive limit's "any upstream"
+# tests), with their config in temp folders; never as system services.
+proxies:
+	test -x /usr/sbin/nginx -a -x /usr/sbin/haproxy || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy >/dev/null)
 
-nginx:
-	test -x $(NGINX) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null)
-
-test: $(STAMP) $(CHROMIUM) nginx
+test: $(STAMP) $(CHROMIUM) proxies
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

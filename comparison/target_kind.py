@@ -19,6 +19,7 @@ from mitigations.request import RequestSpec
 FAULT_SCENARIOS = {
     "outage": "injects a 10 s outage through /admin/faults",
     "capacity": "halves the capacity through /admin/config",
+    "capacity-up": "doubles the capacity through /admin/config",
 }
 CHECK_TIMEOUT_S = 5.0
 
@@ -32,8 +33,9 @@ class TargetKind:
 
     def off_line(self, url: str) -> str:
         return (
-            f"{url} is not a Hammerlab target_server (no /stats): fault scenarios (outage, capacity), the "
-            "server columns (lag, sockets, in flight) and the reset between classes are off for it"
+            f"{url} is not a Hammerlab target_server (no /stats): fault scenarios (outage, capacity, "
+            "capacity-up), the server columns (lag, sockets, in flight) and the reset between classes are "
+            "off for it"
         )
 
 
