@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint server clean chromium nginx promtool venv
+.PHONY: demo test test-fast bench lint server clean chromium proxies promtool venv
 
 # Browser tests drive Debian's Chromium through Playwright; never a browser download.
 CHROMIUM := /usr/bin/chromium
@@ -26,11 +26,11 @@ $(CHROMIUM):
 
 chromium: $(CHROMIUM)
 
-# The "test your own service" tests run a stock nginx on loopback (tests/nginx.py); never as a service.
-NGINX := /usr/sbin/nginx
-
-nginx:
-	test -x $(NGINX) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null)
+# Tests run a stock nginx and HAProxy on loopback (tests/nginx.py, the adaptive limit's "any upstream"
+# tests), with their config in temp folders; never as system services.
+proxies:
+	test -x /usr/sbin/nginx -a -x /usr/sbin/haproxy || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy >/dev/null)
 
 # The target's /metrics is checked by promtool (Debian's prometheus package). Only the tool is wanted: a
 # policy-rc.d that answers 101 keeps the package from starting its daemon, and the unit is disabled after.
@@ -47,7 +47,7 @@ promtool:
 	  systemctl disable prometheus >/dev/null 2>&1 || true; \
 	  exit $$rc; }
 
-test: $(STAMP) $(CHROMIUM) nginx promtool
+test: $(STAMP) $(CHROMIUM) proxies promtool
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

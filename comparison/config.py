@@ -23,11 +23,13 @@ SCENARIOS: dict[str, str] = {
     "burst": "cycles of 7 s quiet at 0.5 x C and 3 s peaks at 3 x C",
     "outage": "0.8 x C with a 10 s outage (503s) injected mid-run",
     "capacity": "1.1 x C while the server's sync_work_ms doubles for 20 s mid-run, then reverts",
+    "capacity-up": "1.1 x C while the server's sync_work_ms halves for 20 s mid-run, then reverts",
     "fleet": "2 x C in total, split evenly over --workers N client instances (default 4)",
 }
 DEFAULT_SCENARIO = "cliff"
 DEFAULT_MULTIPLIER = {
-    "healthy": 0.8, "cliff": 2.0, "burst": 3.0, "outage": 0.8, "capacity": 1.1, "fleet": 2.0,
+    "healthy": 0.8, "cliff": 2.0, "burst": 3.0, "outage": 0.8, "capacity": 1.1, "capacity-up": 1.1,
+    "fleet": 2.0,
 }  # fmt: skip
 FLEET_WORKERS = 4  # the fleet scenario's default --workers
 MAX_MIX_USERS = 100  # users per class and client instance in --mix
@@ -46,7 +48,8 @@ DEFAULT_SLO_MS = 1000.0
 MAX_SLO_MS = 600_000.0
 DEFAULT_DRAIN_S = 10.0
 MAX_DRAIN_S = 120.0
-SCENARIO_DURATION_S = {"capacity": 50.0}  # the default --duration where 30 s is too short
+# the default --duration where 30 s is too short
+SCENARIO_DURATION_S = {"capacity": 50.0, "capacity-up": 50.0}
 MIN_DURATION_S = 5.0
 MAX_DURATION_S = 600.0
 MAX_RATE = 5000.0
@@ -67,6 +70,9 @@ MIN_OUTAGE_DURATION_S = OUTAGE_S + 2 * OUTAGE_MARGIN_S
 # SETTLE_S, so each side needs SETTLE_S plus a few seconds that are measured.
 CAPACITY_CHANGE_S = 20.0
 WORK_FACTOR = 2.0
+# The scenarios that change the server's capacity mid-run, and the factor on sync_work_ms of each:
+# `capacity` halves the capacity, `capacity-up` doubles it.
+WORK_FACTORS = {"capacity": WORK_FACTOR, "capacity-up": 1 / WORK_FACTOR}
 SETTLE_S = 3.0
 CAPACITY_MARGIN_S = 6.0
 MIN_CAPACITY_DURATION_S = CAPACITY_CHANGE_S + 2 * CAPACITY_MARGIN_S
@@ -118,10 +124,10 @@ class RunConfig:
                 f"{_num(self.duration_s)} s is too short for the outage scenario: it needs at least "
                 f"{_num(MIN_OUTAGE_DURATION_S)} s (5 s before, the 10 s outage, 5 s after)",
             )
-        if self.scenario == "capacity" and self.duration_s < MIN_CAPACITY_DURATION_S:
+        if self.scenario in WORK_FACTORS and self.duration_s < MIN_CAPACITY_DURATION_S:
             raise ConfigError(
                 "--duration",
-                f"{_num(self.duration_s)} s is too short for the capacity scenario: it needs at least "
+                f"{_num(self.duration_s)} s is too short for the {self.scenario} scenario: it needs at least "
                 f"{_num(MIN_CAPACITY_DURATION_S)} s ({_num(CAPACITY_MARGIN_S)} s before, the "
                 f"{_num(CAPACITY_CHANGE_S)} s change, {_num(CAPACITY_MARGIN_S)} s after)",
             )
@@ -341,11 +347,11 @@ class LoadPlan:
             peak_time = sum(end - start for start, end in burst.peaks(duration))
             mean = per_user * (peak_time * burst.peak_users + (duration - peak_time) * burst.quiet_users)
             return cls("burst", capacity_rps, duration, 1, per_user, mean / duration, burst=burst)
-        if config.scenario == "capacity":
+        if config.scenario in WORK_FACTORS:
             if reduced_capacity_rps is None:
                 raise ValueError("the capacity scenario needs the reduced capacity")
             return cls(
-                "capacity", capacity_rps, duration, 1, rate, rate,
+                config.scenario, capacity_rps, duration, 1, rate, rate,
                 capacity_change_at_s=round((duration - CAPACITY_CHANGE_S) / 2, 1),
                 capacity_change_s=CAPACITY_CHANGE_S,
                 reduced_capacity_rps=reduced_capacity_rps,

@@ -212,20 +212,19 @@ def markdown(fleets: Sequence[Fleet], judged: bool) -> str:
 
 def write_outputs(
     run_dir: Path, plan: LoadPlan, results: Sequence[ClassResult], summaries: Sequence[Summary]
-) -> tuple[list[str], str]:
-    """fleet.csv, the fleet section appended to summary.md, and (returned) the terminal lines and the
-    HTML section for report.html. Nothing for a run of one process per class."""
+) -> tuple[list[str], list[Fleet], bool]:
+    """fleet.csv and the fleet section appended to summary.md; returns the terminal lines, the fleets
+    (for `fleet_report.fleet_section`) and whether the fleet targets were judged. Nothing for a run of one
+    process per class."""
     if plan.workers <= 1:
-        return [], ""
-    from comparison.fleet_report import fleet_section  # matplotlib only when there is a fleet
-
+        return [], [], False
     judged = plan.scenario == "fleet"
     fleets = [fleet_of(result, summary, plan) for result, summary in zip(results, summaries, strict=True)]
     write_csv(fleets, run_dir / "fleet.csv")
     with (run_dir / "summary.md").open("a", encoding="utf-8") as handle:
         handle.write("\n" + markdown(fleets, judged))
     lines = [fleet.line() if judged else _shares_line(fleet) for fleet in fleets]
-    return lines, fleet_section(plan, fleets, judged)
+    return lines, fleets, judged
 
 
 def _shares_line(fleet: Fleet) -> str:

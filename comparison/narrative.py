@@ -129,7 +129,8 @@ def _setting(plan: LoadPlan, count: int) -> str:
     extra = f", with a {plan.outage_s:g} s outage from {plan.outage_at_s:g} s" if plan.outage_s else ""
     if plan.capacity_change_s and plan.reduced_capacity_rps:
         extra = (
-            f", with the server's sync_work_ms doubled for {plan.capacity_change_s:g} s from "
+            f", with the server's sync_work_ms {'halved' if plan.scenario == 'capacity-up' else 'doubled'} "
+            f"for {plan.capacity_change_s:g} s from "
             f"{plan.capacity_change_at_s:g} s (capacity {plan.reduced_capacity_rps:,.0f} requests/s then)"
         )
     return (

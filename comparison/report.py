@@ -272,16 +272,9 @@ def write_report(
     sentences: Sequence[str],
     record: dict[str, Any],
     extra_sections: str = "",
-    baseline: Path | None = None,
 ) -> None:
-    """`extra_sections`: HTML placed after the per-class charts (the fleet and mix views). `baseline`: a
-    previous run folder whose curves are overlaid (comparison/baseline.py)."""
+    """`extra_sections`: HTML placed after the per-class charts (the fleet, mix and baseline views)."""
     all_series = [series_for(result) for result in results]
-    against = ""
-    if baseline is not None:
-        from comparison.baseline import load, section
-
-        against = section(plan, all_series, summaries, load(baseline))
     machine = record.get("machine", {})
     capacity = record.get("capacity", {})
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in record.get("notes", []))
@@ -306,7 +299,7 @@ def write_report(
 <h2>Each class over time</h2>
 <div class="chart" id="per-class">{grid_svg(plan, all_series)}</div>
 {extra_sections}
-{against}<h2>How to read this</h2>
+<h2>How to read this</h2>
 {HOW_TO_READ}
 <h2>Files</h2>
 {_files(results)}

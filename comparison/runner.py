@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from comparison import ROOT
-from comparison.config import MIX, SCENARIOS, WORK_FACTOR, ConfigError, LoadPlan, RunConfig
+from comparison.config import MIX, SCENARIOS, WORK_FACTORS, ConfigError, LoadPlan, RunConfig
 from comparison.locust_run import LOCUST, LocustFailed, Progress, run_locust
 from comparison.narrative import describe
 from comparison.own_service import ServiceOptions
@@ -297,14 +297,15 @@ def _measure_and_plan(
         capacity = config.capacity
         record.capacity = {"capacity_rps": capacity, "source": "--capacity"}
         say(out, f"capacity C = {capacity:g} requests/s (given with --capacity; no probe)")
-        if config.scenario == "capacity":
-            reduced = capacity / WORK_FACTOR
-            record.capacity["reduced"] = {"capacity_rps": reduced, "source": f"--capacity / {WORK_FACTOR:g}"}
+        if config.scenario in WORK_FACTORS:
+            factor = WORK_FACTORS[config.scenario]
+            reduced = capacity / factor
+            record.capacity["reduced"] = {"capacity_rps": reduced, "source": f"--capacity / {factor:g}"}
             record.notes.append(
-                f"The reduced capacity {reduced:.1f} requests/s is C / {WORK_FACTOR:g}, an estimate: "
+                f"The changed capacity {reduced:.1f} requests/s is C / {factor:g}, an estimate: "
                 "--capacity skips the probe that would measure it."
             )
-            say(out, f"reduced capacity C' = {reduced:.1f} requests/s (estimated as C / {WORK_FACTOR:g})")
+            say(out, f"changed capacity C' = {reduced:.1f} requests/s (estimated as C / {factor:g})")
     elif not hammerlab:
         capacity = _ramp(config, record, out, guard)
     else:
@@ -318,7 +319,7 @@ def _measure_and_plan(
             capacity = probe.capacity_rps
             record.capacity = {**asdict(probe), "source": "closed-loop probe"}
             say(out, probe.describe())
-            if config.scenario == "capacity":
+            if config.scenario in WORK_FACTORS:
                 reduced = _probe_reduced(config, url, record, out, guard)
         except ProbeError as error:
             raise RunFailed(str(error)) from None
@@ -372,18 +373,19 @@ def _probe_reduced(config: RunConfig, url: str, record: RunRecord, out: TextIO, 
     if work <= 0:
         raise RunFailed(f"the capacity scenario needs a target with sync_work_ms > 0; {url} has {work:g}")
     length = WARMUP_S + config.probe_s + 1.0
-    change_capacity(url, work * WORK_FACTOR, length)
+    factor = WORK_FACTORS[config.scenario]
+    change_capacity(url, work * factor, length)
     with guard.deferred():
         probe = measure_capacity(url, config.probe_s, should_stop=guard.pending)
     wait_for_overrides_to_end(url, length + 5.0)
     record.capacity["reduced"] = {
         **asdict(probe),
-        "source": f"closed-loop probe with sync_work_ms {work:g} -> {work * WORK_FACTOR:g}",
+        "source": f"closed-loop probe with sync_work_ms {work:g} -> {work * factor:g}",
     }
     say(
         out,
-        f"reduced capacity C' = {probe.capacity_rps:.1f} requests/s with sync_work_ms {work:g} -> "
-        f"{work * WORK_FACTOR:g} ({probe.ok} ok, {probe.failed} failed in {probe.seconds:.1f} s)",
+        f"changed capacity C' = {probe.capacity_rps:.1f} requests/s with sync_work_ms {work:g} -> "
+        f"{work * factor:g} ({probe.ok} ok, {probe.failed} failed in {probe.seconds:.1f} s)",
     )
     return probe.capacity_rps
 
@@ -422,8 +424,9 @@ def _run_class(
 
     def capacity_change() -> tuple[float, float]:
         work = sync_work_ms(url)
-        window = change_capacity(url, work * WORK_FACTOR, plan.capacity_change_s or 0)
-        entry["capacity_change"] = {"window": list(window), "sync_work_ms": [work, work * WORK_FACTOR]}
+        factor = WORK_FACTORS[plan.scenario]
+        window = change_capacity(url, work * factor, plan.capacity_change_s or 0)
+        entry["capacity_change"] = {"window": list(window), "sync_work_ms": [work, work * factor]}
         return window
 
     event = outage if plan.outage_s else capacity_change if plan.capacity_change_s else None
@@ -525,14 +528,22 @@ def _write_outputs(
         with (run_dir / "summary.md").open("a", encoding="utf-8") as handle:
             handle.write("\n" + markdown(record.capacity))
     from comparison.fleet import write_outputs as write_fleet  # per-instance views, --workers > 1
-    from comparison.report import write_report  # matplotlib only once there is something to draw
+    from comparison.report import series_for, write_report  # matplotlib only once there is something to draw
 
-    lines, sections = write_fleet(run_dir, plan, results, summaries)
+    lines, fleets, judged = write_fleet(run_dir, plan, results, summaries)
+    sections = ""
+    if fleets:
+        from comparison.fleet_report import fleet_section
+
+        sections += fleet_section(plan, fleets, judged)
     mix_lines, mix_section = mix.write_outputs(run_dir, plan, results, summaries)
     lines, sections = [*lines, *mix_lines], sections + mix_section
-    report = run_dir / "report.html"
     baseline = record.reproduce.get("options", {}).get("service", {}).get("baseline")
-    against = Path(baseline) if baseline else None
-    write_report(report, title, plan, results, summaries, sentences, asdict(record), sections, against)
+    if baseline:
+        from comparison.baseline import load, section
+
+        sections += section(plan, [series_for(r) for r in results], summaries, load(Path(baseline)))
+    report = run_dir / "report.html"
+    write_report(report, title, plan, results, summaries, sentences, asdict(record), sections)
     record.save(run_dir / "run.json")
     return summaries, report, lines

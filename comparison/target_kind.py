@@ -19,6 +19,7 @@ from mitigations.request import RequestSpec
 FAULT_SCENARIOS = {
     "outage": "injects a 10 s outage through /admin/faults",
     "capacity": "halves the capacity through /admin/config",
+    "capacity-up": "doubles the capacity through /admin/config",
 }
 CHECK_TIMEOUT_S = 5.0
 
@@ -33,13 +34,14 @@ class TargetKind:
     def off_line(self, url: str, server_metrics: str = "") -> str:
         if server_metrics:
             return (
-                f"{url} is not a Hammerlab target_server (no /stats): fault scenarios (outage, capacity) and "
-                f"the reset between classes are off for it; the server columns come from {server_metrics}"
+                f"{url} is not a Hammerlab target_server (no /stats): fault scenarios (outage, capacity, "
+                "capacity-up) and the reset between classes are off for it; the server columns come from "
+                f"{server_metrics}"
             )
         return (
-            f"{url} is not a Hammerlab target_server (no /stats): fault scenarios (outage, capacity), the "
-            "server columns (lag, sockets, in flight) and the reset between classes are off for it "
-            "(--server-metrics URL reads them from a Prometheus endpoint)"
+            f"{url} is not a Hammerlab target_server (no /stats): fault scenarios (outage, capacity, "
+            "capacity-up), the server columns (lag, sockets, in flight) and the reset between classes are "
+            "off for it (--server-metrics URL reads them from a Prometheus endpoint)"
         )
 
 

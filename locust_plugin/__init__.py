@@ -10,6 +10,7 @@ every `Defer` queue is closed: what is still queued stays on disk for the next r
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -80,6 +81,24 @@ def _check_at_start_up(environment: Any, **_: Any) -> None:
         sys.exit(2)
     if problem:
         log.error("hammerlab: %s (fix it in the web UI before starting)", problem)
+
+
+@events.init.add_listener
+def _honour_ctrl_c(environment: Any, **_: Any) -> None:
+    """Ctrl-C (SIGINT) ends the run however Locust was started. Python installs its KeyboardInterrupt
+    handler only when SIGINT is not ignored at start-up, and a shell ignores it for background jobs
+    (`locust ... &` in a script): such a run would go on to its -t, or forever. This handler stops it the
+    way Ctrl-C does in a terminal: KeyboardInterrupt in the main greenlet, which Locust catches."""
+    if environment.parsed_options is None or not _owns_sigint():
+        return
+    main = gevent.get_hub().parent
+    gevent.signal_handler(signal.SIGINT, lambda: main.throw(KeyboardInterrupt))
+
+
+def _owns_sigint() -> bool:
+    """True unless someone other than Python's default (or nobody) handles SIGINT already (Locust's
+    --processes parent, an embedding program)."""
+    return signal.getsignal(signal.SIGINT) in (signal.default_int_handler, signal.SIG_IGN, signal.SIG_DFL)
 
 
 @events.test_stopping.add_listener

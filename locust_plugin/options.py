@@ -128,8 +128,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("--count-429", boolean, "true",
            "a 429 counts against the server (breaker, adaptive limit, SRE throttle); false: a plain 4xx"),
     # adaptive concurrency limit
-    Option("--adaptive-algorithm", choice("gradient", "aimd"), "gradient",
-           "AdaptiveClient: gradient (latency-based, Gradient2/Envoy) or aimd (loss-based)"),
+    Option("--adaptive-algorithm", choice("gradient", "aimd", "vegas"), "gradient",
+           "AdaptiveClient: gradient (latency-based, Gradient2/Envoy), aimd (loss-based) or vegas "
+           "(queue estimate, Netflix VegasLimit)"),
+    Option("--adaptive-slo-share", number(1.0, 100.0, "%", zero="ignore the SLO"), "50",
+           "AdaptiveClient: hold the windowed p99 of answers under this share of --slo-ms; "
+           "0: the old no-load-RTT rule"),
     Option("--adaptive-mode", choice("cancel", "queue"), "cancel",
            "AdaptiveClient: over the limit, shed at once or queue briefly"),
     Option("--adaptive-queue-timeout-ms", whole(1, MAX_WAIT_MS, ms), "50",
@@ -137,8 +141,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--adaptive-initial-limit", slots, "10", "AdaptiveClient: starting limit"),
     Option("--adaptive-min-limit", slots, "3", "AdaptiveClient: lowest limit"),
     Option("--adaptive-max-limit", slots, "200", "AdaptiveClient: highest limit"),
-    Option("--lag-threshold-ms", whole(1, MAX_WAIT_MS, ms, zero="ignore the header"), "70",
-           "AdaptiveClient: server X-Server-Lag-Ms above this is congestion; 0 ignores the header"),
+    Option("--lag-threshold-ms", whole(1, MAX_WAIT_MS, ms, zero="ignore the header"), "0",
+           "AdaptiveClient: server X-Server-Lag-Ms above this is congestion; 0 (the default) ignores it"),
     # client-side adaptive throttling (SRE book)
     Option("--sre-k", number(1.0, 100.0), "2",
            "SreThrottleClient: K in max(0, (requests - K*accepts)/(requests+1))"),

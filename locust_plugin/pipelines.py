@@ -37,6 +37,8 @@ from mitigations.adaptive import (
     Gradient,
     GradientConfig,
     LimitAlgorithm,
+    Vegas,
+    VegasConfig,
 )
 from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig
 from mitigations.core import Clock, Pipeline, Policy
@@ -91,15 +93,20 @@ def pooled(read: Callable[[str], Any]) -> Policy:
 
 def adaptive(read: Callable[[str], Any]) -> Policy:
     lag = read("lag_threshold_ms") or None
+    share = read("adaptive_slo_share") / 100.0
     bounds = {
         "initial_limit": read("adaptive_initial_limit"),
         "min_limit": read("adaptive_min_limit"),
         "max_limit": read("adaptive_max_limit"),
         "lag_threshold_ms": lag,
+        "slo_target": _ms(read("slo_ms")) * share if share else None,  # the SLO as the limit's target
     }
     algorithm: LimitAlgorithm
-    if read("adaptive_algorithm") == "aimd":
+    name = read("adaptive_algorithm")
+    if name == "aimd":
         algorithm = Aimd(AimdConfig(**bounds))
+    elif name == "vegas":
+        algorithm = Vegas(VegasConfig(**bounds))
     else:
         algorithm = Gradient(GradientConfig(**bounds))
     config = AdaptiveLimitConfig(

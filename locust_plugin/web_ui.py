@@ -18,21 +18,32 @@ import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import requests
 from flask import Blueprint, Response, jsonify, make_response, request
 
 from locust_plugin import options
-from locust_plugin.client_stats import ALL_WORKERS, MITIGATION_COLUMNS, MitigationRow, join_counts
+from locust_plugin.client_stats import (
+    ALL_WORKERS,
+    MITIGATION_COLUMNS,
+    MitigationRow,
+    MitigationsBoard,
+    join_counts,
+)
 from locust_plugin.csv_log import render
 from locust_plugin.ledger import SKIP_WARN_SHARE
-from locust_plugin.server_sampler import SERVER_COLUMNS, SampleInterval, ServerSample
+from locust_plugin.server_sampler import SERVER_COLUMNS, SampleInterval, ServerSample, ServerSampler
 from locust_plugin.target import loopback_problem, target_host
 from locust_plugin.web_guard import csrf_problem, refusal
 
-if TYPE_CHECKING:
-    from locust_plugin.monitoring import Monitor
+
+class LiveNumbers(Protocol):
+    """What the views read: the server sampler and the mitigations board (a `monitoring.Monitor`). A
+    protocol, so this module needs nothing from `monitoring`, which installs it."""
+
+    sampler: ServerSampler
+    board: MitigationsBoard
 
 STATIC = Path(__file__).parent / "static"
 SERVER_TAB = "target-server"
@@ -273,7 +284,7 @@ def options_problem(form: Any) -> str | None:
     return None
 
 
-def install(environment: Any, monitor: Monitor) -> None:
+def install(environment: Any, monitor: LiveNumbers) -> None:
     """Add the tabs, their routes and the fault control to `environment.web_ui`."""
     web_ui = environment.web_ui
     base = (getattr(environment.parsed_options, "web_base_path", "") or "").rstrip("/")

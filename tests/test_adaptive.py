@@ -271,6 +271,9 @@ class Recording:
         self.samples.append(sample)
         return limit if self.next_limit is None else self.next_limit
 
+    def restart(self, now: float) -> None:
+        self.restarted = now
+
 
 def bound(policy: AdaptiveLimit, clock) -> tuple[AdaptiveLimit, PipelineEvents]:
     events = PipelineEvents()
@@ -301,14 +304,16 @@ def test_server_failures_are_drops_and_4xx_and_inner_sheds_are_not():
     clock = FakeClock()
     algorithm = Recording(initial=5)
     policy, _ = bound(AdaptiveLimit(algorithm), clock)
-    policy.execute(make_call(clock), answering(clock, 503, ServiceUnavailable()))
-    policy.execute(make_call(clock), answering(clock, None, ReadTimeout()))
+    policy.execute(make_call(clock), answering(clock, takes=0.03))  # the fastest answer: 30 ms
+    # Failures slower than half of that: the server worked on them before failing.
+    policy.execute(make_call(clock), answering(clock, 503, ServiceUnavailable(), takes=0.02))
+    policy.execute(make_call(clock), answering(clock, None, ReadTimeout(), takes=1.0))
     policy.execute(make_call(clock), answering(clock, 404, HttpClientError("404")))
     policy.execute(make_call(clock), answering(clock, None, ThrottleRejected()))
-    policy.execute(make_call(clock), answering(clock, 429, TooManyRequests()))
+    policy.execute(make_call(clock), answering(clock, 429, TooManyRequests(), takes=0.02))
     policy.execute(make_call(clock), answering(clock, None, ClientError()))
-    assert [s.dropped for s in algorithm.samples] == [True, True, False, True]  # a 429 is overload
-    assert policy.samples == 4 and policy.drops == 3 and policy.in_flight == 0
+    assert [s.dropped for s in algorithm.samples] == [False, True, True, False, True]  # a 429 is overload
+    assert policy.samples == 5 and policy.drops == 3 and policy.in_flight == 0
 
 
 @pytest.mark.parametrize("value", ["", "fast", "nan", "-3", "inf"])
@@ -347,7 +352,9 @@ def test_the_limit_event_fires_when_the_integer_limit_changes():
 def test_aimd_policy_shrinks_on_503_and_grows_back_under_use():
     clock = FakeClock()
     policy, _ = bound(AdaptiveLimit(Aimd(AimdConfig(initial_limit=10, once_per_rtt=False))), clock)
-    for _ in range(3):
+    policy.execute(make_call(clock), answering(clock, takes=0.01))  # 1 in flight of 10: no growth
+    assert policy.limit == 10
+    for _ in range(3):  # 503s that took as long as a real answer: the server was busy
         policy.execute(make_call(clock), answering(clock, 503, ServiceUnavailable(), takes=0.01))
     assert policy.limit == 7  # 10 -> 9 -> 8 -> 7
     held = HeldCalls(clock)

@@ -79,6 +79,7 @@ def short_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]
     results = tmp_path_factory.mktemp("results")
     result = comparison(
         "--scenario", "cliff", "--clients", ",".join(CLIENTS), "--duration", "5", "--probe-seconds", "1",
+        "--drain-s", "3",
         "--results-dir", str(results),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -300,7 +301,7 @@ def test_sigint_mid_run_stops_every_process_and_keeps_finished_classes(tmp_path)
     with log.open("w") as out:
         runner = subprocess.Popen(
             [sys.executable, "-m", "comparison", "--clients", ",".join(CLIENTS), "--duration", "5",
-             "--capacity", "70", "--results-dir", str(results)],
+             "--drain-s", "2", "--capacity", "70", "--results-dir", str(results)],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:

@@ -14,12 +14,16 @@ from tests.locust_run import LOCUST, ROOT, read_csv
 pytestmark = pytest.mark.slow
 
 
-def locust(host: str, tmp_path, *extra: str) -> subprocess.Popen[str]:
+def locust(host: str, tmp_path, *extra: str, ignore_sigint: bool = False) -> subprocess.Popen[str]:
+    def inherit_an_ignored_sigint() -> None:  # as a shell does for a background job (`locust ... &`)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     return subprocess.Popen(
         [LOCUST, "-f", "locustfiles", "--headless", "-u", "1", "-H", host, "--launch-rate", "100000",
          "--path", "/ping", "--drain-s", "1", "--csv", str(tmp_path / "run"), "--only-summary", *extra,
          "HammerClient"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=inherit_an_ignored_sigint if ignore_sigint else None,
     )  # fmt: skip
 
 
@@ -39,9 +43,10 @@ def test_an_impossible_rate_still_ends_on_time_and_reports_its_skipped_slots(sta
     assert launched == sum(int(total[name]) for name in finals)
 
 
-def test_sigint_stops_an_impossible_rate_at_once(start_target, tmp_path):
+@pytest.mark.parametrize("ignored", [False, True], ids=["terminal", "background-job"])
+def test_sigint_stops_an_impossible_rate_at_once(start_target, tmp_path, ignored):
     server = start_target()
-    process = locust(server.url, tmp_path, "-t", "60s")
+    process = locust(server.url, tmp_path, "-t", "60s", ignore_sigint=ignored)
     time.sleep(3)
     assert process.poll() is None
     process.send_signal(signal.SIGINT)
