@@ -59,7 +59,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import gevent
 import requests
@@ -68,8 +68,18 @@ from locust_plugin.csv_log import CsvLog
 from locust_plugin.server_series import MAX_PAGES, BadSeries, SeriesCursor, series_url, status_port_of
 from locust_plugin.values import parse_whole
 
-if TYPE_CHECKING:
-    from locust_plugin.server_metrics import MetricsSource
+
+class MetricsSource(Protocol):
+    """A Prometheus endpoint read instead of /stats (`locust_plugin.server_metrics.MetricsSource`).
+    A protocol, so this module needs nothing from that one, which builds on this one's samples."""
+
+    given: str
+    url: str
+    fetch: Any
+
+    def restart(self, base_url: str) -> bool: ...
+
+    def sample(self, text: str, received_at: float, started_at: float) -> ServerSample: ...
 
 log = logging.getLogger("hammerlab")
 

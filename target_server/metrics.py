@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -29,7 +29,22 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from flask import Response
 
-    from target_server.state import TargetState
+    from target_server.cluster import Cluster
+
+
+class TargetState(Protocol):
+    """What the collector reads of `target_server.state.TargetState`. A protocol, so this module needs
+    nothing from `state`, which keeps a `RequestDurations` from here."""
+
+    durations: RequestDurations
+    cluster: Cluster | None
+    control: Any
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def local_snapshot(self) -> dict[str, Any]: ...
+
+    def wall(self) -> float: ...
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
