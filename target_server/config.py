@@ -204,6 +204,13 @@ OPTIONS: tuple[Option, ...] = (
         "skip the CPU work of a /doWork request whose client has hung up (counted as abandoned)",
         runtime=True,
     ),
+    Option(
+        "drop_expired",
+        bool,
+        "answer 504 at once, without the work, when a request's X-Request-Deadline-Ms has passed "
+        "(checked on arrival and before the CPU-bound part; counted as expired)",
+        runtime=True,
+    ),
     Option("stats_dir", str, "shared dir for multi-worker /stats (auto under gunicorn)", nullable=True),
     Option("seed", int, "random seed for shedding and fault draws (empty: random)", 0, 2**63, nullable=True),
 )
@@ -237,6 +244,7 @@ class Config:
     idle_timeout_s: float = 5.0
     max_work_ms: float = 1000.0
     skip_abandoned: bool = True
+    drop_expired: bool = False
     stats_dir: str | None = None
     seed: int | None = None
     faults: tuple[Fault, ...] = field(default=())

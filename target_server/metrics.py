@@ -25,6 +25,11 @@ GAUGES = (
     ("sockets", "target_sockets", "Open client connections"),
     ("shed_probability", "target_shed_probability", "Chance that a /doWork request is shed now"),
     ("uptime_s", "target_uptime_seconds", "Seconds since start"),
+    (
+        "wasted_work_ratio",
+        "target_wasted_work_ratio",
+        "Share of /doWork CPU time spent for clients that had already given up, since start or reset",
+    ),
 )
 COUNTERS = (
     ("requests_total", "target_requests", "/doWork requests received"),
@@ -36,6 +41,16 @@ COUNTERS = (
     ("tasks_completed_total", "target_tasks_completed", "Tasks that finished their wait"),
     ("sockets_accepted_total", "target_sockets_accepted", "Connections accepted"),
     ("sockets_closed_total", "target_sockets_closed", "Connections closed"),
+    ("expired_total", "target_expired", "/doWork requests answered 504 because their deadline had passed"),
+)
+
+CPU_COUNTERS = (  # /stats has milliseconds; Prometheus wants seconds
+    ("work_cpu_ms_total", "target_work_cpu_seconds", "CPU time of /doWork's CPU-bound part"),
+    (
+        "wasted_cpu_ms_total",
+        "target_wasted_cpu_seconds",
+        "CPU time of /doWork's CPU-bound part spent for clients that had already given up",
+    ),
 )
 
 
@@ -63,6 +78,8 @@ class StatsCollector(Collector):
         for kind in stats["faulted_total"]:
             active.add_metric([kind], sum(1 for f in stats["faults"] if f["kind"] == kind))
         yield active
+        for key, name, text in CPU_COUNTERS:
+            yield CounterMetricFamily(name, text, value=stats[key] / 1000)
         yield GaugeMetricFamily("target_workers", "Worker processes summed", value=stats["workers"]["count"])
         config = stats["config"]
         yield GaugeMetricFamily("target_sync_work_ms", "Effective sync_work_ms", value=config["sync_work_ms"])
