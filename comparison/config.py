@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from comparison.inputs import host_problem, path_problem, paths_given, reserved_options
 
 if TYPE_CHECKING:
+    from comparison.metastable import MetastableOptions
     from comparison.own_service import ServiceOptions
 
 SCENARIOS: dict[str, str] = {
@@ -24,10 +25,13 @@ SCENARIOS: dict[str, str] = {
     "outage": "0.8 x C with a 10 s outage (503s) injected mid-run",
     "capacity": "1.1 x C while the server's sync_work_ms doubles for 20 s mid-run, then reverts",
     "fleet": "2 x C in total, split evenly over --workers N client instances (default 4)",
+    "metastable": "0.9 x C, a 10 s trigger that halves capacity, 30 s after: does the client come back?",
+    "phase-map": "the metastable run over a grid of offered load x trigger length (docs/metastable.md)",
 }
 DEFAULT_SCENARIO = "cliff"
 DEFAULT_MULTIPLIER = {
     "healthy": 0.8, "cliff": 2.0, "burst": 3.0, "outage": 0.8, "capacity": 1.1, "fleet": 2.0,
+    "metastable": 0.9, "phase-map": 0.9,
 }  # fmt: skip
 FLEET_WORKERS = 4  # the fleet scenario's default --workers
 MAX_MIX_USERS = 100  # users per class and client instance in --mix
@@ -99,6 +103,7 @@ class RunConfig:
     target_workers: int = 1
     mix: tuple[tuple[str, int], ...] = ()
     service: ServiceOptions | None = None  # the request, guard rails and gates (comparison/own_service.py)
+    metastable: MetastableOptions | None = None  # phases and trigger (comparison/metastable.py)
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
