@@ -51,9 +51,8 @@ RECOVERY_SHARE = 0.9
 STUCK_SHARE = 0.2
 STUCK_WINDOW_S = 30.0
 QUICK_S = 5.0
-QUEUE_S = 1.2
-BACKLOG = 8
-MIN_SOCKETS = 8
+BACKLOG_S = 0.75  # the listen queue holds this much work at C; the app holds some more (see the doc)
+MIN_BACKLOG = 8
 TRIGGER_KINDS = ("capacity", "slow")
 WORK_FACTOR = 2.0
 SLOW_DELAY_MS = 1000.0
@@ -98,10 +97,10 @@ class MetastableOptions:
         return self.pre_s + self.trigger_s + self.after_s
 
     def target_args(self, capacity_rps: float) -> tuple[str, ...]:
-        """The embedded target's flags: a queue of QUEUE_S x C, and which of its answers are on."""
-        sockets = max(MIN_SOCKETS, round(QUEUE_S * capacity_rps))
+        """The embedded target's flags: a listen queue of BACKLOG_S x C, and which answers are on."""
+        backlog = max(MIN_BACKLOG, round(BACKLOG_S * capacity_rps))
         return (
-            "--max-sockets", str(sockets), "--backlog", str(BACKLOG),
+            "--backlog", str(backlog),
             "--skip-abandoned" if self.skip_abandoned else "--no-skip-abandoned",
             "--drop-expired" if self.drop_expired else "--no-drop-expired",
         )  # fmt: skip
@@ -236,6 +235,8 @@ def judge(
     trigger_start = test_start + pre_s
     trigger_end = trigger_start + trigger_s
     end = trigger_end + after_s
+    if points and end - 1.0 <= points[-1][0] < end:
+        end = points[-1][0]  # the last sample of the launch window falls a little short of its end
     pre = rate_between(points, test_start + warmup_s, trigger_start)
     post = rate_between(points, end - min(LAST_S, after_s / 2), end)
     if not pre:
@@ -290,15 +291,21 @@ def adjust(summary: Summary, result: ClassResult, options: MetastableOptions) ->
     rows = read_client(result.files.mitigations, result.client)
     if not rows:
         return summary
-    start = min(row.timestamp - row.elapsed_s for row in rows)
-    if result.capacity_change is not None:  # the trigger as the runner started it
-        start = result.capacity_change[0] - options.pre_s
-    phases = judge_rows(rows, start, options)
+    phases = judge_rows(rows, result.capacity_change, options)
     return dataclasses.replace(summary, **summary_fields(phases))
 
 
-def judge_rows(rows: Sequence[ClientRow], start: float, options: MetastableOptions) -> Phases:
+def judge_rows(
+    rows: Sequence[ClientRow], trigger: tuple[float, float] | None, options: MetastableOptions
+) -> Phases:
+    """Judge one class's rows: phases from Locust's test start (each row's timestamp - elapsed_s) and
+    the trigger as the runner started it (a poll after its due time), the run ending on schedule."""
+    start = min(row.timestamp - row.elapsed_s for row in rows)
+    pre, length = options.pre_s, options.trigger_s
+    if trigger is not None:
+        pre, length = trigger[0] - start, trigger[1] - trigger[0]
+    after = options.duration_s - pre - length
     return judge(
-        [(row.timestamp, row.slo_ok_total) for row in rows], start, options.pre_s, options.trigger_s,
-        options.after_s, warmup_s=options.warmup_s, quick_s=options.quick_s,
+        [(row.timestamp, row.slo_ok_total) for row in rows], start, pre, length, after,
+        warmup_s=options.warmup_s, quick_s=options.quick_s,
     )  # fmt: skip

@@ -45,8 +45,6 @@ def phases_svg(
         if not rows:
             continue
         start = min(r.timestamp - r.elapsed_s for r in rows)
-        if result.capacity_change is not None:
-            start = result.capacity_change[0] - options.pre_s
         end = start + plan.duration_s
         slo_t, slo = _rates([(r.timestamp, r.slo_ok_total) for r in rows], start, end)
         retry_points = [(r.timestamp, r.wire_total - r.launched_total) for r in rows]
@@ -64,8 +62,9 @@ def phases_svg(
         verdict = summary.verdict or ""
         when = "" if summary.recovery_s in (None, "never") else f" in {summary.recovery_s:.1f} s"
         for column, panel in enumerate(panels):
-            if options.trigger_s:
-                panel.axvspan(options.pre_s, options.pre_s + options.trigger_s, color=BAND, alpha=0.5, lw=0)
+            if result.capacity_change is not None:
+                band = (result.capacity_change[0] - start, result.capacity_change[1] - start)
+                panel.axvspan(*band, color=BAND, alpha=0.5, lw=0)
             panel.grid(alpha=0.3)
             panel.set_ylim(bottom=0)
             panel.set_xlim(0, plan.duration_s)

@@ -253,10 +253,7 @@ def run_map(config, out: TextIO = sys.stdout, argv: list[str] | None = None):
                                             _Quiet(), total)  # fmt: skip
                         files = ClassFiles(cell_dir / client)
                         rows = read_client(files.mitigations, client)
-                        start = min((r.timestamp - r.elapsed_s for r in rows), default=0.0)
-                        if result.capacity_change:
-                            start = result.capacity_change[0] - cell_options.pre_s
-                        phases = judge_rows(rows, start, cell_options)
+                        phases = judge_rows(rows, result.capacity_change, cell_options)
                         cell = Cell(client, load, trigger, plan.offered_rps, phases.pre_rps, phases.post_rps,
                                     phases.recovered, phases.recovery_s, phases.peak_share, phases.verdict,
                                     wasted_ratio(read_server(files.server)))  # fmt: skip
