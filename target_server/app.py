@@ -276,8 +276,8 @@ def _task(state: TargetState, work: Work) -> str:
     state.totals.tasks_completed += 1
     if work.work_ms <= 0:
         return DONE_WORK
-    if work.drop_expired and work.deadline is not None and work.deadline.expired():
-        return EXPIRED
+    if work.drop_expired and work.deadline is not None and work.deadline.remaining_s() * 1000 < work.work_ms:
+        return EXPIRED  # the deadline has passed, or will have before this work could finish
     if work.skip_abandoned and work.client is not None and _hung_up(work.client):
         return ABANDONED
     started = time.thread_time()

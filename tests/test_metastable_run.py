@@ -14,8 +14,8 @@ import pytest
 from tests.browser import launch_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
-# Shortened phases: 4 s steady, a 6 s trigger, 10 s after (the scenario's defaults are 10, 10 and 30).
-PHASES = ("--pre-trigger-s", "4", "--trigger-s", "6", "--after-trigger-s", "10", "--drain-s", "1")
+# Shortened phases: 4 s steady, a 6 s trigger, 14 s after (the scenario's defaults are 10, 10 and 30).
+PHASES = ("--pre-trigger-s", "4", "--trigger-s", "6", "--after-trigger-s", "14", "--drain-s", "1")
 
 
 def comparison(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -43,7 +43,11 @@ def runs(tmp_path_factory) -> dict[str, dict[str, str]]:
     result = comparison("--scenario", "metastable", "--clients", "NaiveRetryClient", "--drop-expired",
                         "--capacity", capacity, *PHASES, "--results-dir", str(dropping))  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    rows["NaiveRetryClient --drop-expired"] = summary(dropping)["NaiveRetryClient"]
+    row = summary(dropping)["NaiveRetryClient"]
+    (run,) = [p for p in dropping.iterdir() if p.is_dir() and not p.is_symlink()]
+    with (run / "NaiveRetryClient_server.csv").open(newline="") as handle:
+        row["expired_total"] = list(csv.DictReader(handle))[-1]["expired_total"]
+    rows["NaiveRetryClient --drop-expired"] = row
     return rows
 
 
@@ -62,7 +66,7 @@ def test_the_naive_client_stays_stuck_after_the_trigger(runs):
 @pytest.mark.slow
 @pytest.mark.parametrize("client", ["RetryClient", "SreThrottleClient", "AdaptiveClient"])
 def test_budgets_and_throttles_come_back(runs, client):
-    """Recovered within the shortened 10 s after-phase (the full run's times are in docs/metastable.md:
+    """Recovered within the shortened 14 s after-phase (the full run's times are in docs/metastable.md:
     AdaptiveClient 0.9 s, SreThrottleClient 3.5 s, RetryClient 6.2 s)."""
     row = runs[client]
     assert row["recovered"] == "yes", row
@@ -75,7 +79,9 @@ def test_dropping_expired_work_gets_the_naive_client_out(runs):
     row = runs["NaiveRetryClient --drop-expired"]
     assert row["recovered"] == "yes", row
     assert float(row["recovery_s"]) <= 8.0, row
-    assert "expired=" in row["server_error_kinds"], row  # the target said so, fast, instead of working
+    # The target dropped work instead of doing it. Its 504 rarely reaches the client: the header is the
+    # time the client will wait, so by the time the work is found expired the client has mostly gone.
+    assert row["expired_total"] and int(row["expired_total"]) > 50, row
     assert float(row["wasted_work_ratio"]) < float(runs["NaiveRetryClient"]["wasted_work_ratio"])
 
 
