@@ -26,7 +26,14 @@ from target_server import metrics
 from target_server.busy import busy_spin
 from target_server.cluster import under_gunicorn
 from target_server.config import OPTION_BY_NAME, QUERY_OPTIONS, Config, ConfigError, check_work
-from target_server.deadline import EXPIRED_HEADER, Deadline, DeadlineError, deadline_from
+from target_server.deadline import (
+    DEADLINE_ENVIRON,
+    EXPIRED_HEADER,
+    Deadline,
+    DeadlineError,
+    deadline_from,
+    kernel_wait_s,
+)
 from target_server.faults import MAX_DURATION_S, ActiveFault, Fault, FaultError
 from target_server.guard import (
     MAX_BODY_BYTES,
@@ -172,7 +179,9 @@ def _do_work(state: TargetState) -> Response:
         config = state.config
         try:
             expansion, delay_ms, work_ms = _work_params(config)
-            deadline = deadline_from(request.environ)
+            client = _client_socket()
+            waited = kernel_wait_s(client) if DEADLINE_ENVIRON in request.environ else 0.0
+            deadline = deadline_from(request.environ, waited_s=waited)
         except (ConfigError, InputError, DeadlineError) as error:
             totals.bad_requests += 1
             return _json_response(400, {"error": str(error)})
@@ -197,7 +206,7 @@ def _do_work(state: TargetState) -> Response:
         work = Work(
             delay_ms,
             work_ms,
-            _client_socket(),
+            client,
             deadline,
             skip_abandoned=config.skip_abandoned,
             drop_expired=config.drop_expired,

@@ -135,3 +135,25 @@ def test_drop_expired_can_be_switched_at_run_time(keeping):
     assert answer.json()["config"]["drop_expired"] is True
     response, _ = _work(keeping, 0)
     assert response.status_code == 504
+
+
+def test_time_spent_in_the_kernels_queue_counts_against_the_deadline():
+    """One connection slot, held 600 ms by the first request: the second waits in the accept queue,
+    which the app cannot see; TCP_INFO's last-data-received age can. Its 300 ms are gone on arrival."""
+    import gevent
+
+    server = launch_target(drop_expired=True, max_sockets=1, task_delay_ms=600, sync_work_ms=1)
+    try:
+        first = gevent.spawn(requests.get, server.url + "/doWork", headers={"Connection": "close"}, timeout=5)
+        gevent.sleep(0.1)
+        started = time.monotonic()
+        second = requests.get(server.url + "/doWork", timeout=5,
+                              headers={DEADLINE_HEADER: "300", "Connection": "close"})  # fmt: skip
+        took = time.monotonic() - started
+        assert first.get(timeout=5).status_code == 200
+        assert second.status_code == 504  # expired on arrival: no 600 ms wait, no work
+        assert took < 0.75
+        stats = server.stats()
+        assert stats["expired_total"] == 1 and stats["completed_total"] == 1
+    finally:
+        server.stop()
