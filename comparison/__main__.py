@@ -13,6 +13,7 @@ import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from comparison import ROOT
@@ -168,6 +169,11 @@ def build_parser() -> OneLineParser:
         "offered load is its share of the users",
     )
     add_arguments(parser, _number)
+    from comparison.metastable import add_arguments as add_metastable
+    from comparison.phase_map import add_arguments as add_phase_map
+
+    add_metastable(parser, _number)
+    add_phase_map(parser)
     parser.add_argument(
         "--rerun", help="repeat the run in this folder (its run.json) into a new folder beside it"
     )
@@ -196,6 +202,19 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
 
     if problem := gate_problem(service.gates, clients):
         raise ConfigError("--check", problem)
+    metastable = _metastable(args)
+    if metastable is not None:
+        if args.duration is not None:
+            raise ConfigError("--duration", f"the {args.scenario} scenario's phases set it; use "
+                              "--pre-trigger-s, --trigger-s and --after-trigger-s")  # fmt: skip
+        if args.host:
+            raise ConfigError("--host", f"the {args.scenario} scenario starts its own target (its queue and "
+                              "checks are part of the model); leave --host out")  # fmt: skip
+        if args.clients is None and args.mix is None:
+            from comparison.phase_map import DEFAULT_CLIENTS as MAP_CLIENTS
+
+            clients = MAP_CLIENTS if args.scenario == "phase-map" else METASTABLE_CLIENTS
+        args.duration = metastable.duration_s
     return RunConfig(
         scenario=args.scenario,
         clients=clients,
@@ -217,7 +236,30 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         target_workers=args.target_workers,
         mix=mix,
         service=service,
+        metastable=metastable,
     )
+
+
+METASTABLE_CLIENTS = ("NaiveRetryClient", "RetryClient", "SreThrottleClient", "AdaptiveClient")
+
+
+def _metastable(args: argparse.Namespace):  # -> MetastableOptions | None
+    from comparison.metastable import MetastableError, MetastableOptions, from_args
+    from comparison.phase_map import DEFAULT_LOADS, DEFAULT_TRIGGERS, MetastableDefaults, parse_list
+
+    defaults = MetastableDefaults if args.scenario == "phase-map" else MetastableOptions()
+    if args.scenario != "phase-map" and (args.loads is not None or args.triggers is not None):
+        named = "--loads" if args.loads is not None else "--triggers"
+        raise ConfigError(named, "only for --scenario phase-map")
+    try:
+        options = from_args(args, args.scenario, defaults)
+    except MetastableError as error:
+        raise ConfigError(error.option, str(error).split(": ", 1)[1]) from None
+    if options is not None and args.scenario == "phase-map":
+        loads = parse_list("--loads", args.loads, DEFAULT_LOADS, 0.05, 20)
+        triggers = parse_list("--triggers", args.triggers, DEFAULT_TRIGGERS, 0, 300)
+        options = replace(options, loads=loads, triggers=triggers, trigger_s=max(triggers))
+    return options
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -236,6 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from comparison.runner import RunFailed, run  # after validation: a bad option answers at once
     from comparison.signals import Interrupted
 
+    if config.scenario == "phase-map":
+        from comparison.phase_map import run_map
+
+        run = run_map  # a grid of metastable runs instead of one
     try:
         outcome = run(config, argv=[PROG, *argv])
     except ConfigError as error:

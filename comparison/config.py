@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from comparison.inputs import host_problem, path_problem, paths_given, reserved_options
 
 if TYPE_CHECKING:
+    from comparison.metastable import MetastableOptions
     from comparison.own_service import ServiceOptions
 
 SCENARIOS: dict[str, str] = {
@@ -25,11 +26,13 @@ SCENARIOS: dict[str, str] = {
     "capacity": "1.1 x C while the server's sync_work_ms doubles for 20 s mid-run, then reverts",
     "capacity-up": "1.1 x C while the server's sync_work_ms halves for 20 s mid-run, then reverts",
     "fleet": "2 x C in total, split evenly over --workers N client instances (default 4)",
+    "metastable": "0.9 x C, a 10 s trigger that halves capacity, 30 s after: does the client come back?",
+    "phase-map": "the metastable run over a grid of offered load x trigger length (docs/metastable.md)",
 }
 DEFAULT_SCENARIO = "cliff"
 DEFAULT_MULTIPLIER = {
     "healthy": 0.8, "cliff": 2.0, "burst": 3.0, "outage": 0.8, "capacity": 1.1, "capacity-up": 1.1,
-    "fleet": 2.0,
+    "fleet": 2.0, "metastable": 0.9, "phase-map": 0.9,
 }  # fmt: skip
 FLEET_WORKERS = 4  # the fleet scenario's default --workers
 MAX_MIX_USERS = 100  # users per class and client instance in --mix
@@ -105,6 +108,7 @@ class RunConfig:
     target_workers: int = 1
     mix: tuple[tuple[str, int], ...] = ()
     service: ServiceOptions | None = None  # the request, guard rails and gates (comparison/own_service.py)
+    metastable: MetastableOptions | None = None  # phases and trigger (comparison/metastable.py)
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -275,6 +279,11 @@ class LoadPlan:
             raise ValueError(f"impossible load plan: {self}")
         if self.reduced_capacity_rps is not None and self.reduced_capacity_rps <= 0:
             raise ValueError(f"impossible load plan: {self}")
+
+    def with_trigger(self, at_s: float, trigger_s: float) -> LoadPlan:
+        """The metastable scenario's plan: its trigger is the mid-run capacity change (none for 0 s)."""
+        trigger = trigger_s or None
+        return replace(self, capacity_change_at_s=at_s if trigger else None, capacity_change_s=trigger)
 
     @property
     def event_at_s(self) -> float | None:

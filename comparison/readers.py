@@ -132,6 +132,8 @@ class ServerRow:
     peak_lag_ms: float | None = None  # the server's own peaks since start or reset; None if not reported
     peak_in_flight: int | None = None
     peak_sockets: int | None = None
+    work_cpu_ms_total: float | None = None  # CPU of the CPU-bound part, and the part wasted (None: older)
+    wasted_cpu_ms_total: float | None = None
 
 
 def _optional_int(text: str | None) -> int | None:
@@ -154,6 +156,8 @@ def read_server(path: Path) -> list[ServerRow]:
             peak_lag_ms=_float(row.get("peak_lag_ms")),
             peak_in_flight=_optional_int(row.get("peak_in_flight")),
             peak_sockets=_optional_int(row.get("peak_sockets")),
+            work_cpu_ms_total=_float(row.get("work_cpu_ms_total")),
+            wasted_cpu_ms_total=_float(row.get("wasted_cpu_ms_total")),
         )
         for row in _rows(path)
     ]

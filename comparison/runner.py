@@ -327,6 +327,12 @@ def _measure_and_plan(
             if embedded is not None:
                 embedded.stop()
     plan = LoadPlan.build(config, capacity, reduced)
+    if config.metastable is not None:
+        plan = plan.with_trigger(config.metastable.pre_s, config.metastable.trigger_s)
+        if embedded is not None:  # the model's target: its queue sized from C, its checks as asked
+            embedded.extra_args = config.metastable.target_args(capacity)
+            record.target += " " + " ".join(embedded.extra_args)
+        record.notes.append(f"Metastable phases: {config.metastable.describe()}.")
     record.plan = asdict(plan)
     ratio = plan.offered_rps / capacity
     whom = "in total, shared by the mix" if plan.mix else "to each class"
@@ -430,6 +436,16 @@ def _run_class(
         return window
 
     event = outage if plan.outage_s else capacity_change if plan.capacity_change_s else None
+    if config.metastable is not None and plan.capacity_change_s:
+        from comparison.metastable import trigger_window
+
+        def trigger() -> tuple[float, float]:
+            window = trigger_window(url, config.metastable)  # type: ignore[arg-type]
+            kind = config.metastable.trigger_kind  # type: ignore[union-attr]
+            entry["trigger"] = {"window": list(window), "kind": kind}
+            return window
+
+        event = trigger
 
     def started(pid: int) -> None:
         entry["locust_pid"] = pid
@@ -500,6 +516,16 @@ def describe_run(record: RunRecord) -> str:
     )
 
 
+def _metastable_options(record: RunRecord):  # -> MetastableOptions | None
+    """The metastable options of this run, from what run.json keeps of the command's options."""
+    kept = record.reproduce.get("options", {}).get("metastable")
+    if not kept:
+        return None
+    from comparison.metastable import MetastableOptions
+
+    return MetastableOptions(**kept)
+
+
 def _write_empty_summary(run_dir: Path, record: RunRecord, plan: LoadPlan | None) -> None:
     """summary.md and summary.csv for a run interrupted before any class finished: they say so."""
     stage = "while measuring the capacity" if plan is None else "in the first class"
@@ -517,6 +543,11 @@ def _write_outputs(
     from comparison import mix  # the groups of a --mix run side by side
 
     summaries = [mix.adjust(summarise(result, plan), plan) for result in results]
+    options = _metastable_options(record)
+    if options is not None:
+        from comparison.metastable import adjust
+
+        summaries = [adjust(s, result, options) for s, result in zip(summaries, results, strict=True)]
     record.notes.extend(note for summary in summaries if (note := summary.skipped_note()))
     write_csv(summaries, run_dir / "summary.csv")
     sentences = mix.describe(results, summaries, plan) if plan.mix else describe(summaries, plan)
@@ -536,6 +567,10 @@ def _write_outputs(
         from comparison.fleet_report import fleet_section
 
         sections += fleet_section(plan, fleets, judged)
+    if options is not None:
+        from comparison.metastable_report import metastable_section
+
+        sections += metastable_section(plan, results, summaries, options)
     mix_lines, mix_section = mix.write_outputs(run_dir, plan, results, summaries)
     lines, sections = [*lines, *mix_lines], sections + mix_section
     baseline = record.reproduce.get("options", {}).get("service", {}).get("baseline")

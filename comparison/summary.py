@@ -34,6 +34,11 @@ keep their order):
   - reduced_capacity_rps, goodput_reduced_rps, goodput_restored_rps (capacity only): C measured while
     sync_work_ms was doubled, and the client's goodput (PREFIX_mitigations.csv) while it was, and after
     it reverted, each from SETTLE_S after the change to the end of its phase.
+  - wasted_work_ratio: the target's CPU spent for clients that had already given up (deadline passed
+    when the work finished, or connection closed) over all its /doWork CPU, between the first and the
+    last sample of PREFIX_server.csv (empty for a target that does not report it).
+  - pre_trigger_slo_goodput_rps, post_trigger_slo_goodput_rps, recovered, peak_share, verdict
+    (metastable only; recovery_s too): comparison/metastable.py.
   - workers: the client instances the class ran as, i.e. the processes with rows of their own in
     PREFIX_mitigations.csv (1 for a single process; N with `--workers N`, each a Locust worker whose
     numbers the master summed into the `all` rows the columns above are read from).
@@ -97,6 +102,12 @@ COLUMNS = (
     "goodput_reduced_rps",
     "goodput_restored_rps",
     "workers",
+    "wasted_work_ratio",
+    "pre_trigger_slo_goodput_rps",
+    "post_trigger_slo_goodput_rps",
+    "recovered",
+    "peak_share",
+    "verdict",
 )
 # As `locust_plugin.ledger.SKIP_WARN_SHARE`; not imported, because importing the plugin loads Locust.
 SKIP_WARN_SHARE = 0.01
@@ -160,6 +171,12 @@ class Summary:
     elapsed_s: float = 0.0
     slo_ok: int = 0
     workers: int = 1
+    wasted_work_ratio: float | None = None
+    pre_trigger_slo_goodput_rps: float | None = None
+    post_trigger_slo_goodput_rps: float | None = None
+    recovered: str | None = None
+    peak_share: float | None = None
+    verdict: str | None = None
 
     @property
     def accounted(self) -> bool:
@@ -213,6 +230,10 @@ _DECIMALS = {
     "reduced_capacity_rps": 1,
     "goodput_reduced_rps": 1,
     "goodput_restored_rps": 1,
+    "wasted_work_ratio": 3,
+    "pre_trigger_slo_goodput_rps": 1,
+    "post_trigger_slo_goodput_rps": 1,
+    "peak_share": 2,
 }
 
 
@@ -388,7 +409,19 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         elapsed_s=max(elapsed, window),
         slo_ok=last.slo_ok_total,
         workers=max(1, len(read_instances(result.files.mitigations, result.client))),
+        wasted_work_ratio=wasted_ratio(server),
     )
+
+
+def wasted_ratio(server: Sequence[ServerRow]) -> float | None:
+    """Wasted / all CPU of the target's CPU-bound work, from its totals at the last sample: the embedded
+    target starts fresh for every class and a --host target is reset, so they cover the class's run."""
+    reported = [row for row in server if row.work_cpu_ms_total is not None]
+    if not reported:
+        return None
+    last = max(reported, key=lambda row: row.timestamp)
+    work, wasted = last.work_cpu_ms_total or 0.0, last.wasted_cpu_ms_total or 0.0
+    return min(1.0, wasted / work) if work > 0 else None
 
 
 def skip_share(launched: int, skipped: int) -> float:

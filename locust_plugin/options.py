@@ -123,6 +123,8 @@ OPTIONS: tuple[Option, ...] = (
            "TimeoutClient: longest wait for each read"),
     Option("--request-timeout-ms", whole(1, MAX_WAIT_MS, ms), "2000",
            "TimeoutClient: total deadline counted from launch, socket queueing included"),
+    Option("--attempt-timeout-ms", whole(1, MAX_WAIT_MS, ms), "1000",
+           "NaiveRetryClient: each attempt's own timeout (connect and answer); every retry gets a new one"),
     Option("--min-wire-share", number(1.0, 99.0, "% of the deadline", zero="off"), "50",
            "TimeoutClient: send only with this percentage of the deadline left, else shed it; 0: off"),
     Option("--count-429", boolean, "true",

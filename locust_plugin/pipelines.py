@@ -11,6 +11,7 @@ The order is fixed and documented, outermost first:
   - the breaker sits outside the limiter so that an open circuit sheds before a call takes a slot;
   - the socket pool is innermost, next to the transport whose connection pool it sizes, so only calls
     about to go on the wire hold a socket;
+  - a per-attempt timeout (`attempt-timeout`) sits just inside retry, so every attempt gets a fresh one;
   - the total deadline is not a layer: the pipeline stamps it on the call at entry, counted from launch,
     and every waiting layer and the transport honour it (see `mitigations.timeout`). An attempt goes on
     the wire only with at least `--min-wire-share` of it left (see `mitigations.core`).
@@ -47,10 +48,13 @@ from mitigations.retry import Retry, RetryBudgetConfig, RetryConfig
 from mitigations.socket_pool import SocketPool, SocketPoolConfig
 from mitigations.sre_throttle import SreThrottle, SreThrottleConfig
 from mitigations.throttle import Throttle, ThrottleConfig
-from mitigations.timeout import Timeouts
+from mitigations.timeout import AttemptTimeout, AttemptTimeoutConfig, Timeouts
 from mitigations.transport import TransportConfig, make_transport
 
-ORDER = ("defer", "retry", "naive-retry", "breaker", "throttle", "adaptive", "sre", "pooled", "timeout")
+ORDER = (
+    "defer", "retry", "naive-retry", "attempt-timeout", "breaker", "throttle", "adaptive", "sre", "pooled",
+    "timeout",
+)  # fmt: skip
 
 
 def _ms(value: int) -> float:
@@ -141,9 +145,14 @@ def naive_retry(read: Callable[[str], Any]) -> Policy:
     return Retry(dataclasses.replace(naive, methods=_retry_methods(read)))
 
 
+def attempt_timeout(read: Callable[[str], Any]) -> Policy:
+    return AttemptTimeout(AttemptTimeoutConfig(timeout=_ms(read("attempt_timeout_ms"))))
+
+
 POLICY_BUILDERS: dict[str, Callable[[Callable[[str], Any]], Policy]] = {
     "retry": retry,
     "naive-retry": naive_retry,
+    "attempt-timeout": attempt_timeout,
     "breaker": breaker,
     "throttle": throttle,
     "adaptive": adaptive,

@@ -40,8 +40,15 @@ per sample, these columns in this order:
   server_seq        the record's number in the target's series (consecutive: a gap is a lost sample);
                     empty when sampled from /stats
 
-The peak columns came after `faults`, and the two server columns after them, so readers of the older
-columns are unaffected.
+  expired_total        answered 504 because the request's propagated deadline had passed (--drop-expired)
+  work_cpu_ms_total    CPU ms of /doWork's CPU-bound part, and the part of it spent for clients that had
+  wasted_cpu_ms_total  already given up (deadline passed when it finished, or connection closed)
+  wasted_work_ratio    wasted / work CPU over the interval since the previous sample (0 to 1); empty on
+                       the first sample of a test, when no work was done in the interval, or when the
+                       target does not report it
+
+The peak columns came after `faults`, the two server columns after them and the wasted-work columns
+last, so readers of the older columns are unaffected.
 
 When the host answers `/stats` with something that is not a Hammerlab target, the sampler says so once
 and stops for that test; when the host cannot be reached it says so once and keeps trying.
@@ -103,6 +110,10 @@ SERVER_COLUMNS = (
     "peak_sockets",
     "server_time",
     "server_seq",
+    "expired_total",
+    "work_cpu_ms_total",
+    "wasted_cpu_ms_total",
+    "wasted_work_ratio",
 )
 RATED_TOTALS = ("completed_total", "rejected_total", "errors_total")
 REQUIRED_KEYS = ("time", "lag_ms", "in_flight", "concurrent", "sockets", "requests_total", *RATED_TOTALS)
@@ -183,6 +194,10 @@ class ServerSample:
     peak_in_flight: int | None = None
     peak_sockets: int | None = None
     server_seq: int | None = None
+    expired_total: int | None = None
+    work_cpu_ms_total: float | None = None
+    wasted_cpu_ms_total: float | None = None
+    wasted_work_ratio: float | None = None
 
     def csv_row(self) -> dict[str, str]:
         return {
@@ -205,11 +220,19 @@ class ServerSample:
             "peak_sockets": _optional(self.peak_sockets),
             "server_time": f"{self.server_time:.3f}",
             "server_seq": _optional(self.server_seq),
+            "expired_total": _optional(self.expired_total),
+            "work_cpu_ms_total": _fixed(self.work_cpu_ms_total, 1),
+            "wasted_cpu_ms_total": _fixed(self.wasted_cpu_ms_total, 1),
+            "wasted_work_ratio": _fixed(self.wasted_work_ratio, 3),
         }
 
 
 def _rate(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
+
+
+def _fixed(value: float | None, decimals: int) -> str:
+    return "" if value is None else f"{value:.{decimals}f}"
 
 
 def _optional(value: int | None) -> str:
@@ -272,6 +295,9 @@ def make_sample(
         window = server_time - previous.server_time
         for name in RATED_TOTALS:
             rates[name] = interval_rate(getattr(previous, name), int(stats[name]), window, reset, since_reset)
+        wasted_ratio = interval_share(previous, stats, reset)
+    else:
+        wasted_ratio = None
     active = [fault for fault in stats.get("faults") or () if isinstance(fault, Mapping)]
     peak_in_flight = _peak(stats, "peak_in_flight")
     peak_sockets = _peak(stats, "peak_sockets")
@@ -298,7 +324,25 @@ def make_sample(
         peak_in_flight=None if peak_in_flight is None else int(peak_in_flight),
         peak_sockets=None if peak_sockets is None else max(0, int(peak_sockets) - own_sockets),
         server_seq=stats["seq"] if isinstance(stats.get("seq"), int) else None,
+        expired_total=None if (expired := _peak(stats, "expired_total")) is None else int(expired),
+        work_cpu_ms_total=_peak(stats, "work_cpu_ms_total"),
+        wasted_cpu_ms_total=_peak(stats, "wasted_cpu_ms_total"),
+        wasted_work_ratio=wasted_ratio,
     )
+
+
+def interval_share(previous: ServerSample, stats: Mapping[str, Any], reset: bool) -> float | None:
+    """Wasted CPU / work CPU between the previous sample and `stats` (from 0 after a reset). None when
+    the target does not report them or did no CPU-bound work in the interval."""
+    work, wasted = _peak(stats, "work_cpu_ms_total"), _peak(stats, "wasted_cpu_ms_total")
+    if work is None or wasted is None:
+        return None
+    work_before = 0.0 if reset else previous.work_cpu_ms_total or 0.0
+    wasted_before = 0.0 if reset else previous.wasted_cpu_ms_total or 0.0
+    spent = work - work_before
+    if spent <= 0:
+        return None
+    return min(1.0, max(0.0, (wasted - wasted_before) / spent))
 
 
 def describe_fault(fault: Mapping[str, Any]) -> str:

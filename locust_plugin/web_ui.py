@@ -89,6 +89,7 @@ SERVER_METRICS = (
     ("completed/s", "completed_per_s", "{:.1f}"),
     ("rejected/s (503 too busy)", "rejected_per_s", "{:.1f}"),
     ("errors/s (injected faults)", "errors_per_s", "{:.1f}"),
+    ("wasted work (CPU for clients that gave up)", "wasted_work_ratio", "{:.0%}"),
 )
 
 

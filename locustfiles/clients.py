@@ -62,9 +62,10 @@ class RetryClient(MitigatedClient):
 
 
 class NaiveRetryClient(MitigatedClient):
-    """Immediate retries of every failure, no budget: the retry storm, for contrast."""
+    """What production often runs: a timeout per attempt and immediate retries of every failure, no
+    budget. The retry storm, and the sustaining effect of a metastable failure (docs/metastable.md)."""
 
-    mitigations = ("naive-retry", "timeout")
+    mitigations = ("naive-retry", "attempt-timeout")
 
 
 class DeferredClient(MitigatedClient):

@@ -145,6 +145,13 @@ class DeadlineExceeded(ServerFailure):
     kind = "deadline"
 
 
+class DeadlineExpired(ServerFailure):
+    """The server dropped the request because the deadline the client propagated had passed (a 504
+    marked `X-Deadline-Expired`): it did not do the work, and said so at once."""
+
+    kind = "expired"
+
+
 class HttpServerError(ServerFailure):
     """A 5xx other than 503. The message is the status code alone, a bounded set."""
 

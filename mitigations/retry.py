@@ -51,6 +51,7 @@ RETRYABLE_KINDS = frozenset(
         "5xx",
         "transport",
         "deadline",
+        "expired",
     }
 )
 SAFE_KINDS = frozenset({"connect-timeout", "connect-refused", "reset", "reset-mid-response", "503", "429"})

@@ -20,13 +20,28 @@ half) of the deadline is left, so a call that used its deadline up in the client
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from mitigations._checks import check_seconds
-from mitigations.core import Call, ConnectTimeout, DeadlineExceeded, ReadTimeout, ServerFailure
+from mitigations.core import (
+    BasePolicy,
+    Call,
+    ConnectTimeout,
+    DeadlineExceeded,
+    Next,
+    Outcome,
+    ReadTimeout,
+    ServerFailure,
+)
 
 # urllib3 and geventhttpclient reject a timeout of 0, so a spent deadline still yields this floor.
 MIN_WIRE_TIMEOUT = 0.001
+# Deadline propagation (after gRPC's grpc-timeout and Envoy's x-envoy-expected-rq-timeout-ms): the
+# milliseconds this attempt will still wait, sent with every attempt that has a deadline.
+DEADLINE_HEADER = "X-Request-Deadline-Ms"
+# The target marks the 504 of a request it dropped for its deadline (target_server/deadline.py).
+EXPIRED_HEADER = "X-Deadline-Expired"
 
 
 @dataclass(frozen=True)
@@ -71,3 +86,47 @@ def timeout_failure(call: Call, now: float, phase: str) -> ServerFailure:
     if phase == "read":
         return ReadTimeout()
     raise ValueError(f"phase must be 'connect' or 'read', got {phase!r}")
+
+
+def deadline_ms(call: Call, now: float, read: float | None) -> int | None:
+    """What `DEADLINE_HEADER` carries: the milliseconds this attempt will still wait, i.e. the time left
+    before the call's deadline, capped by the read timeout (the target sends nothing until it answers,
+    so a read timeout is a deadline on the answer). None when the attempt has no deadline."""
+    remaining = call.remaining(now)
+    if remaining is None:
+        return None
+    if read is not None:
+        remaining = min(remaining, read)
+    return int(remaining * 1000)
+
+
+@dataclass(frozen=True)
+class AttemptTimeoutConfig:
+    """Each attempt gets `timeout` seconds of its own, connect and answer included."""
+
+    timeout: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_seconds("AttemptTimeoutConfig", "timeout", self.timeout, allow_none=False)
+
+
+class AttemptTimeout(BasePolicy):
+    """A timeout per attempt rather than per call, as most production clients set it (axios' `timeout`
+    with axios-retry, a urllib3 `Timeout` with `Retry`, gRPC's per-attempt and Envoy's `per_try_timeout`).
+
+    Each attempt that passes gets a deadline `timeout` after it starts (never later than the call's own,
+    if it has one), so every retry gets a fresh full timeout: with immediate retries, a call that times
+    out is sent `max_attempts` times, each for as long as the first. That is the client whose retries
+    keep a server in a metastable failure. The attempt's deadline is what `DEADLINE_HEADER` carries.
+    """
+
+    name = "attempt-timeout"
+
+    def __init__(self, config: AttemptTimeoutConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or AttemptTimeoutConfig()
+
+    def execute(self, call: Call, proceed: Next) -> Outcome:
+        limit = self.clock.now() + self.config.timeout
+        deadline = limit if call.deadline is None else min(call.deadline, limit)
+        return proceed(dataclasses.replace(call, deadline=deadline))

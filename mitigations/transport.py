@@ -47,6 +47,7 @@ from mitigations.core import (
     ConnectRefused,
     ConnectTimeout,
     DeadlineExceeded,
+    DeadlineExpired,
     HammerError,
     HttpClientError,
     HttpServerError,
@@ -58,7 +59,7 @@ from mitigations.core import (
     TooManyRequests,
     TransportError,
 )
-from mitigations.timeout import Timeouts, timeout_failure
+from mitigations.timeout import DEADLINE_HEADER, EXPIRED_HEADER, Timeouts, deadline_ms, timeout_failure
 
 HttpBackend = Literal["requests", "fast"]
 HTTP_BACKENDS: tuple[HttpBackend, ...] = ("requests", "fast")
@@ -98,9 +99,12 @@ class TransportConfig:
         return self.max_connections or _UNCAPPED_POOL_SIZE
 
 
-def classify_status(status: int, *, count_429: bool = True) -> ServerFailure | None:
+def classify_status(status: int, *, count_429: bool = True, expired: bool = False) -> ServerFailure | None:
     """HTTP status to failure: 2xx and 3xx are fine; 429 and 5xx count against the server (429 only
-    with `count_429`); any other 4xx fails the call but not the server."""
+    with `count_429`); any other 4xx fails the call but not the server. `expired`: the answer carried
+    `X-Deadline-Expired`, so a 504 is the server dropping work whose propagated deadline had passed."""
+    if status == 504 and expired:
+        return DeadlineExpired()
     if status == 503:
         return ServiceUnavailable()
     if status >= 500:
@@ -220,6 +224,10 @@ class RequestsTransport:
             return Outcome(call=call, finished_at=now, error=DeadlineExceeded())
         remaining = call.remaining(now)
         timeout = self.config.timeouts.for_call(call, now)
+        headers = dict(call.headers)
+        left = deadline_ms(call, now, self.config.timeouts.read)
+        if left is not None:
+            headers[DEADLINE_HEADER] = str(left)
         response = None
         try:
             with gevent.Timeout(remaining, DeadlineExceeded()):
@@ -228,7 +236,7 @@ class RequestsTransport:
                 response = self.session.request(
                     call.method,
                     self._base + call.path,
-                    headers=dict(call.headers),
+                    headers=headers,
                     data=call.body,
                     timeout=timeout,
                     allow_redirects=False,
@@ -244,7 +252,11 @@ class RequestsTransport:
             call=call,
             finished_at=self.clock.now(),
             status=response.status_code,
-            error=classify_status(response.status_code, count_429=self.config.count_429),
+            error=classify_status(
+                response.status_code,
+                count_429=self.config.count_429,
+                expired=EXPIRED_HEADER in response.headers,
+            ),
             headers=dict(response.headers),
             length=len(body),
         )
@@ -303,7 +315,7 @@ class FastTransport:
             return Outcome(call=call, finished_at=now, error=DeadlineExceeded())
         remaining = call.remaining(now)
         pool = self._client._connection_pool
-        request = self._request_bytes(call)
+        request = with_deadline(self._request_bytes(call), deadline_ms(call, now, self.config.timeouts.read))
         sock = None
         response_started = False
         try:
@@ -330,17 +342,27 @@ class FastTransport:
             if sock is not None:
                 pool.release_socket(sock)
         status = response.status_code
+        expired = status == 504 and response.get(EXPIRED_HEADER) is not None
         return Outcome(
             call=call,
             finished_at=self.clock.now(),
             status=status,
-            error=classify_status(status, count_429=self.config.count_429),
+            error=classify_status(status, count_429=self.config.count_429, expired=expired),
             headers=dict(response.headers),
             length=len(body),
         )
 
     def close(self) -> None:
         self._client.close()
+
+
+def with_deadline(request: bytes, left_ms: int | None) -> bytes:
+    """A built request head with `DEADLINE_HEADER: left_ms` added as its last header (the head is
+    cached without it, because the value changes with every attempt)."""
+    if left_ms is None:
+        return request
+    head = request[:-2]  # the head ends with the blank line's CRLF
+    return head + f"{DEADLINE_HEADER}: {left_ms}\r\n\r\n".encode("ascii")
 
 
 def _bodiless(method: str, status: int) -> bool:

@@ -13,7 +13,9 @@ import os
 import socket
 import struct
 import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import gevent
@@ -24,6 +26,14 @@ from target_server import metrics
 from target_server.busy import busy_spin
 from target_server.cluster import under_gunicorn
 from target_server.config import OPTION_BY_NAME, QUERY_OPTIONS, Config, ConfigError, check_work
+from target_server.deadline import (
+    DEADLINE_ENVIRON,
+    EXPIRED_HEADER,
+    Deadline,
+    DeadlineError,
+    deadline_from,
+    kernel_wait_s,
+)
 from target_server.faults import MAX_DURATION_S, ActiveFault, Fault, FaultError
 from target_server.guard import (
     MAX_BODY_BYTES,
@@ -41,6 +51,7 @@ HANG_POLL_S = 0.25
 PONG = b"pong"
 DONE = b'{"result": "done!"}'
 TOO_BUSY = b'{"error": "too busy!"}'
+EXPIRED_BODY = b'{"error": "deadline expired"}'
 # A reset fault sends the headers and this much of a longer body, then resets the connection.
 RESET_PARTIAL = b'{"result": "do'
 RESET_CLAIMED_LENGTH = 64
@@ -161,7 +172,7 @@ class FrontDoor:
 
 def _do_work(state: TargetState) -> Response:
     """Every request counted in `requests` ends in exactly one of completed, rejected, errors,
-    bad_requests and abandoned."""
+    bad_requests, abandoned and expired."""
     totals, gauges = state.totals, state.gauges
     totals.requests += 1
     gauges.enter_request()
@@ -169,11 +180,16 @@ def _do_work(state: TargetState) -> Response:
         config = state.config
         try:
             expansion, delay_ms, work_ms = _work_params(config)
-        except (ConfigError, InputError) as error:
+            client = _client_socket()
+            waited = kernel_wait_s(client) if DEADLINE_ENVIRON in request.environ else 0.0
+            deadline = deadline_from(request.environ, waited_s=waited)
+        except (ConfigError, InputError, DeadlineError) as error:
             totals.bad_requests += 1
             return _json_response(400, {"error": str(error)})
         if config.profile is not None and profile_applies(request.args, state.control.overrides):
             delay_ms, work_ms = config.profile.split(state.quantiles.next())
+        if config.drop_expired and deadline is not None and deadline.expired():
+            return _expired(state)
         verdict = state.control.faults.decide(state.wall())
         if verdict.outage is not None:
             totals.count_fault("outage")
@@ -190,14 +206,32 @@ def _do_work(state: TargetState) -> Response:
         if verdict.terminal is not None:
             totals.errors += 1
             return _fail(state, verdict.terminal)
-        client = _client_socket() if config.skip_abandoned else None
-        if not _run_tasks(state, expansion, delay_ms, work_ms, client):
+        work = Work(
+            delay_ms,
+            work_ms,
+            client,
+            deadline,
+            skip_abandoned=config.skip_abandoned,
+            drop_expired=config.drop_expired,
+        )
+        ended = _run_tasks(state, expansion, work)
+        if ended == EXPIRED:
+            return _expired(state)
+        if ended == ABANDONED:
             totals.abandoned += 1
             return _raw_response(499, b'{"error": "client closed the connection"}')
         totals.completed += 1
         return _raw_response(200, DONE)
     finally:
         gauges.in_flight -= 1
+
+
+def _expired(state: TargetState) -> Response:
+    """The fast 504 of --drop-expired: the client's propagated deadline has passed, the work is not done."""
+    state.totals.expired += 1
+    response = _raw_response(504, EXPIRED_BODY)
+    response.headers[EXPIRED_HEADER] = "1"
+    return response
 
 
 def _work_params(config: Config) -> tuple[int, float, float]:
@@ -216,30 +250,57 @@ def _work_params(config: Config) -> tuple[int, float, float]:
     return values["expansion"], values["task_delay_ms"], values["sync_work_ms"]
 
 
-def _run_tasks(
-    state: TargetState, expansion: int, delay_ms: float, work_ms: float, client: socket.socket | None
-) -> bool:
-    """Run the tasks; False if the client hung up first, so that their CPU work was skipped."""
+DONE_WORK, ABANDONED, EXPIRED = "done", "abandoned", "expired"
+
+
+@dataclass(frozen=True)
+class Work:
+    """What each task of one request does, and what it checks before its CPU-bound part."""
+
+    delay_ms: float
+    work_ms: float
+    client: socket.socket | None
+    deadline: Deadline | None
+    skip_abandoned: bool
+    drop_expired: bool
+
+
+def _run_tasks(state: TargetState, expansion: int, work: Work) -> str:
+    """Run the tasks: EXPIRED if any was dropped for its deadline, else ABANDONED if any skipped its
+    work because the client hung up, else DONE_WORK."""
     if expansion == 1:
-        return _task(state, delay_ms, work_ms, client)
-    tasks = [gevent.spawn(_task, state, delay_ms, work_ms, client) for _ in range(expansion)]
+        return _task(state, work)
+    tasks = [gevent.spawn(_task, state, work) for _ in range(expansion)]
     gevent.joinall(tasks, raise_error=True)
-    return all(task.value for task in tasks)
+    ends = {task.value for task in tasks}
+    return EXPIRED if EXPIRED in ends else ABANDONED if ABANDONED in ends else DONE_WORK
 
 
-def _task(state: TargetState, delay_ms: float, work_ms: float, client: socket.socket | None) -> bool:
+def _task(state: TargetState, work: Work) -> str:
     """The seed's task: wait without blocking, then block the loop with CPU work, unless nobody waits
-    for the answer any more (the work a metastable server wastes). False when the work was skipped."""
+    for the answer any more (the work a metastable server wastes). Its CPU time is counted, and counted
+    as wasted when the client had given up by the time it finished."""
     state.gauges.enter_task()
     try:
-        gevent.sleep(delay_ms / 1000)
+        gevent.sleep(work.delay_ms / 1000)
     finally:
         state.gauges.concurrent -= 1
     state.totals.tasks_completed += 1
-    if client is not None and work_ms > 0 and _hung_up(client):
-        return False
-    busy_spin(work_ms)
-    return True
+    if work.work_ms <= 0:
+        return DONE_WORK
+    if work.drop_expired and work.deadline is not None and work.deadline.remaining_s() * 1000 < work.work_ms:
+        return EXPIRED  # the deadline has passed, or will have before this work could finish
+    if work.skip_abandoned and work.client is not None and _hung_up(work.client):
+        return ABANDONED
+    started = time.thread_time()
+    busy_spin(work.work_ms)
+    spent_ms = (time.thread_time() - started) * 1000
+    totals = state.totals
+    totals.work_cpu_ms += spent_ms
+    gone = work.deadline is not None and work.deadline.expired()
+    if gone or (work.client is not None and _hung_up(work.client)):
+        totals.wasted_cpu_ms += spent_ms
+    return DONE_WORK
 
 
 def _client_socket() -> socket.socket | None:

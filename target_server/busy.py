@@ -64,6 +64,11 @@ class Totals:
     errors: int = 0
     bad_requests: int = 0
     abandoned: int = 0  # the client hung up before the CPU work, which was skipped
+    expired: int = 0  # its propagated deadline had passed (--drop-expired): a fast 504, no work
+    # CPU time of the CPU-bound part of /doWork tasks, and the part of it spent for clients that had
+    # already given up (deadline passed when the work finished, or the connection closed): ms.
+    work_cpu_ms: float = 0.0
+    wasted_cpu_ms: float = 0.0
     tasks_completed: int = 0
     sockets_accepted: int = 0
     sockets_closed: int = 0
@@ -73,7 +78,7 @@ class Totals:
 
     def zero(self) -> None:
         for item in fields(self):
-            setattr(self, item.name, {} if item.name in ("faulted", "dropped") else 0)
+            setattr(self, item.name, {} if item.name in ("faulted", "dropped") else type(item.default)())
 
     def count_fault(self, kind: str) -> None:
         self.faulted[kind] = self.faulted.get(kind, 0) + 1

@@ -220,6 +220,13 @@ OPTIONS: tuple[Option, ...] = (
         1,
         nullable=True,
     ),
+    Option(
+        "drop_expired",
+        bool,
+        "answer 504 at once, without the work, when a request's X-Request-Deadline-Ms has passed "
+        "(checked on arrival and before the CPU-bound part; counted as expired)",
+        runtime=True,
+    ),
     Option("stats_dir", str, "shared dir for multi-worker /stats (auto under gunicorn)", nullable=True),
     Option("seed", int, "random seed for shedding and fault draws (empty: random)", 0, 2**63, nullable=True),
 )
@@ -255,6 +262,7 @@ class Config:
     skip_abandoned: bool = True
     latency_profile: str | None = None
     cpu_share: float | None = None
+    drop_expired: bool = False
     stats_dir: str | None = None
     seed: int | None = None
     faults: tuple[Fault, ...] = field(default=())

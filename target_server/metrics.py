@@ -26,6 +26,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from target_server.deadline import EXPIRED_HEADER
+
 if TYPE_CHECKING:
     from flask import Response
 
@@ -46,6 +48,7 @@ class TargetState(Protocol):
 
     def wall(self) -> float: ...
 
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # (stats key, metric name, help, scale): /stats keeps milliseconds; Prometheus wants base units
@@ -57,6 +60,12 @@ GAUGES = (
     ("sockets", "target_sockets", "Open client connections", 1),
     ("shed_probability", "target_shed_probability", "Chance that a /doWork request is shed now", 1),
     ("uptime_s", "target_uptime_seconds", "Seconds since start", 1),
+    (
+        "wasted_work_ratio",
+        "target_wasted_work_ratio",
+        "Share of /doWork CPU time spent for clients that had already given up, since start or reset",
+        1,
+    ),
 )
 COUNTERS = (
     ("requests_total", "target_requests", "/doWork requests received"),
@@ -68,10 +77,20 @@ COUNTERS = (
     ("tasks_completed_total", "target_tasks_completed", "Tasks that finished their wait"),
     ("sockets_accepted_total", "target_sockets_accepted", "Connections accepted"),
     ("sockets_closed_total", "target_sockets_closed", "Connections closed"),
+    ("expired_total", "target_expired", "/doWork requests answered 504 because their deadline had passed"),
+)
+
+CPU_COUNTERS = (  # /stats has milliseconds; Prometheus wants seconds
+    ("work_cpu_ms_total", "target_work_cpu_seconds", "CPU time of /doWork's CPU-bound part"),
+    (
+        "wasted_cpu_ms_total",
+        "target_wasted_cpu_seconds",
+        "CPU time of /doWork's CPU-bound part spent for clients that had already given up",
+    ),
 )
 # Upper bounds in seconds: the seed's healthy request takes ~30 ms, a melting server seconds.
 BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-OUTCOMES = ("completed", "rejected", "error", "bad_request", "abandoned")
+OUTCOMES = ("completed", "rejected", "error", "bad_request", "abandoned", "expired")
 _BY_STATUS = {200: "completed", 400: "bad_request", 499: "abandoned"}
 TOO_BUSY_BODY = b'{"error": "too busy!"}'
 
@@ -106,6 +125,8 @@ def outcome_of(response: Response) -> str:
         return "error"
     if response.status_code == 503 and response.get_data() == TOO_BUSY_BODY:
         return "rejected"
+    if response.headers.get(EXPIRED_HEADER):  # --drop-expired's fast 504, not a fault's
+        return "expired"
     return _BY_STATUS.get(response.status_code, "error")
 
 
@@ -161,6 +182,8 @@ class StatsCollector(Collector):
         for kind in stats["faulted_total"]:
             active.add_metric([kind], sum(1 for f in stats["faults"] if f["kind"] == kind))
         yield active
+        for key, name, text in CPU_COUNTERS:
+            yield CounterMetricFamily(name, text, value=stats[key] / 1000)
         yield GaugeMetricFamily("target_workers", "Worker processes summed", value=stats["workers"]["count"])
         config = stats["config"]
         yield GaugeMetricFamily(

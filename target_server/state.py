@@ -318,6 +318,9 @@ class TargetState:
                 "errors": totals.errors,
                 "bad_requests": totals.bad_requests,
                 "abandoned": totals.abandoned,
+                "expired": totals.expired,
+                "work_cpu_ms": round(totals.work_cpu_ms, 3),
+                "wasted_cpu_ms": round(totals.wasted_cpu_ms, 3),
                 "tasks_completed": totals.tasks_completed,
                 "sockets_accepted": totals.sockets_accepted,
                 "sockets_closed": closed,
@@ -342,6 +345,9 @@ class TargetState:
 
         def total(name: str) -> int:
             return sum(w["totals"][name] for w in counted)
+
+        work_cpu = sum(w["totals"].get("work_cpu_ms", 0.0) for w in counted)
+        wasted_cpu = sum(w["totals"].get("wasted_cpu_ms", 0.0) for w in counted)
 
         reset_at = self.control.reset_at
         return {
@@ -370,6 +376,12 @@ class TargetState:
             "tasks_completed_total": total("tasks_completed"),
             "sockets_accepted_total": total("sockets_accepted"),
             "sockets_closed_total": total("sockets_closed"),
+            "expired_total": sum(w["totals"].get("expired", 0) for w in counted),
+            # CPU of /doWork's CPU-bound part, and the part spent for clients that had already given up
+            # (deadline passed when it finished, or connection closed); the ratio since start or reset.
+            "work_cpu_ms_total": round(work_cpu, 3),
+            "wasted_cpu_ms_total": round(wasted_cpu, 3),
+            "wasted_work_ratio": round(wasted_cpu / work_cpu, 4) if work_cpu > 0 else 0.0,
             "faulted_total": {kind: sum(w["totals"]["faulted"][kind] for w in counted) for kind in KINDS},
             "dropped_total": {
                 reason: sum(w["totals"].get("dropped", {}).get(reason, 0) for w in counted)

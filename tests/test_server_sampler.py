@@ -112,12 +112,33 @@ def test_csv_row_follows_the_contract():
     assert row["completed_per_s"] == "80.00"
     assert row["lag_ms"] == "12.3"
     assert row["faults"] == ""
-    assert SERVER_COLUMNS[-6:] == (  # each group appended after the older columns
-        "faults", "peak_lag_ms", "peak_in_flight", "peak_sockets", "server_time", "server_seq"
+    assert SERVER_COLUMNS[-10:] == (  # each group appended after the older columns
+        "faults", "peak_lag_ms", "peak_in_flight", "peak_sockets", "server_time", "server_seq",
+        "expired_total", "work_cpu_ms_total", "wasted_cpu_ms_total", "wasted_work_ratio",
     )
     assert (row["server_time"], row["server_seq"]) == ("10.250", "")  # /stats' time; no series number
     # the server's own peaks; the sampler's connection is left out of sockets, as in `sockets`
     assert (row["peak_lag_ms"], row["peak_in_flight"], row["peak_sockets"]) == ("412.1", "37", "40")
+
+
+def test_wasted_work_ratio_is_over_the_interval_and_restarts_after_a_reset():
+    def cpu(t: float, work: float, wasted: float, **extra) -> dict:
+        return {**stats(t, **extra), "work_cpu_ms_total": work, "wasted_cpu_ms_total": wasted}
+
+    first = make_sample(cpu(1.0, 1000.0, 100.0), None, received_at=1.0, started_at=0.0)
+    assert first.wasted_work_ratio is None  # no interval yet
+    second = make_sample(cpu(1.25, 1200.0, 290.0), first, received_at=1.25, started_at=0.0)
+    assert second.wasted_work_ratio == pytest.approx(0.95)  # 190 of the last 200 ms, not 290 / 1200
+    idle = make_sample(cpu(1.5, 1200.0, 290.0), second, received_at=1.5, started_at=0.0)
+    assert idle.wasted_work_ratio is None  # no work in the interval: no share
+    after_reset = make_sample(
+        cpu(1.75, 40.0, 10.0, reset_count=1), idle, received_at=1.75, started_at=0.0
+    )
+    assert after_reset.wasted_work_ratio == pytest.approx(0.25)
+    row = second.csv_row()
+    assert (row["work_cpu_ms_total"], row["wasted_cpu_ms_total"], row["wasted_work_ratio"]) == (
+        "1200.0", "290.0", "0.950"
+    )
 
 
 def test_a_target_without_peaks_leaves_their_cells_empty():
