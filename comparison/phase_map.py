@@ -17,7 +17,6 @@ import csv
 import dataclasses
 import html
 import io
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -202,6 +201,7 @@ def run_map(config, out: TextIO = sys.stdout, argv: list[str] | None = None):
         _measure_and_plan,
         _run_class,
         check_clients,
+        command_line,
         machine,
         point_latest,
         run_dir_for,
@@ -215,7 +215,7 @@ def run_map(config, out: TextIO = sys.stdout, argv: list[str] | None = None):
     run_dir = run_dir_for(config)
     point_latest(run_dir)
     record = RunRecord(
-        scenario="phase-map", clients=list(config.clients), command=shlex.join(argv or sys.argv),
+        scenario="phase-map", clients=list(config.clients), command=command_line(argv or sys.argv),
         started_utc=datetime.now(UTC).isoformat(timespec="seconds"), machine=machine(),
         target="embedded: python -m target_server, restarted for every cell",
     )  # fmt: skip

@@ -15,6 +15,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -196,7 +197,7 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
     record = RunRecord(
         scenario=config.scenario,
         clients=list(config.clients),
-        command=shlex.join(argv or sys.argv),
+        command=command_line(argv or sys.argv),
         started_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=machine(),
         target=config.host or EmbeddedTarget(workers=config.target_workers).describe,
@@ -488,6 +489,11 @@ def _label(config: RunConfig, client: str) -> str:
     if not config.mix:
         return client
     return f"{client} of " + ", ".join(f"{name} x {users}" for name, users in config.mix)
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The command as a user would type it again: the program name as it is, the arguments quoted."""
+    return " ".join([argv[0], shlex.join(argv[1:])]) if argv else ""
 
 
 def describe_run(record: RunRecord) -> str:

@@ -553,3 +553,10 @@ def test_a_deferring_client_is_described_by_what_it_kept_replayed_and_lost(fixtu
     assert "ThrottledClient kept" not in text  # no Defer: no such sentence
     expiring = replace(deferred, expired=120, lost=0)
     assert "120 expired unsent" in " ".join(describe([expiring], plan))
+
+
+def test_the_recorded_command_can_be_typed_again():
+    from comparison.runner import command_line
+
+    argv = ["python -m comparison", "--scenario", "cliff", "--check", "A: x >= 1"]
+    assert command_line(argv) == "python -m comparison --scenario cliff --check 'A: x >= 1'"
