@@ -278,7 +278,8 @@ def run_map(config, out: TextIO = sys.stdout, argv: list[str] | None = None):
     rows = read_grid(run_dir / "phase_map.csv")
     title = f"Hammerlab phase map, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     intro = (f"C = {record.capacity.get('capacity_rps', 0):.1f} requests/s. Each cell: "
-             f"{options.describe()}; quick: recovered within {options.quick_s:g} s. "
+             f"{options.pre_s:g} s steady, a {options.trigger_kind} trigger of the column's length, "
+             f"{options.after_s:g} s after; quick: recovered within {options.quick_s:g} s. "
              f"Took {time.monotonic() - started:.0f} s. Command: {record.command}")  # fmt: skip
     table = markdown(rows)
     (run_dir / "phase_map.md").write_text(f"# {title}\n\n{intro}\n\n{table}\n", encoding="utf-8")
