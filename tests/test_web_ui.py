@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from locust_plugin import web_ui
 from locust_plugin.client_stats import ClientSnapshot, MitigationsBoard
 from locust_plugin.server_sampler import make_sample
 from locust_plugin.target import loopback_problem
@@ -112,7 +113,11 @@ def test_other_targets_are_refused_with_a_reason(url):
     assert problem and "\n" not in problem
 
 
-def test_fault_control_refuses_a_remote_target_without_calling_it():
+def test_fault_control_refuses_a_remote_target_without_calling_it(monkeypatch):
+    def no_request(*_args, **_kwargs):  # even a broken guard must not open a socket off this machine
+        raise AssertionError("forward_fault tried to reach a remote target")
+
+    monkeypatch.setattr(web_ui.requests, "request", no_request)
     data, status = forward_fault("http://192.0.2.10:3000", "POST", {"kind": "outage", "duration_s": 5})
     assert status == 403
     assert data["error"].startswith("fault controls work only when the target is on loopback")
