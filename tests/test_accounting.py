@@ -190,8 +190,7 @@ def test_nothing_from_one_test_reaches_the_next(start_target, environment):
     stats = env.stats.get("/doWork", "GET")
     # Locust's stats were reset at the second start; only the second test's calls may be in them
     assert stats.num_requests == second.ledger.ok + second.ledger.server_errors
-    assert not env.stats.get("/doWork", "UNFINISHED").num_requests or second.ledger.unfinished
-    assert first.ledger.ok + first.ledger.server_errors + first.ledger.unfinished == first.ledger.launched
+    assert env.stats.get("/doWork", "UNFINISHED").num_requests == second.ledger.unfinished
 
 
 @pytest.mark.slow
@@ -218,6 +217,5 @@ def test_a_stall_is_timed_from_the_scheduled_launch_and_the_skipped_slots_are_re
     board.update("local", 1, env.collector.snapshot(runtimes(env)))  # type: ignore[attr-defined]
     (row,) = [r for r in board.rows(time.time(), 1.0) if r.worker == "all"]
     assert row.csv_row()["skipped_total"] == str(ledger.skipped)
-    share = ledger.skipped / (ledger.skipped + ledger.launched)
-    if share > 0.01:
-        assert "the load generator could not keep the rate" in caplog.text
+    assert ledger.skipped / (ledger.skipped + ledger.launched) > 0.01  # ~40 of ~120 slots
+    assert "the load generator could not keep the rate" in caplog.text
