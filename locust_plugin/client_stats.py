@@ -83,11 +83,10 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any
 
-from hdrh.histogram import HdrHistogram
-
-from locust_plugin.ledger import LatencySummary, merge_encoded
+from locust_plugin.ledger import LatencySummary, encode_histogram, merge_encoded
 from mitigations.adaptive import AdaptiveLimit
 from mitigations.breaker import CircuitBreaker
 from mitigations.defer import Defer
@@ -283,7 +282,7 @@ def read_policies(policies: Mapping[str, Any], wall_now: float) -> dict[str, Any
             found["replayed"] = policy.replayed
             found["expired"] = policy.expired
             found["defer_queue_depth"] = policy.depth
-            found["replay_hdr"] = policy.replay_delays.encode().decode("ascii")
+            found["replay_hdr"] = encode_histogram(policy.replay_delays) or None
     found["queue_depth"] = queue
     return found
 
@@ -444,7 +443,7 @@ class MitigationRow:
     def skipped_total(self) -> int:
         return self.skipped
 
-    @property
+    @cached_property
     def latency(self) -> LatencySummary:
         return LatencySummary.of(merge_encoded([self.latency_hdr]))
     deferred_total: int | None = None
@@ -453,30 +452,31 @@ class MitigationRow:
     defer_queue_depth: int | None = None
     replay_hdr: str | None = None
 
-    def replay_percentile(self, percentile: float) -> int | None:
-        """A replay-delay percentile in ms (100: the maximum); None without replays."""
-        histogram = decode_hdr(self.replay_hdr)
-        if histogram is None or histogram.get_total_count() == 0:
-            return None
-        if percentile >= 100:
-            return int(histogram.get_max_value())
-        return int(histogram.get_value_at_percentile(percentile))
+    @cached_property
+    def _replay(self) -> LatencySummary:
+        """The replay delays, decoded once per row. `Defer` records milliseconds, where the ledger
+        records microseconds, so `_replay_ms` scales LatencySummary's fields back."""
+        return LatencySummary.of(merge_encoded([self.replay_hdr or ""]))
+
+    def _replay_ms(self, name: str) -> int | None:
+        value = getattr(self._replay, name)
+        return None if value is None else round(value * 1000)
 
     @property
     def replay_p50_ms(self) -> int | None:
-        return self.replay_percentile(50.0)
+        return self._replay_ms("p50_ms")
 
     @property
     def replay_p95_ms(self) -> int | None:
-        return self.replay_percentile(95.0)
+        return self._replay_ms("p95_ms")
 
     @property
     def replay_p99_ms(self) -> int | None:
-        return self.replay_percentile(99.0)
+        return self._replay_ms("p99_ms")
 
     @property
     def replay_max_ms(self) -> int | None:
-        return self.replay_percentile(100.0)
+        return self._replay_ms("max_ms")
 
     @classmethod
     def of(
@@ -552,24 +552,6 @@ _LATENCY_AT = MITIGATION_COLUMNS.index("p50_ms")
 _DEFER_AT = MITIGATION_COLUMNS.index("deferred_total")
 
 
-def decode_hdr(text: str | None) -> HdrHistogram | None:
-    return None if not text else HdrHistogram.decode(text.encode("ascii"))
-
-
-def merge_hdr(texts: Iterable[str | None]) -> str | None:
-    """The workers' replay histograms as one (percentiles cannot be summed)."""
-    merged: HdrHistogram | None = None
-    for text in texts:
-        histogram = decode_hdr(text)
-        if histogram is None:
-            continue
-        if merged is None:
-            merged = histogram
-        else:
-            merged.add(histogram)
-    return None if merged is None else merged.encode().decode("ascii")
-
-
 def _sum_optional(values: Iterable[int | float | None]) -> Any:
     present = [value for value in values if value is not None]
     return sum(present) if present else None
@@ -633,7 +615,7 @@ def sum_rows(rows: list[MitigationRow], timestamp: float, elapsed_s: float) -> M
         replayed_total=_sum_optional(r.replayed_total for r in rows),
         expired_total=_sum_optional(r.expired_total for r in rows),
         defer_queue_depth=_sum_optional(r.defer_queue_depth for r in rows),
-        replay_hdr=merge_hdr(r.replay_hdr for r in rows),
+        replay_hdr=_merged_hdr([r.replay_hdr or "" for r in rows]) or None,
     )
 
 
@@ -641,9 +623,7 @@ def _merged_hdr(encoded: list[str]) -> str:
     present = [text for text in encoded if text]
     if len(present) <= 1:
         return present[0] if present else ""
-    merged = merge_encoded(present)
-    text = merged.encode()
-    return text.decode("ascii") if isinstance(text, bytes) else text
+    return encode_histogram(merge_encoded(present))
 
 
 class MitigationsBoard:

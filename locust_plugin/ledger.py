@@ -36,13 +36,12 @@ from dataclasses import dataclass
 
 from hdrh.histogram import HdrHistogram
 
-from mitigations.core import Outcome
+from mitigations.core import Deferred, Outcome
 
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
 SIGNIFICANT_DIGITS = 3
 SKIP_WARN_SHARE = 0.01
-DEFERRED_CAUSE = "deferred"
 PERCENTILES = (("p50_ms", 50.0), ("p95_ms", 95.0), ("p99_ms", 99.0), ("p999_ms", 99.9))
 
 
@@ -103,11 +102,7 @@ class CallLedger:
         self.server_errors = 0
         self.shed = 0
         self.unfinished = 0
-        self.pending = 0
-        self.deferred = 0
-        self.replayed = 0
-        self.expired = 0
-        self.recovered = 0
+        self.pending = 0  # deferred calls not yet replayed or expired (`Defer` keeps the other counts)
         self.shed_by_cause: dict[str, int] = {}
         self.errors_by_kind: dict[str, int] = {}
         self.histogram = new_histogram()
@@ -124,8 +119,7 @@ class CallLedger:
 
     def finish(self, outcome: Outcome) -> None:
         """Count `outcome` as the final one of its call (or as pending, when `Defer` kept it)."""
-        if outcome.shed and outcome.error.cause == DEFERRED_CAUSE:  # type: ignore[union-attr]
-            self.deferred += 1
+        if isinstance(outcome.error, Deferred):
             self.pending += 1
             return
         if outcome.shed:
@@ -154,7 +148,6 @@ class CallLedger:
         if self.pending <= 0:
             return  # already counted unfinished by `abandon_pending`: it ends once
         self.pending -= 1
-        self.replayed += 1
         self.finish(outcome)
 
     def expire(self, outcome: Outcome) -> None:
@@ -162,13 +155,11 @@ class CallLedger:
         if self.pending <= 0:
             return
         self.pending -= 1
-        self.expired += 1
         self.finish(outcome)  # a shed, cause defer-expired
 
     def recover(self, calls: int) -> None:
         """Deferred calls an earlier run left on disk: this run replays them, so it counts them."""
         self.launched += calls
-        self.recovered += calls
         self.pending += calls
 
     def abandon_pending(self) -> int:
@@ -178,7 +169,12 @@ class CallLedger:
         return left
 
     def encoded_histogram(self) -> str:
-        if not self.histogram.get_total_count():
-            return ""
-        encoded = self.histogram.encode()
-        return encoded.decode("ascii") if isinstance(encoded, bytes) else encoded
+        return encode_histogram(self.histogram)
+
+
+def encode_histogram(histogram: HdrHistogram) -> str:
+    """HdrHistogram's compact text form, as workers send it; empty for an empty histogram."""
+    if not histogram.get_total_count():
+        return ""
+    encoded = histogram.encode()
+    return encoded.decode("ascii") if isinstance(encoded, bytes) else encoded
