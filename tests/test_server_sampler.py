@@ -13,15 +13,9 @@ import pytest
 from gevent.pywsgi import WSGIServer
 
 from locust_plugin.csv_log import CsvLog
-from locust_plugin.server_sampler import (
-    SERVER_COLUMNS,
-    NotATarget,
-    SampleInterval,
-    ServerSampler,
-    check_stats,
-    interval_rate,
-    make_sample,
-)
+from locust_plugin.server_sample import NotATarget, SampleInterval, check_stats, interval_rate, make_sample
+from locust_plugin.server_sampler import ServerSampler
+from mitigations.csv_schema import SERVER_COLUMNS
 
 
 def stats(

@@ -15,7 +15,8 @@ from typing import Any
 import gevent
 import pytest
 
-from locust_plugin.server_sampler import SampleInterval, ServerSampler
+from locust_plugin.server_sample import SampleInterval
+from locust_plugin.server_sampler import ServerSampler
 from locust_plugin.server_series import BadSeries, SeriesCursor, series_url, status_port_of
 from target_server.status_log import MAX_BATCH, BadQuery, StatusRing, parse_series_query
 from tests.conftest import ROOT

@@ -7,8 +7,9 @@ import socket
 import pytest
 
 from locust_plugin import web_ui
-from locust_plugin.client_stats import ClientSnapshot, MitigationsBoard
-from locust_plugin.server_sampler import make_sample
+from locust_plugin.client_stats import ClientSnapshot
+from locust_plugin.mitigations_board import MitigationsBoard
+from locust_plugin.server_sample import make_sample
 from locust_plugin.target import loopback_problem
 from locust_plugin.web_ui import forward_fault, mitigation_rows, server_rows, sparkline
 
