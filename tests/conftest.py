@@ -12,6 +12,7 @@ module-scoped fixtures and helpers (call `.stop()` yourself, e.g. in a `finally`
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -148,3 +149,43 @@ def start_target() -> Iterator[Callable[..., TargetServer]]:
     for server in started:
         server.stop()
         server.log_path.unlink(missing_ok=True)
+
+
+# -- the house rule: a test that starts a real server, a subprocess or sleeps carries `slow` ---------
+
+STARTS_OR_SLEEPS = re.compile(
+    r"\b(launch_target|start_target|run_locust|Nginx|RawServer|RecordingServer)\("
+    r"|\bsubprocess\.(run|Popen|check_output)\("
+    r"|\b(time|gevent)\.sleep\((?!0\))"
+)
+
+
+def starts_or_sleeps(item: pytest.Item) -> str | None:
+    """What makes `item` slow by the house rule (a fixture or its own body), or None."""
+    sources = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for name in item.fixturenames if info is not None else ():
+        sources += [fixturedef.func for fixturedef in info.name2fixturedefs.get(name, ())]
+    for source in sources:
+        if source is None:
+            continue
+        try:
+            found = STARTS_OR_SLEEPS.search(inspect.getsource(source))
+        except (OSError, TypeError):
+            continue
+        if found and source.__name__ != "starts_or_sleeps":
+            return f"{source.__name__}: {found.group(0)}"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [
+        f"{item.nodeid} ({why})"
+        for item in items
+        if item.get_closest_marker("slow") is None and (why := starts_or_sleeps(item))
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests start a real server or a subprocess, or sleep, and are not marked slow "
+            "(`pytestmark = pytest.mark.slow` or per test):\n  " + "\n  ".join(unmarked)
+        )

@@ -110,6 +110,7 @@ def dropping():
 
 
 @pytest.mark.parametrize("backend", HTTP_BACKENDS)
+@pytest.mark.slow
 def test_a_dropped_request_is_the_failure_kind_expired(backend, dropping):
     transport = make_transport(backend, TransportConfig(base_url=dropping), CLOCK)
     try:

@@ -124,6 +124,7 @@ def test_fault_control_refuses_a_remote_target_without_calling_it(monkeypatch):
     assert data["error"].startswith("fault controls work only when the target is on loopback")
 
 
+@pytest.mark.slow
 def test_fault_control_forwards_to_a_loopback_target(start_target):
     server = start_target()
     data, status = forward_fault(server.url, "POST", {"kind": "outage", "duration_s": 30})
