@@ -63,6 +63,7 @@ class HeadRecorder:
         self.server.stop(timeout=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", HTTP_BACKENDS)
 def test_the_header_carries_the_time_left_capped_by_the_read_timeout(backend):
     with HeadRecorder() as recorder:
