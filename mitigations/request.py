@@ -82,6 +82,8 @@ def read_body_file(path: str) -> bytes:
         raise ValueError("is not a file path (it contains a NUL)")
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ValueError("is not a file (it does not exist)") from None
     except OSError as error:
         raise ValueError(f"cannot be read ({error.strerror or type(error).__name__})") from None
     if not stat.S_ISREG(os.fstat(descriptor).st_mode):
