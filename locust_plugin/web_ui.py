@@ -30,6 +30,7 @@ from locust_plugin.mitigations_board import MitigationsBoard
 from locust_plugin.server_sample import SampleInterval, ServerSample
 from locust_plugin.server_sampler import ServerSampler
 from locust_plugin.target import loopback_problem, target_host
+from locust_plugin.web_forms import MAX_FAULT_BODY, fault_body, swarm_form_problem
 from locust_plugin.web_guard import csrf_problem, refusal
 from mitigations.csv_schema import (
     ALL_WORKERS,
@@ -339,7 +340,11 @@ def install(environment: Any, monitor: LiveNumbers) -> None:
 
     @blueprint.route("/faults", methods=["POST", "DELETE"])
     def faults() -> tuple[Response, int]:
-        body = request.get_json(silent=True) if request.method == "POST" else None
+        body = None
+        if request.method == "POST":
+            body, problem = fault_body(request.stream.read(MAX_FAULT_BODY + 1))
+            if problem:
+                return jsonify(error=problem), 400
         data, status = forward_fault(target_host(environment), request.method, body)
         return jsonify(data), status
 
@@ -353,7 +358,9 @@ def install(environment: Any, monitor: LiveNumbers) -> None:
         if problem:
             return jsonify(success=False, message=problem, error=problem), 403
         if request.method == "POST" and request.path == swarm_path:
-            problem = options_problem(request.form)
+            problem = options_problem(request.form) or swarm_form_problem(
+                request.form, vars(environment.parsed_options) if environment.parsed_options else {}
+            )
             if problem:
                 return jsonify(success=False, message=problem, host=environment.host), 400
         return None
