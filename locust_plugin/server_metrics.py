@@ -24,7 +24,7 @@ from typing import Any
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from locust_plugin.server_sampler import RATED_TOTALS, ServerSample
+from locust_plugin.server_sample import RATED_TOTALS, ServerSample
 from mitigations.metrics_map import COLUMNS, TOTAL_COLUMNS, SeriesMap, check_url, parse_mapping, resolve_url
 
 log = logging.getLogger("hammerlab")
