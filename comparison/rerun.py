@@ -24,6 +24,7 @@ from comparison import ROOT
 from comparison.config import RunConfig
 
 VERSIONED = (
+    "hammerlab",
     "locust",
     "gevent",
     "geventhttpclient",
@@ -110,6 +111,7 @@ def reproduction(config: RunConfig, argv: list[str], kind: Any = None) -> dict[s
             "cwd": os.getcwd(),
             "options": options,
             "request": request,
+            "locustfile": config.locustfile.record() if config.locustfile else None,
             "target": target,
             "versions": versions(),
             "git": git_commit(),
@@ -138,6 +140,12 @@ def rerun_argv(folder: Path, baseline: Path | None = None) -> list[str]:
         raise RerunError(
             f"--rerun: {path} has no reproduce.argv (a run from before --rerun existed)"
         ) from None
+    recorded = record["reproduce"].get("locustfile") if isinstance(record["reproduce"], dict) else None
+    if isinstance(recorded, dict):
+        from comparison.user_locustfile import changed_since
+
+        if problem := changed_since(recorded):
+            raise RerunError(f"--rerun: {folder} cannot be repeated: {problem}")
     cut = argv.index("--") if "--" in argv else len(argv)
     own, rest = argv[:cut], argv[cut:]
     kept: list[str] = []
@@ -149,6 +157,10 @@ def rerun_argv(folder: Path, baseline: Path | None = None) -> list[str]:
         name = token.split("=", 1)[0]
         if name in RERUN_FLAGS:
             skip = "=" not in token
+            continue
+        if name == "--locustfile" and isinstance(recorded, dict):  # the checked file, from any folder
+            skip = "=" not in token
+            kept += ["--locustfile", recorded["path"]]
             continue
         kept.append(token)
     overlay = ["--baseline", str(baseline)] if baseline is not None else []
