@@ -1,19 +1,20 @@
 """`hammerlab options`: every client option with its range and default, grouped by mitigation.
 
 `locust --help` cannot show them: Locust prints its help before it imports any locustfile, and the
-options are registered when a locustfile imports the plugin. This list reads the same registration
-(`locust_plugin.options.add_arguments`) through a recorder, so it shows exactly what Locust gets.
-Groups follow the order of `OPTIONS`: each group starts at its first flag, and an option added under a
+options are registered when a locustfile imports the plugin. This list asks Locust's own parser, with
+the plugin loaded, for every flag that is not Locust's, so it shows exactly what Locust accepts. The
+ranges and defaults of the mitigation knobs come from their table (`locust_plugin.options.OPTIONS`).
+Groups follow that table's order: each group starts at its first flag, so an option added under a
 group's comment in options.py lands in that group here without an edit.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
-from locust_plugin.options import OPTIONS, Option, add_arguments
+from locust_plugin.options import OPTIONS, Option
 
 GROUP_STARTS: dict[str, str] = {
     "--launch-rate": "the launcher and the request (every client)",
@@ -29,8 +30,11 @@ GROUP_STARTS: dict[str, str] = {
 }
 """The first flag of each group, in OPTIONS order, and the group's title."""
 
-EXTRA_GROUP = GROUP_STARTS["--launch-rate"]
-"""Where flags registered outside the OPTIONS table (--header) are listed."""
+REQUEST_FLAGS = ("--header",)
+"""Flags outside the OPTIONS table that belong with the request (listed in the first group)."""
+
+RUN_GROUP = "running a test: guard rails, server monitoring, mixes (every client)"
+"""Every other flag the plugin registers (guard.py, monitoring.py, mix.py)."""
 
 
 @dataclass(frozen=True)
@@ -43,14 +47,16 @@ class Listed:
     default: str
 
 
-class _Recorder:
-    """Stands in for Locust's parser: keeps what `add_arguments` registers, in order."""
+def plugin_actions() -> list[argparse.Action]:
+    """Every flag the plugin adds to Locust's parser, in registration order (imports Locust)."""
+    from locust.argument_parser import get_empty_argument_parser, get_parser, setup_parser_arguments
 
-    def __init__(self) -> None:
-        self.added: list[tuple[str, dict[str, Any]]] = []
+    import locust_plugin  # noqa: F401  (its listeners register the options on Locust's parser)
 
-    def add_argument(self, flag: str, **kwargs: Any) -> None:
-        self.added.append((flag, kwargs))
+    locusts_own = get_empty_argument_parser()
+    setup_parser_arguments(locusts_own)
+    own = {flag for action in locusts_own._actions for flag in action.option_strings}
+    return [a for a in get_parser()._actions if a.option_strings and not own & set(a.option_strings)]
 
 
 def _allowed(option: Option) -> str:
@@ -60,30 +66,36 @@ def _allowed(option: Option) -> str:
     return option.allowed or "text"
 
 
-def registered() -> list[tuple[str, dict[str, Any]]]:
-    """Every (flag, argparse keywords) the plugin registers with Locust, in order."""
-    recorder = _Recorder()
-    add_arguments(recorder)
-    return recorder.added
+def _from_action(action: argparse.Action) -> Listed:
+    flag = max(action.option_strings, key=len)
+    if action.nargs == 0:
+        allowed, default = "a switch, no value", "off"
+    else:
+        shape = str(action.metavar or "text")
+        allowed = f"repeatable, {shape}" if isinstance(action, argparse._AppendAction) else shape
+        default = str(action.default) if action.default not in (None, "", []) else "none"
+    return Listed(flag, (action.help or "").replace("%%", "%"), allowed, default)
 
 
 def groups() -> Iterator[tuple[str, list[Listed]]]:
-    """(title, options) for every group, in OPTIONS order; flags outside the table join EXTRA_GROUP."""
+    """(title, options) for every group: the OPTIONS table's groups in its order, then RUN_GROUP."""
     by_flag = {option.flag: option for option in OPTIONS}
-    titled: dict[str, list[Listed]] = {}
-    title = EXTRA_GROUP
-    extras: list[Listed] = []
-    for flag, kwargs in registered():
-        option = by_flag.get(flag)
-        if option is None:
-            help_text = str(kwargs.get("help", "")).replace("%%", "%")
-            extras.append(Listed(flag, help_text, f"repeatable, {kwargs.get('metavar', 'VALUE')}", "none"))
-            continue
-        title = GROUP_STARTS.get(flag, title)
-        listed = Listed(flag, option.help, _allowed(option), option.default or "empty")
-        titled.setdefault(title, []).append(listed)
-    titled.setdefault(EXTRA_GROUP, []).extend(extras)
-    yield from titled.items()
+    titled: dict[str, list[Listed]] = {title: [] for title in GROUP_STARTS.values()}
+    title = GROUP_STARTS[OPTIONS[0].flag]
+    others: list[Listed] = []
+    for action in plugin_actions():
+        listed = _from_action(action)
+        option = by_flag.get(listed.flag)
+        if option is not None:
+            title = GROUP_STARTS.get(option.flag, title)
+            listed = Listed(option.flag, option.help, _allowed(option), option.default or "empty")
+            titled[title].append(listed)
+        elif listed.flag in REQUEST_FLAGS:
+            titled[GROUP_STARTS[OPTIONS[0].flag]].append(listed)
+        else:
+            others.append(listed)
+    titled[RUN_GROUP] = others
+    yield from ((title, listed) for title, listed in titled.items() if listed)
 
 
 def render() -> str:
