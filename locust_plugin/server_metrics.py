@@ -68,7 +68,10 @@ def pick(series: SeriesMap, found: Mapping[str, list[Scraped]]) -> tuple[float, 
     ]
     if not chosen:
         return None
-    return sum(s.value for s in chosen) * series.factor, any(s.counter for s in chosen)
+    total = math.fsum(s.value for s in chosen) * series.factor
+    if not math.isfinite(total):  # samples near 1e308 times a factor: no column can show it
+        return None
+    return total, any(s.counter for s in chosen)
 
 
 class MetricsSource:

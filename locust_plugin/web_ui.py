@@ -35,6 +35,7 @@ from locust_plugin.csv_log import render
 from locust_plugin.ledger import SKIP_WARN_SHARE
 from locust_plugin.server_sampler import SERVER_COLUMNS, SampleInterval, ServerSample, ServerSampler
 from locust_plugin.target import loopback_problem, target_host
+from locust_plugin.web_forms import MAX_FAULT_BODY, fault_body, swarm_form_problem
 from locust_plugin.web_guard import csrf_problem, refusal
 
 
@@ -338,7 +339,11 @@ def install(environment: Any, monitor: LiveNumbers) -> None:
 
     @blueprint.route("/faults", methods=["POST", "DELETE"])
     def faults() -> tuple[Response, int]:
-        body = request.get_json(silent=True) if request.method == "POST" else None
+        body = None
+        if request.method == "POST":
+            body, problem = fault_body(request.stream.read(MAX_FAULT_BODY + 1))
+            if problem:
+                return jsonify(error=problem), 400
         data, status = forward_fault(target_host(environment), request.method, body)
         return jsonify(data), status
 
@@ -352,7 +357,9 @@ def install(environment: Any, monitor: LiveNumbers) -> None:
         if problem:
             return jsonify(success=False, message=problem, error=problem), 403
         if request.method == "POST" and request.path == swarm_path:
-            problem = options_problem(request.form)
+            problem = options_problem(request.form) or swarm_form_problem(
+                request.form, vars(environment.parsed_options) if environment.parsed_options else {}
+            )
             if problem:
                 return jsonify(success=False, message=problem, host=environment.host), 400
         return None

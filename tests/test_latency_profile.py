@@ -78,7 +78,7 @@ def test_csv_tables_samples_and_the_cpu_share_flag(tmp_path):
         ('{"cpu_share": 0.2, "percentiles_ms": {"50": 40, "101": 50}}', "'101' is not a number from 0"),
         ('{"cpu_share": 0.2, "percentiles_ms": {"50": 40, "50.0": 50}}', "given twice"),
         ('{"cpu_share": 0.2, "percentiles_ms": {"50": -1}}', "latencies must be from 0"),
-        ('{"cpu_share": 0.2, "percentiles_ms": {"50": NaN}}', "not valid JSON"),
+        ('{"cpu_share": 0.2, "percentiles_ms": {"50": NaN}}', "NaN is not a number"),
         ('{"cpu_share": 0.2, "percentiles_ms": {"\uff15\uff10": 40}}', "is not a number from 0 to 100"),
         ('{"cpu_share": 0.2, "samples_ms": [40]}', "needs 2 to"),
         ('{"cpu_share": 0.2}', "exactly one of percentiles_ms"),

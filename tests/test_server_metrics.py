@@ -78,7 +78,7 @@ def test_a_series_map_names_a_column_a_sample_its_labels_and_a_unit():
         ("in_flight", "is not COLUMN=SERIES"),
         ("latency=http_requests_in_flight", "'latency' is not a server column"),
         ("in_flight=9lives", "is not COLUMN=SERIES"),
-        ("in_flight=x*0", "the factor must be a number > 0"),
+        ("in_flight=x*0", "the factor must be from 1e-12 to 1e+12"),
         ("in_flight=x*-2", "is not COLUMN=SERIES"),
         ("in_flight=x{code=200}", "is not a label matcher"),
         ("in_flight=x+1", "is not COLUMN=SERIES"),
