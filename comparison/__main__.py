@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from comparison import ROOT
 from comparison.config import (
     DEFAULT_CLIENTS,
     DEFAULT_DRAIN_S,
@@ -105,7 +104,13 @@ def build_parser() -> OneLineParser:
     )
     parser.add_argument(
         "--clients",
-        help="comma-separated user classes from locustfiles/, run in this order (default: the six seed's)",
+        help="comma-separated user classes from locustfiles/ (and --locustfile), run in this order "
+        "(default: the six seed's)",
+    )
+    parser.add_argument(
+        "--locustfile",
+        help="your own locustfile (one .py file): its MitigatedClient subclasses run beside the lab's, "
+        "e.g. --locustfile my_locustfile.py --clients MyClient,ThrottledClient",
     )
     parser.add_argument(
         "--duration",
@@ -133,7 +138,7 @@ def build_parser() -> OneLineParser:
         "--host", help="use the target at this URL instead of starting one (e.g. http://127.0.0.1:3000)"
     )
     parser.add_argument(
-        "--results-dir", default=str(ROOT / "results"), help="where run folders go (default results/)"
+        "--results-dir", default="results", help="where run folders go (default results/, in this folder)"
     )
     parser.add_argument(
         "--probe-seconds",
@@ -209,6 +214,7 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
 
     if problem := gate_problem(service.gates, clients):
         raise ConfigError("--check", problem)
+    locustfile = _locustfile(args.locustfile)
     metastable = _metastable(args)
     if metastable is not None:
         if args.duration is not None:
@@ -244,7 +250,19 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         mix=mix,
         service=service,
         metastable=metastable,
+        locustfile=locustfile,
     )
+
+
+def _locustfile(text: str | None):  # -> UserLocustfile | None
+    if text is None:
+        return None
+    from comparison.user_locustfile import LocustfileError, UserLocustfile
+
+    try:
+        return UserLocustfile.check(text)
+    except LocustfileError as error:
+        raise ConfigError("--locustfile", str(error)) from None
 
 
 METASTABLE_CLIENTS = ("NaiveRetryClient", "RetryClient", "SreThrottleClient", "AdaptiveClient")

@@ -18,6 +18,7 @@ from target_server.numbers import parse_int
 if TYPE_CHECKING:
     from comparison.metastable import MetastableOptions
     from comparison.own_service import ServiceOptions
+    from comparison.user_locustfile import UserLocustfile
 
 SCENARIOS: dict[str, str] = {
     "healthy": "0.8 x C, the seed's healthy pair",
@@ -110,6 +111,7 @@ class RunConfig:
     mix: tuple[tuple[str, int], ...] = ()
     service: ServiceOptions | None = None  # the request, guard rails and gates (comparison/own_service.py)
     metastable: MetastableOptions | None = None  # phases and trigger (comparison/metastable.py)
+    locustfile: UserLocustfile | None = None  # --locustfile: the user's own classes (user_locustfile.py)
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:

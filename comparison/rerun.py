@@ -24,6 +24,7 @@ from comparison.config import RunConfig
 from comparison.inputs import FileProblem, read_run_record
 
 VERSIONED = (
+    "hammerlab",
     "locust",
     "gevent",
     "geventhttpclient",
@@ -110,6 +111,7 @@ def reproduction(config: RunConfig, argv: list[str], kind: Any = None) -> dict[s
             "cwd": os.getcwd(),
             "options": options,
             "request": request,
+            "locustfile": config.locustfile.record() if config.locustfile else None,
             "target": target,
             "versions": versions(),
             "git": git_commit(),
@@ -143,10 +145,32 @@ def recorded_argv(folder: Path) -> list[str]:
     return list(argv)
 
 
+def recorded_locustfile(folder: Path) -> dict[str, str] | None:
+    """run.json's reproduce.locustfile ({path, sha256}, from --locustfile), or None when the run had none.
+    Call after recorded_argv, which has checked the file. Raises RerunError (one line)."""
+    try:
+        reproduce = read_run_record(folder).get("reproduce")
+    except FileProblem as problem:
+        raise RerunError(f"--rerun: {problem}") from None
+    recorded = reproduce.get("locustfile") if isinstance(reproduce, dict) else None
+    if recorded is None:
+        return None
+    fields = ("path", "sha256")
+    if not isinstance(recorded, dict) or not all(isinstance(recorded.get(k), str) for k in fields):
+        raise RerunError(f"--rerun: {folder / 'run.json'}'s reproduce.locustfile is not a path and a sha256")
+    return {"path": recorded["path"], "sha256": recorded["sha256"]}
+
+
 def rerun_argv(folder: Path, baseline: Path | None = None) -> list[str]:
     """The argv that repeats the run in `folder`, writing into `folder`'s parent, overlaying `baseline`
     in its report when given (the recorded run's own --baseline is dropped). Raises RerunError."""
     argv = recorded_argv(folder)
+    recorded = recorded_locustfile(folder)
+    if recorded is not None:
+        from comparison.user_locustfile import changed_since
+
+        if problem := changed_since(recorded):
+            raise RerunError(f"--rerun: {folder} cannot be repeated: {problem}")
     cut = argv.index("--") if "--" in argv else len(argv)
     own, rest = argv[:cut], argv[cut:]
     kept: list[str] = []
@@ -158,6 +182,10 @@ def rerun_argv(folder: Path, baseline: Path | None = None) -> list[str]:
         name = token.split("=", 1)[0]
         if name in RERUN_FLAGS:
             skip = "=" not in token
+            continue
+        if name == "--locustfile" and recorded is not None:  # the checked file, from any folder
+            skip = "=" not in token
+            kept += ["--locustfile", recorded["path"]]
             continue
         kept.append(token)
     overlay = ["--baseline", str(baseline)] if baseline is not None else []

@@ -22,7 +22,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
-from comparison import ROOT
 from comparison.config import MIX, SCENARIOS, WORK_FACTORS, ConfigError, LoadPlan, RunConfig
 from comparison.locust_run import LOCUST, LocustFailed, Progress, run_locust
 from comparison.narrative import describe
@@ -40,6 +39,7 @@ from comparison.target import (
     sync_work_ms,
     wait_for_overrides_to_end,
 )
+from comparison.user_locustfile import UserLocustfile, locustfile_arg
 from mitigations.guard import STOP_LOSS_EXIT, remote_problem
 
 
@@ -59,12 +59,14 @@ class RunFailed(RuntimeError):
         self.usage = usage
 
 
-def available_clients(passthrough: tuple[str, ...] = ()) -> list[str]:
-    """The user classes Locust itself finds in locustfiles/ (`locust --list`), in its order. The
-    options after `--` go along, so Locust's own parser checks every value before anything starts."""
+def available_clients(
+    passthrough: tuple[str, ...] = (), locustfile: UserLocustfile | None = None
+) -> list[str]:
+    """The user classes Locust itself finds in locustfiles/ and the user's --locustfile (`locust
+    --list`), in its order. The options after `--` go along, so Locust's own parser checks every value
+    before anything starts."""
     result = subprocess.run(
-        [str(LOCUST), "-f", "locustfiles", "--list", *passthrough],
-        cwd=ROOT,
+        [*LOCUST, "-f", locustfile_arg(locustfile), "--list", *passthrough],
         capture_output=True,
         text=True,
         timeout=60,
@@ -74,6 +76,8 @@ def available_clients(passthrough: tuple[str, ...] = ()) -> list[str]:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         if result.returncode == 2 and passthrough:
             raise RunFailed(f"after --: {last.removeprefix('locust: error: ')}", usage=True)
+        if locustfile is not None:  # the lab's own files load; the user's did not
+            raise RunFailed(f"--locustfile: Locust cannot load {str(locustfile.path)!r}: {last}", usage=True)
         raise RunFailed(f"locust --list failed: {last}")
     return [line.strip() for line in result.stdout.splitlines()[1:] if line.startswith(" ")]
 
@@ -85,12 +89,12 @@ def locust_passthrough(config: RunConfig) -> tuple[str, ...]:
 
 
 def check_clients(config: RunConfig) -> None:
-    known = available_clients(locust_passthrough(config))
+    known = available_clients(locust_passthrough(config), config.locustfile)
+    where = "locustfiles/" + (f" or {config.locustfile.path.name}" if config.locustfile else "")
     for name in config.clients:
         if name not in known:
-            raise ConfigError(
-                "--clients", f"{name!r} is not a user class in locustfiles/; known: {', '.join(known)}"
-            )
+            known_list = ", ".join(known)
+            raise ConfigError("--clients", f"{name!r} is not a user class in {where}; known: {known_list}")
 
 
 def machine() -> dict[str, Any]:
@@ -465,6 +469,7 @@ def _run_class(
             progress,
             inject=event,
             on_start=started,
+            locustfile=config.locustfile,
         )
     finally:
         if embedded is not None:

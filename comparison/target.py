@@ -23,8 +23,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from comparison import ROOT
-
 READY_TIMEOUT_S = 15.0
 STOP_GRACE_S = 5.0
 LISTENING = re.compile(r"listening on (http://\S+)")
@@ -49,11 +47,12 @@ def _die_with_parent() -> None:
 def start_child(
     command: list[str], log_path: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start `command` from the repo root in its own session, stdout and stderr into `log_path`."""
+    """Start `command` in its own session, stdout and stderr into `log_path`. It runs in the folder the
+    comparison was started from, as the user's own `locust` would, so relative paths after `--` mean
+    what they meant there; the lab's files are found by absolute path (user_locustfile.py)."""
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             command,
-            cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

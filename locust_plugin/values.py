@@ -100,6 +100,9 @@ def boolean(raw: object) -> bool:
     raise ValueError(f"{_shown(raw)} is not true or false")
 
 
+boolean.choices = ("true", "false")  # type: ignore[attr-defined]
+
+
 def choice(*allowed: str) -> Callable[[object], str]:
     def parse(raw: object) -> str:
         value = _text(raw)
@@ -108,6 +111,7 @@ def choice(*allowed: str) -> Callable[[object], str]:
         return value
 
     parse.__name__ = "choice"
+    parse.choices = allowed  # type: ignore[attr-defined]  # `hammerlab options` shows them
     return parse
 
 

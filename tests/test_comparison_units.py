@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from comparison import ROOT
 from comparison.__main__ import UsageError, parse_config
 from comparison.burst_shape import BurstShape, parse
 from comparison.config import ConfigError, LoadPlan, RunConfig
@@ -185,7 +186,9 @@ def test_locust_command_matches_the_plan(tmp_path):
     burst = LoadPlan.build(RunConfig(scenario="burst", duration_s=20), 80)
     command, env = locust_command("HammerClient", files, "http://127.0.0.1:9", burst, ())
     assert "-u" not in command and "-t" not in command
-    assert command[command.index("-f") + 1] == "locustfiles,comparison/burst_shape.py"
+    # absolute paths: Locust runs in the user's folder, the lab's files live wherever it is installed
+    shape = ROOT / "comparison" / "burst_shape.py"
+    assert command[command.index("-f") + 1] == f"{ROOT / 'locustfiles'},{shape}"
     assert float(command[command.index("--launch-rate") + 1]) == pytest.approx(40)
     assert env["HAMMERLAB_BURST"].endswith("duration_s=20")
 
