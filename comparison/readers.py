@@ -179,6 +179,7 @@ class ClientRow:
     server_errors_total: int = 0
     server_error_kinds: str = ""
     unfinished_total: int = 0
+    pending: int = 0  # calls Defer keeps for later at this sample (0 without Defer, and after the drain)
     skipped_total: int = 0
     slo_ms: float | None = None
     slo_ok_total: int = 0
@@ -192,6 +193,8 @@ class ClientRow:
     replayed_total: int | None = None
     expired_total: int | None = None
     defer_queue_depth: int | None = None
+    defer_in_doubt_total: int | None = None  # rows set aside, never sent (docs/defer.md)
+    defer_bad_rows_total: int | None = None
     limit: float | None = None  # the adaptive limit (in `all` rows: the sum); None without one
 
     @property
@@ -214,6 +217,7 @@ def _client_row(row: dict[str, str]) -> ClientRow:
         server_errors_total=_int(row.get("server_errors_total")),
         server_error_kinds=row.get("server_error_kinds") or "",
         unfinished_total=_int(row.get("unfinished_total")),
+        pending=_int(row.get("pending")),
         skipped_total=_int(row.get("skipped_total")),
         slo_ms=_float(row.get("slo_ms")),
         slo_ok_total=_int(row.get("slo_ok_total")),
@@ -228,6 +232,8 @@ def _client_row(row: dict[str, str]) -> ClientRow:
         replayed_total=_optional_int(row.get("replayed_total")),
         expired_total=_optional_int(row.get("expired_total")),
         defer_queue_depth=_optional_int(row.get("defer_queue_depth")),
+        defer_in_doubt_total=_optional_int(row.get("defer_in_doubt_total")),
+        defer_bad_rows_total=_optional_int(row.get("defer_bad_rows_total")),
     )
 
 

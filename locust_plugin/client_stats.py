@@ -43,12 +43,15 @@ per worker per client, plus one row per client with worker `all` that sums the w
   timeouts_total             wire outcomes of kind read-timeout, connect-timeout or deadline
 
 Appended for the accounting (`locust_plugin.ledger`; logical calls, each counted once by its final
-outcome, so `launched_total = ok_total + server_errors_total + shed_total + unfinished_total + concurrent`
-on every row, and with nothing in flight at the end, without `concurrent`):
+outcome, so `launched_total = ok_total + server_errors_total + shed_total + unfinished_total + pending +
+concurrent` on every row, and with nothing in flight or queued at the end, without the last two):
   ok_total                   calls answered without error
   server_errors_total        calls whose final attempt failed on the wire (any kind)
   server_error_kinds         those calls by their final kind, like `connect-timeout=3;503=12`
   unfinished_total           calls still in flight when the test's drain ran out
+  pending                    calls `Defer` keeps for later right now (not yet replayed or expired); 0
+                             without a defer layer, and 0 after the drain (what is still queued then
+                             is unfinished)
   skipped_total              launch slots the generator missed (never launched, never timed)
   slo_ms                     the SLO the next column counts against
   slo_ok_total               calls answered 2xx within slo_ms of their scheduled launch
@@ -67,6 +70,11 @@ Appended for `Defer` (docs/defer.md); empty without a defer layer:
   replay_p95_ms                digits) of every replay this test; in `all`, the workers' histograms
   replay_p99_ms                merged
   replay_max_ms
+  defer_in_doubt_total       rows an earlier run left on the wire (a replay's outcome unknown) that are
+                             not safe to send twice (no Idempotency-Key, not an idempotent method): set
+                             aside in the file, never sent; counted by the run that found them
+  defer_bad_rows_total       rows found in the file that fail the request checks of a fresh call (bad
+                             JSON, a CRLF path, a header the client owns, ...): set aside, never sent
 
 `shed_total` and `shed_by_cause` count calls whose final outcome was shed (the ledger), not shed events:
 a retry the budget refused is a `SHED ... [budget]` row in Locust's stats but ends its call as the
@@ -120,6 +128,7 @@ MITIGATION_COLUMNS = (
     "server_errors_total",
     "server_error_kinds",
     "unfinished_total",
+    "pending",
     "skipped_total",
     "slo_ms",
     "slo_ok_total",
@@ -136,6 +145,8 @@ MITIGATION_COLUMNS = (
     "replay_p95_ms",
     "replay_p99_ms",
     "replay_max_ms",
+    "defer_in_doubt_total",
+    "defer_bad_rows_total",
 )
 UNFINISHED_KIND = "unfinished"
 TIMEOUT_KINDS = frozenset({"read-timeout", "connect-timeout", "deadline"})
@@ -211,6 +222,7 @@ class ClientSnapshot:
     ok: int = 0
     server_errors: int = 0
     unfinished: int = 0
+    pending: int = 0
     slo_ms: float | None = None
     slo_ok: int = 0
     latency_hdr: str = ""
@@ -220,6 +232,8 @@ class ClientSnapshot:
     expired: int | None = None
     defer_queue_depth: int | None = None
     replay_hdr: str | None = None  # HdrHistogram.encode() of the replay delays in ms, as text
+    in_doubt: int | None = None
+    bad_rows: int | None = None
 
     @property
     def shed(self) -> int:
@@ -283,6 +297,8 @@ def read_policies(policies: Mapping[str, Any], wall_now: float) -> dict[str, Any
             found["expired"] = policy.expired
             found["defer_queue_depth"] = policy.depth
             found["replay_hdr"] = encode_histogram(policy.replay_delays) or None
+            found["in_doubt"] = policy.in_doubt
+            found["bad_rows"] = policy.bad_rows
     found["queue_depth"] = queue
     return found
 
@@ -331,6 +347,7 @@ class ClientStatsCollector:
                     ok=ledger.ok,
                     server_errors=ledger.server_errors,
                     unfinished=ledger.unfinished,
+                    pending=ledger.pending,
                     slo_ms=ledger.slo_ms,
                     slo_ok=ledger.slo_ok,
                     latency_hdr=ledger.encoded_histogram(),
@@ -430,6 +447,7 @@ class MitigationRow:
     ok_total: int = 0
     server_errors_total: int = 0
     unfinished_total: int = 0
+    pending: int = 0
     slo_ms: float | None = None
     slo_ok_total: int = 0
     latency_hdr: str = ""
@@ -451,6 +469,8 @@ class MitigationRow:
     expired_total: int | None = None
     defer_queue_depth: int | None = None
     replay_hdr: str | None = None
+    defer_in_doubt_total: int | None = None
+    defer_bad_rows_total: int | None = None
 
     @cached_property
     def _replay(self) -> LatencySummary:
@@ -511,6 +531,7 @@ class MitigationRow:
             ok_total=snap.ok,
             server_errors_total=snap.server_errors,
             unfinished_total=snap.unfinished,
+            pending=snap.pending,
             slo_ms=snap.slo_ms,
             slo_ok_total=snap.slo_ok,
             latency_hdr=snap.latency_hdr,
@@ -520,6 +541,8 @@ class MitigationRow:
             expired_total=snap.expired,
             defer_queue_depth=snap.defer_queue_depth,
             replay_hdr=snap.replay_hdr,
+            defer_in_doubt_total=snap.in_doubt,
+            defer_bad_rows_total=snap.bad_rows,
         )
 
     def csv_row(self) -> dict[str, str]:
@@ -607,6 +630,7 @@ def sum_rows(rows: list[MitigationRow], timestamp: float, elapsed_s: float) -> M
         ok_total=sum(r.ok_total for r in rows),
         server_errors_total=sum(r.server_errors_total for r in rows),
         unfinished_total=sum(r.unfinished_total for r in rows),
+        pending=sum(r.pending for r in rows),
         slo_ms=next((r.slo_ms for r in rows if r.slo_ms is not None), None),
         slo_ok_total=sum(r.slo_ok_total for r in rows),
         latency_hdr=_merged_hdr([r.latency_hdr for r in rows]),
@@ -616,6 +640,8 @@ def sum_rows(rows: list[MitigationRow], timestamp: float, elapsed_s: float) -> M
         expired_total=_sum_optional(r.expired_total for r in rows),
         defer_queue_depth=_sum_optional(r.defer_queue_depth for r in rows),
         replay_hdr=_merged_hdr([r.replay_hdr or "" for r in rows]) or None,
+        defer_in_doubt_total=_sum_optional(r.defer_in_doubt_total for r in rows),
+        defer_bad_rows_total=_sum_optional(r.defer_bad_rows_total for r in rows),
     )
 
 
