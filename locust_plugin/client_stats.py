@@ -61,8 +61,8 @@ concurrent` on every row, and with nothing in flight or queued at the end, witho
                              merged, not their percentiles averaged
 
 Appended for `Defer` (docs/defer.md); empty without a defer layer:
-  deferred_total             calls `Defer` kept for later (each also counts in shed_total, cause
-                             `deferred`)
+  deferred_total             calls `Defer` kept for later (each is `pending` until its replay or
+                             expiry ends it; never in shed_total)
   replayed_total             deferred calls replayed to a final outcome (ok or not)
   expired_total              deferred calls dropped unsent, older than --defer-max-age-s
   defer_queue_depth          calls held in the defer queue now (queued, being written or replayed)
