@@ -133,6 +133,7 @@ class Defer(BasePolicy):
         self._wired: set[object] = set()  # replay greenlets that put an attempt on the wire
         self._drain_end: float | None = None
         self._replays_stopped = False
+        self._mark_failed = False  # the last `sending` mark could not be written (logged once)
         self._writing = 0
         self._next_id = 1
         self._paused_until = float("-inf")
@@ -390,9 +391,12 @@ class Defer(BasePolicy):
         try:
             self._writer.mark(kept.id, SENDING, wait=True)
         except Exception as error:  # disk full, file removed: never send what the file cannot vouch for
-            log.error("%s: defer queue write failed (%s); the replay waits", self.client, error)
+            if not self.closed and not self._mark_failed:
+                log.error("%s: defer queue write failed (%s); replays wait", self.client, error)
+            self._mark_failed = True
             heapq.heappush(self._queue, (kept.id, kept))
             return False
+        self._mark_failed = False
         return True
 
     # -- the end ---------------------------------------------------------------------------------------
