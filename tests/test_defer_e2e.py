@@ -189,7 +189,7 @@ def test_deferred_clients_ledger_identity_holds_on_every_row_of_a_real_run(recor
 
 
 def test_a_clean_stop_during_replays_never_sends_a_post_twice(recorder, tmp_path):
-    """Run a stops (drain 1 s) while its queue is replaying; run b replays what a left. A POST without
+    """Run a stops (drain 0.6 s) while its queue is replaying; run b replays what a left. A POST without
     an Idempotency-Key reaches the server at most once. On the old code the drain cut the replays on the
     wire and left their rows, and run b sent them again."""
     url, records = recorder
@@ -205,7 +205,7 @@ def test_a_clean_stop_during_replays_never_sends_a_post_twice(recorder, tmp_path
         assert "Traceback" not in result.stderr, result.stderr[-2000:]
         return LocustRun(result.returncode, result.stdout + result.stderr, prefix)
 
-    run_a = run("a", 2, 150, 1.0)
+    run_a = run("a", 2, 150, 0.6)
     assert_identity_on_every_row(run_a.prefix)
     with sqlite3.connect(tmp_path / "q" / "UnkeyedDeferredClient.sqlite") as db:
         left = db.execute("SELECT COUNT(*) FROM deferred WHERE state = 'queued'").fetchone()[0]
