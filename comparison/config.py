@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from comparison.inputs import host_problem, path_problem, paths_given, reserved_options
+from target_server.numbers import parse_int
 
 if TYPE_CHECKING:
     from comparison.metastable import MetastableOptions
@@ -196,7 +197,7 @@ def parse_mix(text: str) -> tuple[tuple[str, int], ...]:
                 "--mix", f"{item!r} is not CLASS:USERS, e.g. NaiveRetryClient:1,AdaptiveClient:3"
             )
         try:
-            users = int(raw)
+            users = parse_int(raw)  # ASCII digits only: no Arabic-Indic, full-width or 0_1
         except ValueError:
             raise ConfigError("--mix", f"{item!r}: {raw.strip()!r} is not a whole number of users") from None
         if not 1 <= users <= MAX_MIX_USERS:

@@ -53,6 +53,7 @@ from mitigations.core import (
     DeferExpired,
     DeferQueueFull,
     Deferred,
+    Gauges,
     Next,
     Outcome,
     PipelineEvents,
@@ -62,6 +63,7 @@ from mitigations.core import (
 from mitigations.defer_checks import check_queue, default_directory
 from mitigations.defer_rows import QUEUED, SENDING
 from mitigations.defer_store import BatchWriter, DeferredCall, DeferStore, in_thread
+from mitigations.histograms import encode_histogram
 
 log = logging.getLogger("hammerlab")
 
@@ -176,6 +178,17 @@ class Defer(BasePolicy):
     @property
     def depth(self) -> int:
         return len(self._queue) + len(self._replaying) + self._writing
+
+    def gauges(self, wall_now: float) -> Gauges:
+        return {
+            "deferred": self.deferred,
+            "replayed": self.replayed,
+            "expired": self.expired,
+            "defer_queue_depth": self.depth,
+            "replay_hdr": encode_histogram(self.replay_delays) or None,
+            "in_doubt": self.in_doubt,
+            "bad_rows": self.bad_rows,
+        }
 
     # -- the fresh call ------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ import pytest
 from locust_plugin import options
 from locust_plugin.pipelines import build_pipeline
 from mitigations.core import SYSTEM_CLOCK, Call
-from tests.locust_run import LOCUST, ROOT, LocustRun, read_csv
+from tests.locust_run import ROOT, LocustRun, locust_command, read_csv
 
 pytestmark = pytest.mark.slow
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
@@ -96,11 +96,11 @@ def queued_keys(db_path: Path) -> list[str]:
 
 
 def locust_argv(url: str, seconds: float, rate: int, defer_dir: Path, *extra: str) -> list[str]:
-    return [
-        LOCUST, "-f", "tests/defer_locustfile.py", "--headless", "-u", "1", "-r", "1", "-t", f"{seconds}s",
-        "--host", url, "--stop-timeout", "0", "--launch-rate", str(rate), "--max-concurrent", "2",
-        "--defer-dir", str(defer_dir), *extra, "KeyedDeferredClient",
-    ]
+    return locust_command(
+        "--stop-timeout", "0", "--launch-rate", str(rate), "--max-concurrent", "2", "--defer-dir",
+        str(defer_dir), *extra, "KeyedDeferredClient",
+        seconds=seconds, host=url, locustfile="tests/defer_locustfile.py",
+    )  # fmt: skip
 
 
 def number(key: str) -> int:
@@ -178,12 +178,12 @@ def assert_identity_on_every_row(prefix: Path) -> int:
 def test_deferred_clients_ledger_identity_holds_on_every_row_of_a_real_run(recorder, tmp_path):
     url, _ = recorder
     prefix = tmp_path / "run"
-    result = subprocess.run(
-        [LOCUST, "--headless", "-u", "1", "-r", "1", "-t", "3s", "--host", url, "--stop-timeout", "0",
-         "--max-concurrent", "2", "--launch-rate", "100", "--defer-dir", str(tmp_path / "q"),
-         "--server-sample-ms", "100", "--drain-s", "2", "--csv", str(prefix), "DeferredClient"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )
+    command = locust_command(
+        "--stop-timeout", "0", "--max-concurrent", "2", "--launch-rate", "100", "--defer-dir",
+        str(tmp_path / "q"), "--server-sample-ms", "100", "--drain-s", "2", "--csv", str(prefix),
+        "DeferredClient", seconds=3, host=url,
+    )  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     assert assert_identity_on_every_row(prefix) > 0  # the queue held calls while rows were written
 
@@ -222,11 +222,8 @@ def test_a_clean_stop_during_replays_never_sends_a_post_twice(recorder, tmp_path
 
 
 def refused_run(defer_dir: str, *prefix: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*prefix, LOCUST, "--headless", "-u", "1", "-t", "1s", "--host", "http://127.0.0.1:9",
-         "--defer-dir", defer_dir, "DeferredClient"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )
+    command = locust_command("--defer-dir", defer_dir, "DeferredClient", seconds=1, host="http://127.0.0.1:9")
+    return subprocess.run([*prefix, *command], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 def test_an_unusable_defer_dir_is_refused_at_start_with_exit_2_and_one_line(tmp_path):
