@@ -77,7 +77,7 @@ MITIGATIONS_TABLE = [
     {"key": "pool", "title": "Pool in use / waiting"},
     {"key": "timeouts", "title": "Timeouts"},
     {"key": "failures", "title": "Wire failures by kind"},
-    {"key": "calls", "title": "Calls: ok / failed / shed / unfinished (launched)"},
+    {"key": "calls", "title": "Calls: ok / failed / shed / unfinished / pending (launched)"},
     {"key": "slo", "title": "In SLO"},
     {"key": "latency", "title": "p50 / p99 / max ms (from launch)"},
     {"key": "skipped", "title": "Skipped slots"},
@@ -174,6 +174,12 @@ def describe_deferred(row: MitigationRow) -> str:
         return "-"
     counts = f"{_num(row.defer_queue_depth)} / {row.deferred_total} / {_num(row.replayed_total)} / " \
         f"{_num(row.expired_total)}"
+    set_aside = ", ".join(
+        f"{count} {what}" for count, what in
+        ((row.defer_in_doubt_total, "in doubt"), (row.defer_bad_rows_total, "bad rows")) if count
+    )
+    if set_aside:
+        counts = f"{counts}; set aside, never sent: {set_aside}"
     p50, p99 = row.replay_p50_ms, row.replay_p99_ms
     if p50 is None or p99 is None:
         return counts
@@ -207,7 +213,7 @@ def mitigation_rows(rows: Sequence[MitigationRow], now: float | None = None) -> 
                 "timeouts": str(row.timeouts_total),
                 "failures": join_counts(row.failures_by_kind).replace(";", ", ") or "0",
                 "calls": f"{row.ok_total} / {row.server_errors_total} / {row.shed_total} / "
-                f"{row.unfinished_total} ({row.launched_total})",
+                f"{row.unfinished_total} / {row.pending} ({row.launched_total})",
                 "slo": _slo(row),
                 "latency": _latency(row),
                 "skipped": _skipped(row),
