@@ -101,7 +101,8 @@ def write_class(
                 )
         lag = 5 + (i * 37) % (40 + 60 * index)
         server.append(
-            f"{START + t:.3f},{t:.3f},{lag},{i % 7},{i % 5},{10 + i % 9},{round(totals[client][2])},0,0,0,,,,,"
+            f"{START + t:.3f},{t:.3f},{lag},{i % 7},{i % 5},{10 + i % 9},"
+            f"{round(totals[client][2])},0,0,0,,,,,"
             f"{lag + 3},{i % 7 + 1},{10 + i % 9 + 1},{100.0 * i:.1f},{7.5 * i * index:.1f}"
         )
     files.mitigations.write_text("\n".join([MITIGATIONS_HEADER, *rows]) + "\n", encoding="utf-8")
@@ -205,8 +206,10 @@ def outputs(name: str, tmp_path: Path) -> dict[str, str]:
     _config, plan, results, record = build(name, run_dir)
     before = {p for p in run_dir.rglob("*") if p.is_file()}
     _write_outputs(run_dir, plan, results, record)
-    written = sorted(p for p in run_dir.rglob("*") if p.is_file() and p not in before and p.name != "run.json")
-    return {p.relative_to(run_dir).as_posix(): normalise(name, p.read_text(encoding="utf-8")) for p in written}
+    written = sorted(
+        p for p in run_dir.rglob("*") if p.is_file() and p not in before and p.name != "run.json"
+    )
+    return {p.relative_to(run_dir).as_posix(): normalise(name, p.read_text("utf-8")) for p in written}
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -224,4 +227,3 @@ def test_every_output_is_as_it_was(name, tmp_path, monkeypatch):
     assert sorted(expected) == sorted(k.replace("/", "__") for k in found)
     for relative, text in found.items():
         assert text == expected[relative.replace("/", "__")], f"{name}: {relative} changed"
-
