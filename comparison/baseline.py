@@ -15,9 +15,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from comparison.config import LoadPlan
+from comparison.charts import Series, series_for, svg
+from comparison.plan import LoadPlan
 from comparison.readers import ClassFiles
-from comparison.report import Series, _svg, series_for
 from comparison.summary import ClassResult, Summary, read_csv
 
 COMPARED = (("slo_goodput_rps", "SLO goodput/s"), ("p99_ms", "p99 ms"), ("server_errors", "server errors"))
@@ -64,7 +64,7 @@ def overlay_svg(plan: LoadPlan, current: Sequence[Series], baseline: Baseline) -
     axes.grid(alpha=0.3)
     axes.legend(loc="upper left", fontsize=8, ncol=2)
     figure.tight_layout()
-    return _svg(figure, "baseline")
+    return svg(figure, "baseline")
 
 
 def section(

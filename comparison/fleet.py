@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from comparison.config import LoadPlan
+from comparison.plan import LoadPlan
 from comparison.readers import ClientRow, read_client, read_instances
 from comparison.summary import ClassResult, Summary
 
@@ -211,14 +211,18 @@ def markdown(fleets: Sequence[Fleet], judged: bool) -> str:
 
 
 def write_outputs(
-    run_dir: Path, plan: LoadPlan, results: Sequence[ClassResult], summaries: Sequence[Summary]
+    run_dir: Path,
+    plan: LoadPlan,
+    results: Sequence[ClassResult],
+    summaries: Sequence[Summary],
+    judged: bool = False,
 ) -> tuple[list[str], list[Fleet], bool]:
     """fleet.csv and the fleet section appended to summary.md; returns the terminal lines, the fleets
-    (for `fleet_report.fleet_section`) and whether the fleet targets were judged. Nothing for a run of one
-    process per class."""
+        (for `fleet_report.fleet_section`) and whether the fleet targets were judged (`judged`: the scenario
+    says so). Nothing for a run of one
+        process per class."""
     if plan.workers <= 1:
         return [], [], False
-    judged = plan.scenario == "fleet"
     fleets = [fleet_of(result, summary, plan) for result, summary in zip(results, summaries, strict=True)]
     write_csv(fleets, run_dir / "fleet.csv")
     with (run_dir / "summary.md").open("a", encoding="utf-8") as handle:

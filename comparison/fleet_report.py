@@ -16,9 +16,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from comparison.config import LoadPlan
+from comparison.charts import svg
 from comparison.fleet import Fleet
-from comparison.report import _svg
+from comparison.plan import LoadPlan
 
 
 def limits_svg(plan: LoadPlan, fleets: Sequence[Fleet]) -> str:
@@ -44,7 +44,7 @@ def limits_svg(plan: LoadPlan, fleets: Sequence[Fleet]) -> str:
     for one in axes[-1]:
         one.set_xlabel("seconds since the class's test started (dotted: end of launches)")
     figure.tight_layout()
-    return _svg(figure, "fleet")
+    return svg(figure, "fleet")
 
 
 def _table(fleet: Fleet, judged: bool) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from comparison import ROOT
-from comparison.config import LoadPlan
+from comparison.plan import LoadPlan
 from comparison.readers import ALL_WORKERS, ClassFiles
 from comparison.target import start_child, stop_child
 from mitigations.guard import STOP_LOSS_EXIT
@@ -105,8 +105,11 @@ def locust_command(
         "0",
         "--only-summary",
         # A DeferredClient's queue lives with the run, so a run never inherits another's leftovers.
-        *([] if any(t.startswith("--defer-dir") for t in passthrough) else
-          ["--defer-dir", str(files.prefix.parent / "defer")]),
+        *(
+            []
+            if any(t.startswith("--defer-dir") for t in passthrough)
+            else ["--defer-dir", str(files.prefix.parent / "defer")]
+        ),
         *passthrough,
         *(["--mix", plan.mix_spec(), *(name for name, _ in plan.mix)] if plan.mix else [client]),
     ]

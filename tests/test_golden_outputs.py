@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from comparison.config import LoadPlan, RunConfig
+from comparison.config import RunConfig, build_plan
 from comparison.readers import ClassFiles
 from comparison.summary import ClassResult
 
@@ -142,7 +142,7 @@ CASES = {
 
 def build(name: str, run_dir: Path):
     """The run as the runner would have it when it writes its outputs: config, plan, results, record."""
-    from comparison.runner import RunRecord
+    from comparison.run_record import RunRecord
 
     case = CASES[name]
     extra: dict[str, object] = dict(case.config)
@@ -150,11 +150,11 @@ def build(name: str, run_dir: Path):
         from comparison.metastable import MetastableOptions
 
         options = MetastableOptions(pre_s=5.0, trigger_s=5.0, after_s=10.0, warmup_s=1.0, quick_s=2.0)
-        extra["metastable"] = options
+        extra["scenario_options"] = options
     clients = tuple(n for n, _ in extra["mix"]) if "mix" in extra else CLIENTS  # type: ignore[attr-defined]
     config = RunConfig(scenario=case.scenario, clients=clients, duration_s=case.duration, **extra)  # type: ignore[arg-type]
     reduced = 31.0 if name.startswith("capacity") else None
-    plan = LoadPlan.build(config, 60.0, reduced)
+    plan = build_plan(config, 60.0, reduced)
     if name == "metastable":
         plan = plan.with_trigger(5.0, 5.0)
     event = None
@@ -170,10 +170,6 @@ def build(name: str, run_dir: Path):
         target="embedded: fixture",
         capacity={"capacity_rps": 60.0, "source": "--capacity"},
     )
-    if name == "metastable":
-        from dataclasses import asdict
-
-        record.reproduce = {"options": {"metastable": asdict(extra["metastable"])}}  # type: ignore[arg-type]
     results = []
     if config.mix:
         files = ClassFiles(run_dir / "mix")
@@ -199,13 +195,13 @@ def normalise(name: str, text: str) -> str:
 
 
 def outputs(name: str, tmp_path: Path) -> dict[str, str]:
-    from comparison.runner import _write_outputs
+    from comparison.outputs import write_outputs
 
     run_dir = tmp_path / name
     run_dir.mkdir()
-    _config, plan, results, record = build(name, run_dir)
+    config, plan, results, record = build(name, run_dir)
     before = {p for p in run_dir.rglob("*") if p.is_file()}
-    _write_outputs(run_dir, plan, results, record)
+    write_outputs(run_dir, config, plan, results, record)
     written = sorted(
         p for p in run_dir.rglob("*") if p.is_file() and p not in before and p.name != "run.json"
     )
