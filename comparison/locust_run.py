@@ -29,6 +29,7 @@ from mitigations.guard import STOP_LOSS_EXIT
 
 LOCUST = Path(sys.executable).with_name("locust")
 SHAPE_FILE = Path(__file__).with_name("burst_shape.py")
+SCHEDULE_FILE = Path(__file__).with_name("schedule_shape.py")
 POLL_S = 0.25
 START_TIMEOUT_S = 30.0  # Locust's own start-up, before the test clock runs
 FINISH_GRACE_S = 30.0  # after the run time: stopping users and writing the HTML report
@@ -78,6 +79,9 @@ def locust_command(
     if plan.burst is not None:
         locustfiles += "," + str(SHAPE_FILE.relative_to(ROOT))
         env["HAMMERLAB_BURST"] = plan.burst.to_env(plan.duration_s)
+    elif plan.schedule:
+        locustfiles += "," + str(SCHEDULE_FILE.relative_to(ROOT))
+        env["HAMMERLAB_SCHEDULE"] = plan.schedule_env()
     else:
         timing = ["-u", str(plan.users), "-r", str(plan.users), "-t", f"{plan.duration_s:.0f}s"]
     command = [

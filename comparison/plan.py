@@ -61,6 +61,9 @@ class LoadPlan:
     drain_s: float = DEFAULT_DRAIN_S
     workers: int = 1
     mix: tuple[tuple[str, int], ...] = ()  # (class, users per client instance), from --mix
+    # A rate schedule: (from t seconds, users) steps, the first from 0, each user launching `launch_rate`;
+    # Locust follows it with comparison/schedule_shape.py. Empty: `users` for the whole run.
+    schedule: tuple[tuple[float, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.launch_rate <= 0 or self.capacity_rps <= 0:
@@ -82,6 +85,8 @@ class LoadPlan:
         """Offered requests/s at `t` seconds into the test."""
         if self.burst is not None:
             return self.burst.users_at(t) * self.launch_rate
+        if self.schedule:
+            return self.users_at(t) * self.launch_rate
         return self.users * self.launch_rate
 
     def mixed(self, mix: tuple[tuple[str, int], ...]) -> LoadPlan:
@@ -104,6 +109,20 @@ class LoadPlan:
         `users x workers` of each."""
         return ",".join(f"{name}:{users * self.workers}" for name, users in self.mix)
 
+    def users_at(self, t: float) -> int:
+        """The users of the schedule's step that `t` falls in (`users` without a schedule)."""
+        users = self.users
+        for start, count in self.schedule:
+            if start > t:
+                break
+            users = count
+        return users
+
+    def schedule_env(self) -> str:
+        """HAMMERLAB_SCHEDULE for comparison/schedule_shape.py: `duration_s=30;0=2,1.5=3,...`."""
+        steps = ",".join(f"{start:g}={users}" for start, users in self.schedule)
+        return f"duration_s={self.duration_s:g};{steps}"
+
     def split(self, workers: int) -> LoadPlan:
         """The same offered load over `workers` Locust workers (client instances): every user count times
         `workers`, so each worker gets as many users as one process would, and each user's launch rate
@@ -121,4 +140,5 @@ class LoadPlan:
             launch_rate=self.launch_rate / workers,
             burst=burst,
             workers=workers,
+            schedule=tuple((start, users * workers) for start, users in self.schedule),
         )

@@ -185,7 +185,7 @@ class Summary:
 
     def value(self, name: str) -> object:
         """The value of column `name`, shared or the scenario's own."""
-        return dict(self.extra)[name] if name not in COLUMNS else getattr(self, name)
+        return dict(self.extra).get(name) if name not in COLUMNS else getattr(self, name)
 
     @property
     def accounted(self) -> bool:
@@ -246,6 +246,8 @@ _DECIMALS = {
 }
 
 
+# A scenario's own columns (not in _DECIMALS) are rounded by what their names end with.
+_SUFFIX_DECIMALS = (("_rps", 1), ("_attainment", 3), ("_share", 2), ("_ratio", 3), ("_s", 2), ("_x", 2))
 _LATENCY_COLUMNS = frozenset({"p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms"})
 
 
@@ -264,7 +266,7 @@ def _cell(name: str, value: object) -> str:
     if name == "slo_ms" and isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, float):
-        decimals = _DECIMALS.get(name, 1 if name.endswith("_rps") else 0)
+        decimals = _DECIMALS.get(name, next((d for end, d in _SUFFIX_DECIMALS if name.endswith(end)), 0))
         return f"{value:.{decimals}f}"
     return str(value)
 

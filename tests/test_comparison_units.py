@@ -570,3 +570,25 @@ def test_the_recorded_command_can_be_typed_again():
 
     argv = ["python -m comparison", "--scenario", "cliff", "--check", "A: x >= 1"]
     assert command_line(argv) == "python -m comparison --scenario cliff --check 'A: x >= 1'"
+
+
+# -- a rate schedule -------------------------------------------------------------------------------------
+
+
+def test_a_rate_schedule_sets_the_offered_load_over_time_and_goes_to_locust(tmp_path):
+    from dataclasses import replace
+
+    from comparison.schedule_shape import parse as parse_schedule
+
+    plan = replace(build_plan(RunConfig(duration_s=10), 80), launch_rate=8.0, schedule=((0.0, 2), (4.0, 5)))
+    assert (plan.offered_at(0.0), plan.offered_at(3.9), plan.offered_at(4.0), plan.offered_at(9)) == (
+        16.0, 16.0, 40.0, 40.0)  # fmt: skip
+    split = plan.split(2)
+    assert split.schedule == ((0.0, 4), (4.0, 10)) and split.offered_at(5) == pytest.approx(40.0)
+    files = ClassFiles(tmp_path / "HammerClient")
+    command, env = locust_command("HammerClient", files, "http://127.0.0.1:9", plan, ())
+    assert command[command.index("-f") + 1] == "locustfiles,comparison/schedule_shape.py"
+    assert "-u" not in command and "-t" not in command
+    assert parse_schedule(env["HAMMERLAB_SCHEDULE"]) == (10.0, [(0.0, 2), (4.0, 5)])
+    with pytest.raises(ValueError, match="must increase"):
+        parse_schedule("duration_s=10;0=2,4=3,4=5")
