@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -36,6 +35,7 @@ from comparison.config import (
 from comparison.inputs import results_dir_problem
 from comparison.own_service import OptionProblem, add_arguments, from_args, lift_request
 from comparison.scenarios import REGISTRY, scenario_of
+from target_server.numbers import DECIMAL, parse_int
 
 PROG = "python -m comparison"
 
@@ -45,18 +45,22 @@ class UsageError(Exception):
 
 
 class OneLineParser(argparse.ArgumentParser):
+    """No abbreviations (`--rer DIR` is not `--rerun DIR`), and argparse's complaint as one line."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)  # type: ignore[arg-type]
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
 
 
-# Plain ASCII only: float() would also take '3_0', full-width digits, 'nan' and 'inf'.
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-
-
 def _number(option: str, whole: bool = False) -> Callable[[str], float]:
+    """The runner's numbers in the project's one strict syntax (target_server/numbers.py): plain ASCII
+    digits, finite; float() would also take '3_0', full-width or Arabic-Indic digits, 'nan' and 'inf'."""
+
     def parse(text: str) -> float:
         shown = repr(text) if len(text) <= 40 else repr(text[:38]) + "…"
-        if len(text) > 40 or not _DECIMAL.fullmatch(text.strip(" ")):
+        if len(text) > 40 or not DECIMAL.fullmatch(text.strip(" ")):
             raise argparse.ArgumentTypeError(
                 f"{shown} is not a number (plain digits like 12.5; no _, nan or inf)"
             )
@@ -73,9 +77,12 @@ def _number(option: str, whole: bool = False) -> Callable[[str], float]:
 
 def _count(text: str) -> int:
     try:
-        return int(text)
+        return parse_int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        shown = repr(text) if len(text) <= 40 else repr(text[:38]) + "…"
+        raise argparse.ArgumentTypeError(
+            f"{shown} is not a whole number (plain ASCII digits; no _ or non-ASCII digits)"
+        ) from None
 
 
 _count.__name__ = "workers"
@@ -305,7 +312,11 @@ def _judge_gates(config: RunConfig, outcome: object) -> int:
         print(verdict.line)
     print(f"gates: {len(verdicts) - len(failed)} passed, {len(failed)} failed")
     if service.junit is not None:
-        write_junit(service.junit, verdicts)
+        try:
+            write_junit(service.junit, verdicts)
+        except (OSError, ValueError) as error:  # checked at start; the file changed during the run
+            print(f"{PROG}: error: --junit: cannot write {str(service.junit)!r} ({error})", file=sys.stderr)
+            return exit_code or 1
         print(f"junit:   {service.junit}")
     return exit_code or (1 if failed else 0)
 

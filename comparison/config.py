@@ -16,6 +16,7 @@ from comparison.inputs import host_problem, path_problem, paths_given, reserved_
 from comparison.plan import DEFAULT_DRAIN_S, DEFAULT_SLO_MS, LoadPlan
 from comparison.scenarios import DEFAULT, REGISTRY, scenario_of
 from comparison.summary import SETTLE_S
+from target_server.numbers import parse_int
 
 if TYPE_CHECKING:
     from comparison.own_service import ServiceOptions
@@ -134,7 +135,7 @@ def parse_mix(text: str) -> tuple[tuple[str, int], ...]:
                 "--mix", f"{item!r} is not CLASS:USERS, e.g. NaiveRetryClient:1,AdaptiveClient:3"
             )
         try:
-            users = int(raw)
+            users = parse_int(raw)  # ASCII digits only: no Arabic-Indic, full-width or 0_1
         except ValueError:
             raise ConfigError("--mix", f"{item!r}: {raw.strip()!r} is not a whole number of users") from None
         if not 1 <= users <= MAX_MIX_USERS:

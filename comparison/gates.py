@@ -31,6 +31,7 @@ NUMERIC_COLUMNS = tuple(name for name in COLUMNS if name not in TEXT_COLUMNS) + 
 )
 EVERY_CLIENT = "*"
 MAX_GATE = 500
+MAX_NUMBER = 1e300  # any column times any such number stays finite enough to compare
 
 _COMPARE: dict[type, tuple[str, Callable[[float, float], bool]]] = {
     ast.GtE: (">=", operator.ge),
@@ -124,6 +125,9 @@ def _check(node: ast.AST, expression: str, text: str) -> None:
     elif isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, int | float):
             raise GateError(f"{text!r}: {ast.get_source_segment(expression, node)!r} is not a number")
+        if not finite_number(node.value):
+            shown = (ast.get_source_segment(expression, node) or "")[:40]
+            raise GateError(f"{text!r}: {shown!r} is too large (at most {MAX_NUMBER:g})")
     elif isinstance(node, ast.Name):
         if node.id not in NUMERIC_COLUMNS:
             raise GateError(
@@ -133,6 +137,15 @@ def _check(node: ast.AST, expression: str, text: str) -> None:
     else:
         token = ast.get_source_segment(expression, node) or type(node).__name__
         raise GateError(f"{text!r}: {token!r} is not allowed (columns, numbers, + - * / and one comparison)")
+
+
+def finite_number(value: int | float) -> bool:
+    """A gate's number is a float no larger than MAX_NUMBER: `1e400` is inf and a 400-digit integer
+    cannot become a float at all (OverflowError when judged)."""
+    try:
+        return abs(float(value)) <= MAX_NUMBER
+    except OverflowError:
+        return False
 
 
 def check_clients(gates: Sequence[Gate], clients: Sequence[str]) -> str | None:

@@ -23,8 +23,9 @@ from typing import TextIO
 
 from comparison import ROOT
 from comparison.plan import LoadPlan
-from comparison.readers import ALL_WORKERS, ClassFiles
+from comparison.readers import ClassFiles
 from comparison.target import start_child, stop_child
+from mitigations.csv_schema import ALL_WORKERS
 from mitigations.guard import STOP_LOSS_EXIT
 
 LOCUST = Path(sys.executable).with_name("locust")

@@ -70,10 +70,13 @@ def write_outputs(
     lines, sections = [*lines, *mix_lines], sections + mix_section
     baseline = record.reproduce.get("options", {}).get("service", {}).get("baseline")
     if baseline:
-        from comparison.baseline import load, section
+        from comparison.baseline import BaselineError, load, section, unreadable_section
         from comparison.charts import series_for
 
-        sections += section(plan, [series_for(r) for r in results], summaries, load(Path(baseline)))
+        try:
+            sections += section(plan, [series_for(r) for r in results], summaries, load(Path(baseline)))
+        except BaselineError as error:  # changed since the start-up check: say so, keep the report
+            sections += unreadable_section(Path(baseline), str(error))
     report = run_dir / "report.html"
     write_report(report, title, plan, results, summaries, sentences, asdict(record), sections)
     record.save(run_dir / "run.json")

@@ -11,7 +11,6 @@ an argv whose results go into a new folder beside the old one.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import subprocess
@@ -22,6 +21,7 @@ from typing import Any
 
 from comparison import ROOT
 from comparison.config import RunConfig
+from comparison.inputs import FileProblem, read_run_record
 
 VERSIONED = (
     "locust",
@@ -125,19 +125,28 @@ def reproduction(config: RunConfig, argv: list[str], kind: Any = None) -> dict[s
     )
 
 
+def recorded_argv(folder: Path) -> list[str]:
+    """run.json's reproduce.argv: a list of strings without NUL. Raises RerunError (one line)."""
+    path = folder / "run.json"
+    if not path.exists() and not path.is_symlink():
+        raise RerunError(f"--rerun: {str(folder)!r} is not a run folder (no run.json in it)")
+    try:
+        record = read_run_record(folder)
+    except FileProblem as problem:
+        raise RerunError(f"--rerun: {problem}") from None
+    reproduce = record.get("reproduce")
+    argv = reproduce.get("argv") if isinstance(reproduce, dict) else None
+    if argv is None:
+        raise RerunError(f"--rerun: {path} has no reproduce.argv (a run from before --rerun existed)")
+    if not isinstance(argv, list) or not all(isinstance(t, str) and "\x00" not in t for t in argv):
+        raise RerunError(f"--rerun: {path}'s reproduce.argv is not a list of strings")
+    return list(argv)
+
+
 def rerun_argv(folder: Path, baseline: Path | None = None) -> list[str]:
     """The argv that repeats the run in `folder`, writing into `folder`'s parent, overlaying `baseline`
     in its report when given (the recorded run's own --baseline is dropped). Raises RerunError."""
-    path = folder / "run.json"
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        argv = list(record["reproduce"]["argv"])
-    except FileNotFoundError:
-        raise RerunError(f"--rerun: {str(folder)!r} is not a run folder (no run.json in it)") from None
-    except (OSError, ValueError, KeyError, TypeError):
-        raise RerunError(
-            f"--rerun: {path} has no reproduce.argv (a run from before --rerun existed)"
-        ) from None
+    argv = recorded_argv(folder)
     cut = argv.index("--") if "--" in argv else len(argv)
     own, rest = argv[:cut], argv[cut:]
     kept: list[str] = []

@@ -61,6 +61,7 @@ from comparison.readers import (
     read_server,
     read_stats,
 )
+from mitigations.csv_schema import skip_share, too_many_skipped
 
 COLUMNS = (
     "client",
@@ -107,8 +108,6 @@ COLUMNS = (
     "peak_share",
     "verdict",
 )
-# As `locust_plugin.ledger.SKIP_WARN_SHARE`; not imported, because importing the plugin loads Locust.
-SKIP_WARN_SHARE = 0.01
 RECOVERY_WINDOW_S = 1.0
 SETTLE_S = 3.0  # a phase of the capacity scenarios is judged from this long after its change
 RECOVERY_SHARE = 0.9
@@ -344,16 +343,6 @@ def wasted_ratio(server: Sequence[ServerRow]) -> float | None:
     last = max(reported, key=lambda row: row.timestamp)
     work, wasted = last.work_cpu_ms_total or 0.0, last.wasted_cpu_ms_total or 0.0
     return min(1.0, wasted / work) if work > 0 else None
-
-
-def skip_share(launched: int, skipped: int) -> float:
-    """Skipped slots as a share of intended launches (launched + skipped)."""
-    intended = launched + skipped
-    return skipped / intended if intended else 0.0
-
-
-def too_many_skipped(launched: int, skipped: int) -> bool:
-    return skip_share(launched, skipped) > SKIP_WARN_SHARE
 
 
 def sort_counts(joined: str) -> str:

@@ -19,10 +19,11 @@ import gevent
 from gevent.pool import Group
 
 from locust_plugin import options
-from locust_plugin.ledger import CallLedger, skip_share, too_many_skipped
+from locust_plugin.ledger import CallLedger
 from locust_plugin.pipelines import BuiltPipeline, build_pipeline
 from locust_plugin.reporter import LocustReporter
 from mitigations.core import SYSTEM_CLOCK, Call, Outcome
+from mitigations.csv_schema import skip_share, too_many_skipped
 from mitigations.defer import Defer
 
 _ATTRIBUTE = "hammerlab_runtimes"
@@ -129,7 +130,7 @@ class ClientRuntime:
         return self.ledger.abandon_pending()
 
     def warn_if_skipped(self) -> None:
-        """One warning line when the launcher could not keep the rate (see `ledger.SKIP_WARN_SHARE`)."""
+        """One warning line when the launcher could not keep the rate (see `csv_schema.SKIP_WARN_SHARE`)."""
         launched, skipped = self.ledger.launched, self.ledger.skipped
         if too_many_skipped(launched, skipped) and not self.warned:
             self.warned = True  # a worker drains twice: once for the master, once when told to stop

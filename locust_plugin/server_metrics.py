@@ -24,7 +24,7 @@ from typing import Any
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from locust_plugin.server_sampler import RATED_TOTALS, ServerSample
+from locust_plugin.server_sample import RATED_TOTALS, ServerSample
 from mitigations.metrics_map import COLUMNS, TOTAL_COLUMNS, SeriesMap, check_url, parse_mapping, resolve_url
 
 log = logging.getLogger("hammerlab")
@@ -68,7 +68,10 @@ def pick(series: SeriesMap, found: Mapping[str, list[Scraped]]) -> tuple[float, 
     ]
     if not chosen:
         return None
-    return sum(s.value for s in chosen) * series.factor, any(s.counter for s in chosen)
+    total = math.fsum(s.value for s in chosen) * series.factor
+    if not math.isfinite(total):  # samples near 1e308 times a factor: no column can show it
+        return None
+    return total, any(s.counter for s in chosen)
 
 
 class MetricsSource:

@@ -24,18 +24,21 @@ import requests
 from flask import Blueprint, Response, jsonify, make_response, request
 
 from locust_plugin import options
-from locust_plugin.client_stats import (
+from locust_plugin.csv_log import render
+from locust_plugin.mitigation_rows import MitigationRow, join_counts
+from locust_plugin.mitigations_board import MitigationsBoard
+from locust_plugin.server_sample import SampleInterval, ServerSample
+from locust_plugin.server_sampler import ServerSampler
+from locust_plugin.target import loopback_problem, target_host
+from locust_plugin.web_forms import MAX_FAULT_BODY, fault_body, swarm_form_problem
+from locust_plugin.web_guard import csrf_problem, refusal
+from mitigations.csv_schema import (
     ALL_WORKERS,
     MITIGATION_COLUMNS,
-    MitigationRow,
-    MitigationsBoard,
-    join_counts,
+    SERVER_COLUMNS,
+    skip_share,
+    too_many_skipped,
 )
-from locust_plugin.csv_log import render
-from locust_plugin.ledger import SKIP_WARN_SHARE
-from locust_plugin.server_sampler import SERVER_COLUMNS, SampleInterval, ServerSample, ServerSampler
-from locust_plugin.target import loopback_problem, target_host
-from locust_plugin.web_guard import csrf_problem, refusal
 
 
 class LiveNumbers(Protocol):
@@ -228,12 +231,11 @@ def _latency(row: MitigationRow) -> str:
 
 
 def _skipped(row: MitigationRow) -> str:
-    intended = row.launched_total + row.skipped
     if not row.skipped:
         return "0"
-    share = row.skipped / intended
-    flag = " (generator behind: latency understated)" if share > SKIP_WARN_SHARE else ""
-    return f"{row.skipped} ({share:.1%}){flag}"
+    share = skip_share(row.launched_total, row.skipped)
+    behind = too_many_skipped(row.launched_total, row.skipped)
+    return f"{row.skipped} ({share:.1%})" + (" (generator behind: latency understated)" if behind else "")
 
 
 # -- Flask wiring ------------------------------------------------------------------------------------
@@ -338,7 +340,11 @@ def install(environment: Any, monitor: LiveNumbers) -> None:
 
     @blueprint.route("/faults", methods=["POST", "DELETE"])
     def faults() -> tuple[Response, int]:
-        body = request.get_json(silent=True) if request.method == "POST" else None
+        body = None
+        if request.method == "POST":
+            body, problem = fault_body(request.stream.read(MAX_FAULT_BODY + 1))
+            if problem:
+                return jsonify(error=problem), 400
         data, status = forward_fault(target_host(environment), request.method, body)
         return jsonify(data), status
 
@@ -352,7 +358,9 @@ def install(environment: Any, monitor: LiveNumbers) -> None:
         if problem:
             return jsonify(success=False, message=problem, error=problem), 403
         if request.method == "POST" and request.path == swarm_path:
-            problem = options_problem(request.form)
+            problem = options_problem(request.form) or swarm_form_problem(
+                request.form, vars(environment.parsed_options) if environment.parsed_options else {}
+            )
             if problem:
                 return jsonify(success=False, message=problem, host=environment.host), 400
         return None

@@ -48,6 +48,7 @@ from mitigations.core import (
     DeferExpired,
     DeferQueueFull,
     Deferred,
+    Gauges,
     Next,
     Outcome,
     PipelineEvents,
@@ -55,6 +56,7 @@ from mitigations.core import (
     Shed,
 )
 from mitigations.defer_store import BatchWriter, DeferredCall, DeferStore, default_directory, in_thread
+from mitigations.histograms import encode_histogram
 
 log = logging.getLogger("hammerlab")
 
@@ -149,6 +151,15 @@ class Defer(BasePolicy):
     @property
     def depth(self) -> int:
         return len(self._queue) + len(self._replaying) + self._writing
+
+    def gauges(self, wall_now: float) -> Gauges:
+        return {
+            "deferred": self.deferred,
+            "replayed": self.replayed,
+            "expired": self.expired,
+            "defer_queue_depth": self.depth,
+            "replay_hdr": encode_histogram(self.replay_delays) or None,
+        }
 
     # -- the fresh call ------------------------------------------------------------------------------
 

@@ -12,9 +12,10 @@ a `ValueError` with one line. Plain Python: the comparison runner uses it withou
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from mitigations.core import Call
 
@@ -72,18 +73,38 @@ def parse_body(raw: object) -> str:
     return text
 
 
-def body_file_problem(path: str) -> str | None:
-    """None when `path` is a readable file of at most MAX_BODY_BYTES, else why not."""
-    file = Path(path)
+def read_body_file(path: str) -> bytes:
+    """The bytes of a regular file of at most MAX_BODY_BYTES, read now. A size from stat() is not
+    enough: /proc/self/mem and /proc/kallsyms say 0 and then fail or run long when read, and a FIFO
+    would block; so the file is opened without blocking, checked to be regular, and read (bounded).
+    Raises ValueError with the reason (no path: the caller names it)."""
+    if "\x00" in path:
+        raise ValueError("is not a file path (it contains a NUL)")
     try:
-        if not file.is_file():
-            return "is not a file"
-        if file.stat().st_size > MAX_BODY_BYTES:
-            return f"is larger than {MAX_BODY_BYTES:,} bytes"
-        with file.open("rb"):
-            pass
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ValueError("is not a file (it does not exist)") from None
     except OSError as error:
-        return f"cannot be read ({error.strerror or type(error).__name__})"
+        raise ValueError(f"cannot be read ({error.strerror or type(error).__name__})") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise ValueError("is not a file")
+    with os.fdopen(descriptor, "rb") as handle:
+        try:
+            data = handle.read(MAX_BODY_BYTES + 1)
+        except OSError as error:
+            raise ValueError(f"cannot be read ({error.strerror or type(error).__name__})") from None
+    if len(data) > MAX_BODY_BYTES:
+        raise ValueError(f"is larger than {MAX_BODY_BYTES:,} bytes")
+    return data
+
+
+def body_file_problem(path: str) -> str | None:
+    """None when `path` is a readable file of at most MAX_BODY_BYTES (read to the end now), else why not."""
+    try:
+        read_body_file(path)
+    except ValueError as problem:
+        return str(problem)
     return None
 
 
@@ -122,9 +143,10 @@ class RequestSpec:
             raise ValueError("give --body or --body-file, not both")
         data: bytes | None = None
         if body_file:
-            if problem := body_file_problem(body_file):
-                raise ValueError(f"--body-file: {_shown(body_file)} {problem}")
-            data = Path(body_file).read_bytes()
+            try:
+                data = read_body_file(body_file)
+            except ValueError as problem:
+                raise ValueError(f"--body-file: {_shown(body_file)} {problem}") from None
         elif body:
             data = body.encode("utf-8")
         return cls(method, path, headers, data)

@@ -20,7 +20,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCUST = str(Path(sys.executable).with_name("locust"))
+sys.path.insert(0, str(ROOT))
+
+from tests.locust_run import locust_command  # noqa: E402
+
 REMOTE = "10.200.0.1"
 
 
@@ -72,7 +75,7 @@ def main() -> None:
     quiet = {"HAMMERLAB_ALLOW_REMOTE": ""}
     with tempfile.TemporaryDirectory() as folder:
         ok, failing = CountingServer(200), CountingServer(500)
-        locust = [LOCUST, "--headless", "-u", "1", "-r", "1", "--launch-rate", "10", "--drain-s", "1"]
+        locust = locust_command("--launch-rate", "10", "--drain-s", "1")
         comparison = [sys.executable, "-m", "comparison", "--capacity", "10", "--scenario", "healthy",
                       "--duration", "5", "--drain-s", "0", "--clients", "HammerClient",
                       "--results-dir", folder]  # fmt: skip

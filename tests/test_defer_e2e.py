@@ -25,7 +25,7 @@ import pytest
 from locust_plugin import options
 from locust_plugin.pipelines import build_pipeline
 from mitigations.core import SYSTEM_CLOCK, Call
-from tests.locust_run import LOCUST, ROOT, LocustRun
+from tests.locust_run import ROOT, LocustRun, locust_command
 
 pytestmark = pytest.mark.slow
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
@@ -94,11 +94,11 @@ def queued_keys(db_path: Path) -> list[str]:
 
 
 def locust_argv(url: str, seconds: float, rate: int, defer_dir: Path, *extra: str) -> list[str]:
-    return [
-        LOCUST, "-f", "tests/defer_locustfile.py", "--headless", "-u", "1", "-r", "1", "-t", f"{seconds}s",
-        "--host", url, "--stop-timeout", "0", "--launch-rate", str(rate), "--max-concurrent", "2",
-        "--defer-dir", str(defer_dir), *extra, "KeyedDeferredClient",
-    ]
+    return locust_command(
+        "--stop-timeout", "0", "--launch-rate", str(rate), "--max-concurrent", "2", "--defer-dir",
+        str(defer_dir), *extra, "KeyedDeferredClient",
+        seconds=seconds, host=url, locustfile="tests/defer_locustfile.py",
+    )  # fmt: skip
 
 
 def number(key: str) -> int:

@@ -139,3 +139,43 @@ def test_a_scenario_is_named_only_in_its_own_module():
     """The runner, the config, the report and the narrative loop over the registry: a scenario's name
     as a literal anywhere else in comparison/ is a switch on it that belongs in its module."""
     assert scenario_literals() == []
+
+
+# The stats code and the web UI ask each policy for its gauges (`Policy.gauges`); they name no policy type.
+ASKS_POLICIES = (
+    "locust_plugin/client_stats.py",
+    "locust_plugin/client_rates.py",
+    "locust_plugin/mitigation_rows.py",
+    "locust_plugin/mitigations_board.py",
+    "locust_plugin/web_ui.py",
+)
+
+
+def policy_types() -> set[str]:
+    import importlib
+    import inspect
+    import pkgutil
+
+    import mitigations
+    from mitigations.core import BasePolicy
+
+    found = {"Policy", "BasePolicy"}
+    for info in pkgutil.iter_modules(mitigations.__path__):
+        module = importlib.import_module(f"mitigations.{info.name}")
+        classes = (name for name, value in vars(module).items() if inspect.isclass(value))
+        found |= {name for name in classes if issubclass(getattr(module, name), BasePolicy)}
+    return found
+
+
+def test_the_stats_code_branches_on_no_policy_type():
+    policies = policy_types()
+    assert {"CircuitBreaker", "Throttle", "AdaptiveLimit", "SocketPool", "Defer", "GatedPolicy"} <= policies
+    named = []
+    for relative in ASKS_POLICIES:
+        tree = ast.parse((ROOT / relative).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mitigations"):
+                named += [f"{relative}: imports {a.name}" for a in node.names if a.name in policies]
+            if isinstance(node, ast.Name) and node.id in policies:
+                named.append(f"{relative}:{node.lineno}: {node.id}")
+    assert named == []

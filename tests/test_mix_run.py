@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from comparison.config import ConfigError, RunConfig, build_plan, parse_mix
+from tests.locust_run import ROOT, locust_command
 
-ROOT = Path(__file__).resolve().parent.parent
 MIX = (("NaiveRetryClient", 1), ("AdaptiveClient", 3))
 
 
@@ -101,11 +101,11 @@ def test_mix_values_are_checked():
     assert plan.offered_share("B") == pytest.approx(0.75)
 
 
+@pytest.mark.slow
 def test_locust_refuses_a_mix_that_does_not_fit(tmp_path):
-    locust = str(Path(sys.executable).with_name("locust"))
     result = subprocess.run(
-        [locust, "--headless", "-u", "3", "-t", "1s", "--host", "http://127.0.0.1:9",
-         "--mix", "NaiveRetryClient:1,AdaptiveClient:3", "NaiveRetryClient", "AdaptiveClient"],
+        locust_command("--mix", "NaiveRetryClient:1,AdaptiveClient:3", "NaiveRetryClient", "AdaptiveClient",
+                       seconds=1, host="http://127.0.0.1:9", users=3),
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2
