@@ -13,14 +13,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from comparison.scenarios import REGISTRY
 from comparison.target import TargetError, check_reachable, request
 from mitigations.request import RequestSpec
 
-FAULT_SCENARIOS = {
-    "outage": "injects a 10 s outage through /admin/faults",
-    "capacity": "halves the capacity through /admin/config",
-    "capacity-up": "doubles the capacity through /admin/config",
-}
 CHECK_TIMEOUT_S = 5.0
 
 
@@ -32,17 +28,22 @@ class TargetKind:
     config: dict[str, Any] = field(default_factory=dict)  # a Hammerlab target's effective config
 
     def off_line(self, url: str, server_metrics: str = "") -> str:
+        faults = ", ".join(_faulty())
         if server_metrics:
             return (
-                f"{url} is not a Hammerlab target_server (no /stats): fault scenarios (outage, capacity, "
-                "capacity-up) and the reset between classes are off for it; the server columns come from "
-                f"{server_metrics}"
+                f"{url} is not a Hammerlab target_server (no /stats): fault scenarios ({faults}) "
+                f"and the reset between classes are off for it; the server columns come from {server_metrics}"
             )
         return (
-            f"{url} is not a Hammerlab target_server (no /stats): fault scenarios (outage, capacity, "
-            "capacity-up), the server columns (lag, sockets, in flight) and the reset between classes are "
+            f"{url} is not a Hammerlab target_server (no /stats): fault scenarios ({faults}), "
+            "the server columns (lag, sockets, in flight) and the reset between classes are "
             "off for it (--server-metrics URL reads them from a Prometheus endpoint)"
         )
+
+
+def _faulty() -> list[str]:
+    """The scenarios that change the target through its /admin endpoints."""
+    return [name for name, scenario in REGISTRY.items() if scenario.fault]
 
 
 def is_hammerlab_stats(body: Any) -> bool:
@@ -88,9 +89,11 @@ def send_once(url: str, spec: RequestSpec) -> tuple[int, str]:
 
 def scenario_problem(scenario: str, url: str) -> str | None:
     """One line when the scenario needs a Hammerlab target and `url` is not one."""
-    if scenario not in FAULT_SCENARIOS:
+    fault = REGISTRY[scenario].fault
+    if not fault:
         return None
+    others = [name for name, s in REGISTRY.items() if s.plain]
     return (
-        f"--scenario {scenario} {FAULT_SCENARIOS[scenario]}, which only Hammerlab's target_server has; "
-        f"{url} is not one (use healthy, cliff or burst)"
+        f"--scenario {scenario} {fault}, which only Hammerlab's target_server has; "
+        f"{url} is not one (use {', '.join(others[:-1])} or {others[-1]})"
     )
