@@ -590,7 +590,8 @@ def test_a_rate_schedule_sets_the_offered_load_over_time_and_goes_to_locust(tmp_
     assert split.schedule == ((0.0, 4), (4.0, 10)) and split.offered_at(5) == pytest.approx(40.0)
     files = ClassFiles(tmp_path / "HammerClient")
     command, env = locust_command("HammerClient", files, "http://127.0.0.1:9", plan, ())
-    assert command[command.index("-f") + 1] == "locustfiles,comparison/schedule_shape.py"
+    shape = ROOT / "comparison" / "schedule_shape.py"
+    assert command[command.index("-f") + 1] == f"{ROOT / 'locustfiles'},{shape}"
     assert "-u" not in command and "-t" not in command
     assert parse_schedule(env["HAMMERLAB_SCHEDULE"]) == (10.0, [(0.0, 2), (4.0, 5)])
     with pytest.raises(ValueError, match="must increase"):
