@@ -34,6 +34,7 @@ VERSIONED = (
     "matplotlib",
 )
 RERUN_FLAGS = ("--rerun", "--results-dir", "--baseline")
+ALLOW_REMOTE_FLAG = "--allow-remote"
 NOT_GIT = "not a git checkout"
 
 
@@ -125,9 +126,11 @@ def reproduction(config: RunConfig, argv: list[str], kind: Any = None) -> dict[s
     )
 
 
-def rerun_argv(folder: Path, baseline: Path | None = None) -> list[str]:
+def rerun_argv(folder: Path, baseline: Path | None = None, allow_remote: bool = False) -> list[str]:
     """The argv that repeats the run in `folder`, writing into `folder`'s parent, overlaying `baseline`
-    in its report when given (the recorded run's own --baseline is dropped). Raises RerunError."""
+    in its report when given (the recorded run's own --baseline is dropped). A stored --allow-remote is
+    dropped: the opt-in to load off this machine comes only from the user now (`allow_remote`, typed
+    with --rerun, or HAMMERLAB_ALLOW_REMOTE=1), never from a folder. Raises RerunError."""
     path = folder / "run.json"
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -138,6 +141,7 @@ def rerun_argv(folder: Path, baseline: Path | None = None) -> list[str]:
         raise RerunError(
             f"--rerun: {path} has no reproduce.argv (a run from before --rerun existed)"
         ) from None
+    argv = [token for token in argv if not _is_allow_remote(token)]
     cut = argv.index("--") if "--" in argv else len(argv)
     own, rest = argv[:cut], argv[cut:]
     kept: list[str] = []
@@ -152,4 +156,11 @@ def rerun_argv(folder: Path, baseline: Path | None = None) -> list[str]:
             continue
         kept.append(token)
     overlay = ["--baseline", str(baseline)] if baseline is not None else []
-    return [*kept, "--results-dir", str(folder.resolve().parent), *overlay, *rest]
+    opt_in = ["--allow-remote"] if allow_remote else []
+    return [*kept, *opt_in, "--results-dir", str(folder.resolve().parent), *overlay, *rest]
+
+
+def _is_allow_remote(token: object) -> bool:
+    """--allow-remote, or an abbreviation argparse would take for it (--allow-r)."""
+    name = str(token).split("=", 1)[0]
+    return len(name) >= len("--allow") and ALLOW_REMOTE_FLAG.startswith(name)

@@ -187,7 +187,7 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
     kind = None
     if config.host:
         try:
-            kind = inspect(config.host, service.request())
+            kind = inspect(config.host, service.request(), service.allow_remote)
         except (TargetError, ValueError) as error:
             raise RunFailed(str(error), usage=True) from None
         if not kind.hammerlab and (problem := scenario_problem(config.scenario, config.host)):
@@ -313,10 +313,14 @@ def _measure_and_plan(
         from comparison.probe import ProbeError, measure_capacity  # gevent only when probing
 
         url = config.host or embedded.start(run_dir / "probe_target.log")  # type: ignore[union-attr]
-        request = (config.service or ServiceOptions()).request()
+        service = config.service or ServiceOptions()
+        request = service.request()
         try:
             with guard.deferred():
-                probe = measure_capacity(url, config.probe_s, should_stop=guard.pending, request=request)
+                probe = measure_capacity(
+                    url, config.probe_s, should_stop=guard.pending, request=request,
+                    allow_remote=service.allow_remote,
+                )  # fmt: skip
             capacity = probe.capacity_rps
             record.capacity = {**asdict(probe), "source": "closed-loop probe"}
             say(out, probe.describe())
@@ -363,6 +367,7 @@ def _ramp(config: RunConfig, record: RunRecord, out: TextIO, guard: SignalGuard)
                 service.max_probe_rps,
                 step_s,
                 should_stop=guard.pending,
+                allow_remote=service.allow_remote,
             )
     except RampError as error:
         raise RunFailed(str(error)) from None
@@ -376,15 +381,16 @@ def _probe_reduced(config: RunConfig, url: str, record: RunRecord, out: TextIO, 
     set through /admin/config for just the probe's length, so the server reverts by itself."""
     from comparison.probe import WARMUP_S, measure_capacity
 
-    work = sync_work_ms(url)
+    remote = (config.service or ServiceOptions()).allow_remote
+    work = sync_work_ms(url, remote)
     if work <= 0:
         raise RunFailed(f"the capacity scenario needs a target with sync_work_ms > 0; {url} has {work:g}")
     length = WARMUP_S + config.probe_s + 1.0
     factor = WORK_FACTORS[config.scenario]
-    change_capacity(url, work * factor, length)
+    change_capacity(url, work * factor, length, remote)
     with guard.deferred():
-        probe = measure_capacity(url, config.probe_s, should_stop=guard.pending)
-    wait_for_overrides_to_end(url, length + 5.0)
+        probe = measure_capacity(url, config.probe_s, should_stop=guard.pending, allow_remote=remote)
+    wait_for_overrides_to_end(url, length + 5.0, remote)
     record.capacity["reduced"] = {
         **asdict(probe),
         "source": f"closed-loop probe with sync_work_ms {work:g} -> {work * factor:g}",
@@ -411,13 +417,14 @@ def _run_class(
 ) -> ClassResult:
     files = ClassFiles(run_dir / client)
     entry: dict[str, Any] = record.classes.setdefault(client, {})
+    remote = (config.service or ServiceOptions()).allow_remote  # the comparison's own --allow-remote
     if embedded is not None:
         url = embedded.start(files.target_log)
         entry["target_pid"] = embedded.pid
         say(out, f"class {index} of {total}: {_label(config, client)}; target pid {embedded.pid} at {url}")
     elif hammerlab:
         url = config.host  # type: ignore[assignment]
-        reset_target(url)
+        reset_target(url, remote)
         say(out, f"class {index} of {total}: {_label(config, client)}; target {url} reset")
     else:
         url = config.host  # type: ignore[assignment]
@@ -425,14 +432,14 @@ def _run_class(
     record.save(run_dir / "run.json")
 
     def outage() -> tuple[float, float]:
-        window = inject_outage(url, plan.outage_s or 0)
+        window = inject_outage(url, plan.outage_s or 0, remote)
         entry["outage"] = list(window)
         return window
 
     def capacity_change() -> tuple[float, float]:
-        work = sync_work_ms(url)
+        work = sync_work_ms(url, remote)
         factor = WORK_FACTORS[plan.scenario]
-        window = change_capacity(url, work * factor, plan.capacity_change_s or 0)
+        window = change_capacity(url, work * factor, plan.capacity_change_s or 0, remote)
         entry["capacity_change"] = {"window": list(window), "sync_work_ms": [work, work * factor]}
         return window
 
@@ -441,7 +448,7 @@ def _run_class(
         from comparison.metastable import trigger_window
 
         def trigger() -> tuple[float, float]:
-            window = trigger_window(url, config.metastable)  # type: ignore[arg-type]
+            window = trigger_window(url, config.metastable, remote)  # type: ignore[arg-type]
             kind = config.metastable.trigger_kind  # type: ignore[union-attr]
             entry["trigger"] = {"window": list(window), "kind": kind}
             return window

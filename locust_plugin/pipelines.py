@@ -212,6 +212,7 @@ def build_pipeline(
             keep_alive=read("keep_alive"),
             timeouts=timeouts,
             count_429=read("count_429"),
+            allow_remote=bool(getattr(parsed_options, "allow_remote", False)),
         ),
         clock,
     )

@@ -60,6 +60,8 @@ columns are whatever `--server-metric` mapped (`server_metrics`); the others sta
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import time
 from collections import deque
@@ -69,11 +71,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import gevent
-import requests
 
 from locust_plugin.csv_log import CsvLog
 from locust_plugin.server_series import MAX_PAGES, BadSeries, SeriesCursor, series_url, status_port_of
 from locust_plugin.values import parse_whole
+from mitigations.checked_url import CheckedURL, URLRefused, checked_url
+from mitigations.outbound import fetch
 
 
 class MetricsSource(Protocol):
@@ -123,7 +126,7 @@ FINAL_FETCH_TIMEOUT_S = 1.0  # at the test's stop, one last read of the series, 
 SERIES_FAILURES_BEFORE_ASKING_AGAIN = 3  # then ask /stats where the series is (a restarted target)
 SAMPLER_OWN_SOCKETS = 1  # the server counts the connection that asks for /stats
 
-Fetch = Callable[[str, float], tuple[int, Any]]
+Fetch = Callable[[CheckedURL, float], tuple[int, Any]]
 """(url, timeout) -> (HTTP status, parsed JSON body or None). Raises OSError-like errors when unreachable."""
 
 
@@ -356,15 +359,16 @@ def describe_fault(fault: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def fetch_json(url: str, timeout: float) -> tuple[int, Any]:
+def fetch_json(url: CheckedURL, timeout: float) -> tuple[int, Any]:
     """GET on a fresh connection that is closed at once, so the sampler never holds a socket between
-    samples (PooledClient's socket cap is checked on the same server count)."""
-    response = requests.get(url, timeout=timeout, headers={"Connection": "close"})
+    samples (PooledClient's socket cap is checked on the same server count). Only to the checked
+    addresses; no redirect, no proxy."""
+    answer = fetch(url, timeout=timeout)
     try:
-        body = response.json()
+        body = json.loads(answer.body)
     except ValueError:
         body = None
-    return response.status_code, body
+    return answer.status, body
 
 
 class ServerSampler:
@@ -385,6 +389,7 @@ class ServerSampler:
         self.history: deque[ServerSample] = deque(maxlen=history)
         self.csv: CsvLog | None = None
         self.base_url = ""
+        self.allow_remote = False  # this process's own --allow-remote (the environment's counts too)
         self.status = "waiting for a test to start"
         self.available = True
         self.started_at = wall()
@@ -558,10 +563,18 @@ class ServerSampler:
     def _get(
         self, url: str, timeout: float = FETCH_TIMEOUT_S, fetch: Fetch | None = None
     ) -> tuple[int, Any] | None:
-        """(status, body), or None when the host cannot be reached (said once per test)."""
+        """(status, body), or None when the host cannot be reached (said once per test) or may not be
+        (said, and sampling stops for this test)."""
         try:
-            return (fetch or self.fetch)(url, timeout)
-        except (OSError, requests.RequestException) as error:
+            target = checked_url(url, self.allow_remote, "the server sampler's URL")
+        except URLRefused as refused:
+            self.available = False
+            self.status = str(refused)
+            log.warning("hammerlab: %s", refused)
+            return None
+        try:
+            return (fetch or self.fetch)(target, timeout)
+        except (OSError, http.client.HTTPException) as error:
             if not self._said_unreachable:
                 self._said_unreachable = True
                 log.warning(

@@ -31,7 +31,7 @@ import heapq
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import gevent
@@ -55,6 +55,7 @@ from mitigations.core import (
     Shed,
 )
 from mitigations.defer_store import BatchWriter, DeferredCall, DeferStore, default_directory, in_thread
+from mitigations.request import RequestSpec
 
 log = logging.getLogger("hammerlab")
 
@@ -287,11 +288,11 @@ class Defer(BasePolicy):
             if self._too_old(kept, now):
                 self._expire(kept, now)
                 return
-            attempt = Call(
-                method=kept.method, path=kept.path, launched_at=now, name=kept.name,
-                deadline=None if kept.timeout_s is None else now + kept.timeout_s,
-                headers=dict(kept.headers), body=kept.body,
-            )
+            # A row from disk passes the checks a fresh call passes (RequestSpec), and the transport joins
+            # its path onto the same checked URL: a stored `@10.200.0.1/x` is refused, never sent.
+            spec = RequestSpec(kept.method, kept.path, tuple(dict(kept.headers).items()), kept.body)
+            deadline = None if kept.timeout_s is None else now + kept.timeout_s
+            attempt = replace(spec.call(now, deadline), name=kept.name)
             assert self._proceed is not None
             outcome = self._guarded(self._proceed, attempt)
         finally:
