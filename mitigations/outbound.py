@@ -138,7 +138,6 @@ def pinned_session(target: CheckedURL, pool_size: int) -> requests.Session:
     Callers pass `allow_redirects=False` on every request."""
     session = requests.Session()
     session.trust_env = False
-    session.max_redirects = 0
     adapter = PinnedAdapter(
         target,
         pool_connections=1,

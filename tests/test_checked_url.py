@@ -275,3 +275,19 @@ def test_the_property_tried_enough_urls_and_connected():
           "connects recorded, all to loopback")  # fmt: skip
     if TRIED["urls"]:
         assert TRIED["accepted"] > 0 and TRIED["connects"] > 0
+
+
+# -- the opt-in is never granted by a run folder ---------------------------------------------------------
+
+
+def test_rerun_drops_a_stored_allow_remote_unless_typed_again(tmp_path):
+    import json
+
+    from comparison.rerun import rerun_argv
+
+    run = tmp_path / "run"
+    run.mkdir()
+    stored = ["--host", "http://10.200.0.1:80", "--allow-remote", "--clients", "HammerClient", "--", "--allow-r"]
+    (run / "run.json").write_text(json.dumps({"reproduce": {"argv": stored}}))
+    assert not any(token.startswith("--allow") for token in rerun_argv(run))
+    assert rerun_argv(run, allow_remote=True).count("--allow-remote") == 1
