@@ -287,7 +287,8 @@ def test_rerun_drops_a_stored_allow_remote_unless_typed_again(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
-    stored = ["--host", "http://10.200.0.1:80", "--allow-remote", "--clients", "HammerClient", "--", "--allow-r"]
+    stored = ["--host", "http://10.200.0.1:80", "--allow-remote", "--clients", "HammerClient"]
+    stored += ["--", "--allow-r"]
     (run / "run.json").write_text(json.dumps({"reproduce": {"argv": stored}}))
     assert not any(token.startswith("--allow") for token in rerun_argv(run))
     assert rerun_argv(run, allow_remote=True).count("--allow-remote") == 1
