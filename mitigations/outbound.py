@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import http.client
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,22 +26,30 @@ import urllib3
 from geventhttpclient.connectionpool import ConnectionPool
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.util.connection import create_connection
 
 from mitigations.checked_url import CheckedURL, URLRefused
 
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 
 
-def connect(
-    target: CheckedURL, timeout: Any, opener: Callable[..., socket.socket] | None = None
-) -> socket.socket:
-    """A TCP connection to the first of the checked addresses that accepts one. Raises OSError."""
+def connect(target: CheckedURL, timeout: Any, options: Any = None, source: Any = None) -> socket.socket:
+    """A TCP connection to the first of the checked addresses that accepts one, with no name lookup at
+    all (the addresses are literals). `timeout` None waits forever; a non-number leaves the default.
+    Raises OSError."""
     error: OSError | None = None
     for address in target.addresses:
+        sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
         try:
-            return (opener or socket.create_connection)((address, target.port), timeout)
+            for option in options or ():
+                sock.setsockopt(*option)
+            if timeout is None or isinstance(timeout, int | float):
+                sock.settimeout(timeout)
+            if source:
+                sock.bind(source)
+            sock.connect((address, target.port))
+            return sock
         except OSError as failed:
+            sock.close()
             error = failed
     raise error or OSError(f"{target.host} has no address")
 
@@ -82,11 +89,8 @@ def fetch(
 def _pinned_connection(base: type[HTTPConnection], target: CheckedURL) -> type[HTTPConnection]:
     class Pinned(base):  # type: ignore[valid-type,misc]
         def _new_conn(self) -> socket.socket:
-            def opener(address: tuple[str, int], timeout: Any) -> socket.socket:
-                return create_connection(address, timeout, self.source_address, self.socket_options)
-
             try:
-                return connect(target, self.timeout, opener)
+                return connect(target, self.timeout, self.socket_options, self.source_address)
             except TimeoutError as error:
                 raise urllib3.exceptions.ConnectTimeoutError(
                     self, f"connect to {target.host} timed out"
