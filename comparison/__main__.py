@@ -304,12 +304,17 @@ def _rerun(argv: list[str]) -> list[str]:
         return argv
     args = build_parser().parse_args(own)
     given = sum(1 if "=" in token else 2 for token in own if token.startswith(("--rerun", "--baseline")))
+    given += own.count("--allow-remote")  # the opt-in is the user's to type again; run.json never grants it
     if given != len(own) or "--" in argv:
-        raise UsageError("--rerun repeats a run exactly as it was: give it alone (with --baseline at most)")
+        raise UsageError(
+            "--rerun repeats a run exactly as it was: give it alone (with --baseline at most); only "
+            "--allow-remote may be typed again, since run.json never grants it"
+        )
     from comparison.rerun import RerunError, rerun_argv
 
     try:
-        repeated = rerun_argv(Path(args.rerun), Path(args.baseline) if args.baseline else None)
+        baseline = Path(args.baseline) if args.baseline else None
+        repeated = rerun_argv(Path(args.rerun), baseline, "--allow-remote" in own)
     except RerunError as error:
         raise UsageError(str(error)) from None
     print(f"{PROG}: rerunning {args.rerun}: {shlex.join(repeated)}", file=sys.stderr)

@@ -74,6 +74,11 @@ class RunConfig:
     scenario_options: Any = None  # the scenario's own options (comparison/scenarios/<name>.py)
     locustfile: UserLocustfile | None = None  # --locustfile: the user's own classes (user_locustfile.py)
 
+    @property
+    def allow_remote(self) -> bool:
+        """The run's own --allow-remote (typed now, never read from a rerun's folder)."""
+        return bool(self.service and self.service.allow_remote)
+
     def __post_init__(self) -> None:
         if self.scenario not in REGISTRY:
             raise ConfigError("--scenario", f"{self.scenario!r} is not one of {', '.join(REGISTRY)}")

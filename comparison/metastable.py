@@ -239,15 +239,17 @@ def judge(
     return Phases(pre, post, recovered, recovery, peak / pre, verdict)
 
 
-def trigger_window(url: str, options: MetastableOptions) -> tuple[float, float]:
+def trigger_window(url: str, options: MetastableOptions, allow_remote: bool = False) -> tuple[float, float]:
     """Start the trigger now on a Hammerlab target; the target ends it by itself. (start, end) unix s."""
     from comparison.target import change_capacity, request, sync_work_ms
 
     if options.trigger_kind == "capacity":
-        return change_capacity(url, sync_work_ms(url) * WORK_FACTOR, options.trigger_s)
+        work = sync_work_ms(url, allow_remote) * WORK_FACTOR
+        return change_capacity(url, work, options.trigger_s, allow_remote)
     answer = request(
         "POST", url + "/admin/faults",
         {"kind": "slow", "delay_ms": SLOW_DELAY_MS, "duration_s": options.trigger_s},
+        allow_remote=allow_remote,
     )  # fmt: skip
     started = float(answer["fault"]["started_at"])
     return started, started + options.trigger_s

@@ -86,7 +86,7 @@ def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = No
     kind = None
     if config.host:
         try:
-            kind = inspect(config.host, service.request())
+            kind = inspect(config.host, service.request(), service.allow_remote)
         except (TargetError, ValueError) as error:
             raise RunFailed(str(error), usage=True) from None
         if not kind.hammerlab and (problem := scenario_problem(config.scenario, config.host)):
@@ -212,10 +212,14 @@ def measure_and_plan(
         from comparison.probe import ProbeError, measure_capacity  # gevent only when probing
 
         url = config.host or embedded.start(run_dir / "probe_target.log")  # type: ignore[union-attr]
-        request = (config.service or ServiceOptions()).request()
+        service = config.service or ServiceOptions()
+        request = service.request()
         try:
             with guard.deferred():
-                probe = measure_capacity(url, config.probe_s, should_stop=guard.pending, request=request)
+                probe = measure_capacity(
+                    url, config.probe_s, should_stop=guard.pending, request=request,
+                    allow_remote=service.allow_remote,
+                )  # fmt: skip
             capacity = probe.capacity_rps
             record.capacity = {**asdict(probe), "source": "closed-loop probe"}
             say(out, probe.describe())
@@ -262,6 +266,7 @@ def _ramp(config: RunConfig, record: RunRecord, out: TextIO, guard: SignalGuard)
                 service.max_probe_rps,
                 step_s,
                 should_stop=guard.pending,
+                allow_remote=service.allow_remote,
             )
     except RampError as error:
         raise RunFailed(str(error)) from None
@@ -277,7 +282,8 @@ def _probe_reduced(
     set through /admin/config for just the probe's length, so the server reverts by itself."""
     from comparison.probe import WARMUP_S, measure_capacity
 
-    work = sync_work_ms(url)
+    remote = (config.service or ServiceOptions()).allow_remote
+    work = sync_work_ms(url, remote)
     if work <= 0:
         raise RunFailed(
             f"the {config.scenario} scenario needs a target with sync_work_ms > 0; {url} has {work:g}"
@@ -285,8 +291,8 @@ def _probe_reduced(
     length = WARMUP_S + config.probe_s + 1.0
     change_capacity(url, work * factor, length)
     with guard.deferred():
-        probe = measure_capacity(url, config.probe_s, should_stop=guard.pending)
-    wait_for_overrides_to_end(url, length + 5.0)
+        probe = measure_capacity(url, config.probe_s, should_stop=guard.pending, allow_remote=remote)
+    wait_for_overrides_to_end(url, length + 5.0, remote)
     record.capacity["reduced"] = {
         **asdict(probe),
         "source": f"closed-loop probe with sync_work_ms {work:g} -> {work * factor:g}",
@@ -313,13 +319,14 @@ def run_class(
 ) -> ClassResult:
     files = ClassFiles(run_dir / client)
     entry: dict[str, Any] = record.classes.setdefault(client, {})
+    remote = (config.service or ServiceOptions()).allow_remote  # the comparison's own --allow-remote
     if embedded is not None:
         url = embedded.start(files.target_log)
         entry["target_pid"] = embedded.pid
         say(out, f"class {index} of {total}: {_label(config, client)}; target pid {embedded.pid} at {url}")
     elif hammerlab:
         url = config.host  # type: ignore[assignment]
-        reset_target(url)
+        reset_target(url, remote)
         say(out, f"class {index} of {total}: {_label(config, client)}; target {url} reset")
     else:
         url = config.host  # type: ignore[assignment]

@@ -216,6 +216,7 @@ def build_pipeline(
             keep_alive=read("keep_alive"),
             timeouts=timeouts,
             count_429=read("count_429"),
+            allow_remote=bool(getattr(parsed_options, "allow_remote", False)),
         ),
         clock,
     )

@@ -35,7 +35,7 @@ import heapq
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -64,6 +64,7 @@ from mitigations.defer_checks import check_queue, default_directory
 from mitigations.defer_rows import QUEUED, SENDING
 from mitigations.defer_store import BatchWriter, DeferredCall, DeferStore, in_thread
 from mitigations.histograms import encode_histogram
+from mitigations.request import RequestSpec
 
 log = logging.getLogger("hammerlab")
 
@@ -368,11 +369,11 @@ class Defer(BasePolicy):
                 return
             if not self._mark_sending(kept):
                 return
-            attempt = Call(
-                method=kept.method, path=kept.path, launched_at=now, name=kept.name,
-                deadline=None if kept.timeout_s is None else now + kept.timeout_s,
-                headers=dict(kept.headers), body=kept.body,
-            )
+            # A row from disk passes the checks a fresh call passes (RequestSpec), and the transport joins
+            # its path onto the same checked URL: a stored `@10.200.0.1/x` is refused, never sent.
+            spec = RequestSpec(kept.method, kept.path, tuple(dict(kept.headers).items()), kept.body)
+            deadline = None if kept.timeout_s is None else now + kept.timeout_s
+            attempt = replace(spec.call(now, deadline), name=kept.name)
             assert self._proceed is not None
             outcome = self._guarded(self._proceed, attempt)
         finally:

@@ -36,6 +36,7 @@ class RunSettings(Protocol):
     workers: int
     mix: tuple[tuple[str, int], ...]
     scenario_options: Any
+    allow_remote: bool  # the run's own --allow-remote: the events' /admin calls go through the guard
 
 
 @dataclass(frozen=True)

@@ -67,8 +67,8 @@ class CapacityChange(Scenario):
         factor = self.work_factor or 1.0
 
         def capacity_change() -> Window:
-            work = sync_work_ms(url)
-            window = change_capacity(url, work * factor, plan.capacity_change_s or 0)
+            work = sync_work_ms(url, config.allow_remote)
+            window = change_capacity(url, work * factor, plan.capacity_change_s or 0, config.allow_remote)
             entry["capacity_change"] = {"window": list(window), "sync_work_ms": [work, work * factor]}
             return window
 

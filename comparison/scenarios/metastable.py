@@ -71,7 +71,7 @@ class Metastable(Scenario):
             return None
 
         def trigger() -> Window:
-            window = model.trigger_window(url, options)
+            window = model.trigger_window(url, options, config.allow_remote)
             entry["trigger"] = {"window": list(window), "kind": options.trigger_kind}
             return window
 

@@ -51,7 +51,7 @@ class Outage(Scenario):
         self, url: str, plan: LoadPlan, config: RunSettings, entry: dict[str, Any]
     ) -> Callable[[], Window] | None:
         def outage() -> Window:
-            window = inject_outage(url, plan.outage_s or 0)
+            window = inject_outage(url, plan.outage_s or 0, config.allow_remote)
             entry["outage"] = list(window)
             return window
 
