@@ -142,7 +142,7 @@ def test_the_default_folder_is_the_users_own_and_the_targets(private_tmp):
         assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.geteuid()
     other = build_pipeline(("throttle", "defer"), parsed(defer_dir=""), "http://127.0.0.1:3001", FakeClock())
     assert other.policies["defer"].config.directory != config.directory  # another target, another queue
-    chosen = build_pipeline(("throttle", "defer"), parsed(defer_dir=str(private_tmp / "q")), "http://x:1",
+    chosen = build_pipeline(("throttle", "defer"), parsed(defer_dir=str(private_tmp / "q")), "http://127.0.0.1:1",
                             FakeClock())
     assert chosen.policies["defer"].config.directory == str(private_tmp / "q")
     assert not chosen.policies["defer"].config.private

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 
 import gevent
+import pytest
 
 from mitigations import FakeClock
 from mitigations.checked_url import checked_url
@@ -16,6 +17,7 @@ from tests.test_defer import deferring, occupy, send, wait_until
 PLANTED = "@10.200.0.1:8081/x"
 
 
+@pytest.mark.slow
 def test_a_planted_row_is_checked_like_a_fresh_call_and_never_reaches_the_transport(tmp_path):
     clock = FakeClock()
     pipeline, defer, held, _ = deferring(tmp_path, clock, client="Planted")
