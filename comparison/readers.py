@@ -192,6 +192,7 @@ class ClientRow:
     replayed_total: int | None = None
     expired_total: int | None = None
     defer_queue_depth: int | None = None
+    kept_total: int | None = None  # of unfinished_total: still queued on disk at the end; None without Defer
     limit: float | None = None  # the adaptive limit (in `all` rows: the sum); None without one
 
     @property
@@ -228,6 +229,7 @@ def _client_row(row: dict[str, str]) -> ClientRow:
         replayed_total=_optional_int(row.get("replayed_total")),
         expired_total=_optional_int(row.get("expired_total")),
         defer_queue_depth=_optional_int(row.get("defer_queue_depth")),
+        kept_total=_optional_int(row.get("kept_total")),
     )
 
 

@@ -67,6 +67,8 @@ Appended for `Defer` (docs/defer.md); empty without a defer layer:
   replay_p95_ms                digits) of every replay this test; in `all`, the workers' histograms
   replay_p99_ms                merged
   replay_max_ms
+  kept_total                 of unfinished_total: deferred calls still queued when the test's drain
+                             ran out, left on disk for the next run (`lost` = launched - ok - kept)
 
 `shed_total` and `shed_by_cause` count calls whose final outcome was shed (the ledger), not shed events:
 a retry the budget refused is a `SHED ... [budget]` row in Locust's stats but ends its call as the
@@ -136,6 +138,7 @@ MITIGATION_COLUMNS = (
     "replay_p95_ms",
     "replay_p99_ms",
     "replay_max_ms",
+    "kept_total",
 )
 UNFINISHED_KIND = "unfinished"
 TIMEOUT_KINDS = frozenset({"read-timeout", "connect-timeout", "deadline"})
@@ -220,6 +223,7 @@ class ClientSnapshot:
     expired: int | None = None
     defer_queue_depth: int | None = None
     replay_hdr: str | None = None  # HdrHistogram.encode() of the replay delays in ms, as text
+    kept: int | None = None  # the ledger's `kept`; None without `Defer`
 
     @property
     def shed(self) -> int:
@@ -337,6 +341,8 @@ class ClientStatsCollector:
                     shed_by_cause=dict(ledger.shed_by_cause),
                     errors_by_kind=dict(ledger.errors_by_kind),
                 )
+                if gauges.get("deferred") is not None:
+                    gauges["kept"] = ledger.kept
             result.append(
                 ClientSnapshot(
                     client=name,
@@ -451,6 +457,7 @@ class MitigationRow:
     expired_total: int | None = None
     defer_queue_depth: int | None = None
     replay_hdr: str | None = None
+    kept_total: int | None = None
 
     @cached_property
     def _replay(self) -> LatencySummary:
@@ -520,6 +527,7 @@ class MitigationRow:
             expired_total=snap.expired,
             defer_queue_depth=snap.defer_queue_depth,
             replay_hdr=snap.replay_hdr,
+            kept_total=snap.kept,
         )
 
     def csv_row(self) -> dict[str, str]:
@@ -616,6 +624,7 @@ def sum_rows(rows: list[MitigationRow], timestamp: float, elapsed_s: float) -> M
         expired_total=_sum_optional(r.expired_total for r in rows),
         defer_queue_depth=_sum_optional(r.defer_queue_depth for r in rows),
         replay_hdr=_merged_hdr([r.replay_hdr or "" for r in rows]) or None,
+        kept_total=_sum_optional(r.kept_total for r in rows),
     )
 
 
