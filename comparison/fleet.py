@@ -131,7 +131,8 @@ def fleet_of(result: ClassResult, summary: Summary, plan: LoadPlan) -> Fleet:
     per_worker = read_instances(result.files.mitigations, result.client)
     has_limit = any(row.limit is not None for rows in per_worker.values() for row in rows)
     finals = {worker: max(rows, key=lambda r: r.timestamp) for worker, rows in per_worker.items() if rows}
-    goodputs = {worker: row.slo_ok_total / plan.duration_s for worker, row in finals.items()}
+    # over the summary's duration, so the instances add up to the class's SLO goodput
+    goodputs = {worker: row.slo_ok_total / summary.elapsed_s for worker, row in finals.items()}
     total = sum(goodputs.values())
     instances = []
     for index, worker in enumerate(sorted(finals), start=1):

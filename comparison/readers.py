@@ -199,6 +199,7 @@ class ClientRow:
     defer_queue_depth: int | None = None
     defer_in_doubt_total: int | None = None  # rows set aside, never sent (docs/defer.md)
     defer_bad_rows_total: int | None = None
+    kept_total: int | None = None  # of unfinished_total: still queued on disk at the end; None without Defer
     limit: float | None = None  # the adaptive limit (in `all` rows: the sum); None without one
 
     @property

@@ -118,14 +118,17 @@ def _files(results: Sequence[ClassResult]) -> str:
 HOW_TO_READ = """
 <ul>
 <li><b>slo_goodput_rps</b>, the verdict: requests answered 2xx within <b>slo_ms</b> of their scheduled
-launch, per second of the launch window. <b>slo_attainment</b>: the same count over every launched request.
-<b>goodput_rps</b>: every 2xx/3xx answer however late, per second of the whole run (drain included): a
-client can score high here by answering after its users gave up, which is why it is not the verdict.</li>
+launch, per second of the whole run (drain included). <b>slo_attainment</b>: the same count over every
+intended request (launched + skipped). <b>goodput_rps</b>: every 2xx/3xx answer however late, per second of
+the same run, so SLO goodput is never above it: a client can score high here by answering after its users
+gave up, which is why it is not the verdict.</li>
 <li>Every launched request ends in exactly one of <b>ok</b>, <b>server_errors</b> (failed on the wire, by
 final kind in <b>server_error_kinds</b>), <b>shed</b> (held back in the client, by cause in
 <b>shed_kinds</b>) and <b>unfinished</b> (still in flight when the drain after the run ran out):
-launched = ok + server_errors + shed + unfinished. <b>skipped</b>: launch slots the load generator missed
-(never launched); over 1 % of intended launches flags the row, since latency is then understated.</li>
+launched = ok + server_errors + shed + unfinished. <b>lost</b> = launched - ok - <b>kept</b> (deferred
+calls still on disk at the end): neither served nor kept, expired deferrals included.
+<b>skipped</b>: launch slots the load generator missed (never launched); over 1 % of intended launches
+flags the row, since latency is then understated.</li>
 <li><b>p50/p95/p99/p999/max_ms</b>: latency of answered requests (ok or failed) from their scheduled
 launch, so time queued inside the client is included, from an HdrHistogram (3 significant digits).</li>
 <li><b>server_max_lag_ms / server_p95_lag_ms</b>: the target's event-loop lag (toobusy's measure; the seed's

@@ -7,14 +7,16 @@ Where each number comes from (one source each):
     the plugin's ledger (`locust_plugin.ledger`). Logical calls, each counted once by its final outcome,
     so launched = ok + server_errors + shed + unfinished on every row. The percentiles come from an
     HdrHistogram of answered calls (ok or failed) from their scheduled launch, 3 significant digits.
-    slo_goodput_rps = 2xx answers within slo_ms / the run's launch window (--duration);
-    slo_attainment = the same count / launched. deferred, replayed, expired (DeferredClient; empty for
-    a class without `Defer`): calls kept on disk, replayed and expired unsent. lost = launched - ok -
-    unfinished - expired: calls that failed on the wire or were dropped by a mitigation, i.e. neither
-    served nor kept (unfinished calls of a Defer are on disk for the next run). goodput_rps = every ok
-    answer, however late, per second of the whole run, drain included (Locust's elapsed time: its
-    Aggregated count / Requests/s), so a backlog answered after the launch window cannot push it past
-    what the server really served.
+    slo_goodput_rps = 2xx answers within slo_ms / the run's duration; goodput_rps = every ok answer,
+    however late, / the same duration. That duration is the whole run, drain included (Locust's elapsed
+    time: its Aggregated count / Requests/s, and never less than --duration), so a backlog answered after
+    the launch window cannot push goodput past what the server really served, and SLO goodput (a subset
+    of the ok answers over the same seconds) can never exceed goodput. slo_attainment = the same count /
+    the intended calls (launched + skipped: a slot the generator skipped was a call a user wanted).
+    deferred, replayed, expired, kept (DeferredClient; empty for a class without `Defer`): calls kept
+    on disk, replayed, expired unsent, and still on disk at the end (part of unfinished). lost =
+    launched - ok - kept: neither served nor kept for a later run, i.e. every server error, every shed
+    (expired deferrals included) and every unfinished call nobody kept.
   - max_client_concurrent: PREFIX_mitigations.csv, the class's `all` rows.
   - server lag, sockets and in-flight: PREFIX_server.csv. The maxima take the server's own peaks
     (peak_lag_ms, peak_in_flight, peak_sockets, since it started: the embedded target is restarted for
@@ -83,6 +85,7 @@ COLUMNS = (
     "deferred",
     "replayed",
     "expired",
+    "kept",
     "lost",
     "p50_ms",
     "p95_ms",
@@ -148,6 +151,7 @@ class Summary:
     deferred: int | None
     replayed: int | None
     expired: int | None
+    kept: int | None
     lost: int
     p50_ms: float | None
     p95_ms: float | None
@@ -289,6 +293,8 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
     aggregate = next((row for row in stats if row.is_aggregate), None)
     elapsed = aggregate.count / aggregate.rps if aggregate and aggregate.rps > 0 else window
     launched = last.launched_total
+    intended = launched + last.skipped_total
+    seconds = max(elapsed, window)  # one duration for both goodputs (see the module doc)
 
     return Summary(
         client=result.client,
@@ -296,9 +302,9 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         capacity_rps=float(plan.capacity_rps),
         offered_rps=float(plan.offered_rps),
         slo_ms=last.slo_ms,
-        slo_goodput_rps=last.slo_ok_total / window,
-        slo_attainment=last.slo_ok_total / launched if launched else None,
-        goodput_rps=last.ok_total / max(elapsed, window),
+        slo_goodput_rps=last.slo_ok_total / seconds,
+        slo_attainment=last.slo_ok_total / intended if intended else None,
+        goodput_rps=last.ok_total / seconds,
         launched=launched,
         ok=last.ok_total,
         server_errors=last.server_errors_total,
@@ -310,7 +316,8 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         deferred=last.deferred_total,
         replayed=last.replayed_total,
         expired=last.expired_total,
-        lost=launched - last.ok_total - last.unfinished_total - (last.expired_total or 0),
+        kept=last.kept_total if last.deferred_total is not None else None,
+        lost=lost_calls(launched, last.ok_total, last.kept_total),
         p50_ms=last.p50_ms,
         p95_ms=last.p95_ms,
         p99_ms=last.p99_ms,
@@ -327,11 +334,17 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         amplification=last.wire_total / launched if launched else None,
         reduced_capacity_rps=plan.reduced_capacity_rps,
         wire_attempts=sum(row.count for row in wire),
-        elapsed_s=max(elapsed, window),
+        elapsed_s=seconds,
         slo_ok=last.slo_ok_total,
         workers=max(1, len(read_instances(result.files.mitigations, result.client))),
         wasted_work_ratio=wasted_ratio(server),
     )
+
+
+def lost_calls(launched: int, ok: int, kept: int | None) -> int:
+    """Neither served nor kept on disk for a later run: launched - ok - kept. Expired deferrals, server
+    errors, sheds and unfinished calls nobody kept are all in it; `kept` is None without a `Defer`."""
+    return launched - ok - (kept or 0)
 
 
 def wasted_ratio(server: Sequence[ServerRow]) -> float | None:

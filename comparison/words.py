@@ -68,7 +68,8 @@ def verdict(summaries: Sequence[Summary]) -> list[str]:
     ranked = ranked_by_slo_goodput(summaries)
     top = ranked[0]
     slo = f"{top.slo_ms:,.0f} ms" if top.slo_ms else "the SLO"
-    attained = f", {pct(top.slo_attainment)} of the requests it launched" if top.slo_attainment else ""
+    attainment = top.slo_attainment
+    attained = f", {pct(attainment)} of the requests it meant to launch" if attainment else ""
     latency = f"; p99 {ms(top.p99_ms)}" if top.p99_ms is not None else ""
     first = (
         f"The most SLO goodput came from {top.client}: {top.slo_goodput_rps:,.1f} requests/s answered 2xx "
@@ -89,13 +90,13 @@ def deferrals(summaries: Sequence[Summary]) -> list[str]:
             f"{s.client} kept {s.deferred:,} requests on disk instead of dropping them, replayed "
             f"{s.replayed or 0:,} of them and lost {s.lost:,}"
         )
-        if s.unfinished:
-            text += f"; {s.unfinished:,} were still queued or in flight when the run ended (kept on disk)"
         if s.expired:
             text += (
-                f"; {s.expired:,} expired unsent: more was offered than the server could ever serve, the "
-                "seed's ever-increasing backlog, which no queue can work off"
+                f" ({s.expired:,} of them expired unsent: more was offered than the server could ever serve, "
+                "the seed's ever-increasing backlog, which no queue can work off)"
             )
+        if s.kept:
+            text += f"; {s.kept:,} were still queued when the run ended (kept on disk for the next run)"
         sentences.append(text + ".")
     return sentences
 

@@ -89,6 +89,7 @@ class ClientSnapshot:
     replay_hdr: str | None = None  # HdrHistogram.encode() of the replay delays in ms, as text
     in_doubt: int | None = None
     bad_rows: int | None = None
+    kept: int | None = None  # the ledger's `kept`; None without `Defer`
 
     @property
     def shed(self) -> int:
@@ -194,6 +195,8 @@ class ClientStatsCollector:
                     shed_by_cause=dict(ledger.shed_by_cause),
                     errors_by_kind=dict(ledger.errors_by_kind),
                 )
+                if gauges.get("deferred") is not None:
+                    gauges["kept"] = ledger.kept
             result.append(
                 ClientSnapshot(
                     client=name,

@@ -71,6 +71,7 @@ class MitigationRow:
     replay_hdr: str | None = None
     defer_in_doubt_total: int | None = None
     defer_bad_rows_total: int | None = None
+    kept_total: int | None = None
 
     @property
     def server_error_kinds(self) -> str:
@@ -146,6 +147,7 @@ _SNAPSHOT_NAMES = {
     "expired_total": "expired",
     "defer_in_doubt_total": "in_doubt",
     "defer_bad_rows_total": "bad_rows",
+    "kept_total": "kept",
 }
 _ROW_FIELDS = tuple(f.name for f in fields(MitigationRow) if f.name not in ("launched_per_s", "shed_per_s"))
 

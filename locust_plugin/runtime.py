@@ -116,7 +116,13 @@ class ClientRuntime:
             self.requests.join(timeout=timeout_s)
         left = len(self.requests)
         if left:
+            # spawned on schedule but not begun: killed before `send` runs, so they are counted here
+            never_ran = [g.args[0] for g in self.requests if g.gr_frame is None and not g.dead]
             self.requests.kill(block=True, timeout=5)
+            for call in never_ran:
+                self.ledger.launch()
+                self.ledger.abandon()
+                self.reporter.on_unfinished(call, SYSTEM_CLOCK.now())
         return left
 
     def drain_deferred(self, timeout_s: float) -> int:

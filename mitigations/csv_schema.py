@@ -105,6 +105,8 @@ on every row, and with nothing in flight or queued at the end, without the last 
                              aside in the file, never sent; counted by the run that found them
   defer_bad_rows_total       rows found in the file that fail the request checks of a fresh call (bad
                              JSON, a CRLF path, a header the client owns, ...): set aside, never sent
+  kept_total                 of unfinished_total: deferred calls still queued when the test's drain
+                             ran out, left on disk for the next run (`lost` = launched - ok - kept)
 
 `shed_total` and `shed_by_cause` count calls whose final outcome was shed (the ledger), not shed events:
 a retry the budget refused is a `SHED ... [budget]` row in Locust's stats but ends its call as the
@@ -185,6 +187,7 @@ MITIGATION_COLUMNS = (
     "replay_max_ms",
     "defer_in_doubt_total",
     "defer_bad_rows_total",
+    "kept_total",
 )
 LATENCY_COLUMNS = ("p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms")
 

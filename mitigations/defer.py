@@ -132,7 +132,7 @@ class Defer(BasePolicy):
         self._offset = 0.0  # wall seconds minus clock seconds, fixed at start
         self._queue: list[tuple[int, DeferredCall]] = []
         self._replaying: dict[int, Greenlet] = {}
-        self._guarding: set[object] = set()
+        self._guarding: dict[object, list[Outcome]] = {}  # greenlet -> the deferrable sheds it held
         self._wired: set[object] = set()  # replay greenlets that put an attempt on the wire
         self._drain_end: float | None = None
         self._replays_stopped = False
@@ -173,8 +173,14 @@ class Defer(BasePolicy):
         check_queue(Path(self.config.directory), client, private=self.config.private)
 
     def _claim(self, outcome: Outcome) -> bool:
-        """Keep a deferrable shed quiet when it happens inside a call this policy will defer."""
-        return gevent.getcurrent() in self._guarding and _deferrable(outcome)
+        """Keep a deferrable shed quiet when it happens inside a call this policy may defer. It is held
+        until the call ends: if the call is not deferred after all (an inner `Retry` turned the refused
+        retry back into the server failure it was retrying), `_guarded` announces it then."""
+        held = self._guarding.get(gevent.getcurrent())
+        if held is None or not _deferrable(outcome):
+            return False
+        held.append(outcome)
+        return True
 
     @property
     def depth(self) -> int:
@@ -202,11 +208,16 @@ class Defer(BasePolicy):
 
     def _guarded(self, proceed: Next, call: Call) -> Outcome:
         current = gevent.getcurrent()
-        self._guarding.add(current)
+        held: list[Outcome] = []
+        self._guarding[current] = held
         try:
-            return proceed(call)
+            outcome = proceed(call)
         finally:
-            self._guarding.discard(current)
+            self._guarding.pop(current, None)
+        if not _deferrable(outcome):
+            for shed in held:  # refused retries of a call that ends otherwise: their own rows
+                self.events.emit("shed", shed)
+        return outcome
 
     def _defer(self, call: Call, refused: Outcome) -> Outcome:
         if self.closed or self._writer is None:

@@ -279,12 +279,12 @@ def test_summary_takes_each_number_from_its_source(fixture_run):
     assert (summary.launched, summary.ok, summary.server_errors, summary.shed, summary.unfinished) == (
         1040, 750, 50, 200, 40)  # fmt: skip
     assert summary.accounted
-    assert summary.lost == 250  # 50 failed + 200 shed: neither served nor kept
-    assert summary.deferred is summary.replayed is summary.expired is None  # no Defer in this class
+    assert summary.lost == 290  # 50 failed + 200 shed + 40 unfinished nobody kept: launched - ok
+    assert summary.deferred is summary.replayed is summary.expired is summary.kept is None  # no Defer
     assert summary.skipped == 3 and not summary.generator_behind  # 3 of 1043 intended is under 1 %
     assert summary.goodput_rps == pytest.approx(75.0)  # 750 ok over Locust's 10 s (1000 at 100/s)
-    assert summary.slo_goodput_rps == pytest.approx(60.0)  # 600 within the SLO
-    assert summary.slo_attainment == pytest.approx(600 / 1040)
+    assert summary.slo_goodput_rps == pytest.approx(60.0)  # 600 within the SLO, over the same 10 s
+    assert summary.slo_attainment == pytest.approx(600 / 1043)  # of the intended calls: 3 were skipped
     assert summary.slo_ms == 1000
     assert summary.server_error_kinds == "connect-timeout=30;503=20"
     assert summary.shed_kinds == "throttle=150;circuit-open=50"
@@ -305,7 +305,7 @@ def test_summary_takes_each_number_from_its_source(fixture_run):
     assert summary.skipped_note() is None
     cells = summary.cells()
     assert (cells["p50_ms"], cells["p99_ms"], cells["max_ms"], cells["slo_attainment"]) == (
-        "40.1", "451", "903", "0.577")  # fmt: skip
+        "40.1", "451", "903", "0.575")  # fmt: skip
     assert list(cells) == list(COLUMNS)
     assert (cells["capacity_rps"], cells["offered_rps"], cells["recovery_s"]) == ("60.0", "120.0", "")
     assert (cells["amplification"], cells["outage_amplification"], cells["goodput_reduced_rps"]) == (
@@ -487,7 +487,7 @@ def test_sentences_come_from_the_numbers(fixture_run):
     )  # fmt: skip
     text = " ".join(describe([hammer, throttled], plan))
     assert "The most SLO goodput came from ThrottledClient: 60.0 requests/s answered 2xx within 1,000" in text
-    assert "58 % of the requests it launched" in text
+    assert "58 % of the requests it meant to launch" in text
     assert "HammerClient 10.0/s, as 52 % came late and 38 % failed (mostly connect-timeout)" in text
     assert "HammerClient drove the server's lag to 1,240 ms" in text
     assert "lost 38 % of its requests on the wire (mostly connect-timeout)" in text
@@ -551,21 +551,52 @@ def test_progress_line_shows_live_rates(tmp_path):
     assert "goodput   66.7/s" in line and "errors   19.0/s" in line and "shed   38.1/s" in line
 
 
-def test_a_deferring_client_is_described_by_what_it_kept_replayed_and_lost(fixture_run):
-    from dataclasses import replace
+DEFER_COLUMNS = (
+    ",deferred_total,replayed_total,expired_total,defer_queue_depth,replay_p50_ms,replay_p95_ms,"
+    "replay_p99_ms,replay_max_ms,kept_total"
+)
 
+
+def deferring_run(fixture_run: ClassFiles, expired: int, kept: int, killed: int) -> ClassFiles:
+    """DeferredClient's files: 1000 launched, 800 ok, 30 failed, `expired` shed as expired, and `kept`
+    still queued plus `killed` fresh calls still in flight when the drain ran out (both unfinished)."""
+    files = ClassFiles(fixture_run.prefix.with_name("DeferredClient"))
+    for name in ("stats", "server", "failures"):
+        getattr(files, name).write_bytes(getattr(fixture_run, name).read_bytes())
+    unfinished = kept + killed
+    row = mitigation_row(
+        10.0, "DeferredClient", "all", 800 + 30 + expired + unfinished, 830 + expired, 30, expired,
+        concurrent=0, ok=800, unfinished=unfinished, slo_ok=500, errors="503=30",
+        causes=f"defer-expired={expired}" if expired else "",
+    )
+    write(files.mitigations, MITIGATIONS_HEADER + DEFER_COLUMNS,
+          [row + f",500,{500 - expired - kept},{expired},{kept},,,,,{kept}"])  # fmt: skip
+    return files
+
+
+def test_a_deferring_client_is_described_by_what_it_kept_replayed_and_lost(fixture_run):
     plan = build_plan(RunConfig(scenario="burst", duration_s=20), capacity_rps=60)
     base = summarise(ClassResult("ThrottledClient", fixture_run), plan)
-    deferred = replace(base, client="DeferredClient", shed=0, server_errors=0, launched=1000, ok=800,
-                       unfinished=200, deferred=500, replayed=300, expired=0, lost=0)  # fmt: skip
+    files = deferring_run(fixture_run, expired=0, kept=170, killed=0)
+    deferred = summarise(ClassResult("DeferredClient", files), plan)
+    assert deferred.accounted and (deferred.launched, deferred.kept) == (1000, 170)
+    assert deferred.lost == 30  # 1000 launched - 800 ok - 170 still on disk: the 30 server errors
     text = " ".join(describe([base, deferred], plan))
-    assert (
-        "DeferredClient kept 500 requests on disk instead of dropping them, replayed 300 of them and "
-        "lost 0; 200 were still queued or in flight when the run ended (kept on disk)." in text
-    )
+    assert "DeferredClient kept 500 requests on disk instead of dropping them, replayed 330 of them and " \
+        "lost 30; 170 were still queued when the run ended (kept on disk for the next run)." in text
     assert "ThrottledClient kept" not in text  # no Defer: no such sentence
-    expiring = replace(deferred, expired=120, lost=0)
-    assert "120 expired unsent" in " ".join(describe([expiring], plan))
+
+
+def test_lost_counts_expired_deferrals_and_unfinished_calls_nobody_kept(fixture_run):
+    plan = build_plan(RunConfig(scenario="burst", duration_s=20), capacity_rps=60)
+    files = deferring_run(fixture_run, expired=120, kept=40, killed=10)
+    summary = summarise(ClassResult("DeferredClient", files), plan)
+    assert (summary.launched, summary.ok, summary.unfinished, summary.expired) == (1000, 800, 50, 120)
+    assert summary.accounted
+    # launched - ok - kept: 30 server errors + 120 expired + 10 unfinished that nobody kept
+    assert summary.lost == 160 and summary.cells()["kept"] == "40"
+    text = " ".join(describe([summary], plan))
+    assert "lost 160 (120 of them expired unsent" in text
 
 
 def test_the_recorded_command_can_be_typed_again():
