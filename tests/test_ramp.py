@@ -90,7 +90,8 @@ def test_a_window_at_the_foot_widens_until_it_holds_enough_calls():
 
 def summary(client: str, knee_rps: float | None) -> Summary:
     base = Summary(client, "ramp", C, 144.0, 1000.0, 80.0, 0.5, 90.0, 4000, 3500, 500, "503=500", 0, "",
-                   0, 0, None, None, None, 500, 20.0, 400.0, 900.0, 1000.0, 1200.0, 40, 300.0, 200.0, 80, 60,
+                   0, 0, None, None, None, None, 500, 20.0, 400.0, 900.0, 1000.0, 1200.0, 40, 300.0, 200.0,
+                   80, 60,
                    None)  # fmt: skip
     return scenario_of("ramp").extra(base, knee_offered_rps=knee_rps, knee_x=knee_rps and knee_rps / C)
 

@@ -75,7 +75,8 @@ def test_attainment_is_split_by_whether_the_load_was_above_c():
 
 def summary(client: str, crest: float, trough: float) -> Summary:
     base = Summary(client, "wave", C, 100.0, 1000.0, 80.0, 0.8, 90.0, 4000, 3500, 500, "503=500", 0, "",
-                   0, 0, None, None, None, 500, 20.0, 400.0, 900.0, 1000.0, 1200.0, 40, 300.0, 200.0, 80, 60,
+                   0, 0, None, None, None, None, 500, 20.0, 400.0, 900.0, 1000.0, 1200.0, 40, 300.0, 200.0,
+                   80, 60,
                    None)  # fmt: skip
     return scenario_of("wave").extra(base, crest_slo_attainment=crest, trough_slo_attainment=trough)
 
