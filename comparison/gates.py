@@ -116,7 +116,7 @@ def text_operands(tree: ast.Compare) -> tuple[str, str] | None:
     for column, value in (sides, sides[::-1]):
         is_column = isinstance(column, ast.Name) and column.id in TEXT_COLUMNS
         if is_column and isinstance(value, ast.Constant) and isinstance(value.value, str):
-            return column.id, value.value  # type: ignore[union-attr]
+            return column.id, value.value
     return None
 
 
