@@ -82,6 +82,12 @@ def test_a_sustained_stretch_undone_by_a_relapse_does_not_count():
     assert phases.verdict == "slow"
 
 
+def test_back_must_still_be_there_at_the_end():
+    # back at once for 26 s, then down for the last 4 s (shorter than a relapse): not back at the end
+    phases = judge(counter([(0, 80.0), (10, 0.0), (20, 80.0), (46, 0.0)]), START, 10, 10, 30)
+    assert phases.recovery_s is None and phases.verdict == NOT_BACK  # the last 10 s at 60 %
+
+
 def test_a_stretch_shorter_than_the_sustain_is_not_back():
     # 4.5 s at the old level, a second down, then at it again to the end: recovery starts at the second
     points = counter([(0, 80.0), (10, 0.0), (20, 80.0), (24.5, 0.0), (25.5, 80.0)])
