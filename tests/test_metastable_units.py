@@ -88,6 +88,13 @@ def test_back_must_still_be_there_at_the_end():
     assert phases.recovery_s is None and phases.verdict == NOT_BACK  # the last 10 s at 60 %
 
 
+def test_samples_that_stop_short_are_judged_up_to_the_last_one():
+    # Locust stopped 2.5 s before the planned end (seen on a busy machine): back, waited 9.5 s
+    phases = judge(counter([(0, 80.0), (3, 80.0)], end=12.5), START, pre_s=3, trigger_s=0, after_s=12)
+    assert phases.verdict == "quick" and phases.post_rps == pytest.approx(80.0)
+    assert phases.waited_s == pytest.approx(9.5)
+
+
 def test_a_stretch_shorter_than_the_sustain_is_not_back():
     # 4.5 s at the old level, a second down, then at it again to the end: recovery starts at the second
     points = counter([(0, 80.0), (10, 0.0), (20, 80.0), (24.5, 0.0), (25.5, 80.0)])
