@@ -12,14 +12,16 @@ CHROMIUM := /usr/bin/chromium
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-$(STAMP): requirements.txt | $(BIN)/python
-	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+# The checkout installs itself as a user would (README: "Installing it"), editable so that edits count at
+# once: the pins come from requirements.txt (runtime) and requirements-dev.txt (the `dev` extra).
+$(STAMP): pyproject.toml requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m comparison --scenario cliff --duration 15
+	$(BIN)/hammerlab demo
 
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null

@@ -24,20 +24,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the repo's packages importable
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.cliff import Check, OneLineParser, UsageError, markdown  # noqa: E402
+from benchmarks._targets import (  # noqa: E402
+    Check,
+    OneLineParser,
+    Report,
+    TargetRun,
+    run_targets,
+    target_parser,
+)
 from comparison.config import SETTLE_S, RunConfig  # noqa: E402
 
 PROG = "benchmarks/adaptive.py"
@@ -261,24 +264,12 @@ def plot_limit(
 # -- running ------------------------------------------------------------------------------------------
 
 
-def run_all(durations: Durations, folder: Path, out: TextIO) -> tuple[Measured, dict[str, object]]:
+def run_all(durations: Durations, bench: TargetRun) -> tuple[Measured, dict[str, object]]:
     """Every stage through the comparison runner. Raises SystemExit on an interrupt or a failed run."""
-    from comparison.runner import RunFailed, run
-
-    notes: dict[str, object] = {"runs": {}}
+    folder = bench.folder
+    notes: dict[str, object] = {"runs": bench.runs}
     measured = Measured()
-
-    def stage(title: str, config: RunConfig):
-        out.write(f"\n== {title}\n")
-        out.flush()
-        try:
-            outcome = run(config, out=out, argv=[PROG, title])
-        except RunFailed as error:
-            raise SystemExit(f"{PROG}: error: {error}") from None
-        if outcome.exit_code:
-            raise SystemExit(outcome.exit_code)
-        notes["runs"][title] = str(outcome.run_dir)  # type: ignore[index]
-        return outcome
+    stage = bench.stage
 
     first = stage(
         "2x C: AdaptiveClient", RunConfig("cliff", (ADAPTIVE,), durations.cliff, results_dir=folder)
@@ -361,41 +352,13 @@ def _median(values: list[float]) -> float:
 
 
 def build_parser() -> OneLineParser:
-    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short stages: a smoke run, not the figures")
-    parser.add_argument("--check", action="store_true", help="exit 1 if any target is missed")
-    parser.add_argument(
-        "--results-dir", default=str(ROOT / "results"), help="where the adaptive-<time> folder goes"
-    )
-    return parser
+    return target_parser(PROG, __doc__.split("\n\n")[0], ROOT / "results", "adaptive")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    except UsageError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    durations = QUICK if args.quick else FULL
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder = Path(args.results_dir) / f"adaptive-{stamp}"
-    folder.mkdir(parents=True, exist_ok=False)
-    load_before = os.getloadavg()
-    started = time.monotonic()
-    print(
-        f"{PROG}: {'quick' if args.quick else 'full'} run, {asdict(durations)} s per class; writing {folder}"
-    )
-    try:
-        measured, notes = run_all(durations, folder, sys.stdout)
-    except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted", file=sys.stderr)
-        return 130
-    checks = evaluate(measured)
-    minutes = (time.monotonic() - started) / 60
+def report(result: tuple[Measured, dict[str, object]], bench: TargetRun) -> Report:
+    measured, notes = result
     context = [
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, "
-        f"{'quick' if args.quick else 'full'} run ({minutes:.1f} min), load average {load_before[0]:.2f} "
-        f"before and {os.getloadavg()[0]:.2f} after (1-minute; other work shares this machine).",
+        bench.measured(),
         f"C = {notes['capacity_rps']:.1f} requests/s from the first run's closed-loop probe; every other run "
         "was given that C.",
     ]
@@ -408,27 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + ", ".join(f"{phase} {value:g}" for phase, value in medians.items())
                 + f"; best static cap by phase {best}."
             )
-    table = markdown(checks)
-    text = "\n".join(
-        [f"# Issue 13 targets ({PROG}{' --quick' if args.quick else ''})", "", *context, "", table, ""]
-    )
-    (folder / "targets.md").write_text(text, encoding="utf-8")
-    (folder / "targets.json").write_text(
-        json.dumps(
-            {
-                "checks": [asdict(c) for c in checks],
-                "measured": asdict(measured),
-                "notes": notes,
-                "context": context,
-            },
-            indent=2,
-            default=str,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
-    print("\n" + "\n".join(context) + "\n\n" + table + f"\n\ntargets: {folder / 'targets.md'}")
-    return 1 if args.check and any(check.passed is False for check in checks) else 0
+    return "Issue 13 targets", context, evaluate(measured), {"measured": asdict(measured), "notes": notes}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_targets(argv, build_parser(), "adaptive", (FULL, QUICK), run_all, report)
 
 
 if __name__ == "__main__":

@@ -21,22 +21,25 @@ reported with what was measured.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the repo's packages importable
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._targets import (  # noqa: E402
+    Check,
+    OneLineParser,
+    Report,
+    TargetRun,
+    run_targets,
+    target_parser,
+)
 from comparison.config import RunConfig  # noqa: E402
 from comparison.summary import Summary  # noqa: E402
 
@@ -69,23 +72,6 @@ class Durations:
 
 FULL = Durations(capacity=50, cliff=60, half_load=30, outage=30)
 QUICK = Durations(capacity=32, cliff=15, half_load=10, outage=20)
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the table: a target, what was measured, and the verdict."""
-
-    number: int
-    target: str
-    client: str
-    measured: str
-    required: str
-    passed: bool | None  # None: context, not a target
-    beside: str = ""
-
-    @property
-    def verdict(self) -> str:
-        return "" if self.passed is None else ("PASS" if self.passed else "MISS")
 
 
 @dataclass(frozen=True)
@@ -258,42 +244,8 @@ def limit_by_phase(mitigations_csv: Path, client: str, change: tuple[float, floa
     return tuple(statistics.median(values) if values else math.nan for values in phases)
 
 
-def markdown(checks: Sequence[Check]) -> str:
-    lines = [
-        "| # | target | client | measured | required | verdict | beside it |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for check in checks:
-        cells = (
-            str(check.number),
-            check.target,
-            check.client,
-            check.measured,
-            check.required,
-            check.verdict,
-            check.beside,
-        )
-        lines.append("| " + " | ".join(cell.replace("|", "/") or " " for cell in cells) + " |")
-    return "\n".join(lines)
-
-
-class UsageError(Exception):
-    """argparse's complaint, as one line."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
 def build_parser() -> OneLineParser:
-    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short stages: a smoke run, not the figures")
-    parser.add_argument("--check", action="store_true", help="exit 1 if any target is missed")
-    parser.add_argument(
-        "--results-dir", default=str(ROOT / "results"), help="where the bench-<time> folder goes"
-    )
-    return parser
+    return target_parser(PROG, __doc__.split("\n\n")[0], ROOT / "results", "bench")
 
 
 def equivalent_command(config: RunConfig) -> list[str]:
@@ -318,21 +270,13 @@ def _by_client(summaries: Sequence[Summary]) -> dict[str, Summary]:
     return {summary.client: summary for summary in summaries}
 
 
-def run_stages(durations: Durations, folder: Path, out: TextIO) -> tuple[Stages, dict[str, object]]:
+def run_stages(durations: Durations, bench: TargetRun) -> tuple[Stages, dict[str, object]]:
     """Run the four stages through the comparison runner. Raises SystemExit on an interrupt or failure."""
-    from comparison.runner import RunFailed, run
-
+    folder = bench.folder
     notes: dict[str, object] = {}
 
     def stage(title: str, config: RunConfig) -> dict[str, Summary]:
-        out.write(f"\n== {title}\n")
-        out.flush()
-        try:
-            outcome = run(config, out=out, argv=equivalent_command(config))
-        except RunFailed as error:
-            raise SystemExit(f"{PROG}: error: {error}") from None
-        if outcome.exit_code:
-            raise SystemExit(outcome.exit_code)
+        outcome = bench.stage(title, config, argv=equivalent_command(config))
         notes[title] = str(outcome.run_dir)
         return _by_client(outcome.summaries)
 
@@ -366,36 +310,11 @@ def run_stages(durations: Durations, folder: Path, out: TextIO) -> tuple[Stages,
     return Stages(capacity, cliff, half, outage), notes
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    except UsageError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    durations = QUICK if args.quick else FULL
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder = Path(args.results_dir) / f"bench-{stamp}"
-    folder.mkdir(parents=True, exist_ok=False)
-    load_before = os.getloadavg()
-    started = time.monotonic()
-    print(
-        f"{PROG}: {'quick' if args.quick else 'full'} run, stages {asdict(durations)} s per class; "
-        f"load average {load_before[0]:.2f}; writing {folder}"
-    )
-    try:
-        stages, notes = run_stages(durations, folder, sys.stdout)
-    except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted", file=sys.stderr)
-        return 130
-    checks = evaluate(stages)
-    load_after = os.getloadavg()
-    minutes = (time.monotonic() - started) / 60
+def report(result: tuple[Stages, dict[str, object]], bench: TargetRun) -> Report:
+    stages, notes = result
     limits = notes.get("adaptive_limit_median")
     context = [
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, "
-        f"{'quick' if args.quick else 'full'} run ({minutes:.1f} min), load average "
-        f"{load_before[0]:.2f} before and {load_after[0]:.2f} after "
-        f"(1-minute; other work shares this machine).",
+        bench.measured(),
         f"C = {stages.cliff[ADAPTIVE].capacity_rps:.1f} requests/s and C' = "
         f"{_fmt(stages.capacity[ADAPTIVE].reduced_capacity_rps, '')} requests/s (sync_work_ms doubled), "
         "both from the runner's closed-loop probe in this run.",
@@ -405,23 +324,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{ADAPTIVE}'s limit (median): {limits['before']:g} before the capacity change, "
             f"{limits['reduced']:g} while reduced, {limits['restored']:g} after."
         )
-    table = markdown(checks)
-    text = "\n".join(
-        [f"# Issue 6 targets ({PROG}{' --quick' if args.quick else ''})", "", *context, "", table, ""]
-    )
-    (folder / "targets.md").write_text(text, encoding="utf-8")
-    (folder / "targets.json").write_text(
-        json.dumps(
-            {"checks": [asdict(check) for check in checks], "notes": notes, "context": context},
-            indent=2,
-            default=str,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
-    print("\n" + "\n".join(context) + "\n\n" + table + f"\n\ntargets: {folder / 'targets.md'}")
-    missed = [check for check in checks if check.passed is False]
-    return 1 if args.check and missed else 0
+    return "Issue 6 targets", context, evaluate(stages), {"notes": notes}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_targets(argv, build_parser(), "bench", (FULL, QUICK), run_stages, report)
 
 
 if __name__ == "__main__":

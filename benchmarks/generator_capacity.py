@@ -6,7 +6,7 @@ script offers rising rates from one Locust process, pinned to one core with the 
 
   - sustained = in the steady window (after a 2 s warm-up, until the test starts stopping) the process
     completed at least 99 % of the offered requests per second and, for the Hammerlab clients, skipped
-    fewer than 1 % of its launch slots (`ledger.SKIP_WARN_SHARE`); a rate that misses is tried once
+    fewer than 1 % of its launch slots (`csv_schema.SKIP_WARN_SHARE`); a rate that misses is tried once
     more (noise from other work on the machine only ever costs), and the better try counts;
   - the search climbs in steps of `--step` until a rate fails, then bisects twice between the last
     rate that held and the first that did not.

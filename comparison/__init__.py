@@ -11,4 +11,5 @@ Hammerlab sampler write. It lives outside `locustfiles/` because `locust -f locu
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-"""The repo root: Locust runs from here, so that `locustfiles/` and `locust.conf` are found."""
+"""Where the lab's top-level packages live: the checkout, or site-packages once installed. Locust is
+given `ROOT / "locustfiles"` by absolute path, so nothing depends on the current folder."""

@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
-from comparison import ROOT
 from comparison.config import (
     DEFAULT_CLIENTS,
     DEFAULT_DRAIN_S,
     DEFAULT_DURATION_S,
     DEFAULT_SCENARIO,
     DEFAULT_SLO_MS,
-    FLEET_WORKERS,
     MAX_DRAIN_S,
     MAX_DURATION_S,
     MAX_SLO_MS,
@@ -37,6 +33,8 @@ from comparison.config import (
 )
 from comparison.inputs import results_dir_problem
 from comparison.own_service import OptionProblem, add_arguments, from_args, lift_request
+from comparison.scenarios import REGISTRY, scenario_of
+from target_server.numbers import DECIMAL, parse_int
 
 PROG = "python -m comparison"
 
@@ -46,18 +44,22 @@ class UsageError(Exception):
 
 
 class OneLineParser(argparse.ArgumentParser):
+    """No abbreviations (`--rer DIR` is not `--rerun DIR`), and argparse's complaint as one line."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)  # type: ignore[arg-type]
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
 
 
-# Plain ASCII only: float() would also take '3_0', full-width digits, 'nan' and 'inf'.
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-
-
 def _number(option: str, whole: bool = False) -> Callable[[str], float]:
+    """The runner's numbers in the project's one strict syntax (target_server/numbers.py): plain ASCII
+    digits, finite; float() would also take '3_0', full-width or Arabic-Indic digits, 'nan' and 'inf'."""
+
     def parse(text: str) -> float:
         shown = repr(text) if len(text) <= 40 else repr(text[:38]) + "…"
-        if len(text) > 40 or not _DECIMAL.fullmatch(text.strip(" ")):
+        if len(text) > 40 or not DECIMAL.fullmatch(text.strip(" ")):
             raise argparse.ArgumentTypeError(
                 f"{shown} is not a number (plain digits like 12.5; no _, nan or inf)"
             )
@@ -74,9 +76,12 @@ def _number(option: str, whole: bool = False) -> Callable[[str], float]:
 
 def _count(text: str) -> int:
     try:
-        return int(text)
+        return parse_int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        shown = repr(text) if len(text) <= 40 else repr(text[:38]) + "…"
+        raise argparse.ArgumentTypeError(
+            f"{shown} is not a whole number (plain ASCII digits; no _ or non-ASCII digits)"
+        ) from None
 
 
 _count.__name__ = "workers"
@@ -98,7 +103,13 @@ def build_parser() -> OneLineParser:
     )
     parser.add_argument(
         "--clients",
-        help="comma-separated user classes from locustfiles/, run in this order (default: the six seed's)",
+        help="comma-separated user classes from locustfiles/ (and --locustfile), run in this order "
+        "(default: the six seed's)",
+    )
+    parser.add_argument(
+        "--locustfile",
+        help="your own locustfile (one .py file): its MitigatedClient subclasses run beside the lab's, "
+        "e.g. --locustfile my_locustfile.py --clients MyClient,ThrottledClient",
     )
     parser.add_argument(
         "--duration",
@@ -126,7 +137,7 @@ def build_parser() -> OneLineParser:
         "--host", help="use the target at this URL instead of starting one (e.g. http://127.0.0.1:3000)"
     )
     parser.add_argument(
-        "--results-dir", default=str(ROOT / "results"), help="where run folders go (default results/)"
+        "--results-dir", default="results", help="where run folders go (default results/, in this folder)"
     )
     parser.add_argument(
         "--probe-seconds",
@@ -153,7 +164,9 @@ def build_parser() -> OneLineParser:
         type=_count,
         help=f"run each class as a Locust master with this many worker processes, 1 to {MAX_WORKERS}: "
         "each worker is one client instance with its own pipeline; the offered load is split evenly "
-        f"over them (default 1: one process; fleet {FLEET_WORKERS})",
+        "over them (default 1: one process; "
+        + ", ".join(f"{name} {s.workers}" for name, s in REGISTRY.items() if s.workers != 1)
+        + ")",
     )
     parser.add_argument(
         "--target-workers",
@@ -169,11 +182,8 @@ def build_parser() -> OneLineParser:
         "offered load is its share of the users",
     )
     add_arguments(parser, _number)
-    from comparison.metastable import add_arguments as add_metastable
-    from comparison.phase_map import add_arguments as add_phase_map
-
-    add_metastable(parser, _number)
-    add_phase_map(parser)
+    for scenario in REGISTRY.values():
+        scenario.add_arguments(parser, _number)
     parser.add_argument(
         "--rerun", help="repeat the run in this folder (its run.json) into a new folder beside it"
     )
@@ -202,25 +212,16 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
 
     if problem := gate_problem(service.gates, clients):
         raise ConfigError("--check", problem)
-    metastable = _metastable(args)
-    if metastable is not None:
-        if args.duration is not None:
-            raise ConfigError("--duration", f"the {args.scenario} scenario's phases set it; use "
-                              "--pre-trigger-s, --trigger-s and --after-trigger-s")  # fmt: skip
-        if args.host:
-            raise ConfigError("--host", f"the {args.scenario} scenario starts its own target (its queue and "
-                              "checks are part of the model); leave --host out")  # fmt: skip
-        if args.clients is None and args.mix is None:
-            from comparison.phase_map import DEFAULT_CLIENTS as MAP_CLIENTS
-
-            clients = MAP_CLIENTS if args.scenario == "phase-map" else METASTABLE_CLIENTS
-        args.duration = metastable.duration_s
+    locustfile = _locustfile(args.locustfile)
+    scenario = _refuse_others_options(args)
+    options = scenario.options(args)
+    chosen = scenario.defaults(args, options)
+    clients = chosen.get("clients", clients)
+    duration = args.duration if args.duration is not None else chosen.get("duration_s", scenario.duration_s)
     return RunConfig(
         scenario=args.scenario,
         clients=clients,
-        duration_s=args.duration
-        if args.duration is not None
-        else SCENARIO_DURATION_S.get(args.scenario, DEFAULT_DURATION_S),
+        duration_s=duration,
         host=args.host.rstrip("/") if args.host else None,
         capacity=args.capacity,
         rate_multiplier=args.rate_multiplier,
@@ -230,36 +231,38 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         slo_ms=args.slo_ms,
         drain_s=args.drain_s,
         passthrough=tuple(passthrough),
-        workers=args.workers
-        if args.workers is not None
-        else (FLEET_WORKERS if args.scenario == "fleet" else 1),
+        workers=args.workers if args.workers is not None else scenario.workers,
         target_workers=args.target_workers,
         mix=mix,
         service=service,
-        metastable=metastable,
+        scenario_options=options,
+        locustfile=locustfile,
     )
 
 
-METASTABLE_CLIENTS = ("NaiveRetryClient", "RetryClient", "SreThrottleClient", "AdaptiveClient")
+def _locustfile(text: str | None):  # -> UserLocustfile | None
+    if text is None:
+        return None
+    from comparison.user_locustfile import LocustfileError, UserLocustfile
 
-
-def _metastable(args: argparse.Namespace):  # -> MetastableOptions | None
-    from comparison.metastable import MetastableError, MetastableOptions, from_args
-    from comparison.phase_map import DEFAULT_LOADS, DEFAULT_TRIGGERS, MetastableDefaults, parse_list
-
-    defaults = MetastableDefaults if args.scenario == "phase-map" else MetastableOptions()
-    if args.scenario != "phase-map" and (args.loads is not None or args.triggers is not None):
-        named = "--loads" if args.loads is not None else "--triggers"
-        raise ConfigError(named, "only for --scenario phase-map")
     try:
-        options = from_args(args, args.scenario, defaults)
-    except MetastableError as error:
-        raise ConfigError(error.option, str(error).split(": ", 1)[1]) from None
-    if options is not None and args.scenario == "phase-map":
-        loads = parse_list("--loads", args.loads, DEFAULT_LOADS, 0.05, 20)
-        triggers = parse_list("--triggers", args.triggers, DEFAULT_TRIGGERS, 0, 300)
-        options = replace(options, loads=loads, triggers=triggers, trigger_s=max(triggers))
-    return options
+        return UserLocustfile.check(text)
+    except LocustfileError as error:
+        raise ConfigError("--locustfile", str(error)) from None
+
+
+def _refuse_others_options(args: argparse.Namespace):  # -> Scenario
+    """The chosen scenario; a ConfigError for an option only other scenarios take (or for an unknown
+    --scenario, in RunConfig's words)."""
+    if args.scenario not in REGISTRY:
+        RunConfig(scenario=args.scenario)  # raises the one line that lists the scenarios
+    mine = scenario_of(args.scenario).option_dests
+    for scenario in REGISTRY.values():
+        for dest in scenario.option_dests:
+            if dest not in mine and getattr(args, dest) not in (None, False):
+                owners = [name for name, s in REGISTRY.items() if dest in s.option_dests]
+                raise ConfigError("--" + dest.replace("_", "-"), f"only for --scenario {' or '.join(owners)}")
+    return scenario_of(args.scenario)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,15 +278,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(f"{PROG}: error: --results-dir: {str(config.results_dir)!r} {problem}", file=sys.stderr)
         return 2
-    from comparison.runner import RunFailed, run  # after validation: a bad option answers at once
+    from comparison import runner  # after validation: a bad option answers at once
+    from comparison.runner import RunFailed, run
     from comparison.signals import Interrupted
 
-    if config.scenario == "phase-map":
-        from comparison.phase_map import run_map
-
-        run = run_map  # a grid of metastable runs instead of one
     try:
-        outcome = run(config, argv=[PROG, *argv])
+        scenario = scenario_of(config.scenario)
+        outcome = scenario.run(config, sys.stdout, [PROG, *argv], runner) or run(config, argv=[PROG, *argv])
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
@@ -303,12 +304,17 @@ def _rerun(argv: list[str]) -> list[str]:
         return argv
     args = build_parser().parse_args(own)
     given = sum(1 if "=" in token else 2 for token in own if token.startswith(("--rerun", "--baseline")))
+    given += own.count("--allow-remote")  # the opt-in is the user's to type again; run.json never grants it
     if given != len(own) or "--" in argv:
-        raise UsageError("--rerun repeats a run exactly as it was: give it alone (with --baseline at most)")
+        raise UsageError(
+            "--rerun repeats a run exactly as it was: give it alone (with --baseline at most); only "
+            "--allow-remote may be typed again, since run.json never grants it"
+        )
     from comparison.rerun import RerunError, rerun_argv
 
     try:
-        repeated = rerun_argv(Path(args.rerun), Path(args.baseline) if args.baseline else None)
+        baseline = Path(args.baseline) if args.baseline else None
+        repeated = rerun_argv(Path(args.rerun), baseline, "--allow-remote" in own)
     except RerunError as error:
         raise UsageError(str(error)) from None
     print(f"{PROG}: rerunning {args.rerun}: {shlex.join(repeated)}", file=sys.stderr)
@@ -329,7 +335,11 @@ def _judge_gates(config: RunConfig, outcome: object) -> int:
         print(verdict.line)
     print(f"gates: {len(verdicts) - len(failed)} passed, {len(failed)} failed")
     if service.junit is not None:
-        write_junit(service.junit, verdicts)
+        try:
+            write_junit(service.junit, verdicts)
+        except (OSError, ValueError) as error:  # checked at start; the file changed during the run
+            print(f"{PROG}: error: --junit: cannot write {str(service.junit)!r} ({error})", file=sys.stderr)
+            return exit_code or 1
         print(f"junit:   {service.junit}")
     return exit_code or (1 if failed else 0)
 

@@ -7,18 +7,21 @@ baseline's files are read (its run.json, summary.csv and each class's CSVs); not
 
 from __future__ import annotations
 
+import csv
 import html
-import json
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
-
-from comparison.config import LoadPlan
+from comparison.inputs import FileProblem, read_run_record, read_small_file
 from comparison.readers import ClassFiles
-from comparison.report import Series, _svg, series_for
-from comparison.summary import ClassResult, Summary, read_csv
+
+if TYPE_CHECKING:  # matplotlib loads only once there is a report to draw, not to check the option
+    from comparison.charts import Series
+    from comparison.plan import LoadPlan
+    from comparison.summary import Summary
 
 COMPARED = (("slo_goodput_rps", "SLO goodput/s"), ("p99_ms", "p99 ms"), ("server_errors", "server errors"))
 
@@ -30,20 +33,81 @@ class Baseline:
     rows: dict[str, dict[str, str]]  # client -> its summary.csv row
 
 
+class BaselineError(ValueError):
+    """A baseline folder that cannot be read; one line."""
+
+
+def read_folder(folder: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """The baseline's classes (run.json) and summary rows (summary.csv, when there), checked: both are
+    regular files of bounded size, run.json is an object whose `clients` is a list of names, summary.csv
+    has a `client` column and fields of at most 128 KiB. Raises BaselineError (one line)."""
+    try:
+        record = read_run_record(folder)
+    except FileProblem as problem:
+        raise BaselineError(str(problem)) from None
+    clients = record.get("clients", [])
+    if not isinstance(clients, list) or not all(isinstance(c, str) and c.isidentifier() for c in clients):
+        raise BaselineError(f"{folder / 'run.json'}: clients is not a list of class names")
+    summary = folder / "summary.csv"
+    if not summary.exists():
+        return clients, {}
+    try:
+        text = read_small_file(summary).decode("utf-8")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+    except FileProblem as problem:
+        raise BaselineError(str(problem)) from None
+    except (csv.Error, UnicodeDecodeError) as error:  # a field over 128 KiB, a NUL, not UTF-8
+        raise BaselineError(f"{summary} is not a summary CSV ({str(error)[:80]})") from None
+    if "client" not in (reader.fieldnames or ()):
+        raise BaselineError(f"{summary} has no client column (not a Hammerlab summary.csv)")
+    return clients, {
+        row["client"]: {k: v for k, v in row.items() if isinstance(k, str) and isinstance(v, str)}
+        for row in rows
+        if isinstance(row.get("client"), str)
+    }
+
+
+def baseline_problem(folder: Path) -> str | None:
+    """Why `folder` cannot be a baseline, or None; checked before the run starts."""
+    try:
+        read_folder(folder)
+    except BaselineError as error:
+        return str(error)
+    return None
+
+
 def load(folder: Path) -> Baseline:
-    """The baseline run's series and summary rows, for the classes whose files are there."""
-    record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    """The baseline run's series and summary rows, for the classes whose files are there. Raises
+    BaselineError when a file changed since the start and cannot be read."""
+    from comparison.charts import series_for
+    from comparison.summary import ClassResult
+
+    clients, rows = read_folder(folder)
     series = []
-    for client in record.get("clients", []):
+    for client in clients:
         files = ClassFiles(folder / client)
         if files.mitigations.exists():
-            series.append(series_for(ClassResult(client, files)))
-    summary = folder / "summary.csv"
-    rows = {row["client"]: row for row in read_csv(summary)} if summary.exists() else {}
+            try:
+                series.append(series_for(ClassResult(client, files)))
+            except (OSError, ValueError, KeyError, TypeError, csv.Error) as error:
+                raise BaselineError(f"{files.mitigations} cannot be read ({type(error).__name__})") from None
     return Baseline(folder, series, rows)
 
 
+def unreadable_section(folder: Path, problem: str) -> str:
+    """report.html's baseline section when the baseline could not be read: the reason, not a traceback."""
+    return (
+        f'<h2 id="baseline">Against the baseline {html.escape(folder.name)}</h2>\n'
+        f"<p>The baseline could not be read: {html.escape(problem)}</p>\n"
+    )
+
+
 def overlay_svg(plan: LoadPlan, current: Sequence[Series], baseline: Baseline) -> str:
+    import matplotlib.pyplot as plt
+
+    from comparison.charts import svg
+
     figure, axes = plt.subplots(1, 1, figsize=(11, 3.6))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     clients = list(dict.fromkeys([s.client for s in current] + [s.client for s in baseline.series]))
@@ -64,7 +128,7 @@ def overlay_svg(plan: LoadPlan, current: Sequence[Series], baseline: Baseline) -
     axes.grid(alpha=0.3)
     axes.legend(loc="upper left", fontsize=8, ncol=2)
     figure.tight_layout()
-    return _svg(figure, "baseline")
+    return svg(figure, "baseline")
 
 
 def section(

@@ -23,13 +23,23 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from comparison.metastable import VERDICTS
+from comparison.scenarios import REGISTRY
 from comparison.summary import COLUMNS, Summary
 
 TEXT_COLUMNS = frozenset({"client", "scenario", "server_error_kinds", "shed_kinds", "recovered", "verdict"})
 KNOWN_VALUES = {"verdict": VERDICTS, "recovered": ("yes", "no")}  # a typo here would always fail
-NUMERIC_COLUMNS = tuple(name for name in COLUMNS if name not in TEXT_COLUMNS)
+# the shared numeric columns, then every scenario's own (comparison/scenarios/), which a run of another
+# scenario leaves without a value
+NUMERIC_COLUMNS = tuple(
+    dict.fromkeys(
+        name
+        for name in (*COLUMNS, *(name for scenario in REGISTRY.values() for name in scenario.columns))
+        if name not in TEXT_COLUMNS
+    )
+)
 EVERY_CLIENT = "*"
 MAX_GATE = 500
+MAX_NUMBER = 1e300  # any column times any such number stays finite enough to compare
 
 _COMPARE: dict[type, tuple[str, Callable[[float, float], bool]]] = {
     ast.GtE: (">=", operator.ge),
@@ -161,6 +171,9 @@ def _check(node: ast.AST, expression: str, text: str) -> None:
     elif isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, int | float):
             raise GateError(f"{text!r}: {ast.get_source_segment(expression, node)!r} is not a number")
+        if not finite_number(node.value):
+            shown = (ast.get_source_segment(expression, node) or "")[:40]
+            raise GateError(f"{text!r}: {shown!r} is too large (at most {MAX_NUMBER:g})")
     elif isinstance(node, ast.Name):
         if node.id in TEXT_COLUMNS:
             raise GateError(f"{text!r}: {_text_rule(node.id)}")
@@ -172,6 +185,15 @@ def _check(node: ast.AST, expression: str, text: str) -> None:
     else:
         token = ast.get_source_segment(expression, node) or type(node).__name__
         raise GateError(f"{text!r}: {token!r} is not allowed (columns, numbers, + - * / and one comparison)")
+
+
+def finite_number(value: int | float) -> bool:
+    """A gate's number is a float no larger than MAX_NUMBER: `1e400` is inf and a 400-digit integer
+    cannot become a float at all (OverflowError when judged)."""
+    try:
+        return abs(float(value)) <= MAX_NUMBER
+    except OverflowError:
+        return False
 
 
 def check_clients(gates: Sequence[Gate], clients: Sequence[str]) -> str | None:
@@ -192,7 +214,7 @@ class _Missing(Exception):
 
 
 def _value(summary: Summary, name: str) -> float:
-    value = getattr(summary, name)
+    value = summary.value(name)
     if value == "never":  # recovery_s when the client never recovered
         return math.inf
     if value is None:

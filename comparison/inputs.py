@@ -1,5 +1,5 @@
 """Checks on what the user typed that go beyond one number: the options after `--`, `--host`, the
-results folder. Each returns or raises one readable line; none of them starts anything.
+results folder, the `--junit` file. Each returns or raises one readable line; none of them starts anything.
 
 The options after `--` go to every Locust process, after the ones the runner sets itself. Locust's
 argparse takes the last value and accepts any unambiguous abbreviation (`--run-tim 1s`) and glued short
@@ -10,8 +10,10 @@ Locust would reject anyway (`--h`). tests/test_bad_input_client.py checks this a
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -131,3 +133,82 @@ def results_dir_problem(path: Path) -> str | None:
     except OSError as error:
         return f"cannot be written ({error.strerror or type(error).__name__} in {existing})"
     return None
+
+
+def output_file_problem(path: str) -> str | None:
+    """None when a report can be written to `path` at the end of a run, else why not. Checked before the
+    run, so a run of many minutes never ends in a traceback over its last file: the path must be a regular
+    file or not exist yet, in an existing folder where a file can be created (a probe file is created and
+    removed). A FIFO, /dev/full, a folder, /proc/x or a name with a NUL is one line."""
+    if not path or "\x00" in path:
+        return "is not a file path" + (" (it contains a NUL)" if path else "")
+    file = Path(os.path.abspath(path))
+    if any(Path(p).parts[1:2] in (("proc",), ("sys",), ("dev",)) for p in (file, os.path.realpath(file))):
+        return "is under /proc, /sys or /dev, which hold no reports"
+    try:
+        mode = os.stat(file).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as error:
+        return f"cannot be used ({error.strerror or type(error).__name__})"
+    if mode is not None:
+        if stat.S_ISDIR(mode):
+            return "is a folder; name a file in it"
+        if not stat.S_ISREG(mode):
+            return "is not a regular file (a FIFO or device cannot hold a report)"
+        return None if os.access(file, os.W_OK) else "cannot be written (permission denied)"
+    if not file.parent.is_dir():
+        return f"cannot be created: {file.parent} is not an existing folder"
+    try:
+        descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as error:
+        return f"cannot be created ({error.strerror or type(error).__name__} in {file.parent})"
+    os.close(descriptor)
+    file.unlink()
+    return None
+
+
+MAX_RECORD_BYTES = 16 * 1024 * 1024  # a run.json is a few kB; a summary.csv a few hundred
+
+
+class FileProblem(ValueError):
+    """A file from an earlier run that cannot be read; the message is one line without the option."""
+
+
+def read_small_file(path: Path, limit: int = MAX_RECORD_BYTES) -> bytes:
+    """At most `limit` bytes of a regular file, opened without blocking and checked before reading, so a
+    FIFO (which would wait forever), a device, a folder or a symlink loop is one line. Raises FileProblem."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise FileProblem(f"{str(path)!r} does not exist") from None
+    except (OSError, ValueError) as error:  # ELOOP, EACCES; a NUL in the name
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise FileProblem(f"{str(path)!r} cannot be read ({reason})") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise FileProblem(f"{str(path)!r} is not a regular file")
+    with os.fdopen(descriptor, "rb") as handle:
+        try:
+            data = handle.read(limit + 1)
+        except OSError as error:
+            raise FileProblem(f"{str(path)!r} cannot be read ({error.strerror or error})") from None
+    if len(data) > limit:
+        raise FileProblem(f"{str(path)!r} is larger than {limit:,} bytes")
+    return data
+
+
+def read_run_record(folder: Path) -> dict:
+    """A run folder's run.json as an object. Raises FileProblem (one line)."""
+    path = folder / "run.json"
+    try:
+        record = json.loads(read_small_file(path))
+    except RecursionError:
+        raise FileProblem(f"{path} is nested too deeply to be a run.json") from None
+    except ValueError as error:
+        if isinstance(error, FileProblem):
+            raise
+        raise FileProblem(f"{path} is not JSON ({str(error).splitlines()[0][:80]})") from None
+    if not isinstance(record, dict):
+        raise FileProblem(f"{path} is not a run record (a JSON object)")
+    return record

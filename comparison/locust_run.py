@@ -21,14 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from comparison import ROOT
-from comparison.config import LoadPlan
-from comparison.readers import ALL_WORKERS, ClassFiles
+from comparison.plan import LoadPlan
+from comparison.readers import ClassFiles
 from comparison.target import start_child, stop_child
+from comparison.user_locustfile import UserLocustfile, locustfile_arg
+from mitigations.csv_schema import ALL_WORKERS
 from mitigations.guard import STOP_LOSS_EXIT
 
-LOCUST = Path(sys.executable).with_name("locust")
-SHAPE_FILE = Path(__file__).with_name("burst_shape.py")
+LOCUST = (sys.executable, "-m", "locust")
+"""This interpreter's Locust: `bin/locust` is not beside sys.executable after `pip install --user`."""
+SHAPE_FILE = Path(__file__).resolve().with_name("burst_shape.py")
+SCHEDULE_FILE = Path(__file__).resolve().with_name("schedule_shape.py")
 POLL_S = 0.25
 START_TIMEOUT_S = 30.0  # Locust's own start-up, before the test clock runs
 FINISH_GRACE_S = 30.0  # after the run time: stopping users and writing the HTML report
@@ -68,20 +71,28 @@ def distributed_args(workers: int, port: int | None = None) -> list[str]:
 
 
 def locust_command(
-    client: str, files: ClassFiles, host: str, plan: LoadPlan, passthrough: tuple[str, ...]
+    client: str,
+    files: ClassFiles,
+    host: str,
+    plan: LoadPlan,
+    passthrough: tuple[str, ...],
+    locustfile: UserLocustfile | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The command line and environment for one class. Offered rate = users x --launch-rate; with
-    `plan.workers` > 1, the users are spread evenly over that many Locust workers."""
-    locustfiles = "locustfiles"
+    `plan.workers` > 1, the users are spread evenly over that many Locust workers. `locustfile`: the
+    user's own file, loaded beside the lab's."""
+    shape = SHAPE_FILE if plan.burst is not None else SCHEDULE_FILE if plan.schedule else None
+    locustfiles = locustfile_arg(locustfile, *([shape] if shape else []))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     timing: list[str] = []
     if plan.burst is not None:
-        locustfiles += "," + str(SHAPE_FILE.relative_to(ROOT))
         env["HAMMERLAB_BURST"] = plan.burst.to_env(plan.duration_s)
+    elif plan.schedule:
+        env["HAMMERLAB_SCHEDULE"] = plan.schedule_env()
     else:
         timing = ["-u", str(plan.users), "-r", str(plan.users), "-t", f"{plan.duration_s:.0f}s"]
     command = [
-        str(LOCUST),
+        *LOCUST,
         "-f",
         locustfiles,
         "--headless",
@@ -105,8 +116,11 @@ def locust_command(
         "0",
         "--only-summary",
         # A DeferredClient's queue lives with the run, so a run never inherits another's leftovers.
-        *([] if any(t.startswith("--defer-dir") for t in passthrough) else
-          ["--defer-dir", str(files.prefix.parent / "defer")]),
+        *(
+            []
+            if any(t.startswith("--defer-dir") for t in passthrough)
+            else ["--defer-dir", str(files.prefix.parent / "defer")]
+        ),
         *passthrough,
         *(["--mix", plan.mix_spec(), *(name for name, _ in plan.mix)] if plan.mix else [client]),
     ]
@@ -243,11 +257,12 @@ def run_locust(
     progress: Progress,
     inject: Callable[[], tuple[float, float]] | None = None,
     on_start: Callable[[int], None] | None = None,
+    locustfile: UserLocustfile | None = None,
 ) -> LocustResult:
     """Run one class to the end, calling `inject` once at the plan's `event_at_s`. On any exception
     (an interrupt included) Locust is stopped with SIGINT, so it still writes its CSVs and HTML, and
     killed if it does not stop in time."""
-    command, env = locust_command(client, files, host, plan, passthrough)
+    command, env = locust_command(client, files, host, plan, passthrough, locustfile)
     process = start_child(command, files.locust_log, env)
     if on_start is not None:
         on_start(process.pid)

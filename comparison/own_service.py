@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from comparison.gates import Gate, GateError, parse_gate
-from comparison.inputs import path_problem
+from comparison.inputs import output_file_problem, path_problem
 from mitigations.guard import parse_conditions, remote_problem
 from mitigations.metrics_map import check_url, parse_mapping
 from mitigations.request import (
@@ -87,6 +87,8 @@ class ServiceOptions:
             raise OptionProblem("--check", str(exc)) from None
         if self.junit is not None and not self.checks:
             raise OptionProblem("--junit", "needs at least one --check to write")
+        if self.junit is not None and (problem := output_file_problem(str(self.junit))):
+            raise OptionProblem("--junit", f"{str(self.junit)!r} {problem}")
         if self.server_metric and not self.server_metrics:
             raise OptionProblem("--server-metric", "needs --server-metrics URL to read the series from")
         if self.server_metrics:
@@ -99,10 +101,17 @@ class ServiceOptions:
             parse_mapping(self.server_metric)
         except ValueError as exc:
             raise OptionProblem("--server-metric", str(exc).removeprefix("--server-metric: ")) from None
-        if self.baseline is not None and not (self.baseline / "run.json").is_file():
-            raise OptionProblem(
-                "--baseline", f"{str(self.baseline)!r} is not a run folder (no run.json in it)"
-            )
+        if self.baseline is not None:
+            self._check_baseline(self.baseline)
+
+    @staticmethod
+    def _check_baseline(folder: Path) -> None:
+        from comparison.baseline import baseline_problem
+
+        if not (folder / "run.json").exists() and not (folder / "run.json").is_symlink():
+            raise OptionProblem("--baseline", f"{str(folder)!r} is not a run folder (no run.json in it)")
+        if problem := baseline_problem(folder):
+            raise OptionProblem("--baseline", problem)
 
     def request(self) -> RequestSpec:
         return RequestSpec.build(
@@ -227,6 +236,15 @@ def lift_request(passthrough: Sequence[str]) -> tuple[dict[str, list[str]], tupl
     return found, tuple(rest)
 
 
+def _resolved(folder: str) -> Path:
+    """The absolute folder (results/latest moves to the new run as soon as it starts); a symlink loop
+    stays as given, and the baseline check names it."""
+    try:
+        return Path(folder).resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python 3.12's "Symlink loop"
+        return Path(os.path.abspath(folder))
+
+
 def from_args(args: argparse.Namespace, lifted: dict[str, list[str]]) -> ServiceOptions:
     """The runner's flags, then what the passthrough set (its last value wins; headers and
     conditions add)."""
@@ -243,7 +261,7 @@ def from_args(args: argparse.Namespace, lifted: dict[str, list[str]]) -> Service
         checks=tuple(args.check),
         junit=Path(args.junit) if args.junit else None,
         # resolved now: results/latest moves to the new run as soon as it starts
-        baseline=Path(args.baseline).resolve() if args.baseline else None,
+        baseline=_resolved(args.baseline) if args.baseline else None,
         server_metrics=(lifted.get("--server-metrics") or [args.server_metrics])[-1],
         server_metric=(*args.server_metric, *lifted.get("--server-metric", [])),
     )

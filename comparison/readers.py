@@ -1,8 +1,10 @@
 """Readers for the files one class's Locust run leaves: Locust's own CSVs and the Hammerlab sampler's.
 
 Locust (`--csv PREFIX`): PREFIX_stats.csv, PREFIX_failures.csv (and _stats_history, _exceptions).
-Sampler (`locust_plugin.server_sampler`, `locust_plugin.client_stats`): PREFIX_server.csv and
-PREFIX_mitigations.csv, whose columns are a contract documented in those modules.
+Sampler (`locust_plugin.server_sampler`, `locust_plugin.mitigations_board`): PREFIX_server.csv and
+PREFIX_mitigations.csv, whose columns are a contract defined once in `mitigations.csv_schema`. `ServerRow`
+and `ClientRow` name the columns they read by those names, and each field's type says how its cell is
+parsed, so a reader and the writer cannot drift apart (tests/test_csv_schema.py).
 
 Every reader takes a missing file as "no rows", so a run whose sampler found no Hammerlab target still
 gets a summary; the caller decides whether that is worth a note.
@@ -12,13 +14,15 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, TypeVar
 
-SHED_TYPE = "SHED"
-UNFINISHED_TYPE = "UNFINISHED"
-ALL_WORKERS = "all"
+from mitigations.csv_schema import ALL_WORKERS
+from mitigations.csv_schema import SHED_REQUEST_TYPE as SHED_TYPE
+from mitigations.csv_schema import UNFINISHED_REQUEST_TYPE as UNFINISHED_TYPE
+
 _EXCEPTION_MESSAGE = re.compile(r"^\w+\('(.*)'\)$")
 _SHED_CAUSE = re.compile(r"\[([^\]]+)\]\s*$")
 
@@ -117,8 +121,8 @@ def read_failures(path: Path) -> list[FailureRow]:
 
 @dataclass(frozen=True)
 class ServerRow:
-    """One sample of the target's /stats (PREFIX_server.csv). From a Prometheus endpoint
-    (`--server-metrics`) a column nobody mapped is empty: None here."""
+    """One sample of the target's /stats (PREFIX_server.csv; fields named as `SERVER_COLUMNS`). From a
+    Prometheus endpoint (`--server-metrics`) a column nobody mapped is empty: None here."""
 
     timestamp: float
     elapsed_s: float
@@ -141,31 +145,31 @@ def _optional_int(text: str | None) -> int | None:
     return None if value is None else int(value)
 
 
+# How a cell is parsed, by the type of the field that holds it: a plain number must be there, an
+# optional one may be empty (None), a count read as empty is 0, text read as empty is "".
+_PARSERS: dict[str, Callable[[str | None], Any]] = {
+    "float": lambda text: float(text or ""),
+    "float | None": _float,
+    "int": _int,
+    "int | None": _optional_int,
+    "str": lambda text: text or "",
+}
+Row = TypeVar("Row")
+
+
+def _schema_row(cls: type[Row], row: Mapping[str, str]) -> Row:
+    """One CSV row as `cls`, each field from the column of its name."""
+    return cls(**{f.name: _PARSERS[str(f.type)](row.get(f.name)) for f in fields(cls)})  # type: ignore[arg-type]
+
+
 def read_server(path: Path) -> list[ServerRow]:
-    return [
-        ServerRow(
-            timestamp=float(row["timestamp"]),
-            elapsed_s=float(row["elapsed_s"]),
-            lag_ms=_float(row["lag_ms"]),
-            in_flight=_optional_int(row["in_flight"]),
-            sockets=_optional_int(row["sockets"]),
-            completed_total=_optional_int(row["completed_total"]),
-            errors_total=_optional_int(row["errors_total"]),
-            faults=row.get("faults") or "",
-            requests_total=_optional_int(row.get("requests_total")),
-            peak_lag_ms=_float(row.get("peak_lag_ms")),
-            peak_in_flight=_optional_int(row.get("peak_in_flight")),
-            peak_sockets=_optional_int(row.get("peak_sockets")),
-            work_cpu_ms_total=_float(row.get("work_cpu_ms_total")),
-            wasted_cpu_ms_total=_float(row.get("wasted_cpu_ms_total")),
-        )
-        for row in _rows(path)
-    ]
+    return [_schema_row(ServerRow, row) for row in _rows(path)]
 
 
 @dataclass(frozen=True)
 class ClientRow:
-    """One client class's summed (`worker=all`) sample from PREFIX_mitigations.csv."""
+    """One client class's summed (`worker=all`) sample from PREFIX_mitigations.csv (fields named as
+    `MITIGATION_COLUMNS`)."""
 
     timestamp: float
     elapsed_s: float
@@ -179,6 +183,7 @@ class ClientRow:
     server_errors_total: int = 0
     server_error_kinds: str = ""
     unfinished_total: int = 0
+    pending: int = 0  # calls Defer keeps for later at this sample (0 without Defer, and after the drain)
     skipped_total: int = 0
     slo_ms: float | None = None
     slo_ok_total: int = 0
@@ -192,6 +197,8 @@ class ClientRow:
     replayed_total: int | None = None
     expired_total: int | None = None
     defer_queue_depth: int | None = None
+    defer_in_doubt_total: int | None = None  # rows set aside, never sent (docs/defer.md)
+    defer_bad_rows_total: int | None = None
     limit: float | None = None  # the adaptive limit (in `all` rows: the sum); None without one
 
     @property
@@ -201,34 +208,7 @@ class ClientRow:
 
 
 def _client_row(row: dict[str, str]) -> ClientRow:
-    return ClientRow(
-        timestamp=float(row["timestamp"]),
-        elapsed_s=float(row["elapsed_s"]),
-        concurrent=_int(row["concurrent"]),
-        max_concurrent=_int(row["max_concurrent"]),
-        launched_total=_int(row["launched_total"]),
-        wire_total=_int(row["wire_total"]),
-        wire_failures_total=_int(row["wire_failures_total"]),
-        shed_total=_int(row["shed_total"]),
-        ok_total=_int(row.get("ok_total")),
-        server_errors_total=_int(row.get("server_errors_total")),
-        server_error_kinds=row.get("server_error_kinds") or "",
-        unfinished_total=_int(row.get("unfinished_total")),
-        skipped_total=_int(row.get("skipped_total")),
-        slo_ms=_float(row.get("slo_ms")),
-        slo_ok_total=_int(row.get("slo_ok_total")),
-        shed_by_cause=row.get("shed_by_cause") or "",
-        p50_ms=_float(row.get("p50_ms")),
-        p95_ms=_float(row.get("p95_ms")),
-        p99_ms=_float(row.get("p99_ms")),
-        p999_ms=_float(row.get("p999_ms")),
-        max_ms=_float(row.get("max_ms")),
-        limit=_float(row.get("limit")),
-        deferred_total=_optional_int(row.get("deferred_total")),
-        replayed_total=_optional_int(row.get("replayed_total")),
-        expired_total=_optional_int(row.get("expired_total")),
-        defer_queue_depth=_optional_int(row.get("defer_queue_depth")),
-    )
+    return _schema_row(ClientRow, row)
 
 
 def read_client(path: Path, client: str) -> list[ClientRow]:

@@ -11,7 +11,6 @@ an argv whose results go into a new folder beside the old one.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import subprocess
@@ -22,8 +21,10 @@ from typing import Any
 
 from comparison import ROOT
 from comparison.config import RunConfig
+from comparison.inputs import FileProblem, read_run_record
 
 VERSIONED = (
+    "hammerlab",
     "locust",
     "gevent",
     "geventhttpclient",
@@ -34,6 +35,7 @@ VERSIONED = (
     "matplotlib",
 )
 RERUN_FLAGS = ("--rerun", "--results-dir", "--baseline")
+ALLOW_REMOTE_FLAG = "--allow-remote"
 NOT_GIT = "not a git checkout"
 
 
@@ -110,6 +112,7 @@ def reproduction(config: RunConfig, argv: list[str], kind: Any = None) -> dict[s
             "cwd": os.getcwd(),
             "options": options,
             "request": request,
+            "locustfile": config.locustfile.record() if config.locustfile else None,
             "target": target,
             "versions": versions(),
             "git": git_commit(),
@@ -125,19 +128,52 @@ def reproduction(config: RunConfig, argv: list[str], kind: Any = None) -> dict[s
     )
 
 
-def rerun_argv(folder: Path, baseline: Path | None = None) -> list[str]:
-    """The argv that repeats the run in `folder`, writing into `folder`'s parent, overlaying `baseline`
-    in its report when given (the recorded run's own --baseline is dropped). Raises RerunError."""
+def recorded_argv(folder: Path) -> list[str]:
+    """run.json's reproduce.argv: a list of strings without NUL. Raises RerunError (one line)."""
     path = folder / "run.json"
+    if not path.exists() and not path.is_symlink():
+        raise RerunError(f"--rerun: {str(folder)!r} is not a run folder (no run.json in it)")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        argv = list(record["reproduce"]["argv"])
-    except FileNotFoundError:
-        raise RerunError(f"--rerun: {str(folder)!r} is not a run folder (no run.json in it)") from None
-    except (OSError, ValueError, KeyError, TypeError):
-        raise RerunError(
-            f"--rerun: {path} has no reproduce.argv (a run from before --rerun existed)"
-        ) from None
+        record = read_run_record(folder)
+    except FileProblem as problem:
+        raise RerunError(f"--rerun: {problem}") from None
+    reproduce = record.get("reproduce")
+    argv = reproduce.get("argv") if isinstance(reproduce, dict) else None
+    if argv is None:
+        raise RerunError(f"--rerun: {path} has no reproduce.argv (a run from before --rerun existed)")
+    if not isinstance(argv, list) or not all(isinstance(t, str) and "\x00" not in t for t in argv):
+        raise RerunError(f"--rerun: {path}'s reproduce.argv is not a list of strings")
+    return list(argv)
+
+
+def recorded_locustfile(folder: Path) -> dict[str, str] | None:
+    """run.json's reproduce.locustfile ({path, sha256}, from --locustfile), or None when the run had none.
+    Call after recorded_argv, which has checked the file. Raises RerunError (one line)."""
+    try:
+        reproduce = read_run_record(folder).get("reproduce")
+    except FileProblem as problem:
+        raise RerunError(f"--rerun: {problem}") from None
+    recorded = reproduce.get("locustfile") if isinstance(reproduce, dict) else None
+    if recorded is None:
+        return None
+    fields = ("path", "sha256")
+    if not isinstance(recorded, dict) or not all(isinstance(recorded.get(k), str) for k in fields):
+        raise RerunError(f"--rerun: {folder / 'run.json'}'s reproduce.locustfile is not a path and a sha256")
+    return {"path": recorded["path"], "sha256": recorded["sha256"]}
+
+
+def rerun_argv(folder: Path, baseline: Path | None = None, allow_remote: bool = False) -> list[str]:
+    """The argv that repeats the run in `folder`, writing into `folder`'s parent, overlaying `baseline`
+    in its report when given (the recorded run's own --baseline is dropped). A stored --allow-remote is
+    dropped: the opt-in to load off this machine comes only from the user now (`allow_remote`, typed
+    with --rerun, or HAMMERLAB_ALLOW_REMOTE=1), never from a folder. Raises RerunError."""
+    argv = [token for token in recorded_argv(folder) if not _is_allow_remote(token)]
+    recorded = recorded_locustfile(folder)
+    if recorded is not None:
+        from comparison.user_locustfile import changed_since
+
+        if problem := changed_since(recorded):
+            raise RerunError(f"--rerun: {folder} cannot be repeated: {problem}")
     cut = argv.index("--") if "--" in argv else len(argv)
     own, rest = argv[:cut], argv[cut:]
     kept: list[str] = []
@@ -150,6 +186,17 @@ def rerun_argv(folder: Path, baseline: Path | None = None) -> list[str]:
         if name in RERUN_FLAGS:
             skip = "=" not in token
             continue
+        if name == "--locustfile" and recorded is not None:  # the checked file, from any folder
+            skip = "=" not in token
+            kept += ["--locustfile", recorded["path"]]
+            continue
         kept.append(token)
     overlay = ["--baseline", str(baseline)] if baseline is not None else []
-    return [*kept, "--results-dir", str(folder.resolve().parent), *overlay, *rest]
+    opt_in = ["--allow-remote"] if allow_remote else []
+    return [*kept, *opt_in, "--results-dir", str(folder.resolve().parent), *overlay, *rest]
+
+
+def _is_allow_remote(token: object) -> bool:
+    """--allow-remote, or an abbreviation argparse would take for it (--allow-r)."""
+    name = str(token).split("=", 1)[0]
+    return len(name) >= len("--allow") and ALLOW_REMOTE_FLAG.startswith(name)

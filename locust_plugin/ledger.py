@@ -26,7 +26,8 @@ unfinished (it stays on disk for the next run). Mid-run the identity reads
 
 Skipped launch slots (the generator stalled and did not launch them) are counted here too, apart from
 `launched`: they are intended load that never existed, so they never enter the percentiles, and a run
-that skipped more than `SKIP_WARN_SHARE` of its intended launches is flagged everywhere it is shown.
+that skipped more than `csv_schema.SKIP_WARN_SHARE` of its intended launches is flagged everywhere it is
+shown.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ from dataclasses import dataclass
 from hdrh.histogram import HdrHistogram
 
 from mitigations.core import Deferred, Outcome
+from mitigations.histograms import encode_histogram
 
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
 SIGNIFICANT_DIGITS = 3
-SKIP_WARN_SHARE = 0.01
 PERCENTILES = (("p50_ms", 50.0), ("p95_ms", 95.0), ("p99_ms", 99.0), ("p999_ms", 99.9))
 
 
@@ -76,16 +77,6 @@ class LatencySummary:
             return cls(0, None, None, None, None, None)
         values = {name: histogram.get_value_at_percentile(p) / 1000.0 for name, p in PERCENTILES}
         return cls(count=count, max_ms=histogram.get_max_value() / 1000.0, **values)
-
-
-def skip_share(launched: int, skipped: int) -> float:
-    """Skipped slots as a share of intended launches (launched + skipped)."""
-    intended = launched + skipped
-    return skipped / intended if intended else 0.0
-
-
-def too_many_skipped(launched: int, skipped: int) -> bool:
-    return skip_share(launched, skipped) > SKIP_WARN_SHARE
 
 
 class CallLedger:
@@ -170,11 +161,3 @@ class CallLedger:
 
     def encoded_histogram(self) -> str:
         return encode_histogram(self.histogram)
-
-
-def encode_histogram(histogram: HdrHistogram) -> str:
-    """HdrHistogram's compact text form, as workers send it; empty for an empty histogram."""
-    if not histogram.get_total_count():
-        return ""
-    encoded = histogram.encode()
-    return encoded.decode("ascii") if isinstance(encoded, bytes) else encoded

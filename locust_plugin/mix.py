@@ -16,6 +16,8 @@ from typing import Any
 from locust import events
 from locust.runners import WorkerRunner
 
+from target_server.numbers import parse_int
+
 
 def parse_mix(text: str) -> dict[str, int]:
     """`A:1,B:3` -> {"A": 1, "B": 3}. Raises ValueError with one line."""
@@ -26,7 +28,7 @@ def parse_mix(text: str) -> dict[str, int]:
         if not sep or not name.isidentifier():
             raise ValueError(f"{item!r} is not CLASS:USERS, e.g. NaiveRetryClient:1,AdaptiveClient:3")
         try:
-            users = int(raw)
+            users = parse_int(raw)  # ASCII digits only: no Arabic-Indic, full-width or 0_1
         except ValueError:
             raise ValueError(f"{item!r}: {raw.strip()!r} is not a whole number of users") from None
         if users < 1:

@@ -8,7 +8,7 @@ Roles follow Locust's runner:
     client instance's numbers (its adaptive limit above all) have a one-second resolution.
 
 The numbers feed the web UI tabs (`web_ui`) and, with `--csv PREFIX`, `PREFIX_server.csv` and
-`PREFIX_mitigations.csv` (formats in `server_sampler` and `client_stats`). One `Monitor` per process
+`PREFIX_mitigations.csv` (columns in `mitigations.csv_schema`). One `Monitor` per process
 lives on `environment.hammerlab_monitor`.
 """
 
@@ -26,19 +26,16 @@ from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from locust_plugin import web_ui
-from locust_plugin.client_stats import (
-    LOCAL_WORKER,
-    MITIGATION_COLUMNS,
-    ClientSnapshot,
-    ClientStatsCollector,
-    MitigationRow,
-    MitigationsBoard,
-)
+from locust_plugin.client_stats import ClientSnapshot, ClientStatsCollector
 from locust_plugin.csv_log import CsvLog
+from locust_plugin.mitigation_rows import MitigationRow
+from locust_plugin.mitigations_board import MitigationsBoard
 from locust_plugin.runtime import runtimes
 from locust_plugin.server_metrics import source_from_options
-from locust_plugin.server_sampler import SampleInterval, ServerSampler
+from locust_plugin.server_sample import SampleInterval
+from locust_plugin.server_sampler import ServerSampler
 from locust_plugin.target import target_host
+from mitigations.csv_schema import LOCAL_WORKER, MITIGATION_COLUMNS
 from mitigations.guard import remote_problem
 from mitigations.metrics_map import SeriesMap, check_url
 
@@ -69,6 +66,7 @@ class Monitor:
         self.interval = SampleInterval()
         self.csv_prefix: str | None = getattr(options, "csv_prefix", None) or None
         self.sampler = ServerSampler(self.interval)
+        self.sampler.allow_remote = bool(getattr(options, "allow_remote", False))
         self.sampler.metrics = source_from_options(options)  # checked at start-up (metrics_problem)
         self._read_interval()
         self.collector = ClientStatsCollector()

@@ -20,9 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from mitigations.core import Call, Deferred, HammerError, Outcome, PipelineEvents
-
-SHED_REQUEST_TYPE = "SHED"
-UNFINISHED_REQUEST_TYPE = "UNFINISHED"
+from mitigations.csv_schema import SHED_REQUEST_TYPE, UNFINISHED_REQUEST_TYPE
 
 
 class Unfinished(HammerError):

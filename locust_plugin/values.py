@@ -1,24 +1,22 @@
 """Text to option values, strictly: one readable line for anything a person did not plainly mean.
 
-Python's own `int()` and `float()` accept `3_000`, full-width digits (U+FF10 to U+FF19), `nan`, `inf` and
+Python's own `int()` and `float()` accept `3_000`, full-width or Arabic-Indic digits, `nan`, `inf` and
 `1e-300`; a lab that exists to overload servers must not turn a typo into a runaway. So every number
 here is plain ASCII (`[+-]digits[.digits][e[+-]digits]`, whole numbers without the fraction or exponent),
 finite, and inside a documented range (docs/limits.md). Zero is allowed only where it means "off".
+The syntax is `target_server/numbers.py`'s, the project's one; `number` is the one ranged factory.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from typing import Any
 
 from mitigations import request as _request
+from target_server.numbers import DECIMAL, INTEGER, MAX_CHARS
 
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_WHOLE = re.compile(r"[+-]?[0-9]+")
-MAX_TEXT = 40  # longer than any number a person types; keeps error lines short
-MAX_PATH = 2000
+MAX_TEXT = MAX_CHARS  # longer than any number a person types; keeps error lines short
 
 
 def _text(raw: object) -> str:
@@ -39,7 +37,7 @@ def parse_decimal(raw: object) -> float:
     if isinstance(raw, bool):
         raise ValueError(f"{raw!r} is not a number")
     text = _text(raw) if not isinstance(raw, int | float) else repr(raw)
-    if len(text) > MAX_TEXT or not _DECIMAL.fullmatch(text):
+    if len(text) > MAX_TEXT or not DECIMAL.fullmatch(text):
         raise ValueError(f"{_shown(raw)} is not a number (plain digits like 12.5 or 1e3; no _, nan or inf)")
     value = float(text)
     if not math.isfinite(value):
@@ -52,7 +50,7 @@ def parse_whole(raw: object) -> int:
     if isinstance(raw, bool):
         raise ValueError(f"{raw!r} is not a whole number")
     text = str(raw) if isinstance(raw, int) else _text(raw)
-    if len(text) > MAX_TEXT or not _WHOLE.fullmatch(text):
+    if len(text) > MAX_TEXT or not INTEGER.fullmatch(text):
         raise ValueError(f"{_shown(raw)} is not a whole number (plain digits; no _, . or e)")
     return int(text)
 
@@ -61,41 +59,32 @@ def _span(low: float, high: float, unit: str) -> str:
     return f"{_g(low)} to {_g(high)}" + (f" {unit}" if unit else "")
 
 
-def number(low: float, high: float, unit: str = "", zero: str | None = None) -> Callable[[object], float]:
-    """A decimal in [low, high] (low > 0: tiny values like 1e-300 are refused, not rounded to zero), or
-    exactly 0 when `zero` says what 0 means."""
+def number(
+    low: float, high: float, unit: str = "", zero: str | None = None, *, integer: bool = False
+) -> Callable[[object], Any]:
+    """The one factory of ranged options: a decimal (or, with `integer`, a whole number) in [low, high]
+    (low > 0: tiny values like 1e-300 are refused, not rounded to zero), or exactly 0 when `zero` says
+    what 0 means. The parser carries `allowed`, `low`, `high` and `zero` for the docs and the web UI."""
     allowed = _span(low, high, unit) + (f", or 0 = {zero}" if zero else "")
+    syntax = parse_whole if integer else parse_decimal
 
-    def parse(raw: object) -> float:
-        value = parse_decimal(raw)
+    def parse(raw: object) -> Any:
+        value = syntax(raw)
         if zero is not None and value == 0:
-            return 0.0
+            return 0 if integer else 0.0
         if not low <= value <= high:
             raise ValueError(f"{_shown(raw)} must be from {allowed}")
         return value
 
-    parse.__name__ = "number"
+    parse.__name__ = "whole" if integer else "number"
     parse.allowed, parse.low, parse.high = allowed, low, high  # type: ignore[attr-defined]
     parse.zero = zero  # type: ignore[attr-defined]
     return parse
 
 
 def whole(low: int, high: int, unit: str = "", zero: str | None = None) -> Callable[[object], int]:
-    """A whole number in [low, high], or 0 when `zero` says what 0 means (e.g. 'off')."""
-    allowed = _span(low, high, unit) + (f", or 0 = {zero}" if zero else "")
-
-    def parse(raw: object) -> int:
-        value = parse_whole(raw)
-        if zero is not None and value == 0:
-            return 0
-        if not low <= value <= high:
-            raise ValueError(f"{_shown(raw)} must be from {allowed}")
-        return value
-
-    parse.__name__ = "whole"
-    parse.allowed, parse.low, parse.high = allowed, low, high  # type: ignore[attr-defined]
-    parse.zero = zero  # type: ignore[attr-defined]
-    return parse
+    """`number(..., integer=True)`: counts and milliseconds."""
+    return number(low, high, unit, zero, integer=True)
 
 
 def boolean(raw: object) -> bool:
@@ -109,6 +98,9 @@ def boolean(raw: object) -> bool:
     raise ValueError(f"{_shown(raw)} is not true or false")
 
 
+boolean.choices = ("true", "false")  # type: ignore[attr-defined]
+
+
 def choice(*allowed: str) -> Callable[[object], str]:
     def parse(raw: object) -> str:
         value = _text(raw)
@@ -117,6 +109,7 @@ def choice(*allowed: str) -> Callable[[object], str]:
         return value
 
     parse.__name__ = "choice"
+    parse.choices = allowed  # type: ignore[attr-defined]  # `hammerlab options` shows them
     return parse
 
 
@@ -151,29 +144,13 @@ window.allowed = (  # type: ignore[attr-defined]
 
 def path(raw: object) -> str:
     """A request path on the target: `/` first, then printable ASCII; never a scheme, an authority
-    (`//host`), user info (`@host`) or a backslash, which would send the request somewhere else."""
+    (`//host`), user info (`@host`) or a backslash, which would send the request somewhere else
+    (`mitigations.request.path_problem`, the rule every request meets, replays included)."""
     text = str(raw)
-    problem = None
-    if not text.startswith("/"):
-        problem = "must start with /"
-    elif text.startswith("//"):
-        problem = "must not start with // (that names another host)"
-    elif len(text) > MAX_PATH:
-        problem = f"is longer than {MAX_PATH} characters"
-    elif any(not (" " < c < "\x7f") for c in text):
-        problem = "must be printable ASCII without spaces (percent-encode the rest)"
-    elif "@" in text or "\\" in text:
-        problem = "must not contain @ or \\ (they can name another host)"
-    elif "#" in text:
-        problem = "must not contain # (a fragment is never sent)"
-    else:
-        parts = urlsplit("http://127.0.0.1" + text)
-        if parts.netloc != "127.0.0.1" or parts.path != text.split("?", 1)[0]:
-            problem = "must be a path, not a URL"
+    problem = _request.path_problem(text)
     if problem:
         raise ValueError(f"{_shown(raw)} {problem}")
     return text
-
 
 
 def header(raw: object) -> tuple[str, str]:

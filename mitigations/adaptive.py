@@ -48,7 +48,7 @@ from mitigations.adaptive_base import (
 from mitigations.adaptive_gradient import Gradient, GradientConfig
 from mitigations.adaptive_vegas import Vegas, VegasConfig
 from mitigations.admission import GatedPolicy
-from mitigations.core import AdaptiveLimitRejected, Call, Next, Outcome
+from mitigations.core import AdaptiveLimitRejected, Call, Gauges, Next, Outcome
 
 __all__ = [  # the algorithms live in their own modules; callers import them all from here
     "ALGORITHMS", "AdaptiveLimit", "AdaptiveLimitConfig", "Aimd", "AimdConfig", "Gradient",
@@ -183,10 +183,11 @@ def parse_lag(value: str | None) -> float | None:
 class AdaptiveLimit(GatedPolicy):
     """An in-flight cap whose value an algorithm moves (see the module doc for what a sample is).
 
-    Gauges: `limit` (int), `in_flight`, `queued`, `lag_ms` (last header seen). Counters: `admitted`,
-    `rejected` (AdaptiveLimitRejected: over the limit, queue full, or queue wait ran out), `expired`
-    (QueuedPastDeadline: the call's deadline ran out in the queue), `samples`, `drops`, `free_failures`
-    (server failures that cost the server nothing: not samples), `restores` (outages that ended).
+    Gauges: `limit` (int), `in_flight`, `queued` (`GatedPolicy`), `lag_ms` (last header seen).
+    Counters: `admitted`, `rejected` (AdaptiveLimitRejected: over the limit, queue full, or queue wait
+    ran out), `expired` (QueuedPastDeadline: the call's deadline ran out in the queue), `samples`,
+    `drops`, `free_failures` (server failures that cost the server nothing: not samples), `restores`
+    (outages that ended).
     Emits `limit(self, value)` whenever the integer limit changes.
 
     Fast recovery, two rules (docs/adaptive-limits.md):
@@ -222,13 +223,8 @@ class AdaptiveLimit(GatedPolicy):
     def limit(self) -> int:
         return max(1, int(self.estimate))
 
-    @property
-    def in_flight(self) -> int:
-        return self.gate.in_use
-
-    @property
-    def queued(self) -> int:
-        return self.gate.waiting
+    def gauges(self, wall_now: float) -> Gauges:
+        return {**super().gauges(wall_now), "limit": self.limit}
 
     def execute(self, call: Call, proceed: Next) -> Outcome:
         queue = self.config.mode == "queue"

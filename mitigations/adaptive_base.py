@@ -73,6 +73,55 @@ def check_slo_target(owner: str, value: float | None) -> None:
         check_number(owner, "slo_target", value, lambda v: 0 < v < math.inf, "> 0 s, or None")
 
 
+class SampleWindow:
+    """The samples of one update window, as gradient and Vegas both judge them when it closes: how
+    many, how many answered and their RTT sum, whether any was a drop, the highest lag and in-flight
+    count seen. `restart(now)` opens the next window (after an update, a probe or an outage)."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.clear()
+
+    def clear(self) -> None:
+        self.count = 0
+        self.answered = 0
+        self.rtt_sum = 0.0
+        self.dropped = False
+        self.max_lag: float | None = None
+        self.max_in_flight = 0
+        self.in_flight_sum = 0
+
+    def restart(self, now: float) -> None:
+        self.start = now
+        self.clear()
+
+    def add(self, sample: Sample) -> None:
+        if self.start is None:
+            self.start = sample.at
+        self.count += 1
+        self.max_in_flight = max(self.max_in_flight, sample.in_flight)
+        self.in_flight_sum += sample.in_flight
+        if sample.dropped:
+            self.dropped = True
+        else:
+            self.answered += 1
+            self.rtt_sum += sample.rtt
+        if sample.lag_ms is not None:
+            self.max_lag = sample.lag_ms if self.max_lag is None else max(self.max_lag, sample.lag_ms)
+
+    @property
+    def mean_rtt(self) -> float | None:
+        return self.rtt_sum / self.answered if self.answered else None
+
+    def lag_over(self, threshold_ms: float | None) -> bool:
+        return threshold_ms is not None and self.max_lag is not None and self.max_lag > threshold_ms
+
+    def open_at(self, now: float, length: float, min_samples: int, congested: bool) -> bool:
+        """Still collecting: shorter than `length`, or too few samples to judge unless congested."""
+        assert self.start is not None
+        return now - self.start < length or (self.count < min_samples and not congested)
+
+
 class WindowedPercentile:
     """A percentile of the RTTs answered in the last `span` seconds.
 

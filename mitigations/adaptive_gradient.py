@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from mitigations._checks import check_int, check_seconds
 from mitigations.adaptive_base import (
     Sample,
+    SampleWindow,
     WindowedPercentile,
     check_lag_threshold,
     check_limits,
@@ -114,25 +115,14 @@ class Gradient:
         self._probe_rtts: list[float] = []
         self._deferred_limit = self.initial_limit
         self._next_probe = -math.inf
-        self.window_start: float | None = None
+        self.window = SampleWindow()
         self._last_cut = -math.inf
         cfg = self.config
         self.tail = WindowedPercentile(cfg.percentile_span, cfg.quantile, cfg.min_window_samples)
-        self._reset_window()
-
-    def _reset_window(self) -> None:
-        self._count = 0
-        self._rtt_sum = 0.0
-        self._answered = 0
-        self._dropped = False
-        self._max_lag: float | None = None
-        self._max_in_flight = 0
-        self._in_flight_sum = 0
 
     def restart(self, now: float) -> None:
-        self.window_start = now
+        self.window.restart(now)
         self.tail.clear()
-        self._reset_window()
 
     def update(self, limit: float, sample: Sample) -> float:
         if self.config.slo_target is not None:
@@ -158,38 +148,20 @@ class Gradient:
         self.probing = False
         jitter = 1 + cfg.probe_jitter * self.rng.uniform(-1.0, 1.0)
         self._next_probe = sample.at + cfg.probe_interval * jitter
-        self.window_start = sample.at
-        self._reset_window()
+        self.window.restart(sample.at)
         return self._deferred_limit
 
     def _window(self, limit: float, sample: Sample) -> float:
-        cfg = self.config
-        if self.window_start is None:
-            self.window_start = sample.at
-        self._count += 1
-        self._max_in_flight = max(self._max_in_flight, sample.in_flight)
-        self._in_flight_sum += sample.in_flight
-        if sample.dropped:
-            self._dropped = True
-        else:
-            self._answered += 1
-            self._rtt_sum += sample.rtt
-            if sample.at - sample.rtt >= self._last_cut:  # sent before the last SLO cut: already acted on
-                self.tail.add(sample.at, sample.rtt)
-        if sample.lag_ms is not None:
-            self._max_lag = sample.lag_ms if self._max_lag is None else max(self._max_lag, sample.lag_ms)
+        cfg, window = self.config, self.window
+        window.add(sample)
+        if not sample.dropped and sample.at - sample.rtt >= self._last_cut:  # sent after the last SLO cut
+            self.tail.add(sample.at, sample.rtt)
 
         lag_gradient = None
-        if (
-            cfg.lag_threshold_ms is not None
-            and self._max_lag is not None
-            and self._max_lag > cfg.lag_threshold_ms
-        ):
-            lag_gradient = max(cfg.min_gradient, cfg.lag_threshold_ms / self._max_lag)
-        congested = self._dropped or lag_gradient is not None
-        if sample.at - self.window_start < cfg.window or (
-            self._count < cfg.min_window_samples and not congested
-        ):
+        if window.lag_over(cfg.lag_threshold_ms):
+            lag_gradient = max(cfg.min_gradient, cfg.lag_threshold_ms / window.max_lag)  # type: ignore[operator]
+        congested = window.dropped or lag_gradient is not None
+        if window.open_at(sample.at, cfg.window, cfg.min_window_samples, congested):
             return limit
 
         rtt_gradient = 1.0
@@ -197,15 +169,15 @@ class Gradient:
             short = self.tail.value(sample.at)
             target = cfg.slo_target
         else:
-            short = self._rtt_sum / self._answered if self._answered else None
+            short = window.mean_rtt
             target = None if self.min_rtt is None else cfg.rtt_tolerance * self.min_rtt
         self.short_rtt = short
         if short is not None and short > 0 and target is not None:
             rtt_gradient = max(cfg.min_gradient, min(1.0, target / short))
         slo_mode = cfg.slo_target is not None
-        in_use = self._in_flight_sum / self._count if slo_mode else self._max_in_flight
+        in_use = window.in_flight_sum / window.count if slo_mode else window.max_in_flight
         smoothing = cfg.smoothing
-        if self._dropped:
+        if window.dropped:
             target = limit * min(cfg.min_gradient, rtt_gradient)
         elif lag_gradient is not None:
             target = limit * min(lag_gradient, rtt_gradient)
@@ -219,7 +191,6 @@ class Gradient:
             target = limit
         else:
             target = limit * rtt_gradient + math.sqrt(limit)
-        self.window_start = sample.at
-        self._reset_window()
+        window.restart(sample.at)
         new = (1 - smoothing) * limit + smoothing * target
         return min(float(cfg.max_limit), max(float(cfg.min_limit), new))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from mitigations._checks import check_int, check_seconds
 from mitigations.adaptive_base import (
     Sample,
+    SampleWindow,
     WindowedPercentile,
     check_lag_threshold,
     check_limits,
@@ -84,49 +85,27 @@ class Vegas:
         self.queue: float | None = None  # the last estimate, for display
         self.tail = WindowedPercentile(cfg.percentile_span, cfg.quantile, cfg.min_window_samples)
         self._noload_since: float | None = None
-        self.window_start: float | None = None
-        self._reset_window()
-
-    def _reset_window(self) -> None:
-        self._count = 0
-        self._answered = 0
-        self._rtt_sum = 0.0
-        self._dropped = False
-        self._max_lag: float | None = None
-        self._max_in_flight = 0
+        self.window = SampleWindow()
 
     def restart(self, now: float) -> None:
-        self.window_start = now
+        self.window.restart(now)
         self.tail.clear()
-        self._reset_window()
 
     def update(self, limit: float, sample: Sample) -> float:
-        cfg = self.config
-        if self.window_start is None:
-            self.window_start = sample.at
+        cfg, window = self.config, self.window
         if self._noload_since is None or sample.at - self._noload_since >= cfg.noload_reset:
             self._noload_since = sample.at
             self.rtt_noload = None
-        self._count += 1
-        self._max_in_flight = max(self._max_in_flight, sample.in_flight)
-        if sample.dropped:
-            self._dropped = True
-        else:
-            self._answered += 1
-            self._rtt_sum += sample.rtt
+        window.add(sample)
+        if not sample.dropped:
             self.tail.add(sample.at, sample.rtt)
             if sample.rtt > 0 and (self.rtt_noload is None or sample.rtt < self.rtt_noload):
                 self.rtt_noload = sample.rtt
-        if sample.lag_ms is not None:
-            self._max_lag = sample.lag_ms if self._max_lag is None else max(self._max_lag, sample.lag_ms)
-        lagging = cfg.lag_threshold_ms is not None and (self._max_lag or 0.0) > cfg.lag_threshold_ms
-        if sample.at - self.window_start < cfg.window or (
-            self._count < cfg.min_window_samples and not (self._dropped or lagging)
-        ):
+        lagging = window.lag_over(cfg.lag_threshold_ms)
+        if window.open_at(sample.at, cfg.window, cfg.min_window_samples, window.dropped or lagging):
             return limit
         new = self._target(limit, sample.at, lagging)
-        self.window_start = sample.at
-        self._reset_window()
+        window.restart(sample.at)
         new = (1 - cfg.smoothing) * limit + cfg.smoothing * new
         return min(float(cfg.max_limit), max(float(cfg.min_limit), new))
 
@@ -134,11 +113,11 @@ class Vegas:
         cfg = self.config
         step = log10_step(limit)
         tail = self.tail.value(now) if cfg.slo_target is not None else None
-        if self._dropped or lagging or (tail is not None and tail > cfg.slo_target):  # type: ignore[operator]
+        if self.window.dropped or lagging or (tail is not None and tail > cfg.slo_target):  # type: ignore[operator]
             return limit - step
-        if 2 * self._max_in_flight < limit or not self._answered or self.rtt_noload is None:
+        rtt = self.window.mean_rtt
+        if 2 * self.window.max_in_flight < limit or rtt is None or self.rtt_noload is None:
             return limit
-        rtt = self._rtt_sum / self._answered
         self.queue = math.ceil(limit * (1 - self.rtt_noload / rtt)) if rtt > 0 else 0
         if self.queue <= step:
             return limit + 6 * step

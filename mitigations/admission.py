@@ -21,7 +21,7 @@ from collections import deque
 
 import gevent.event
 
-from mitigations.core import BasePolicy, Call, Clock, Next, Outcome, QueuedPastDeadline, Shed
+from mitigations.core import BasePolicy, Call, Clock, Gauges, Next, Outcome, QueuedPastDeadline, Shed
 
 
 class Entry(enum.Enum):
@@ -148,11 +148,15 @@ class GatedPolicy(BasePolicy):
     """A policy in front of a `FifoGate`: the counters, the wait gauges and the admit-or-shed decision
     that `Throttle`, `AdaptiveLimit` and `SocketPool` share.
 
-    Counters: `admitted`, `rejected` (shed with the policy's own `rejection`), `expired` (shed with
-    QueuedPastDeadline: the call's deadline ended the wait). Waits: `waits`, `total_wait`, `last_wait`.
+    Gauges: `in_flight` (holders), `queued` (waiters), shown on the board under the names a subclass
+    gives them (`in_flight_gauge`, None: not shown; `queued_gauge`). Counters: `admitted`, `rejected`
+    (shed with the policy's own `rejection`), `expired` (shed with QueuedPastDeadline: the call's
+    deadline ended the wait). Waits: `waits`, `total_wait`, `last_wait`.
     """
 
     rejection: type[Shed] = Shed
+    in_flight_gauge: str | None = None
+    queued_gauge = "queue_depth"
 
     def __init__(self, limit: int | None, queue_limit: int | None) -> None:
         super().__init__()
@@ -160,6 +164,20 @@ class GatedPolicy(BasePolicy):
         self.admitted = 0
         self.rejected = 0
         self.expired = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self.gate.in_use
+
+    @property
+    def queued(self) -> int:
+        return self.gate.waiting
+
+    def gauges(self, wall_now: float) -> Gauges:
+        shown: Gauges = {self.queued_gauge: self.queued}
+        if self.in_flight_gauge is not None:
+            shown[self.in_flight_gauge] = self.in_flight
+        return shown
 
     @property
     def waits(self) -> int:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from mitigations._checks import check_choice, check_int, check_percent, check_seconds
-from mitigations.core import BasePolicy, Call, CircuitOpen, Next, Outcome
+from mitigations.core import BasePolicy, Call, CircuitOpen, Gauges, Next, Outcome
 
 BreakerMode = Literal["recent-error", "rate"]
 BREAKER_MODES: tuple[BreakerMode, ...] = ("recent-error", "rate")
@@ -155,10 +155,12 @@ class _Window:
 class CircuitBreaker(BasePolicy):
     """See the module doc. Gauges: `state`, `failure_rate`/`slow_call_rate` (None below minimum_calls),
     `window` (WindowStats), `half_open_in_flight`. Counters: `rejected` (shed with CircuitOpen),
-    `transitions` {(old, new): count}; `recent_transitions` holds the last 20 as (at, old, new)."""
+    `transitions` {(old, new): count}; `recent_transitions` holds the last 20 as (at, old, new).
+    On the board (`gauges`): the state, the count of transitions and the last few, at wall-clock times."""
 
     name = "breaker"
     RECENT_TRANSITIONS = 20
+    SHOWN_TRANSITIONS = 3
 
     def __init__(self, config: CircuitBreakerConfig) -> None:
         super().__init__()
@@ -202,6 +204,17 @@ class CircuitBreaker(BasePolicy):
         if self._state != HALF_OPEN:
             return 0
         return self._probes_admitted - self._probes.stats(self.clock.now()).calls
+
+    def gauges(self, wall_now: float) -> Gauges:
+        offset = wall_now - self.clock.now()  # the breaker's clock is monotonic
+        return {
+            "breaker_state": self.state,
+            "breaker_transitions": sum(self.transitions.values()),
+            "recent_transitions": tuple(
+                (round(t.at + offset, 3), t.old, t.new)
+                for t in list(self.recent_transitions)[-self.SHOWN_TRANSITIONS :]
+            ),
+        }
 
     # -- the policy -------------------------------------------------------------------------------------
 

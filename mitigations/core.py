@@ -391,6 +391,14 @@ class PipelineEvents:
 Next = Callable[[Call], Outcome]
 
 
+Gauges = dict[str, object]
+"""What a policy shows on the Mitigations board and in PREFIX_mitigations.csv, by the client
+snapshot's name for each value (`locust_plugin.client_stats.ClientSnapshot`), as resilience4j's
+`getMetrics()`: the stats code asks each policy and knows none of their types. When two policies of a
+pipeline report the same name, numbers add up (a throttle's queue and an adaptive limit's are one
+`queue_depth`) and anything else keeps the outermost policy's value."""
+
+
 class Policy(Protocol):
     """One mitigation. It may shed the call, or pass it on with `proceed(call)`, maybe several times.
 
@@ -403,6 +411,8 @@ class Policy(Protocol):
     def bind(self, clock: Clock, events: PipelineEvents) -> None: ...
 
     def execute(self, call: Call, proceed: Next) -> Outcome: ...
+
+    def gauges(self, wall_now: float) -> Gauges: ...
 
 
 class BasePolicy:
@@ -426,6 +436,11 @@ class BasePolicy:
 
     def execute(self, call: Call, proceed: Next) -> Outcome:
         raise NotImplementedError
+
+    def gauges(self, wall_now: float) -> Gauges:
+        """None by default: a policy with nothing to show adds no column. `wall_now` is the snapshot's
+        wall-clock time, for a policy that stamps what it reports with its own (monotonic) clock."""
+        return {}
 
 
 class Transport(Protocol):

@@ -44,6 +44,7 @@ _SERIES = re.compile(
     re.ASCII,
 )
 _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"', re.ASCII)
+MIN_FACTOR, MAX_FACTOR = 1e-12, 1e12  # seconds to ms is 1e3; no unit change needs more than 1e12
 EXAMPLE = "e.g. in_flight=http_requests_in_flight or lag_ms=nodejs_eventloop_lag_seconds*1000"
 
 
@@ -84,13 +85,22 @@ class SeriesMap:
                         f'--server-metric {raw!r}: {part!r} is not a label matcher like code="200"'
                     )
                 labels.append((label[1], label[2].replace('\\"', '"').replace("\\\\", "\\")))
-        factor = 1.0
-        if found["factor"]:
-            number = float(found["factor"])
-            if not math.isfinite(number) or number <= 0:
-                raise ValueError(f"--server-metric {raw!r}: the factor must be a number > 0")
-            factor = number if found["op"] == "*" else 1 / number
+        factor = scale_factor(raw, found["op"], found["factor"]) if found["factor"] else 1.0
         return cls(column, found["name"], tuple(sorted(labels)), factor)
+
+
+def scale_factor(raw: str, op: str, text: str) -> float:
+    """`*N` or `/N` as a multiplier from MIN_FACTOR to MAX_FACTOR: finite and non-zero, so that a sample
+    (bounded by the scraper) times the factor stays a finite float (`*1e308` overflowed mid-run, `/1e-320`
+    was an infinite factor). Raises ValueError with one line."""
+    number = float(text) if len(text) <= 40 else math.inf
+    factor = (number if op == "*" else 1 / number) if math.isfinite(number) and number > 0 else 0.0
+    if not MIN_FACTOR <= factor <= MAX_FACTOR:
+        raise ValueError(
+            f"--server-metric {raw!r}: the factor must be from {MIN_FACTOR:g} to {MAX_FACTOR:g} "
+            f"(e.g. *1000 or /1000)"
+        )
+    return factor
 
 
 def _split_labels(text: str) -> list[str]:
@@ -125,18 +135,36 @@ def parse_mapping(texts: Iterable[object] | None) -> tuple[SeriesMap, ...]:
 
 
 def check_url(text: object) -> str:
-    """An http(s) URL with a host, or a path on the run's host. Raises ValueError (one line)."""
+    """An http(s) URL with a host and a valid port (no user name, printable ASCII), or a path on the run's
+    host. Raises ValueError (one line)."""
     url = str(text).strip()
-    parts = urlsplit(url)
-    if any(c.isspace() or not c.isprintable() for c in url) or not (
-        (parts.scheme in ("http", "https") and parts.hostname)
-        or (url.startswith("/") and not url.startswith("//"))
-    ):
+    problem = url_problem(url)
+    if problem:
         raise ValueError(
             f"--server-metrics {text!r} is not an http:// or https:// URL like http://127.0.0.1:9100/metrics "
-            "or a path on the host like /metrics"
+            f"or a path on the host like /metrics ({problem})"
         )
     return url
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` is not a scrape endpoint, or None."""
+    if not url or any(not (" " < c < "\x7f") for c in url):
+        return "it must be printable ASCII without spaces"
+    if url.startswith("/"):
+        return "// names another host" if url.startswith("//") else None
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError past 65535 or below 0
+    except ValueError:
+        return "the port must be from 1 to 65535"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "no http(s) scheme and host"
+    if "@" in parts.netloc:
+        return "no user name or password"
+    if port == 0:
+        return "the port must be from 1 to 65535"
+    return None
 
 
 def resolve_url(url: str, host: str) -> str:

@@ -12,9 +12,11 @@ a `ValueError` with one line. Plain Python: the comparison runner uses it withou
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
-from pathlib import Path
+from urllib.parse import urlsplit
 
 from mitigations.core import Call
 
@@ -23,6 +25,7 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_HEADERS = 50
 MAX_HEADER_NAME = 100
 MAX_HEADER_VALUE = 4000
+MAX_PATH = 2000
 # The transport frames every request itself: these would contradict it or name another host.
 RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -31,6 +34,28 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 def _shown(text: str, limit: int = 40) -> str:
     shown = repr(text)
     return shown if len(shown) <= limit + 2 else shown[: limit - 1] + "…'"
+
+
+def path_problem(text: str) -> str | None:
+    """Why `text` is not a request path on the target, or None. `/` first, then printable ASCII; never
+    a scheme, an authority (`//host`), user info (`@host`) or a backslash, which would send the request
+    somewhere else."""
+    if not text.startswith("/"):
+        return "must start with /"
+    if text.startswith("//"):
+        return "must not start with // (that names another host)"
+    if len(text) > MAX_PATH:
+        return f"is longer than {MAX_PATH} characters"
+    if any(not (" " < c < "\x7f") for c in text):
+        return "must be printable ASCII without spaces (percent-encode the rest)"
+    if "@" in text or "\\" in text:
+        return "must not contain @ or \\ (they can name another host)"
+    if "#" in text:
+        return "must not contain # (a fragment is never sent)"
+    parts = urlsplit("http://127.0.0.1" + text)
+    if parts.netloc != "127.0.0.1" or parts.path != text.split("?", 1)[0]:
+        return "must be a path, not a URL"
+    return None
 
 
 def parse_method(raw: object) -> str:
@@ -72,18 +97,38 @@ def parse_body(raw: object) -> str:
     return text
 
 
-def body_file_problem(path: str) -> str | None:
-    """None when `path` is a readable file of at most MAX_BODY_BYTES, else why not."""
-    file = Path(path)
+def read_body_file(path: str) -> bytes:
+    """The bytes of a regular file of at most MAX_BODY_BYTES, read now. A size from stat() is not
+    enough: /proc/self/mem and /proc/kallsyms say 0 and then fail or run long when read, and a FIFO
+    would block; so the file is opened without blocking, checked to be regular, and read (bounded).
+    Raises ValueError with the reason (no path: the caller names it)."""
+    if "\x00" in path:
+        raise ValueError("is not a file path (it contains a NUL)")
     try:
-        if not file.is_file():
-            return "is not a file"
-        if file.stat().st_size > MAX_BODY_BYTES:
-            return f"is larger than {MAX_BODY_BYTES:,} bytes"
-        with file.open("rb"):
-            pass
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ValueError("is not a file (it does not exist)") from None
     except OSError as error:
-        return f"cannot be read ({error.strerror or type(error).__name__})"
+        raise ValueError(f"cannot be read ({error.strerror or type(error).__name__})") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise ValueError("is not a file")
+    with os.fdopen(descriptor, "rb") as handle:
+        try:
+            data = handle.read(MAX_BODY_BYTES + 1)
+        except OSError as error:
+            raise ValueError(f"cannot be read ({error.strerror or type(error).__name__})") from None
+    if len(data) > MAX_BODY_BYTES:
+        raise ValueError(f"is larger than {MAX_BODY_BYTES:,} bytes")
+    return data
+
+
+def body_file_problem(path: str) -> str | None:
+    """None when `path` is a readable file of at most MAX_BODY_BYTES (read to the end now), else why not."""
+    try:
+        read_body_file(path)
+    except ValueError as problem:
+        return str(problem)
     return None
 
 
@@ -106,8 +151,8 @@ class RequestSpec:
 
     def __post_init__(self) -> None:
         parse_method(self.method)
-        if not self.path.startswith("/") or self.path.startswith("//"):
-            raise ValueError(f"path {_shown(self.path)} must start with a single /")
+        if problem := path_problem(self.path):
+            raise ValueError(f"path {_shown(self.path)} {problem}")
         for name, value in self.headers:
             parse_header(f"{name}: {value}")
         if self.body is not None and len(self.body) > MAX_BODY_BYTES:
@@ -122,9 +167,10 @@ class RequestSpec:
             raise ValueError("give --body or --body-file, not both")
         data: bytes | None = None
         if body_file:
-            if problem := body_file_problem(body_file):
-                raise ValueError(f"--body-file: {_shown(body_file)} {problem}")
-            data = Path(body_file).read_bytes()
+            try:
+                data = read_body_file(body_file)
+            except ValueError as problem:
+                raise ValueError(f"--body-file: {_shown(body_file)} {problem}") from None
         elif body:
             data = body.encode("utf-8")
         return cls(method, path, headers, data)

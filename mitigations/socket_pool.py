@@ -41,12 +41,15 @@ class SocketPoolConfig:
 class SocketPool(GatedPolicy):
     """Admits at most `config.max_sockets` calls to the transport; the rest wait FIFO until the deadline.
 
-    Gauges: `in_use` (calls holding a socket), `waiting`. Counters: `admitted`, `expired` (shed with
-    QueuedPastDeadline). Wait for a socket: `waits` (calls that had to wait), `total_wait`, `last_wait`
-    (seconds), `mean_wait`.
+    Gauges: `in_use` (calls holding a socket), `waiting`: `GatedPolicy`'s `in_flight` and `queued`,
+    named for sockets here and on the board (`pool_in_use`, `pool_waiting`). Counters: `admitted`,
+    `expired` (shed with QueuedPastDeadline). Wait for a socket: `waits` (calls that had to wait),
+    `total_wait`, `last_wait` (seconds), `mean_wait`.
     """
 
     name = "socket-pool"
+    in_flight_gauge = "pool_in_use"
+    queued_gauge = "pool_waiting"
 
     def __init__(self, config: SocketPoolConfig) -> None:
         super().__init__(config.max_sockets, queue_limit=None)
@@ -54,11 +57,11 @@ class SocketPool(GatedPolicy):
 
     @property
     def in_use(self) -> int:
-        return self.gate.in_use
+        return self.in_flight
 
     @property
     def waiting(self) -> int:
-        return self.gate.waiting
+        return self.queued
 
     @property
     def mean_wait(self) -> float:

@@ -49,25 +49,18 @@ class ThrottleConfig:
 class Throttle(GatedPolicy):
     """At most `config.max_concurrent` calls proceed at once; the rest are shed or queue (see module doc).
 
-    Gauges: `in_flight`, `queued`. Counters: `admitted`, `rejected` (ThrottleRejected: over the cap,
-    queue full, or queue wait ran out), `expired` (the call's deadline ran out in the queue).
-    Queue waits: `waits`, `total_wait`, `last_wait` (seconds).
+    Gauges (`GatedPolicy`): `in_flight` (on the board: `throttle_in_flight`), `queued`. Counters:
+    `admitted`, `rejected` (ThrottleRejected: over the cap, queue full, or queue wait ran out), `expired`
+    (the call's deadline ran out in the queue). Queue waits: `waits`, `total_wait`, `last_wait` (seconds).
     """
 
     name = "throttle"
     rejection = ThrottleRejected
+    in_flight_gauge = "throttle_in_flight"
 
     def __init__(self, config: ThrottleConfig) -> None:
         super().__init__(config.max_concurrent, config.queue_size if config.mode == "queue" else 0)
         self.config = config
-
-    @property
-    def in_flight(self) -> int:
-        return self.gate.in_use
-
-    @property
-    def queued(self) -> int:
-        return self.gate.waiting
 
     def execute(self, call: Call, proceed: Next) -> Outcome:
         queue = self.config.mode == "queue"

@@ -16,11 +16,12 @@ with one line, never a 500.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
+
+from target_server.numbers import JSONProblem, strict_json
 
 MAX_BODY_BYTES = 64 * 1024  # the largest admin body is a few hundred bytes
 MAX_QUERY_FIELDS = 20
@@ -111,28 +112,11 @@ def query_values(query: str) -> dict[str, str]:
     return values
 
 
-def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise InputError(f"body: key {key!r} is given twice")
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise InputError(f"body: {name} is not a number this server accepts")
-
-
 def parse_json(data: bytes) -> Any:
-    """Strict JSON: no repeated keys, no NaN/Infinity, nesting bounded by the interpreter (a 400)."""
+    """Strict JSON (numbers.strict_json: no repeated keys, no NaN/Infinity, bounded nesting), else a 400."""
     if not data.strip():
         raise InputError("body: empty; send a JSON object")
     try:
-        return json.loads(data, object_pairs_hook=_no_repeats, parse_constant=_no_constant)
-    except InputError:
-        raise
-    except RecursionError:
-        raise InputError("body: JSON nested too deeply") from None
-    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, an int of 5,000 digits
-        raise InputError(f"body: not valid JSON ({str(error).splitlines()[0][:120]})") from None
+        return strict_json(data)
+    except JSONProblem as problem:
+        raise InputError(f"body: {problem}") from None

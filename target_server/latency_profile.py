@@ -34,15 +34,16 @@ import bisect
 import csv
 import io
 import itertools
-import json
 import math
+import os
 import random
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from target_server.numbers import parse_float
+from target_server.numbers import JSONProblem, parse_float, strict_json
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_POINTS = 1_000_000
@@ -154,13 +155,7 @@ def profile_applies(query: Iterable[str], overrides: Iterable[str]) -> bool:
 def load_profile(path: str, cpu_share: float | None = None) -> LatencyProfile:
     """Read a JSON or CSV profile (by its content: JSON starts with `{`). `cpu_share` overrides the file's.
     Raises ProfileError with one line."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as error:
-        raise ProfileError(f"cannot read {path!r}: {error.strerror or error}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ProfileError(f"{path!r} is over {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+    data = read_profile_bytes(path)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -181,6 +176,28 @@ def load_profile(path: str, cpu_share: float | None = None) -> LatencyProfile:
         raise ProfileError(str(error).replace(path, name, 1)) from None
 
 
+def read_profile_bytes(path: str) -> bytes:
+    """At most MAX_FILE_BYTES of a regular file. Opened without blocking and checked before reading, so a
+    FIFO, a device or a folder is one line instead of a start-up that waits forever."""
+    if "\x00" in path:
+        raise ProfileError(f"{path!r} is not a file path (it contains a NUL)")
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        raise ProfileError(f"cannot read {path!r}: {error.strerror or error}") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise ProfileError(f"{path!r} is not a regular file (a FIFO, device or folder is not a profile)")
+    with os.fdopen(descriptor, "rb") as handle:
+        try:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        except OSError as error:
+            raise ProfileError(f"cannot read {path!r}: {error.strerror or error}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ProfileError(f"{path!r} is over {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+    return data
+
+
 def _number(value: Any, what: str, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ProfileError(f"{name}: {what} must be a finite number, got {value!r}")
@@ -189,9 +206,9 @@ def _number(value: Any, what: str, name: str) -> float:
 
 def _from_json(text: str, name: str) -> tuple[tuple[tuple[float, float], ...], float | None]:
     try:
-        body = json.loads(text, parse_constant=_no_constant)
-    except ValueError as error:
-        raise ProfileError(f"{name}: not valid JSON ({error}); expected e.g. {EXAMPLE}") from None
+        body = strict_json(text)  # no repeated keys, NaN, 1e400 or deep nesting
+    except JSONProblem as problem:
+        raise ProfileError(f"{name}: {problem}; expected e.g. {EXAMPLE}") from None
     if not isinstance(body, dict):
         raise ProfileError(f"{name}: must be a JSON object like {EXAMPLE}")
     unknown = sorted(set(body) - {"cpu_share", "percentiles_ms", "samples_ms", "description"})
@@ -214,10 +231,6 @@ def _from_json(text: str, name: str) -> tuple[tuple[tuple[float, float], ...], f
         percentile = _percentile(key, name)
         points.append((percentile / 100, _number(value, f"percentiles_ms[{key!r}]", name)))
     return _sorted_points(points, name), share
-
-
-def _no_constant(text: str) -> None:
-    raise ValueError(f"{text} is not a number")
 
 
 def _percentile(text: Any, name: str) -> float:
@@ -249,7 +262,10 @@ def _from_samples(samples: list[float], name: str) -> tuple[tuple[float, float],
 
 
 def _from_csv(text: str, name: str) -> tuple[tuple[float, float], ...]:
-    rows = [row for row in csv.reader(io.StringIO(text)) if row and any(cell.strip() for cell in row)]
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text)) if row and any(cell.strip() for cell in row)]
+    except csv.Error as error:  # a field over the csv module's limit (128 KiB), a NUL
+        raise ProfileError(f"{name}: not a CSV profile ({error})") from None
     if not rows:
         raise ProfileError(
             f"{name}: empty; a CSV profile has a header `percentile,latency_ms` or `latency_ms`"

@@ -12,6 +12,8 @@ module-scoped fixtures and helpers (call `.stop()` yourself, e.g. in a `finally`
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import re
@@ -148,3 +150,64 @@ def start_target() -> Iterator[Callable[..., TargetServer]]:
     for server in started:
         server.stop()
         server.log_path.unlink(missing_ok=True)
+
+
+# -- the house rule: a test that starts a real server, a subprocess or sleeps carries `slow` ---------
+
+STARTS_OR_SLEEPS = re.compile(
+    r"\b(launch_target|start_target|run_locust|Nginx|RawServer|RecordingServer)\("
+    r"|\bsubprocess\.(run|Popen|check_output)\("
+    r"|\b(time|gevent)\.sleep\((?!0\))"
+)
+
+
+LISTENS = re.compile(r"\b(StreamServer|WSGIServer|HTTPServer|ThreadingHTTPServer)\(|\.listen\(")
+
+
+@functools.cache
+def module_servers(module: Any) -> re.Pattern[str] | None:
+    """A test module's own classes that listen on a socket (a recorder on loopback, say), as calls."""
+    names = [
+        name
+        for name, value in vars(module).items()
+        if inspect.isclass(value) and value.__module__ == module.__name__ and LISTENS.search(_source(value))
+    ]
+    return re.compile(r"\b(" + "|".join(names) + r")\(") if names else None
+
+
+def _source(thing: Any) -> str:
+    try:
+        return inspect.getsource(thing)
+    except (OSError, TypeError):
+        return ""
+
+
+def starts_or_sleeps(item: pytest.Item) -> str | None:
+    """What makes `item` slow by the house rule (a fixture or its own body), or None."""
+    sources = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for name in item.fixturenames if info is not None else ():
+        sources += [fixturedef.func for fixturedef in info.name2fixturedefs.get(name, ())]
+    module = getattr(item, "module", None)
+    local = module_servers(module) if module is not None else None
+    for source in sources:
+        if source is None:
+            continue
+        text = _source(source)
+        found = STARTS_OR_SLEEPS.search(text) or (local.search(text) if local else None)
+        if found:
+            return f"{source.__name__}: {found.group(0)}"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [
+        f"{item.nodeid} ({why})"
+        for item in items
+        if item.get_closest_marker("slow") is None and (why := starts_or_sleeps(item))
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests start a real server or a subprocess, or sleep, and are not marked slow "
+            "(`pytestmark = pytest.mark.slow` or per test):\n  " + "\n  ".join(unmarked)
+        )

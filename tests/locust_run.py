@@ -52,14 +52,26 @@ class LocustRun:
         )
 
 
+def locust_command(
+    *args: str, seconds: float | None = None, host: str | None = None, users: int = 1, locustfile: str = ""
+) -> list[str]:
+    """`locust --headless` with `users` spawned at once, for `seconds` against `host` (each if given),
+    then `args`: options, then the user classes. Run it from the repo root (`ROOT`), where locust.conf is."""
+    command = [LOCUST, *(("-f", locustfile) if locustfile else ())]
+    command += ["--headless", "-u", str(users), "-r", str(users)]
+    if seconds is not None:
+        command += ["-t", f"{seconds}s"]
+    if host is not None:
+        command += ["--host", host]
+    return [*command, *args]
+
+
 def run_locust(
     user_class: str, host: str, seconds: float, *args: str, tmp_path: Path, users: int = 1
 ) -> LocustRun:
     """Run one client class headless for `seconds` against `host`, from the repo root (locust.conf)."""
     prefix = tmp_path / user_class
-    cmd = [
-        LOCUST, "--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
-        "--host", host, "--csv", str(prefix), "--stop-timeout", "0", *args, user_class,
-    ]
+    options = ("--csv", str(prefix), "--stop-timeout", "0", *args)
+    cmd = locust_command(*options, user_class, seconds=seconds, host=host, users=users)
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 60)
     return LocustRun(result.returncode, result.stdout + result.stderr, prefix)

@@ -20,7 +20,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCUST = str(Path(sys.executable).with_name("locust"))
+sys.path.insert(0, str(ROOT))
+
+from tests.locust_run import locust_command  # noqa: E402
+
 REMOTE = "10.200.0.1"
 
 
@@ -72,7 +75,7 @@ def main() -> None:
     quiet = {"HAMMERLAB_ALLOW_REMOTE": ""}
     with tempfile.TemporaryDirectory() as folder:
         ok, failing = CountingServer(200), CountingServer(500)
-        locust = [LOCUST, "--headless", "-u", "1", "-r", "1", "--launch-rate", "10", "--drain-s", "1"]
+        locust = locust_command("--launch-rate", "10", "--drain-s", "1")
         comparison = [sys.executable, "-m", "comparison", "--capacity", "10", "--scenario", "healthy",
                       "--duration", "5", "--drain-s", "0", "--clients", "HammerClient",
                       "--results-dir", folder]  # fmt: skip
@@ -91,7 +94,7 @@ def main() -> None:
         results["metrics_refused"] = run([*locust, "-t", "2s", *scrape, "HammerClient"], quiet)
         results["metrics_refused_by_comparison"] = run([*comparison, *scrape], quiet)
         results["metrics_accepted_after_refusals"] = metrics.accepted
-        opted_in = [*locust, "-t", "2s", *scrape, "--allow-remote", "HammerClient"]
+        opted_in = [*locust, "-t", "3s", *scrape, "--allow-remote", "HammerClient"]
         results["metrics_opted_in"] = run(opted_in, quiet)
         results["metrics_scraped"] = metrics.requests
     print(json.dumps(results))

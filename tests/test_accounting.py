@@ -13,8 +13,10 @@ import locust
 import pytest
 from locust.env import Environment
 
-from locust_plugin.client_stats import ClientStatsCollector, MitigationsBoard, sum_rows
+from locust_plugin.client_stats import ClientStatsCollector
 from locust_plugin.ledger import CallLedger, LatencySummary, merge_encoded
+from locust_plugin.mitigation_rows import sum_rows
+from locust_plugin.mitigations_board import MitigationsBoard
 from locust_plugin.runtime import runtimes
 from locustfiles.clients import HammerClient
 from mitigations.core import Call, ConnectTimeout, Outcome, ServiceUnavailable, ThrottleRejected
@@ -68,7 +70,9 @@ def test_histograms_from_several_processes_merge_by_adding_not_by_averaging_perc
 
 
 def test_the_summed_row_merges_the_workers_histograms():
-    from locust_plugin.client_stats import ClientSnapshot, MitigationRow, Rates
+    from locust_plugin.client_rates import Rates
+    from locust_plugin.client_stats import ClientSnapshot
+    from locust_plugin.mitigation_rows import MitigationRow
 
     snaps = []
     for worker, latency in (("w1", 0.010), ("w2", 0.900)):

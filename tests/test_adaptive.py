@@ -150,7 +150,7 @@ def quiet_gradient(**kwargs) -> Gradient:
 
 def window_of(gradient: Gradient, limit: float, rtt: float, n: int = 5, **sample) -> float:
     """Feed one full window (n samples over the next 0.1 s); return the limit after it closes."""
-    start = gradient.window_start
+    start = gradient.window.start
     assert start is not None
     for i in range(1, n + 1):
         limit = gradient.update(limit, ok(start + 0.1 * i / n + 1e-9, rtt=rtt, **sample))

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import gevent
 import pytest
 
 from mitigations.adaptive import AdaptiveLimit, Gradient, GradientConfig
-from mitigations.core import Call, MonotonicClock, Pipeline
+from mitigations.core import MonotonicClock, Pipeline
 from mitigations.timeout import Timeouts
 from mitigations.transport import FastTransport, TransportConfig
 from tests.locust_run import run_locust
+from tests.open_loop import offer
 
 pytestmark = pytest.mark.slow
 CLOCK = MonotonicClock()
-
-
-def offer(pipeline: Pipeline, rate: float, seconds: float) -> list:
-    """Open-loop load from this process: `rate` calls/s for `seconds`, each in its own greenlet."""
-    calls = []
-    start = CLOCK.now()
-    for i in range(int(rate * seconds)):
-        gevent.sleep(max(0.0, start + i / rate - CLOCK.now()))
-        calls.append(gevent.spawn(pipeline.execute, Call("GET", "/doWork", launched_at=start + i / rate)))
-    gevent.joinall(calls, timeout=10)
-    return [job.value for job in calls if job.value is not None]
 
 
 def test_adaptive_limit_drops_under_overload_and_grows_back_when_capacity_returns(start_target):

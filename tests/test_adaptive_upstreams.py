@@ -4,29 +4,18 @@ open-loop load from this process at about 3x the target's capacity."""
 
 from __future__ import annotations
 
-import gevent
 import pytest
 
 from mitigations.adaptive import AdaptiveLimit, Gradient, GradientConfig
-from mitigations.core import Call, MonotonicClock, Outcome, Pipeline
+from mitigations.core import MonotonicClock, Outcome, Pipeline
 from mitigations.timeout import Timeouts
 from mitigations.transport import FastTransport, TransportConfig
 from tests import proxies
+from tests.open_loop import offer
 
 pytestmark = pytest.mark.slow
 CLOCK = MonotonicClock()
 SLO_TARGET = 0.25  # seconds: the p99 the limit holds answers under
-
-
-def offer(pipeline: Pipeline, rate: float, seconds: float) -> list[Outcome]:
-    """Open-loop load: `rate` calls/s for `seconds`, each in its own greenlet, in launch order."""
-    calls = []
-    start = CLOCK.now()
-    for i in range(int(rate * seconds)):
-        gevent.sleep(max(0.0, start + i / rate - CLOCK.now()))
-        calls.append(gevent.spawn(pipeline.execute, Call("GET", "/doWork", launched_at=start + i / rate)))
-    gevent.joinall(calls, timeout=15)
-    return [job.value for job in calls if job.value is not None]
 
 
 def limited(url: str) -> tuple[AdaptiveLimit, Pipeline, FastTransport]:
@@ -52,7 +41,7 @@ def test_behind_nginx_without_the_lag_header(start_target, tmp_path):
     server = start_target(sync_work_ms=20)  # about 45 answers/s
     with proxies.nginx(server.url, tmp_path / "nginx") as url:
         limit, pipeline, transport = limited(url)
-        outcomes = offer(pipeline, rate=130, seconds=7)
+        outcomes = offer(pipeline, rate=130, seconds=7, join_s=15)
         transport.close()
     check_held_to_the_slo(limit, outcomes, 130)
 
@@ -61,6 +50,6 @@ def test_behind_haproxy_with_maxconn(start_target, tmp_path):
     server = start_target(sync_work_ms=20)
     with proxies.haproxy(server.port, tmp_path / "haproxy", maxconn=4) as url:
         limit, pipeline, transport = limited(url)
-        outcomes = offer(pipeline, rate=130, seconds=7)
+        outcomes = offer(pipeline, rate=130, seconds=7, join_s=15)
         transport.close()
     check_held_to_the_slo(limit, outcomes, 130)

@@ -27,7 +27,7 @@ from comparison.__main__ import main as comparison_main
 from comparison.inputs import RESERVED_LONG, RESERVED_SHORT, path_problem, reserved_options
 from locust_plugin import values
 from locust_plugin.options import OPTIONS
-from tests.locust_run import LOCUST, ROOT
+from tests.locust_run import ROOT, locust_command
 
 HANG_S = 5.0
 FULL_WIDTH_10 = "\uff11\uff10"  # "10" in full-width digits: int() and float() accept it
@@ -176,7 +176,7 @@ REAL_LOCUST_CASES = [
 def test_real_locust_processes_refuse_at_once_with_one_line(start_target):
     target = start_target()
     commands = [
-        [LOCUST, "--headless", "-u", "1", "-t", "2s", "-H", target.url, *args, "HammerClient"]
+        locust_command(*args, "HammerClient", seconds=2, host=target.url)
         for args in REAL_LOCUST_CASES
     ]
     # started together on 2 shared cores: each gets 20 s (a runaway never exits; a refusal takes ~1 s)

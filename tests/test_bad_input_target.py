@@ -16,10 +16,8 @@ import contextlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 from collections import Counter
 from unittest import mock
@@ -33,6 +31,9 @@ from target_server import server as target_server_module
 from target_server.config import FAULT_ENV, FAULT_FLAG, OPTIONS, QUERY_OPTIONS, RUNTIME_OPTIONS, Option
 from target_server.faults import KEYS, KINDS
 from tests.conftest import ROOT, launch_target
+from tests.raw_client import exchange
+
+pytestmark = pytest.mark.slow  # each test starts a real server or a subprocess
 
 SETTINGS = {
     "deadline": None,
@@ -238,19 +239,9 @@ def test_bad_input_exits_2_as_a_real_process(server, argv, env):
 
 def http(port: int, raw: bytes) -> tuple[int, bytes, float]:
     """Send one request (which asks to close); return (status, body, seconds) once the server closes."""
-    start = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=HANG_S) as sock:
-        with contextlib.suppress(OSError):
-            sock.sendall(raw)
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except TimeoutError:
-            pytest.fail(f"no end within {HANG_S} s for {raw[:120]!r}; got {answer[:120]!r}")
-        except ConnectionResetError:
-            pass
-    seconds = time.monotonic() - start
+    answer, closed, seconds = exchange(port, raw, HANG_S)
+    if not closed:
+        pytest.fail(f"no end within {HANG_S} s for {raw[:120]!r}; got {answer[:120]!r}")
     assert answer.startswith(b"HTTP/1.1 "), f"{raw[:120]!r} got {answer[:120]!r}"
     head, _, body = answer.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body, seconds

@@ -8,7 +8,6 @@ import os
 import resource
 from collections import Counter
 
-import gevent
 import pytest
 import urllib3
 
@@ -25,6 +24,7 @@ from mitigations.core import (
 from mitigations.socket_pool import SocketPool, SocketPoolConfig
 from mitigations.timeout import Timeouts
 from mitigations.transport import HTTP_BACKENDS, TransportConfig, classify_exception, make_transport
+from tests.open_loop import offer
 
 CLOCK = MonotonicClock()
 
@@ -39,6 +39,7 @@ def _lowest_free_fd() -> int:
 
 
 @pytest.mark.parametrize("backend", HTTP_BACKENDS)
+@pytest.mark.slow
 def test_out_of_file_descriptors_is_a_client_error_that_never_opens_the_breaker(backend, start_target):
     server = start_target()
     breaker = CircuitBreaker(CircuitBreakerConfig(mode="recent-error"))  # opens on any one server failure
@@ -109,17 +110,6 @@ def test_a_bad_wire_share_is_one_line_naming_it(share):
     with pytest.raises(ValueError, match="min_wire_share") as caught:
         Pipeline([], Recorder(FakeClock()), min_wire_share=share)
     assert "\n" not in str(caught.value)
-
-
-def offer(pipeline: Pipeline, rate: float, seconds: float) -> list[Outcome]:
-    """Open-loop load from this process: `rate` calls/s for `seconds`, each in its own greenlet."""
-    jobs = []
-    start = CLOCK.now()
-    for i in range(int(rate * seconds)):
-        gevent.sleep(max(0.0, start + i / rate - CLOCK.now()))
-        jobs.append(gevent.spawn(pipeline.execute, Call("GET", "/doWork", launched_at=start + i / rate)))
-    gevent.joinall(jobs, timeout=10)
-    return [job.value for job in jobs]
 
 
 @pytest.mark.slow

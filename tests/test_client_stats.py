@@ -9,21 +9,15 @@ import gevent
 import pytest
 from locust.event import Events
 
-from locust_plugin.client_stats import (
-    ALL_WORKERS,
-    MITIGATION_COLUMNS,
-    ClientSnapshot,
-    ClientStatsCollector,
-    MitigationsBoard,
-    OutcomeCounts,
-    breaker_summary,
-    join_counts,
-    rate_baseline,
-)
+from locust_plugin.client_rates import rate_baseline
+from locust_plugin.client_stats import ClientSnapshot, ClientStatsCollector, OutcomeCounts
+from locust_plugin.mitigation_rows import breaker_summary, join_counts
+from locust_plugin.mitigations_board import MitigationsBoard
 from locust_plugin.pipelines import BuiltPipeline
 from locust_plugin.runtime import ClientRuntime
 from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig
-from mitigations.core import Call, FakeClock, Outcome, Pipeline, ReadTimeout
+from mitigations.core import BasePolicy, Call, FakeClock, Outcome, Pipeline, ReadTimeout
+from mitigations.csv_schema import ALL_WORKERS, MITIGATION_COLUMNS
 from mitigations.socket_pool import SocketPool, SocketPoolConfig
 from mitigations.throttle import Throttle, ThrottleConfig
 from tests.policy_kit import HeldCalls, SteppedClock
@@ -124,6 +118,45 @@ def test_gauges_while_calls_are_held_on_the_wire():
     [done] = collector.snapshot({"CombinedClient": runtime})
     assert (done.concurrent, done.throttle_in_flight, done.pool_in_use, done.pool_waiting) == (0, 0, 0, 0)
     assert done.wire == 2 and done.max_concurrent == 3
+
+
+class Marker(BasePolicy):
+    """A policy the stats code has never heard of, with gauges of its own."""
+
+    name = "marker"
+
+    def __init__(self, gauges: dict) -> None:
+        super().__init__()
+        self.shown = gauges
+
+    def execute(self, call: Call, proceed):
+        return proceed(call)
+
+    def gauges(self, wall_now: float) -> dict:
+        return dict(self.shown)
+
+
+def test_the_collector_asks_each_policy_for_its_gauges_and_knows_no_type():
+    clock = SteppedClock()
+    events = Events()
+    collector = ClientStatsCollector()
+    held = HeldCalls(clock)
+    policies = {
+        "marker": Marker({"limit": 9, "queue_depth": 5, "breaker_state": "open"}),
+        "throttle": Throttle(ThrottleConfig(max_concurrent=1, mode="queue")),
+        "late": Marker({"breaker_state": "closed"}),
+    }
+    runtime = runtime_with("AskedClient", policies, SimpleNamespace(send=held), clock, events)
+    calls = [gevent.spawn(runtime.send, Call("GET", "/doWork", launched_at=clock.now())) for _ in range(3)]
+    gevent.idle()
+
+    [snap] = collector.snapshot({"AskedClient": runtime})
+    assert snap.limit == 9 and snap.throttle_in_flight == 1
+    assert snap.queue_depth == 5 + 2  # the same gauge from two policies: numbers add up
+    assert snap.breaker_state == "open"  # anything else: the outermost policy's value
+    assert snap.pool_in_use is None  # no policy reports it: an empty cell
+    held.release(3)
+    gevent.joinall(calls, timeout=5)
 
 
 def test_snapshots_survive_the_trip_to_the_master():

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cliff import Stages, evaluate, limit_by_phase, main, markdown
+from benchmarks._targets import markdown
+from benchmarks.cliff import Stages, evaluate, limit_by_phase, main
 from comparison.summary import Summary
 
 C = 90.0

@@ -262,6 +262,7 @@ def test_a_users_server_is_cleared_and_reset_between_classes(start_target, tmp_p
     assert server.proc.poll() is None  # the runner never stops a server it did not start
 
 
+@pytest.mark.slow
 def test_a_capacity_change_reverts_by_itself(start_target):
     server = start_target()
     assert sync_work_ms(server.url) == 10

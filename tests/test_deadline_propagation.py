@@ -63,6 +63,7 @@ class HeadRecorder:
         self.server.stop(timeout=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", HTTP_BACKENDS)
 def test_the_header_carries_the_time_left_capped_by_the_read_timeout(backend):
     with HeadRecorder() as recorder:
@@ -110,6 +111,7 @@ def dropping():
 
 
 @pytest.mark.parametrize("backend", HTTP_BACKENDS)
+@pytest.mark.slow
 def test_a_dropped_request_is_the_failure_kind_expired(backend, dropping):
     transport = make_transport(backend, TransportConfig(base_url=dropping), CLOCK)
     try:

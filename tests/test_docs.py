@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from comparison.__main__ import build_parser
 from locust_plugin.options import OPTIONS
 from locust_plugin.users import MitigatedClient
@@ -82,6 +84,7 @@ def test_the_readme_is_a_landing_page_that_links_every_reference_page():
     assert unlinked == []
 
 
+@pytest.mark.slow
 def test_python_m_locust_plugin_lists_every_option():
     out = subprocess.run(
         [sys.executable, "-m", "locust_plugin"], capture_output=True, text=True, timeout=60, check=True

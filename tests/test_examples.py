@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.locust_run import LOCUST, ROOT, LocustRun
+from tests.locust_run import ROOT, LocustRun, locust_command
 
 pytestmark = pytest.mark.slow
 
@@ -46,22 +46,10 @@ def test_a_custom_locustfile_gets_the_mitigations_and_its_own_request_names(star
     server = start_target()
     prefix = tmp_path / "custom"
     result = subprocess.run(
-        [
-            LOCUST,
-            "-f",
-            "examples/custom_client.py",
-            "--headless",
-            "-u",
-            "1",
-            "-t",
-            "3s",
-            "--host",
-            server.url,
-            "--csv",
-            str(prefix),
-            "--max-concurrent",
-            "2",
-        ],
+        locust_command(
+            "--csv", str(prefix), "--max-concurrent", "2", seconds=3, host=server.url,
+            locustfile="examples/custom_client.py",
+        ),
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -25,7 +25,7 @@ from mitigations.guard import (
     parse_conditions,
     remote_problem,
 )
-from tests.locust_run import LOCUST, ROOT
+from tests.locust_run import ROOT, locust_command
 from tests.test_web_ui_guard import NETNS
 
 # -- the rules on their own --------------------------------------------------------------------------------
@@ -108,8 +108,8 @@ def test_a_plain_locust_run_stops_itself_on_a_stop_loss(start_target, tmp_path):
     target = start_target(fault=["error:rate=1"])
     started = time.monotonic()
     result = subprocess.run(
-        [LOCUST, "--headless", "-u", "1", "-r", "1", "-t", "30s", "--host", target.url, "--launch-rate", "20",
-         "--drain-s", "1", "--abort-on", "server_error_rate>20% for 1s", "HammerClient"],
+        locust_command("--launch-rate", "20", "--drain-s", "1", "--abort-on", "server_error_rate>20% for 1s",
+                       "HammerClient", seconds=30, host=target.url),
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 3, result.stderr[-2000:]

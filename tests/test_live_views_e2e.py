@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from locust_plugin.client_stats import ALL_WORKERS, LOCAL_WORKER, MITIGATION_COLUMNS
-from locust_plugin.server_sampler import SERVER_COLUMNS
+from mitigations.csv_schema import ALL_WORKERS, LOCAL_WORKER, MITIGATION_COLUMNS, SERVER_COLUMNS
 from tests.locust_run import read_csv, run_locust
 
 ADDITIVE = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from comparison.counters import rate_between
 from comparison.metastable import (
     NOT_BACK,
     RULE,
@@ -15,7 +16,6 @@ from comparison.metastable import (
     MetastableOptions,
     is_stuck,
     judge,
-    rate_between,
     sustained_recovery,
     verdict_for,
     windows,

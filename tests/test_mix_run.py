@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from comparison.config import ConfigError, LoadPlan, RunConfig, parse_mix
+from comparison.config import ConfigError, RunConfig, build_plan, parse_mix
+from tests.locust_run import ROOT, locust_command
 
-ROOT = Path(__file__).resolve().parent.parent
 MIX = (("NaiveRetryClient", 1), ("AdaptiveClient", 3))
 
 
@@ -95,17 +95,17 @@ def test_mix_values_are_checked():
             parse_mix(text)
     with pytest.raises(ConfigError, match="--mix: not with the burst scenario"):
         RunConfig(scenario="burst", clients=("A", "B"), mix=(("A", 1), ("B", 1)))
-    plan = LoadPlan.build(RunConfig(clients=("A", "B"), mix=(("A", 1), ("B", 3)), workers=2), 90.0)
+    plan = build_plan(RunConfig(clients=("A", "B"), mix=(("A", 1), ("B", 3)), workers=2), 90.0)
     assert (plan.users, plan.offered_rps) == (8, pytest.approx(180.0))
     assert plan.launch_rate == pytest.approx(22.5) and plan.mix_spec() == "A:2,B:6"
     assert plan.offered_share("B") == pytest.approx(0.75)
 
 
+@pytest.mark.slow
 def test_locust_refuses_a_mix_that_does_not_fit(tmp_path):
-    locust = str(Path(sys.executable).with_name("locust"))
     result = subprocess.run(
-        [locust, "--headless", "-u", "3", "-t", "1s", "--host", "http://127.0.0.1:9",
-         "--mix", "NaiveRetryClient:1,AdaptiveClient:3", "NaiveRetryClient", "AdaptiveClient"],
+        locust_command("--mix", "NaiveRetryClient:1,AdaptiveClient:3", "NaiveRetryClient", "AdaptiveClient",
+                       seconds=1, host="http://127.0.0.1:9", users=3),
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2

@@ -1,17 +1,13 @@
 """Client options: every bad value is one readable line, every good one parses to what the seed meant."""
 
 import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from locust_plugin import options
 from locust_plugin.options import OptionError
-
-ROOT = Path(__file__).resolve().parent.parent
-LOCUST = str(Path(sys.executable).with_name("locust"))
+from tests.locust_run import ROOT, locust_command
 
 
 @pytest.mark.parametrize(
@@ -69,7 +65,7 @@ def test_missing_values_fall_back_to_the_seed_defaults():
 
 def run_locust(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [LOCUST, "--headless", "-u", "1", "-t", "2s", *args],
+        locust_command(*args, seconds=2),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -85,6 +81,7 @@ def run_locust(*args: str) -> subprocess.CompletedProcess:
         (["--host", "localhost:3000", "BreakerClient"], "host must be an http:// or https:// URL"),
     ],
 )
+@pytest.mark.slow
 def test_locust_refuses_a_bad_value_with_one_line_and_exit_2(args, message):
     result = run_locust(*args)
     assert result.returncode == 2, result.stderr

@@ -92,6 +92,7 @@ def test_a_bad_header_is_refused_with_one_line(header, named):
     assert named in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_locust_refuses_a_bad_request_option_with_one_line(tmp_path):
     for args, said in (
         (["--header", "Host: x"], "argument --header: Host is set by the client itself"),

@@ -13,6 +13,8 @@ from mitigations.timeout import Timeouts
 from mitigations.transport import HTTP_BACKENDS, TransportConfig, make_transport
 from tests.raw_server import RawServer
 
+pytestmark = pytest.mark.slow  # each test starts a real server or a subprocess
+
 CLOCK = MonotonicClock()
 CONFIGS = {"safe": RetryConfig(budget=None, base=0.0, cap=0.0), "naive": RetryConfig.naive(3)}
 

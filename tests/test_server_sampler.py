@@ -13,15 +13,9 @@ import pytest
 from gevent.pywsgi import WSGIServer
 
 from locust_plugin.csv_log import CsvLog
-from locust_plugin.server_sampler import (
-    SERVER_COLUMNS,
-    NotATarget,
-    SampleInterval,
-    ServerSampler,
-    check_stats,
-    interval_rate,
-    make_sample,
-)
+from locust_plugin.server_sample import NotATarget, SampleInterval, check_stats, interval_rate, make_sample
+from locust_plugin.server_sampler import ServerSampler
+from mitigations.csv_schema import SERVER_COLUMNS
 
 
 def stats(
@@ -187,6 +181,7 @@ def test_csv_rows_are_on_disk_before_the_file_is_closed(tmp_path: Path):
 # -- against real servers -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_samples_a_real_target_into_history_and_csv(start_target, tmp_path: Path):
     import requests
 
@@ -217,6 +212,7 @@ def test_samples_a_real_target_into_history_and_csv(start_target, tmp_path: Path
     assert rows[-1]["sockets"] == "0"
 
 
+@pytest.mark.slow
 def test_peaks_keep_what_fell_between_two_samples(start_target, tmp_path: Path):
     """Ten concurrent requests that come and go between two samples a second apart: the gauges miss
     them, the peak columns do not."""
@@ -251,6 +247,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_host_without_stats_is_said_once_and_sampling_stops(caplog):
     def not_a_target(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         start_response("404 Not Found", [("Content-Type", "text/html")])

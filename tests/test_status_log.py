@@ -15,7 +15,8 @@ from typing import Any
 import gevent
 import pytest
 
-from locust_plugin.server_sampler import SampleInterval, ServerSampler
+from locust_plugin.server_sample import SampleInterval
+from locust_plugin.server_sampler import ServerSampler
 from locust_plugin.server_series import BadSeries, SeriesCursor, series_url, status_port_of
 from target_server.status_log import MAX_BATCH, BadQuery, StatusRing, parse_series_query
 from tests.conftest import ROOT
@@ -159,6 +160,7 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
         return json.loads(response.read())
 
 
+@pytest.mark.slow
 def test_the_series_keeps_its_schedule_and_answers_while_the_loop_is_blocked(start_target):
     """One request busy-spins the server's only loop for 2 s: /stats cannot answer, the series can."""
     server = start_target(max_work_ms=3000)  # a 2 s spin is past the default work cap
@@ -189,6 +191,7 @@ def test_the_series_keeps_its_schedule_and_answers_while_the_loop_is_blocked(sta
     assert after["samples"][-1]["completed_total"] == 1
 
 
+@pytest.mark.slow
 def test_a_sampler_that_asks_late_backfills_every_record(start_target):
     server = start_target()
     sampler = ServerSampler(SampleInterval(250))
@@ -206,6 +209,7 @@ def test_a_sampler_that_asks_late_backfills_every_record(start_target):
     assert all(s.completed_per_s == 0.0 for s in samples[1:])  # rates over the server's own intervals
 
 
+@pytest.mark.slow
 def test_totals_after_a_reset_restart_in_the_series(start_target):
     server = start_target()
     for _ in range(3):
@@ -216,6 +220,7 @@ def test_totals_after_a_reset_restart_in_the_series(start_target):
     assert (newest["reset_count"], newest["completed_total"], newest["requests_total"]) == (1, 0, 0)
 
 
+@pytest.mark.slow
 def test_status_port_minus_one_turns_the_series_off_and_the_sampler_asks_stats(start_target):
     server = start_target(status_port=-1)
     assert server.stats()["status_port"] is None
@@ -227,6 +232,7 @@ def test_status_port_minus_one_turns_the_series_off_and_the_sampler_asks_stats(s
 
 
 @pytest.mark.parametrize("value", ["-2", "65536", "x"])
+@pytest.mark.slow
 def test_a_bad_status_port_is_one_line_and_exit_2(value):
     done = subprocess.run(
         [sys.executable, "-m", "target_server", "--port", "0", "--status-port", value],
@@ -238,6 +244,7 @@ def test_a_bad_status_port_is_one_line_and_exit_2(value):
     )
 
 
+@pytest.mark.slow
 def test_a_taken_status_port_is_one_line_and_exit_1(start_target):
     taken = start_target()
     port = taken.stats()["status_port"]
@@ -251,6 +258,7 @@ def test_a_taken_status_port_is_one_line_and_exit_1(start_target):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_the_status_port_answers_unknown_paths_and_bad_queries_with_json(start_target):
     server = start_target()
     base = f"http://127.0.0.1:{server.stats()['status_port']}"

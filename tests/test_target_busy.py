@@ -36,6 +36,7 @@ def test_shed_probability_is_toobusys():
     assert shed_probability(1000, 70) == 1.0
 
 
+@pytest.mark.slow
 def test_the_sampler_sees_a_blocked_loop():
     wake_ups: list[float] = []
 

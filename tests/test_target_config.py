@@ -124,6 +124,7 @@ def test_main_exits_2_with_one_line(capsys):
         ([], {"TARGET_SYNC_WORK_MS": "-10"}, "TARGET_SYNC_WORK_MS: must be a number from 0 to 10000"),
     ],
 )
+@pytest.mark.slow
 def test_cli_bad_flags_exit_2_with_one_clear_line(argv, env, needle):
     result = subprocess.run(
         [sys.executable, "-m", "target_server", *argv],

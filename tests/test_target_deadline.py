@@ -53,6 +53,7 @@ def _work(server, deadline_ms: int | None) -> tuple[requests.Response, float]:
     return response, time.monotonic() - started
 
 
+@pytest.mark.slow
 def test_expired_on_arrival_is_a_fast_504_without_work(dropping):
     response, took = _work(dropping, 0)
     assert response.status_code == 504
@@ -65,6 +66,7 @@ def test_expired_on_arrival_is_a_fast_504_without_work(dropping):
     assert stats["tasks_completed_total"] == 0
 
 
+@pytest.mark.slow
 def test_expiring_during_the_wait_skips_the_cpu_bound_part(dropping):
     response, took = _work(dropping, 100)  # passes during the 200 ms non-blocking wait
     assert response.status_code == 504
@@ -76,6 +78,7 @@ def test_expiring_during_the_wait_skips_the_cpu_bound_part(dropping):
     assert stats["requests_total"] == stats["expired_total"]
 
 
+@pytest.mark.slow
 def test_time_enough_is_served_and_nothing_is_wasted(dropping):
     for deadline in (None, 2000):
         response, _ = _work(dropping, deadline)
@@ -89,6 +92,7 @@ def test_time_enough_is_served_and_nothing_is_wasted(dropping):
     assert stats["wasted_work_ratio"] == 0
 
 
+@pytest.mark.slow
 def test_without_drop_expired_a_passed_deadline_is_worked_on_and_wasted(keeping):
     served, _ = _work(keeping, 150)
     assert served.status_code == 200  # the seed's server checks nothing
@@ -107,6 +111,7 @@ def test_without_drop_expired_a_passed_deadline_is_worked_on_and_wasted(keeping)
     assert float(line.split()[1]) == pytest.approx(wasted / 1000, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_a_closed_connection_makes_the_work_wasted(keeping):
     """A client that hung up during the wait: --no-skip-abandoned does the work anyway, all of it wasted."""
     with socket.create_connection(("127.0.0.1", keeping.port), timeout=2) as sock:
@@ -122,6 +127,7 @@ def test_a_closed_connection_makes_the_work_wasted(keeping):
     assert stats["wasted_work_ratio"] == 1.0
 
 
+@pytest.mark.slow
 def test_a_bad_header_is_a_400_with_one_line(dropping):
     response = requests.get(dropping.url + "/doWork", headers={DEADLINE_HEADER: "-5"}, timeout=5)
     assert response.status_code == 400
@@ -129,6 +135,7 @@ def test_a_bad_header_is_a_400_with_one_line(dropping):
     assert dropping.stats()["bad_requests_total"] == 1
 
 
+@pytest.mark.slow
 def test_drop_expired_can_be_switched_at_run_time(keeping):
     answer = requests.post(keeping.url + "/admin/config", json={"drop_expired": True}, timeout=5)
     assert answer.status_code == 200
@@ -137,6 +144,7 @@ def test_drop_expired_can_be_switched_at_run_time(keeping):
     assert response.status_code == 504
 
 
+@pytest.mark.slow
 def test_time_spent_in_the_kernels_queue_counts_against_the_deadline():
     """One connection slot, held 600 ms by the first request: the second waits in the accept queue,
     which the app cannot see; TCP_INFO's last-data-received age can. Its 300 ms are gone on arrival."""

@@ -6,7 +6,6 @@ Each test reproduces a finding of the issue and failed on the code before the fi
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import socket
@@ -20,6 +19,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT, TargetServer, launch_target
+from tests.raw_client import exchange
 
 HOST = b"Host: 127.0.0.1\r\n"
 
@@ -31,23 +31,6 @@ def server():
     yield server
     server.stop()
     server.log_path.unlink(missing_ok=True)
-
-
-def exchange(port: int, data: bytes, wait_s: float = 4.0) -> tuple[bytes, bool, float]:
-    """Send raw bytes; return (everything answered, whether the server closed, seconds until it did)."""
-    start = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as sock:
-        with contextlib.suppress(OSError):
-            sock.sendall(data)
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except TimeoutError:
-            return answer, False, time.monotonic() - start
-        except ConnectionResetError:
-            pass
-    return answer, True, time.monotonic() - start
 
 
 def status_of(answer: bytes) -> int:
@@ -86,6 +69,7 @@ RAW_CASES = {
 
 
 @pytest.mark.parametrize("name", list(RAW_CASES))
+@pytest.mark.slow
 def test_malformed_http_is_a_4xx_and_a_closed_connection(server, name):
     data, expected = RAW_CASES[name]
     answer, closed, seconds = exchange(server.port, data)
@@ -103,6 +87,7 @@ def test_malformed_http_is_a_4xx_and_a_closed_connection(server, name):
         "/admin/config",
     ],
 )
+@pytest.mark.slow
 def test_deeply_nested_json_is_a_400(server, path):
     body = "[" * 1000 + "]" * 1000
     response = requests.post(
@@ -112,6 +97,7 @@ def test_deeply_nested_json_is_a_400(server, path):
     assert "nested too deeply" in response.json()["error"]
 
 
+@pytest.mark.slow
 def test_every_do_work_request_ends_in_exactly_one_outcome(server):
     server.admin("POST", "/reset")
     for query in ["", "a=\xff", "sync_work_ms=%FF", "sync_work_ms=1&sync_work_ms=2", "expansion=2", "x=1"]:
@@ -139,6 +125,7 @@ def test_every_do_work_request_ends_in_exactly_one_outcome(server):
         ("task_delay_ms=inf", "task_delay_ms: must be a number"),
     ],
 )
+@pytest.mark.slow
 def test_lenient_query_values_are_refused(server, query, needle):
     response = requests.get(f"{server.url}/doWork?{query}", timeout=5)
     assert response.status_code == 400
@@ -148,6 +135,7 @@ def test_lenient_query_values_are_refused(server, query, needle):
 # -- finding 5: one in-range request must not wedge the target ------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_wedging_request_is_refused_naming_the_cap(server):
     response = requests.get(
         server.url + "/doWork?expansion=1000&sync_work_ms=10000&task_delay_ms=0", timeout=5
@@ -161,6 +149,7 @@ def test_a_wedging_request_is_refused_naming_the_cap(server):
     assert requests.get(server.url + "/ping", timeout=1).status_code == 200
 
 
+@pytest.mark.slow
 def test_sigterm_is_honoured_after_a_wedge_attempt_and_during_the_largest_allowed_request():
     """The seed's server took `expansion=1000&sync_work_ms=10000` and then ignored SIGTERM for hours."""
     target = launch_target()
@@ -200,6 +189,7 @@ def admin_post(server: TargetServer, headers: dict[str, str], body: str = '{"kin
         ({"Content-Type": "application/json", "Host": "127.0.0.1.evil.example:80"}, 403, "loopback host"),
     ],
 )
+@pytest.mark.slow
 def test_admin_refuses_cross_site_and_rebinding_requests(server, headers, status, needle):
     server.admin("DELETE", "/faults")
     response = admin_post(server, headers)
@@ -217,6 +207,7 @@ def test_admin_refuses_cross_site_and_rebinding_requests(server, headers, status
         {"Content-Type": "application/json", "Host": "[::1]:3000"},
     ],
 )
+@pytest.mark.slow
 def test_admin_still_answers_loopback_callers(server, headers):
     server.admin("DELETE", "/faults")
     assert admin_post(server, headers).status_code == 201
@@ -231,6 +222,7 @@ def ipv6_available() -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_ipv4_mapped_loopback_may_use_admin_on_a_dual_stack_listener():
     if not ipv6_available():
         pytest.fail("this test needs IPv6 on loopback (bind to ::)")

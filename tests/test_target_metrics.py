@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,6 +28,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+@pytest.mark.slow
 def test_a_live_scrape_passes_promtool_and_the_histogram_counts_every_outcome(start_target):
     server = start_target(task_delay_ms=5, sync_work_ms=2, seed=3)
     for _ in range(4):

@@ -13,6 +13,8 @@ import requests
 
 from tests.conftest import TargetServer, launch_target
 
+pytestmark = pytest.mark.slow  # each test starts a real server or a subprocess
+
 STATS_KEYS = {
     "schema",
     "time",

@@ -7,8 +7,9 @@ import socket
 import pytest
 
 from locust_plugin import web_ui
-from locust_plugin.client_stats import ClientSnapshot, MitigationsBoard
-from locust_plugin.server_sampler import make_sample
+from locust_plugin.client_stats import ClientSnapshot
+from locust_plugin.mitigations_board import MitigationsBoard
+from locust_plugin.server_sample import make_sample
 from locust_plugin.target import loopback_problem
 from locust_plugin.web_ui import forward_fault, mitigation_rows, server_rows, sparkline
 
@@ -117,12 +118,13 @@ def test_fault_control_refuses_a_remote_target_without_calling_it(monkeypatch):
     def no_request(*_args, **_kwargs):  # even a broken guard must not open a socket off this machine
         raise AssertionError("forward_fault tried to reach a remote target")
 
-    monkeypatch.setattr(web_ui.requests, "request", no_request)
+    monkeypatch.setattr(web_ui, "fetch", no_request)
     data, status = forward_fault("http://192.0.2.10:3000", "POST", {"kind": "outage", "duration_s": 5})
     assert status == 403
     assert data["error"].startswith("fault controls work only when the target is on loopback")
 
 
+@pytest.mark.slow
 def test_fault_control_forwards_to_a_loopback_target(start_target):
     server = start_target()
     data, status = forward_fault(server.url, "POST", {"kind": "outage", "duration_s": 30})

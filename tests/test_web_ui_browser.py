@@ -24,8 +24,7 @@ from typing import Any
 
 import pytest
 
-from locust_plugin.client_stats import MITIGATION_COLUMNS
-from locust_plugin.server_sampler import SERVER_COLUMNS
+from mitigations.csv_schema import MITIGATION_COLUMNS, SERVER_COLUMNS
 from tests.browser import launch_chromium
 from tests.locust_run import LOCUST, ROOT
 
