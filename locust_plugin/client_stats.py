@@ -86,6 +86,8 @@ class ClientSnapshot:
     expired: int | None = None
     defer_queue_depth: int | None = None
     replay_hdr: str | None = None  # HdrHistogram.encode() of the replay delays in ms, as text
+    hedged: int | None = None
+    hedge_won: int | None = None
 
     @property
     def shed(self) -> int:

@@ -68,6 +68,8 @@ class MitigationRow:
     expired_total: int | None = None
     defer_queue_depth: int | None = None
     replay_hdr: str | None = None
+    hedged: int | None = None
+    hedge_won: int | None = None
 
     @property
     def server_error_kinds(self) -> str:

@@ -98,6 +98,12 @@ row, and with nothing in flight at the end, without `concurrent`):
   replay_p99_ms                merged
   replay_max_ms
 
+`Hedge` (docs/hedging.md); empty without a hedge layer. A hedged call is still one call in the
+accounting above, counted once by the answer it returned:
+
+  hedged                     calls that sent a hedge (a second copy after the hedge delay)
+  hedge_won                  of those, the calls whose returned answer was the hedge's
+
 `shed_total` and `shed_by_cause` count calls whose final outcome was shed (the ledger), not shed events:
 a retry the budget refused is a `SHED ... [budget]` row in Locust's stats but ends its call as the
 failure it was retrying.
@@ -174,6 +180,8 @@ MITIGATION_COLUMNS = (
     "replay_p95_ms",
     "replay_p99_ms",
     "replay_max_ms",
+    "hedged",
+    "hedge_won",
 )
 LATENCY_COLUMNS = ("p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms")
 
