@@ -20,10 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
+from comparison.scenarios import REGISTRY
 from comparison.summary import COLUMNS, Summary
 
 TEXT_COLUMNS = frozenset({"client", "scenario", "server_error_kinds", "shed_kinds"})
-NUMERIC_COLUMNS = tuple(name for name in COLUMNS if name not in TEXT_COLUMNS)
+# the shared numeric columns, then every scenario's own (comparison/scenarios/), which a run of another
+# scenario leaves without a value
+NUMERIC_COLUMNS = tuple(name for name in COLUMNS if name not in TEXT_COLUMNS) + tuple(
+    dict.fromkeys(name for scenario in REGISTRY.values() for name in scenario.columns)
+)
 EVERY_CLIENT = "*"
 MAX_GATE = 500
 MAX_NUMBER = 1e300  # any column times any such number stays finite enough to compare
@@ -161,7 +166,7 @@ class _Missing(Exception):
 
 
 def _value(summary: Summary, name: str) -> float:
-    value = getattr(summary, name)
+    value = summary.value(name)
     if value == "never":  # recovery_s when the client never recovered
         return math.inf
     if value is None:

@@ -30,9 +30,9 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
+from comparison.counters import rate_between
 from comparison.readers import ClientRow, read_client
 
 if TYPE_CHECKING:
@@ -141,26 +141,26 @@ def add_arguments(parser: argparse.ArgumentParser, number: Callable[[str], Calla
                        "has passed gets a fast 504 instead")  # fmt: skip
 
 
-def from_args(
-    args: argparse.Namespace, scenario: str, defaults: MetastableOptions
-) -> MetastableOptions | None:
-    """The options for the metastable and phase-map scenarios; None (and a refusal if any was given)
-    for the others."""
+def from_args(args: argparse.Namespace, defaults: MetastableOptions) -> MetastableOptions:
+    """The options for the metastable and phase-map scenarios, over `defaults` (the scenario refuses
+    them for the others: comparison/__main__.py, from each scenario's `option_dests`)."""
     given = {
         "trigger_s": args.trigger_s, "trigger_kind": args.trigger_kind, "pre_s": args.pre_trigger_s,
         "after_s": args.after_trigger_s,
     }  # fmt: skip
     flags = {"skip_abandoned": args.skip_abandoned, "drop_expired": args.drop_expired}
-    if scenario not in ("metastable", "phase-map"):
-        named = [k for k, v in {**given, **flags}.items() if v not in (None, False)]
-        if named:
-            flag = "--" + {"pre_s": "pre-trigger-s", "after_s": "after-trigger-s"}.get(
-                named[0], named[0].replace("_", "-")
-            )
-            raise MetastableError(flag, "only for --scenario metastable or phase-map")
-        return None
     chosen = {k: v for k, v in given.items() if v is not None}
     return dataclasses.replace(defaults, **chosen, **flags)
+
+
+OPTION_DESTS = (
+    "trigger_s",
+    "trigger_kind",
+    "pre_trigger_s",
+    "after_trigger_s",
+    "skip_abandoned",
+    "drop_expired",
+)
 
 
 # -- the maths ------------------------------------------------------------------------------------------
@@ -168,22 +168,10 @@ def from_args(
 Points = Sequence[tuple[float, float]]
 
 
-def rate_between(points: Points, start: float, end: float) -> float | None:
-    """How fast a cumulative counter sampled at `points` (t, value) grew between `start` and `end`,
-    interpolating between samples. None outside the samples or for an empty span."""
-    first, last = _value_at(points, start), _value_at(points, end)
-    if first is None or last is None or end <= start:
-        return None
-    return max(0.0, (last - first) / (end - start))
-
-
-def _value_at(points: Points, t: float) -> float | None:
-    for (t0, v0), (t1, v1) in pairwise(points):
-        if t0 <= t <= t1:
-            return v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0)
-    if points and points[-1][0] == t:
-        return points[-1][1]
-    return None
+def _rate(points: Points, start: float, end: float) -> float | None:
+    """The counter's growth per second between `start` and `end`, never below 0 (`counters.rate_between`)."""
+    rate = rate_between(points, start, end)
+    return None if rate is None else max(0.0, rate)
 
 
 def windows(
@@ -195,7 +183,7 @@ def windows(
     step = width / 10
     t = start
     while t + width <= end + 1e-9:
-        rate = rate_between(points, t, t + width)
+        rate = _rate(points, t, t + width)
         if rate is not None:
             found.append((t, rate))
         t += step
@@ -236,8 +224,8 @@ def judge(
     end = trigger_end + after_s
     if points and end - 1.0 <= points[-1][0] < end:
         end = points[-1][0]  # the last sample of the launch window falls a little short of its end
-    pre = rate_between(points, test_start + warmup_s, trigger_start)
-    post = rate_between(points, end - min(LAST_S, after_s / 2), end)
+    pre = _rate(points, test_start + warmup_s, trigger_start)
+    post = _rate(points, end - min(LAST_S, after_s / 2), end)
     if not pre:
         return Phases(pre, post, False, None, None, "stuck")
     bar = RECOVERY_SHARE * pre
@@ -251,15 +239,17 @@ def judge(
     return Phases(pre, post, recovered, recovery, peak / pre, verdict)
 
 
-def trigger_window(url: str, options: MetastableOptions) -> tuple[float, float]:
+def trigger_window(url: str, options: MetastableOptions, allow_remote: bool = False) -> tuple[float, float]:
     """Start the trigger now on a Hammerlab target; the target ends it by itself. (start, end) unix s."""
     from comparison.target import change_capacity, request, sync_work_ms
 
     if options.trigger_kind == "capacity":
-        return change_capacity(url, sync_work_ms(url) * WORK_FACTOR, options.trigger_s)
+        work = sync_work_ms(url, allow_remote) * WORK_FACTOR
+        return change_capacity(url, work, options.trigger_s, allow_remote)
     answer = request(
         "POST", url + "/admin/faults",
         {"kind": "slow", "delay_ms": SLOW_DELAY_MS, "duration_s": options.trigger_s},
+        allow_remote=allow_remote,
     )  # fmt: skip
     started = float(answer["fault"]["started_at"])
     return started, started + options.trigger_s

@@ -16,10 +16,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from comparison.config import LoadPlan
+from comparison.charts import svg
 from comparison.metastable import RECOVERY_SHARE, MetastableOptions, windows
+from comparison.plan import LoadPlan
 from comparison.readers import read_client, read_server
-from comparison.report import _svg
 from comparison.summary import ClassResult, Summary
 
 BAND = "#ffcc80"
@@ -73,7 +73,7 @@ def phases_svg(
     for panel in axes[-1]:
         panel.set_xlabel("seconds since the test started (band: the trigger)")
     figure.tight_layout()
-    return _svg(figure, "metastable")
+    return svg(figure, "metastable")
 
 
 def metastable_section(

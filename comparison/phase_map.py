@@ -52,7 +52,7 @@ def parse_list(
     option: str, text: str | None, default: tuple[float, ...], low: float, high: float
 ) -> tuple[float, ...]:
     """`0.6,0.8` -> (0.6, 0.8); one line naming the option and what is allowed otherwise."""
-    from comparison.config import ConfigError
+    from comparison.errors import ConfigError
 
     if text is None:
         return default
@@ -143,7 +143,7 @@ def heatmap_svg(client: str, rows: Sequence[dict[str, str]]) -> str:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from comparison.report import _svg
+    from comparison.charts import svg
 
     loads = sorted({float(row["load"]) for row in rows})
     triggers = sorted({float(row["trigger_s"]) for row in rows})
@@ -160,11 +160,11 @@ def heatmap_svg(client: str, rows: Sequence[dict[str, str]]) -> str:
     axes.set_ylabel("offered load")
     axes.set_title(f"{client}: recovery after the trigger", fontsize=10)
     figure.tight_layout()
-    return _svg(figure, "heatmap-" + client)
+    return svg(figure, "heatmap-" + client)
 
 
 def write_report(path: Path, title: str, rows: Sequence[dict[str, str]], intro: str) -> None:
-    from comparison.report import STYLE
+    from comparison.charts import STYLE
 
     parts = []
     for client in dict.fromkeys(row["client"] for row in rows):
@@ -190,33 +190,24 @@ class _Quiet(io.StringIO):
         return False
 
 
-def run_map(config, out: TextIO = sys.stdout, argv: list[str] | None = None):
-    """Run every cell and write the grid; returns a RunOutcome (comparison/runner.py)."""
+def run_map(config, runner, cell_scenario: str, out: TextIO = sys.stdout, argv: list[str] | None = None):
+    """Run every cell, a run of `cell_scenario`, with the runner's parts (`runner` is comparison.runner,
+    passed in so that this module does not import it back) and write the grid; returns a RunOutcome."""
     from comparison.readers import ClassFiles, read_client
-    from comparison.runner import (
-        EmbeddedTarget,
-        RunFailed,
-        RunOutcome,
-        RunRecord,
-        _measure_and_plan,
-        _run_class,
-        check_clients,
-        command_line,
-        machine,
-        point_latest,
-        run_dir_for,
-    )
     from comparison.signals import Interrupted, SignalGuard
     from comparison.summary import read_server, wasted_ratio
 
-    options: MetastableOptions = config.metastable
+    EmbeddedTarget, RunFailed, RunOutcome, RunRecord = (
+        runner.EmbeddedTarget, runner.RunFailed, runner.RunOutcome, runner.RunRecord,
+    )  # fmt: skip
+    options: MetastableOptions = config.scenario_options
     loads, triggers = options.loads, options.triggers
-    check_clients(config)
-    run_dir = run_dir_for(config)
-    point_latest(run_dir)
+    runner.check_clients(config)
+    run_dir = runner.run_dir_for(config)
+    runner.point_latest(run_dir)
     record = RunRecord(
-        scenario="phase-map", clients=list(config.clients), command=command_line(argv or sys.argv),
-        started_utc=datetime.now(UTC).isoformat(timespec="seconds"), machine=machine(),
+        scenario=config.scenario, clients=list(config.clients), command=runner.command_line(argv or sys.argv),
+        started_utc=datetime.now(UTC).isoformat(timespec="seconds"), machine=runner.machine(),
         target="embedded: python -m target_server, restarted for every cell",
     )  # fmt: skip
     total = len(config.clients) * len(loads) * len(triggers)
@@ -231,8 +222,8 @@ def run_map(config, out: TextIO = sys.stdout, argv: list[str] | None = None):
     started = time.monotonic()
     with guard:
         try:
-            probe_config = dataclasses.replace(config, scenario="metastable", rate_multiplier=1.0)
-            base = _measure_and_plan(probe_config, embedded, run_dir, record, out, guard)
+            probe_config = dataclasses.replace(config, scenario=cell_scenario, rate_multiplier=1.0)
+            base = runner.measure_and_plan(probe_config, embedded, run_dir, record, out, guard)
             capacity = base.capacity_rps
             index = 0
             for client in config.clients:
@@ -241,15 +232,16 @@ def run_map(config, out: TextIO = sys.stdout, argv: list[str] | None = None):
                         index += 1
                         cell_options = dataclasses.replace(options, trigger_s=trigger)
                         cell_config = dataclasses.replace(
-                            config, scenario="metastable", rate_multiplier=load, capacity=capacity,
-                            metastable=cell_options, duration_s=cell_options.duration_s, drain_s=MAP_DRAIN_S,
+                            config, scenario=cell_scenario, rate_multiplier=load, capacity=capacity,
+                            scenario_options=cell_options, duration_s=cell_options.duration_s,
+                            drain_s=MAP_DRAIN_S,
                         )  # fmt: skip
                         name = f"{client}-L{load:g}-T{trigger:g}"
                         cell_dir = run_dir / "cells" / name
                         cell_dir.mkdir(parents=True)
                         mine = dataclasses.replace(record, capacity={}, classes={}, notes=[])
-                        plan = _measure_and_plan(cell_config, embedded, cell_dir, mine, _Quiet(), guard)
-                        result = _run_class(cell_config, plan, embedded, cell_dir, mine, client, index,
+                        plan = runner.measure_and_plan(cell_config, embedded, cell_dir, mine, _Quiet(), guard)
+                        result = runner.run_class(cell_config, plan, embedded, cell_dir, mine, client, index,
                                             _Quiet(), total)  # fmt: skip
                         files = ClassFiles(cell_dir / client)
                         rows = read_client(files.mitigations, client)

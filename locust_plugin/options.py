@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from locust_plugin.values import body, body_file, boolean, choice, header, number, path, whole, window
-from mitigations.defer_store import default_directory
+from mitigations.defer_checks import default_directory
 from mitigations.request import METHODS, RequestSpec, parse_headers
 from mitigations.transport import HTTP_BACKENDS
 
@@ -38,9 +38,9 @@ def methods(text: object) -> tuple[str, ...]:
 
 
 def folder(text: object) -> str:
-    """A directory path; it is created when first used."""
+    """A directory path; it is created when first used. Empty: the option's default folder."""
     value = str(text).strip()
-    if not value or "\x00" in value:
+    if "\x00" in value:
         raise ValueError(f"{text!r} is not a folder path")
     return value
 
@@ -179,8 +179,9 @@ OPTIONS: tuple[Option, ...] = (
            "every client: at the end of a test, wait this long for requests in flight before counting "
            "them unfinished (Locust's --stop-timeout wins when set)"),
     # defer (a throttle that drops nothing)
-    Option("--defer-dir", folder, str(default_directory()),
-           "DeferredClient: folder of the durable queues, one SQLite file per client class"),
+    Option("--defer-dir", folder, "",
+           f"DeferredClient: folder of the durable queues, one SQLite file per client class; empty: "
+           f"{default_directory()}/<host>_<port>, yours alone (0700) and the target's"),
     Option("--defer-max-age-s", number(0.1, 86_400.0, "s"), "60",
            "DeferredClient: a queued call older than this (from launch) is expired, never sent"),
     Option("--defer-max-queue", whole(1, 10_000_000), "10000",

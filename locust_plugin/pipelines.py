@@ -50,6 +50,7 @@ from mitigations.adaptive import (
 from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig
 from mitigations.core import Clock, Pipeline, Policy
 from mitigations.defer import Defer, DeferConfig
+from mitigations.defer_checks import default_directory
 from mitigations.hedge import Hedge, HedgeConfig
 from mitigations.retry import Retry, RetryBudgetConfig, RetryConfig
 from mitigations.socket_pool import SocketPool, SocketPoolConfig
@@ -184,13 +185,16 @@ MITIGATIONS = ("defer", *POLICY_BUILDERS, "timeout")
 DEFER_SOURCES = ("throttle", "adaptive", "sre", "breaker")
 
 
-def defer(read: Callable[[str], Any], policies: dict[str, Policy]) -> Policy:
-    """The defer layer, reading free slots from the pipeline's limiter."""
+def defer(read: Callable[[str], Any], policies: dict[str, Policy], host: str = "") -> Policy:
+    """The defer layer, reading free slots from the pipeline's limiter. Without `--defer-dir`, its
+    folder is this user's own for `host` (`defer_checks.default_directory`)."""
     if not any(name in policies for name in DEFER_SOURCES):
         raise ValueError("defer keeps what a limiter or breaker sheds: add throttle, adaptive, sre, breaker")
     limiter = next((policies[name] for name in ("throttle", "adaptive", "sre") if name in policies), None)
+    chosen = read("defer_dir")
     config = DeferConfig(
-        directory=read("defer_dir"),
+        directory=chosen or default_directory(host),
+        private=not chosen,
         max_age=read("defer_max_age_s"),
         max_queue=read("defer_max_queue"),
         priority=read("defer_priority"),
@@ -218,7 +222,7 @@ def build_pipeline(
     chosen = [name for name in ORDER if name in mitigations]
     policies = {name: POLICY_BUILDERS[name](read) for name in chosen if name in POLICY_BUILDERS}
     if "defer" in mitigations:
-        policies = {"defer": defer(read, policies), **policies}
+        policies = {"defer": defer(read, policies, host), **policies}
     connect = _ms(read("connect_timeout_ms"))
     if "timeout" in mitigations:
         timeouts = Timeouts(connect, _ms(read("read_timeout_ms")), _ms(read("request_timeout_ms")))
@@ -233,6 +237,7 @@ def build_pipeline(
             keep_alive=read("keep_alive"),
             timeouts=timeouts,
             count_429=read("count_429"),
+            allow_remote=bool(getattr(parsed_options, "allow_remote", False)),
         ),
         clock,
     )

@@ -176,7 +176,8 @@ def test_a_locust_run_counts_a_hedged_call_once(tail_target, tmp_path):
     before = tail_target.stats()
     run = run_locust(
         "HedgedClient", tail_target.url, 3, "--launch-rate", "30", "--hedge-delay-ms", "150",
-        "--hedge-budget", "100", "--max-concurrent", "64", "--drain-s", "3", tmp_path=tmp_path,
+        "--hedge-budget", "100", "--hedge-pause-ms", "0", "--max-concurrent", "64", "--drain-s", "3",
+        tmp_path=tmp_path,
     )  # fmt: skip
     assert run.returncode in (0, 1), run.output[-2000:]
     final = [r for r in read_csv(tmp_path / "HedgedClient_mitigations.csv") if r["worker"] == "local"][-1]

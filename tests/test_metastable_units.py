@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from comparison.counters import rate_between
 from comparison.metastable import (
     MetastableError,
     MetastableOptions,
     judge,
-    rate_between,
     windows,
 )
 from comparison.phase_map import Cell, markdown, read_grid, write_grid
