@@ -90,6 +90,8 @@ class ClientSnapshot:
     in_doubt: int | None = None
     bad_rows: int | None = None
     kept: int | None = None  # the ledger's `kept`; None without `Defer`
+    hedged: int | None = None
+    hedge_won: int | None = None
 
     @property
     def shed(self) -> int:

@@ -72,6 +72,8 @@ class MitigationRow:
     defer_in_doubt_total: int | None = None
     defer_bad_rows_total: int | None = None
     kept_total: int | None = None
+    hedged: int | None = None
+    hedge_won: int | None = None
 
     @property
     def server_error_kinds(self) -> str:

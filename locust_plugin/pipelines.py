@@ -2,12 +2,18 @@
 
 The order is fixed and documented, outermost first:
 
-    defer → retry → breaker → limiter (throttle | adaptive | sre) → socket pool → transport
+    defer → retry → hedge → breaker → limiter (throttle | adaptive | sre) → socket pool → transport
 
   - defer is outermost, so a replayed call passes every rule again (retry budget, breaker, limiter,
     deadline) and only what the limiter or breaker finally refuses is kept; it needs one of them;
   - retry is outermost (as resilience4j recommends), so every attempt passes the breaker and the
     limiter again: an open breaker sheds a retry instead of sending it;
+  - hedge sits inside retry, so a hedge is one more copy of a logical call and never of a retry (one
+    hedge per call; the retry budget still counts logical calls), and a call whose copies both failed
+    can still be retried; it sits outside the breaker and the limiter, so the hedge is admitted like
+    any attempt: an open breaker or a full throttle sheds it (and that shed pauses hedging), and the
+    loser's slot comes back when it is cancelled; outside the per-attempt timeout, so each copy gets
+    its own;
   - the breaker sits outside the limiter so that an open circuit sheds before a call takes a slot;
   - the socket pool is innermost, next to the transport whose connection pool it sizes, so only calls
     about to go on the wire hold a socket;
@@ -45,6 +51,7 @@ from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig
 from mitigations.core import Clock, Pipeline, Policy
 from mitigations.defer import Defer, DeferConfig
 from mitigations.defer_checks import default_directory
+from mitigations.hedge import Hedge, HedgeConfig
 from mitigations.retry import Retry, RetryBudgetConfig, RetryConfig
 from mitigations.socket_pool import SocketPool, SocketPoolConfig
 from mitigations.sre_throttle import SreThrottle, SreThrottleConfig
@@ -53,8 +60,8 @@ from mitigations.timeout import AttemptTimeout, AttemptTimeoutConfig, Timeouts
 from mitigations.transport import TransportConfig, make_transport
 
 ORDER = (
-    "defer", "retry", "naive-retry", "attempt-timeout", "breaker", "throttle", "adaptive", "sre", "pooled",
-    "timeout",
+    "defer", "retry", "naive-retry", "hedge", "attempt-timeout", "breaker", "throttle", "adaptive", "sre",
+    "pooled", "timeout",
 )  # fmt: skip
 
 
@@ -146,6 +153,19 @@ def naive_retry(read: Callable[[str], Any]) -> Policy:
     return Retry(dataclasses.replace(naive, methods=_retry_methods(read)))
 
 
+def hedge(read: Callable[[str], Any]) -> Policy:
+    delay_ms, budget = read("hedge_delay_ms"), read("hedge_budget")
+    return Hedge(
+        HedgeConfig(
+            delay=_ms(delay_ms) if delay_ms else None,
+            percentile=read("hedge_percentile"),
+            window=read("hedge_window"),
+            budget=RetryBudgetConfig(ratio=budget / 100.0) if budget else None,
+            pause=_ms(read("hedge_pause_ms")),
+        )
+    )
+
+
 def attempt_timeout(read: Callable[[str], Any]) -> Policy:
     return AttemptTimeout(AttemptTimeoutConfig(timeout=_ms(read("attempt_timeout_ms"))))
 
@@ -153,6 +173,7 @@ def attempt_timeout(read: Callable[[str], Any]) -> Policy:
 POLICY_BUILDERS: dict[str, Callable[[Callable[[str], Any]], Policy]] = {
     "retry": retry,
     "naive-retry": naive_retry,
+    "hedge": hedge,
     "attempt-timeout": attempt_timeout,
     "breaker": breaker,
     "throttle": throttle,

@@ -108,6 +108,12 @@ on every row, and with nothing in flight or queued at the end, without the last 
   kept_total                 of unfinished_total: deferred calls still queued when the test's drain
                              ran out, left on disk for the next run (`lost` = launched - ok - kept)
 
+`Hedge` (docs/hedging.md); empty without a hedge layer. A hedged call is still one call in the
+accounting above, counted once by the answer it returned:
+
+  hedged                     calls that sent a hedge (a second copy after the hedge delay)
+  hedge_won                  of those, the calls whose returned answer was the hedge's
+
 `shed_total` and `shed_by_cause` count calls whose final outcome was shed (the ledger), not shed events:
 a retry the budget refused is a `SHED ... [budget]` row in Locust's stats but ends its call as the
 failure it was retrying.
@@ -188,6 +194,8 @@ MITIGATION_COLUMNS = (
     "defer_in_doubt_total",
     "defer_bad_rows_total",
     "kept_total",
+    "hedged",
+    "hedge_won",
 )
 LATENCY_COLUMNS = ("p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms")
 
