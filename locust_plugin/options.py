@@ -130,12 +130,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("--count-429", boolean, "true",
            "a 429 counts against the server (breaker, adaptive limit, SRE throttle); false: a plain 4xx"),
     # adaptive concurrency limit
-    Option("--adaptive-algorithm", choice("gradient", "aimd", "vegas"), "gradient",
-           "AdaptiveClient: gradient (latency-based, Gradient2/Envoy), aimd (loss-based) or vegas "
-           "(queue estimate, Netflix VegasLimit)"),
+    Option("--adaptive-algorithm", choice("knee", "gradient", "aimd", "vegas"), "gradient",
+           "AdaptiveClient: knee (settles where throughput stops growing; the SLO is a ceiling), "
+           "gradient (the SLO's share is the target), aimd (loss-based) or vegas (queue estimate)"),
     Option("--adaptive-slo-share", number(1.0, 100.0, "%", zero="ignore the SLO"), "50",
-           "AdaptiveClient: hold the windowed p99 of answers under this share of --slo-ms; "
-           "0: the old no-load-RTT rule"),
+           "AdaptiveClient: knee: a windowed p99 past this share of --slo-ms cuts at once; the others: "
+           "hold the windowed p99 under it; 0: ignore the SLO (gradient: the old no-load-RTT rule)"),
+    Option("--adaptive-tolerance", number(1.0, 1000.0, "% of min RTT"), "10",
+           "AdaptiveClient knee: the queue allowed, as a share of the probed minimum RTT"),
+    Option("--adaptive-probe-interval-s", number(1.0, 3600.0, "s"), "30",
+           "AdaptiveClient knee: seconds between two min-RTT probes (the limit pinned low briefly)"),
     Option("--adaptive-mode", choice("cancel", "queue"), "cancel",
            "AdaptiveClient: over the limit, shed at once or queue briefly"),
     Option("--adaptive-queue-timeout-ms", whole(1, MAX_WAIT_MS, ms), "50",

@@ -43,6 +43,8 @@ from mitigations.adaptive import (
     AimdConfig,
     Gradient,
     GradientConfig,
+    Knee,
+    KneeConfig,
     LimitAlgorithm,
     Vegas,
     VegasConfig,
@@ -119,6 +121,14 @@ def adaptive(read: Callable[[str], Any]) -> Policy:
         algorithm = Aimd(AimdConfig(**bounds))
     elif name == "vegas":
         algorithm = Vegas(VegasConfig(**bounds))
+    elif name == "knee":
+        algorithm = Knee(
+            KneeConfig(
+                **bounds,
+                tolerance=read("adaptive_tolerance") / 100.0,
+                probe_interval=read("adaptive_probe_interval_s"),
+            )
+        )
     else:
         algorithm = Gradient(GradientConfig(**bounds))
     config = AdaptiveLimitConfig(
