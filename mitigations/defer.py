@@ -237,6 +237,7 @@ class Defer(BasePolicy):
             launched_epoch=call.launched_at + self._offset,
             max_age_s=self.config.max_age,
             timeout_s=None if call.deadline is None else call.deadline - call.launched_at,
+            launched_at=call.launched_at,
         )
         self._next_id += 1
         self._writing += 1
@@ -356,13 +357,17 @@ class Defer(BasePolicy):
             return gate.limit - reserve - gate.in_use
         return FALLBACK_REPLAYS - len(self._replaying)
 
+    def _launched_at(self, kept: DeferredCall) -> float:
+        """The call's launch on this clock: its own, when it was deferred in this run."""
+        return kept.launched_epoch - self._offset if kept.launched_at is None else kept.launched_at
+
     def _too_old(self, kept: DeferredCall, now: float) -> bool:
-        return now + self._offset - kept.launched_epoch > kept.max_age_s
+        return now - self._launched_at(kept) > kept.max_age_s
 
     def _original(self, kept: DeferredCall) -> Call:
         return Call(
             method=kept.method, path=kept.path, name=kept.name, headers=dict(kept.headers),
-            body=kept.body, launched_at=kept.launched_epoch - self._offset,
+            body=kept.body, launched_at=self._launched_at(kept),
         )
 
     def _expire(self, kept: DeferredCall, now: float) -> None:

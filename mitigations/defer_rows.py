@@ -56,6 +56,9 @@ class DeferredCall:
 
     `launched_epoch` is wall-clock seconds (the monotonic clock does not survive a reboot); `timeout_s`
     is the call's total deadline counted from its start (None: none), given afresh to each replay.
+    `launched_at` (not stored) is the launch on the deferring process's own clock, None for a row loaded
+    from disk: an epoch near 1.7e9 holds only ~0.2 µs, so going through it would move a call's launch
+    and could tip an answer at exactly the SLO over it.
     """
 
     id: int
@@ -68,6 +71,7 @@ class DeferredCall:
     max_age_s: float = 60.0
     timeout_s: float | None = None
     state: str = QUEUED
+    launched_at: float | None = field(default=None, compare=False)
 
     def problem(self) -> str | None:
         """Why this row may not be sent, or None: the request checks every fresh call meets, and sane

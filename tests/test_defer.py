@@ -114,6 +114,33 @@ def test_a_call_older_than_max_age_is_expired_never_sent_and_counted(tmp_path):
     assert rows_on_disk(defer) == 0
 
 
+def test_a_replay_keeps_its_exact_launch_so_an_answer_at_the_slo_is_within_it(tmp_path):
+    """The row's wall-clock epoch (~1.7e9 s) holds only ~0.2 µs: a launch taken back through it moved
+    1000.35 to 1000.3499999, and an answer exactly 300 ms later missed a 300 ms SLO."""
+    clock = FakeClock()
+    throttle = Throttle(ThrottleConfig(max_concurrent=1))
+    config = DeferConfig(tmp_path, drain_every=None)
+    defer = Defer(config, throttle, client="T", wall=lambda: 1_733_450_000.0)
+    transport = HeldTransport(clock)
+    pipeline = Pipeline([defer, throttle], transport, clock=clock)
+    heard = Heard(pipeline.events)
+    first = occupy(pipeline, transport.held)
+    clock.advance(0.35)
+    launched = clock.now()
+    assert send(pipeline, "/b").kind == "shed:deferred"
+    transport.held.release()
+    first.join(timeout=5)
+    clock.advance(0.3)
+    assert defer.drain_once() == 1
+    wait_until(lambda: transport.held.inside == 1)
+    transport.held.release()
+    wait_until(lambda: defer.replayed == 1)
+    (_, replayed), = [item for item in heard.outcomes if item[0] == "replayed"]
+    assert replayed.call.launched_at == launched
+    assert replayed.latency * 1000.0 <= 300.0
+    defer.close()
+
+
 def test_a_full_queue_sheds_with_its_own_cause_and_the_limiter_shed_is_announced_once(tmp_path):
     clock = FakeClock()
     pipeline, defer, held, heard = deferring(tmp_path, clock, max_queue=2)
