@@ -12,7 +12,6 @@ import math
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from comparison.config import (
@@ -21,7 +20,6 @@ from comparison.config import (
     DEFAULT_DURATION_S,
     DEFAULT_SCENARIO,
     DEFAULT_SLO_MS,
-    FLEET_WORKERS,
     MAX_DRAIN_S,
     MAX_DURATION_S,
     MAX_SLO_MS,
@@ -35,6 +33,7 @@ from comparison.config import (
 )
 from comparison.inputs import results_dir_problem
 from comparison.own_service import OptionProblem, add_arguments, from_args, lift_request
+from comparison.scenarios import REGISTRY, scenario_of
 from target_server.numbers import DECIMAL, parse_int
 
 PROG = "python -m comparison"
@@ -165,7 +164,9 @@ def build_parser() -> OneLineParser:
         type=_count,
         help=f"run each class as a Locust master with this many worker processes, 1 to {MAX_WORKERS}: "
         "each worker is one client instance with its own pipeline; the offered load is split evenly "
-        f"over them (default 1: one process; fleet {FLEET_WORKERS})",
+        "over them (default 1: one process; "
+        + ", ".join(f"{name} {s.workers}" for name, s in REGISTRY.items() if s.workers != 1)
+        + ")",
     )
     parser.add_argument(
         "--target-workers",
@@ -181,11 +182,8 @@ def build_parser() -> OneLineParser:
         "offered load is its share of the users",
     )
     add_arguments(parser, _number)
-    from comparison.metastable import add_arguments as add_metastable
-    from comparison.phase_map import add_arguments as add_phase_map
-
-    add_metastable(parser, _number)
-    add_phase_map(parser)
+    for scenario in REGISTRY.values():
+        scenario.add_arguments(parser, _number)
     parser.add_argument(
         "--rerun", help="repeat the run in this folder (its run.json) into a new folder beside it"
     )
@@ -215,25 +213,15 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
     if problem := gate_problem(service.gates, clients):
         raise ConfigError("--check", problem)
     locustfile = _locustfile(args.locustfile)
-    metastable = _metastable(args)
-    if metastable is not None:
-        if args.duration is not None:
-            raise ConfigError("--duration", f"the {args.scenario} scenario's phases set it; use "
-                              "--pre-trigger-s, --trigger-s and --after-trigger-s")  # fmt: skip
-        if args.host:
-            raise ConfigError("--host", f"the {args.scenario} scenario starts its own target (its queue and "
-                              "checks are part of the model); leave --host out")  # fmt: skip
-        if args.clients is None and args.mix is None:
-            from comparison.phase_map import DEFAULT_CLIENTS as MAP_CLIENTS
-
-            clients = MAP_CLIENTS if args.scenario == "phase-map" else METASTABLE_CLIENTS
-        args.duration = metastable.duration_s
+    scenario = _refuse_others_options(args)
+    options = scenario.options(args)
+    chosen = scenario.defaults(args, options)
+    clients = chosen.get("clients", clients)
+    duration = args.duration if args.duration is not None else chosen.get("duration_s", scenario.duration_s)
     return RunConfig(
         scenario=args.scenario,
         clients=clients,
-        duration_s=args.duration
-        if args.duration is not None
-        else SCENARIO_DURATION_S.get(args.scenario, DEFAULT_DURATION_S),
+        duration_s=duration,
         host=args.host.rstrip("/") if args.host else None,
         capacity=args.capacity,
         rate_multiplier=args.rate_multiplier,
@@ -243,13 +231,11 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         slo_ms=args.slo_ms,
         drain_s=args.drain_s,
         passthrough=tuple(passthrough),
-        workers=args.workers
-        if args.workers is not None
-        else (FLEET_WORKERS if args.scenario == "fleet" else 1),
+        workers=args.workers if args.workers is not None else scenario.workers,
         target_workers=args.target_workers,
         mix=mix,
         service=service,
-        metastable=metastable,
+        scenario_options=options,
         locustfile=locustfile,
     )
 
@@ -265,26 +251,18 @@ def _locustfile(text: str | None):  # -> UserLocustfile | None
         raise ConfigError("--locustfile", str(error)) from None
 
 
-METASTABLE_CLIENTS = ("NaiveRetryClient", "RetryClient", "SreThrottleClient", "AdaptiveClient")
-
-
-def _metastable(args: argparse.Namespace):  # -> MetastableOptions | None
-    from comparison.metastable import MetastableError, MetastableOptions, from_args
-    from comparison.phase_map import DEFAULT_LOADS, DEFAULT_TRIGGERS, MetastableDefaults, parse_list
-
-    defaults = MetastableDefaults if args.scenario == "phase-map" else MetastableOptions()
-    if args.scenario != "phase-map" and (args.loads is not None or args.triggers is not None):
-        named = "--loads" if args.loads is not None else "--triggers"
-        raise ConfigError(named, "only for --scenario phase-map")
-    try:
-        options = from_args(args, args.scenario, defaults)
-    except MetastableError as error:
-        raise ConfigError(error.option, str(error).split(": ", 1)[1]) from None
-    if options is not None and args.scenario == "phase-map":
-        loads = parse_list("--loads", args.loads, DEFAULT_LOADS, 0.05, 20)
-        triggers = parse_list("--triggers", args.triggers, DEFAULT_TRIGGERS, 0, 300)
-        options = replace(options, loads=loads, triggers=triggers, trigger_s=max(triggers))
-    return options
+def _refuse_others_options(args: argparse.Namespace):  # -> Scenario
+    """The chosen scenario; a ConfigError for an option only other scenarios take (or for an unknown
+    --scenario, in RunConfig's words)."""
+    if args.scenario not in REGISTRY:
+        RunConfig(scenario=args.scenario)  # raises the one line that lists the scenarios
+    mine = scenario_of(args.scenario).option_dests
+    for scenario in REGISTRY.values():
+        for dest in scenario.option_dests:
+            if dest not in mine and getattr(args, dest) not in (None, False):
+                owners = [name for name, s in REGISTRY.items() if dest in s.option_dests]
+                raise ConfigError("--" + dest.replace("_", "-"), f"only for --scenario {' or '.join(owners)}")
+    return scenario_of(args.scenario)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -300,15 +278,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(f"{PROG}: error: --results-dir: {str(config.results_dir)!r} {problem}", file=sys.stderr)
         return 2
-    from comparison.runner import RunFailed, run  # after validation: a bad option answers at once
+    from comparison import runner  # after validation: a bad option answers at once
+    from comparison.runner import RunFailed, run
     from comparison.signals import Interrupted
 
-    if config.scenario == "phase-map":
-        from comparison.phase_map import run_map
-
-        run = run_map  # a grid of metastable runs instead of one
     try:
-        outcome = run(config, argv=[PROG, *argv])
+        scenario = scenario_of(config.scenario)
+        outcome = scenario.run(config, sys.stdout, [PROG, *argv], runner) or run(config, argv=[PROG, *argv])
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
@@ -328,12 +304,17 @@ def _rerun(argv: list[str]) -> list[str]:
         return argv
     args = build_parser().parse_args(own)
     given = sum(1 if "=" in token else 2 for token in own if token.startswith(("--rerun", "--baseline")))
+    given += own.count("--allow-remote")  # the opt-in is the user's to type again; run.json never grants it
     if given != len(own) or "--" in argv:
-        raise UsageError("--rerun repeats a run exactly as it was: give it alone (with --baseline at most)")
+        raise UsageError(
+            "--rerun repeats a run exactly as it was: give it alone (with --baseline at most); only "
+            "--allow-remote may be typed again, since run.json never grants it"
+        )
     from comparison.rerun import RerunError, rerun_argv
 
     try:
-        repeated = rerun_argv(Path(args.rerun), Path(args.baseline) if args.baseline else None)
+        baseline = Path(args.baseline) if args.baseline else None
+        repeated = rerun_argv(Path(args.rerun), baseline, "--allow-remote" in own)
     except RerunError as error:
         raise UsageError(str(error)) from None
     print(f"{PROG}: rerunning {args.rerun}: {shlex.join(repeated)}", file=sys.stderr)

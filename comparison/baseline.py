@@ -19,8 +19,8 @@ from comparison.inputs import FileProblem, read_run_record, read_small_file
 from comparison.readers import ClassFiles
 
 if TYPE_CHECKING:  # matplotlib loads only once there is a report to draw, not to check the option
-    from comparison.config import LoadPlan
-    from comparison.report import Series
+    from comparison.charts import Series
+    from comparison.plan import LoadPlan
     from comparison.summary import Summary
 
 COMPARED = (("slo_goodput_rps", "SLO goodput/s"), ("p99_ms", "p99 ms"), ("server_errors", "server errors"))
@@ -80,7 +80,7 @@ def baseline_problem(folder: Path) -> str | None:
 def load(folder: Path) -> Baseline:
     """The baseline run's series and summary rows, for the classes whose files are there. Raises
     BaselineError when a file changed since the start and cannot be read."""
-    from comparison.report import series_for
+    from comparison.charts import series_for
     from comparison.summary import ClassResult
 
     clients, rows = read_folder(folder)
@@ -106,7 +106,7 @@ def unreadable_section(folder: Path, problem: str) -> str:
 def overlay_svg(plan: LoadPlan, current: Sequence[Series], baseline: Baseline) -> str:
     import matplotlib.pyplot as plt
 
-    from comparison.report import _svg
+    from comparison.charts import svg
 
     figure, axes = plt.subplots(1, 1, figsize=(11, 3.6))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -128,7 +128,7 @@ def overlay_svg(plan: LoadPlan, current: Sequence[Series], baseline: Baseline) -
     axes.grid(alpha=0.3)
     axes.legend(loc="upper left", fontsize=8, ncol=2)
     figure.tight_layout()
-    return _svg(figure, "baseline")
+    return svg(figure, "baseline")
 
 
 def section(

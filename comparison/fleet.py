@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from comparison.config import LoadPlan
+from comparison.plan import LoadPlan
 from comparison.readers import ClientRow, read_client, read_instances
 from comparison.summary import ClassResult, Summary
 
@@ -131,7 +131,8 @@ def fleet_of(result: ClassResult, summary: Summary, plan: LoadPlan) -> Fleet:
     per_worker = read_instances(result.files.mitigations, result.client)
     has_limit = any(row.limit is not None for rows in per_worker.values() for row in rows)
     finals = {worker: max(rows, key=lambda r: r.timestamp) for worker, rows in per_worker.items() if rows}
-    goodputs = {worker: row.slo_ok_total / plan.duration_s for worker, row in finals.items()}
+    # over the summary's duration, so the instances add up to the class's SLO goodput
+    goodputs = {worker: row.slo_ok_total / summary.elapsed_s for worker, row in finals.items()}
     total = sum(goodputs.values())
     instances = []
     for index, worker in enumerate(sorted(finals), start=1):
@@ -183,6 +184,48 @@ def write_csv(fleets: Sequence[Fleet], path: Path) -> None:
                 ])  # fmt: skip
 
 
+TARGET_HEAD = ("target", "measured", "required", "verdict")
+
+
+def target_rows(fleet: Fleet) -> list[tuple[str, ...]]:
+    """The fleet targets as table cells, for summary.md and report.html alike."""
+    return [(t.name, t.measured, t.required, t.verdict) for t in fleet.targets()]
+
+
+def instance_head(fleet: Fleet) -> tuple[str, ...]:
+    limit = "median limit" if fleet.has_limit else "median in flight"
+    return (
+        "instance",
+        "launched",
+        "ok",
+        "server errors",
+        "shed",
+        "unfinished",
+        "SLO goodput/s",
+        "share",
+        limit,
+    )
+
+
+def instance_rows(fleet: Fleet) -> list[tuple[str, ...]]:
+    """Every instance's numbers as table cells: the one instance table, written as markdown and HTML."""
+    rows = []
+    for i in fleet.instances:
+        share = "n/a" if i.share is None else f"{i.share:.1%}"
+        median = "" if i.median_limit is None else f"{i.median_limit:g}"
+        rows.append((i.name, str(i.launched), str(i.ok), str(i.server_errors), str(i.shed), str(i.unfinished),
+                     f"{i.slo_goodput_rps:.1f}", share, median))  # fmt: skip
+    return rows
+
+
+def _markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + " --- |" * len(head),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
 def markdown(fleets: Sequence[Fleet], judged: bool) -> str:
     """The fleet section of summary.md: targets (fleet scenario only) and every instance's numbers."""
     parts = ["## Fleet: every client instance", ""]
@@ -190,35 +233,24 @@ def markdown(fleets: Sequence[Fleet], judged: bool) -> str:
         index = "n/a" if fleet.jain is None else f"{fleet.jain:.3f}"
         parts += [f"### {fleet.client} ({len(fleet.instances)} instances, Jain's index {index})", ""]
         if judged:
-            parts += ["| target | measured | required | verdict |", "| --- | --- | --- | --- |"]
-            parts += [f"| {t.name} | {t.measured} | {t.required} | {t.verdict} |" for t in fleet.targets()]
-            parts.append("")
-        limit = "median limit" if fleet.has_limit else "median in flight"
-        parts += [
-            "| instance | launched | ok | server errors | shed | unfinished | SLO goodput/s | share | "
-            f"{limit} |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for i in fleet.instances:
-            share = "n/a" if i.share is None else f"{i.share:.1%}"
-            median = "" if i.median_limit is None else f"{i.median_limit:g}"
-            parts.append(
-                f"| {i.name} | {i.launched} | {i.ok} | {i.server_errors} | {i.shed} | {i.unfinished} | "
-                f"{i.slo_goodput_rps:.1f} | {share} | {median} |"
-            )
-        parts.append("")
+            parts += [*_markdown_table(TARGET_HEAD, target_rows(fleet)), ""]
+        parts += [*_markdown_table(instance_head(fleet), instance_rows(fleet)), ""]
     return "\n".join(parts)
 
 
 def write_outputs(
-    run_dir: Path, plan: LoadPlan, results: Sequence[ClassResult], summaries: Sequence[Summary]
+    run_dir: Path,
+    plan: LoadPlan,
+    results: Sequence[ClassResult],
+    summaries: Sequence[Summary],
+    judged: bool = False,
 ) -> tuple[list[str], list[Fleet], bool]:
     """fleet.csv and the fleet section appended to summary.md; returns the terminal lines, the fleets
-    (for `fleet_report.fleet_section`) and whether the fleet targets were judged. Nothing for a run of one
-    process per class."""
+        (for `fleet_report.fleet_section`) and whether the fleet targets were judged (`judged`: the scenario
+    says so). Nothing for a run of one
+        process per class."""
     if plan.workers <= 1:
         return [], [], False
-    judged = plan.scenario == "fleet"
     fleets = [fleet_of(result, summary, plan) for result, summary in zip(results, summaries, strict=True)]
     write_csv(fleets, run_dir / "fleet.csv")
     with (run_dir / "summary.md").open("a", encoding="utf-8") as handle:

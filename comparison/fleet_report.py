@@ -16,9 +16,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from comparison.config import LoadPlan
-from comparison.fleet import Fleet
-from comparison.report import _svg
+from comparison.charts import svg
+from comparison.fleet import TARGET_HEAD, Fleet, instance_head, instance_rows, target_rows
+from comparison.plan import LoadPlan
 
 
 def limits_svg(plan: LoadPlan, fleets: Sequence[Fleet]) -> str:
@@ -44,38 +44,36 @@ def limits_svg(plan: LoadPlan, fleets: Sequence[Fleet]) -> str:
     for one in axes[-1]:
         one.set_xlabel("seconds since the class's test started (dotted: end of launches)")
     figure.tight_layout()
-    return _svg(figure, "fleet")
+    return svg(figure, "fleet")
 
 
 def _table(fleet: Fleet, judged: bool) -> str:
+    """The targets and the instance table of comparison/fleet.py, as HTML."""
     rows = []
     if judged:
-        rows.append(
-            "<table class='fleet-targets'><thead><tr><th>target</th><th>measured</th>"
-            "<th>required</th><th>verdict</th></tr></thead><tbody>"
-        )
-        for t in fleet.targets():
+        rows.append(_head("fleet-targets", TARGET_HEAD))
+        for *cells, verdict in target_rows(fleet):
             rows.append(
-                f"<tr><td>{html.escape(t.name)}</td><td>{html.escape(t.measured)}</td>"
-                f"<td>{html.escape(t.required)}</td><td><b>{t.verdict}</b></td></tr>"
+                "<tr>"
+                + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+                + f"<td><b>{verdict}</b></td></tr>"
             )
         rows.append("</tbody></table><br>")
-    limit = "median limit" if fleet.has_limit else "median in flight"
-    rows.append(
-        "<table class='fleet-instances'><thead><tr><th>instance</th><th>launched</th><th>ok</th>"
-        "<th>server errors</th><th>shed</th><th>unfinished</th><th>SLO goodput/s</th><th>share</th>"
-        f"<th>{limit}</th></tr></thead><tbody>"
-    )
-    for i in fleet.instances:
-        share = "n/a" if i.share is None else f"{i.share:.1%}"
-        median = "" if i.median_limit is None else f"{i.median_limit:g}"
+    rows.append(_head("fleet-instances", instance_head(fleet)))
+    for instance, (name, *cells) in zip(fleet.instances, instance_rows(fleet), strict=True):
         rows.append(
-            f"<tr><td title='{html.escape(i.worker)}'>{i.name}</td><td>{i.launched}</td><td>{i.ok}</td>"
-            f"<td>{i.server_errors}</td><td>{i.shed}</td><td>{i.unfinished}</td>"
-            f"<td>{i.slo_goodput_rps:.1f}</td><td>{share}</td><td>{median}</td></tr>"
+            f"<tr><td title='{html.escape(instance.worker)}'>{name}</td>"
+            + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+            + "</tr>"
         )
     rows.append("</tbody></table>")
     return "".join(rows)
+
+
+def _head(kind: str, head: Sequence[str]) -> str:
+    return (
+        f"<table class='{kind}'><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
+    )
 
 
 def fleet_section(plan: LoadPlan, fleets: Sequence[Fleet], judged: bool) -> str:

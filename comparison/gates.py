@@ -2,7 +2,9 @@
 
 A gate is `CLIENT: LEFT OP RIGHT` (or `*:` for every class; no prefix means `*`). Each side is
 arithmetic (`+ - * /`, parentheses, unary minus) on numbers and the summary's numeric columns
-(`capacity_rps` is one of them); OP is one of `>= <= > < == !=`. The expression is parsed with `ast`
+(`capacity_rps` is one of them); OP is one of `>= <= > < == !=`. A text column (TEXT_COLUMNS, e.g.
+`verdict == "stuck"`) is compared whole, with == or != only, against a quoted string; for `verdict` and
+`recovered` the string must be one of their values (KNOWN_VALUES). The expression is parsed with `ast`
 and only a whitelist of nodes is accepted, so nothing is ever `eval`ed; a bad expression is one line
 naming the token. After the run, every gate is judged per class: a failed gate prints one line with the
 measured values and the run exits 1; `--junit FILE` writes one JUnit test case per gate and class.
@@ -20,10 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
+from comparison.metastable import VERDICTS
+from comparison.scenarios import REGISTRY
 from comparison.summary import COLUMNS, Summary
 
-TEXT_COLUMNS = frozenset({"client", "scenario", "server_error_kinds", "shed_kinds"})
-NUMERIC_COLUMNS = tuple(name for name in COLUMNS if name not in TEXT_COLUMNS)
+TEXT_COLUMNS = frozenset({"client", "scenario", "server_error_kinds", "shed_kinds", "recovered", "verdict"})
+KNOWN_VALUES = {"verdict": VERDICTS, "recovered": ("yes", "no")}  # a typo here would always fail
+# the shared numeric columns, then every scenario's own (comparison/scenarios/), which a run of another
+# scenario leaves without a value
+NUMERIC_COLUMNS = tuple(
+    dict.fromkeys(
+        name
+        for name in (*COLUMNS, *(name for scenario in REGISTRY.values() for name in scenario.columns))
+        if name not in TEXT_COLUMNS
+    )
+)
 EVERY_CLIENT = "*"
 MAX_GATE = 500
 MAX_NUMBER = 1e300  # any column times any such number stays finite enough to compare
@@ -91,8 +104,9 @@ def parse_gate(text: str) -> Gate:
         raise GateError(f"{text!r}: one comparison per gate, found {len(tree.ops)}")
     if type(tree.ops[0]) not in _COMPARE:
         raise GateError(f"{text!r}: {_SYMBOL.get(type(tree.ops[0]), 'that comparison')!r} is not allowed")
-    for side in (tree.left, tree.comparators[0]):
-        _check(side, expression, text)
+    if _check_text(tree, text) is None:
+        for side in (tree.left, tree.comparators[0]):
+            _check(side, expression, text)
     left = ast.get_source_segment(expression, tree.left) or ""
     right = ast.get_source_segment(expression, tree.comparators[0]) or ""
     return Gate(text, client, left.strip(), _COMPARE[type(tree.ops[0])][0], right.strip(), tree)
@@ -104,6 +118,43 @@ def _token_at(expression: str, offset: int | None) -> str:
     rest = expression[offset - 1 :].lstrip()
     found = re.match(r"[A-Za-z_0-9.]+|\S\S?", rest)
     return found.group(0) if found else "end of expression"
+
+
+def text_operands(tree: ast.Compare) -> tuple[str, str] | None:
+    """(text column, quoted value) when the gate is `COLUMN == "value"` (either way round), else None."""
+    sides = (tree.left, tree.comparators[0])
+    for column, value in (sides, sides[::-1]):
+        is_column = isinstance(column, ast.Name) and column.id in TEXT_COLUMNS
+        if is_column and isinstance(value, ast.Constant) and isinstance(value.value, str):
+            return column.id, value.value
+    return None
+
+
+def _text_rule(column: str) -> str:
+    values = KNOWN_VALUES.get(column)
+    example = values[-1] if values else "..."
+    allowed = f" ({', '.join(values)})" if values else ""
+    return (
+        f"{column} is a text column: only == or != against a quoted string{allowed}, "
+        f'e.g. {column} == "{example}"'
+    )
+
+
+def _check_text(tree: ast.Compare, text: str) -> tuple[str, str] | None:
+    """A gate on a text column is `COLUMN == "value"` or `!=`, nothing else; None when no side is a
+    text column by itself (arithmetic on one is refused by _check)."""
+    sides = (tree.left, tree.comparators[0])
+    named = [side.id for side in sides if isinstance(side, ast.Name) and side.id in TEXT_COLUMNS]
+    if not named:
+        return None
+    operands = text_operands(tree)
+    if operands is None or not isinstance(tree.ops[0], ast.Eq | ast.NotEq):
+        raise GateError(f"{text!r}: {_text_rule(named[0])}")
+    column, value = operands
+    if column in KNOWN_VALUES and value not in KNOWN_VALUES[column]:
+        allowed = ", ".join(KNOWN_VALUES[column])
+        raise GateError(f"{text!r}: {value!r} is not a value of {column}; use one of {allowed}")
+    return operands
 
 
 def _check(node: ast.AST, expression: str, text: str) -> None:
@@ -124,6 +175,8 @@ def _check(node: ast.AST, expression: str, text: str) -> None:
             shown = (ast.get_source_segment(expression, node) or "")[:40]
             raise GateError(f"{text!r}: {shown!r} is too large (at most {MAX_NUMBER:g})")
     elif isinstance(node, ast.Name):
+        if node.id in TEXT_COLUMNS:
+            raise GateError(f"{text!r}: {_text_rule(node.id)}")
         if node.id not in NUMERIC_COLUMNS:
             raise GateError(
                 f"{text!r}: {node.id!r} is not a numeric summary column; "
@@ -161,7 +214,7 @@ class _Missing(Exception):
 
 
 def _value(summary: Summary, name: str) -> float:
-    value = getattr(summary, name)
+    value = summary.value(name)
     if value == "never":  # recovery_s when the client never recovered
         return math.inf
     if value is None:
@@ -201,7 +254,19 @@ class Verdict:
         return f"gate {state}: {self.client}: {self.gate.expression} ({self.detail})"
 
 
+def judge_text(gate: Gate, summary: Summary, column: str, wanted: str) -> Verdict:
+    """`verdict == "stuck"`: the column's whole text, compared as text."""
+    value = getattr(summary, column)
+    if value is None:  # e.g. verdict outside the metastable scenario; an empty _kinds column is a value
+        return Verdict(gate, summary.client, False, f"{column} has no value in this run")
+    same = str(value) == wanted
+    passed = same if isinstance(gate.tree.ops[0], ast.Eq) else not same
+    return Verdict(gate, summary.client, passed, f"{column} = {str(value)!r}")
+
+
 def judge(gate: Gate, summary: Summary) -> Verdict:
+    if operands := text_operands(gate.tree):
+        return judge_text(gate, summary, *operands)
     try:
         left = _evaluate(gate.tree.left, summary)
         right = _evaluate(gate.tree.comparators[0], summary)

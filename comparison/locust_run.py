@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from comparison.config import LoadPlan
+from comparison.plan import LoadPlan
 from comparison.readers import ClassFiles
 from comparison.target import start_child, stop_child
 from comparison.user_locustfile import UserLocustfile, locustfile_arg
@@ -31,6 +31,7 @@ from mitigations.guard import STOP_LOSS_EXIT
 LOCUST = (sys.executable, "-m", "locust")
 """This interpreter's Locust: `bin/locust` is not beside sys.executable after `pip install --user`."""
 SHAPE_FILE = Path(__file__).resolve().with_name("burst_shape.py")
+SCHEDULE_FILE = Path(__file__).resolve().with_name("schedule_shape.py")
 POLL_S = 0.25
 START_TIMEOUT_S = 30.0  # Locust's own start-up, before the test clock runs
 FINISH_GRACE_S = 30.0  # after the run time: stopping users and writing the HTML report
@@ -80,11 +81,14 @@ def locust_command(
     """The command line and environment for one class. Offered rate = users x --launch-rate; with
     `plan.workers` > 1, the users are spread evenly over that many Locust workers. `locustfile`: the
     user's own file, loaded beside the lab's."""
+    shape = SHAPE_FILE if plan.burst is not None else SCHEDULE_FILE if plan.schedule else None
+    locustfiles = locustfile_arg(locustfile, *([shape] if shape else []))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     timing: list[str] = []
-    locustfiles = locustfile_arg(locustfile, *([SHAPE_FILE] if plan.burst is not None else []))
     if plan.burst is not None:
         env["HAMMERLAB_BURST"] = plan.burst.to_env(plan.duration_s)
+    elif plan.schedule:
+        env["HAMMERLAB_SCHEDULE"] = plan.schedule_env()
     else:
         timing = ["-u", str(plan.users), "-r", str(plan.users), "-t", f"{plan.duration_s:.0f}s"]
     command = [
@@ -112,8 +116,11 @@ def locust_command(
         "0",
         "--only-summary",
         # A DeferredClient's queue lives with the run, so a run never inherits another's leftovers.
-        *([] if any(t.startswith("--defer-dir") for t in passthrough) else
-          ["--defer-dir", str(files.prefix.parent / "defer")]),
+        *(
+            []
+            if any(t.startswith("--defer-dir") for t in passthrough)
+            else ["--defer-dir", str(files.prefix.parent / "defer")]
+        ),
         *passthrough,
         *(["--mix", plan.mix_spec(), *(name for name, _ in plan.mix)] if plan.mix else [client]),
     ]

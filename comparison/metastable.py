@@ -17,10 +17,16 @@ the metastable one (docs/metastable.md measures it with the seed's 256 + 128).
 
 Per client, from the SLO goodput the ledger counts (PREFIX_mitigations.csv's slo_ok_total):
 pre_trigger_slo_goodput_rps (from WARMUP_S to the trigger), post_trigger_slo_goodput_rps (the last
-LAST_S seconds), recovered (post >= RECOVERY_SHARE x pre), recovery_s (trigger end to the start of the
-first RATE_WINDOW_S window at RECOVERY_SHARE x pre; "never" when not recovered), peak_share (the best
-such window in the STUCK_WINDOW_S after the trigger, over pre: under STUCK_SHARE means stuck the whole
-time) and a verdict: quick (recovered within QUICK_S), slow (recovered later) or stuck.
+LAST_S seconds), recovery_s, recovered, peak_share (the best RATE_WINDOW_S window in the STUCK_AFTER_S
+after the trigger, over pre: shown, never judged) and a verdict. The rules, each one named function:
+
+  - back (`sustained_recovery`): every 1 s window for at least SUSTAIN_S at >= RECOVERY_SHARE x pre, not
+    undone by a later SUSTAIN_S below it, and the last LAST_S still at that level. recovery_s is the
+    trigger's end to the start of that stretch ("never" when there is none); recovered = it exists.
+  - stuck (`is_stuck`): not back, after an after-phase of at least STUCK_AFTER_S, with the last LAST_S
+    under STUCK_SHARE x pre. A shorter after-phase cannot tell stuck from slow.
+  - the verdict (`verdict_for`): quick (back within quick_s), slow (back later), stuck, or not-back
+    (neither: a shorter wait, or a level between the two shares), shown with the time it waited.
 """
 
 from __future__ import annotations
@@ -30,9 +36,9 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
+from comparison.counters import rate_between
 from comparison.readers import ClientRow, read_client
 
 if TYPE_CHECKING:
@@ -41,14 +47,15 @@ if TYPE_CHECKING:
 PRE_S = 10.0
 TRIGGER_S = 10.0
 AFTER_S = 30.0
-MIN_AFTER_S = 5.0
+SUSTAIN_S = 5.0  # back means every 1 s window at the bar for this long
+MIN_AFTER_S = SUSTAIN_S + 1.0  # room for one sustained stretch, the last sample falling a little short
 MAX_PHASE_S = 300.0
 WARMUP_S = 2.0
 LAST_S = 10.0
 RATE_WINDOW_S = 1.0
 RECOVERY_SHARE = 0.9
 STUCK_SHARE = 0.2
-STUCK_WINDOW_S = 30.0
+STUCK_AFTER_S = 30.0  # the shortest after-phase that can call a client stuck
 QUICK_S = 5.0
 BACKLOG_S = 0.75  # the listen queue holds this much work at C; the app holds some more (see the doc)
 MIN_BACKLOG = 8
@@ -56,7 +63,13 @@ TRIGGER_KINDS = ("capacity", "slow")
 WORK_FACTOR = 2.0
 SLOW_DELAY_MS = 1000.0
 NEVER = "never"
-VERDICTS = ("quick", "slow", "stuck")
+NOT_BACK = "not-back"
+VERDICTS = ("quick", "slow", NOT_BACK, "stuck")
+RULE = (
+    f"back: every 1 s window at {RECOVERY_SHARE:.0%} or more of before for {SUSTAIN_S:g} s, and still there "
+    f"at the end; stuck: under {STUCK_SHARE:.0%} of before at the end of an after-phase of "
+    f"{STUCK_AFTER_S:g} s or more"
+)
 
 
 class MetastableError(ValueError):
@@ -141,26 +154,26 @@ def add_arguments(parser: argparse.ArgumentParser, number: Callable[[str], Calla
                        "has passed gets a fast 504 instead")  # fmt: skip
 
 
-def from_args(
-    args: argparse.Namespace, scenario: str, defaults: MetastableOptions
-) -> MetastableOptions | None:
-    """The options for the metastable and phase-map scenarios; None (and a refusal if any was given)
-    for the others."""
+def from_args(args: argparse.Namespace, defaults: MetastableOptions) -> MetastableOptions:
+    """The options for the metastable and phase-map scenarios, over `defaults` (the scenario refuses
+    them for the others: comparison/__main__.py, from each scenario's `option_dests`)."""
     given = {
         "trigger_s": args.trigger_s, "trigger_kind": args.trigger_kind, "pre_s": args.pre_trigger_s,
         "after_s": args.after_trigger_s,
     }  # fmt: skip
     flags = {"skip_abandoned": args.skip_abandoned, "drop_expired": args.drop_expired}
-    if scenario not in ("metastable", "phase-map"):
-        named = [k for k, v in {**given, **flags}.items() if v not in (None, False)]
-        if named:
-            flag = "--" + {"pre_s": "pre-trigger-s", "after_s": "after-trigger-s"}.get(
-                named[0], named[0].replace("_", "-")
-            )
-            raise MetastableError(flag, "only for --scenario metastable or phase-map")
-        return None
     chosen = {k: v for k, v in given.items() if v is not None}
     return dataclasses.replace(defaults, **chosen, **flags)
+
+
+OPTION_DESTS = (
+    "trigger_s",
+    "trigger_kind",
+    "pre_trigger_s",
+    "after_trigger_s",
+    "skip_abandoned",
+    "drop_expired",
+)
 
 
 # -- the maths ------------------------------------------------------------------------------------------
@@ -168,22 +181,10 @@ def from_args(
 Points = Sequence[tuple[float, float]]
 
 
-def rate_between(points: Points, start: float, end: float) -> float | None:
-    """How fast a cumulative counter sampled at `points` (t, value) grew between `start` and `end`,
-    interpolating between samples. None outside the samples or for an empty span."""
-    first, last = _value_at(points, start), _value_at(points, end)
-    if first is None or last is None or end <= start:
-        return None
-    return max(0.0, (last - first) / (end - start))
-
-
-def _value_at(points: Points, t: float) -> float | None:
-    for (t0, v0), (t1, v1) in pairwise(points):
-        if t0 <= t <= t1:
-            return v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0)
-    if points and points[-1][0] == t:
-        return points[-1][1]
-    return None
+def _rate(points: Points, start: float, end: float) -> float | None:
+    """The counter's growth per second between `start` and `end`, never below 0 (`counters.rate_between`)."""
+    rate = rate_between(points, start, end)
+    return None if rate is None else max(0.0, rate)
 
 
 def windows(
@@ -195,7 +196,7 @@ def windows(
     step = width / 10
     t = start
     while t + width <= end + 1e-9:
-        rate = rate_between(points, t, t + width)
+        rate = _rate(points, t, t + width)
         if rate is not None:
             found.append((t, rate))
         t += step
@@ -212,10 +213,60 @@ class Phases:
     recovery_s: float | None
     peak_share: float | None
     verdict: str
+    waited_s: float = 0.0  # the trigger's end to the end of what was judged
 
     @property
     def recovery_cell(self) -> float | str:
         return NEVER if self.recovery_s is None else self.recovery_s
+
+
+def sustained_recovery(
+    after: Sequence[tuple[float, float]], bar: float, sustain_s: float = SUSTAIN_S
+) -> float | None:
+    """The start of the first stretch of 1 s windows (start, rate), all at >= `bar`, that lasts
+    `sustain_s` and is not undone by a later stretch as long below `bar`; None when there is none.
+    A gap in the windows breaks a stretch."""
+    found: float | None = None
+    for high, first, last in _stretches(after, bar):
+        if last + RATE_WINDOW_S - first < sustain_s - 1e-6:
+            continue  # a spike or a dip too short to count either way
+        if high and found is None:
+            found = first
+        elif not high:
+            found = None  # it fell back for as long: the earlier stretch did not hold
+    return found
+
+
+def _stretches(after: Sequence[tuple[float, float]], bar: float) -> list[tuple[bool, float, float]]:
+    """(at or above bar?, first window start, last window start) for each run of like windows."""
+    runs: list[tuple[bool, float, float]] = []
+    step = RATE_WINDOW_S / 10
+    previous: float | None = None
+    for t, rate in after:
+        high = rate >= bar
+        joined = previous is not None and t - previous <= 1.5 * step and runs and runs[-1][0] == high
+        if joined:
+            runs[-1] = (high, runs[-1][1], t)
+        else:
+            runs.append((high, t, t))
+        previous = t
+    return runs
+
+
+def is_stuck(pre: float | None, post: float | None, waited_s: float, asked_after_s: float) -> bool:
+    """Stuck: an after-phase of at least STUCK_AFTER_S (as asked; the trigger's start may slip by a poll,
+    so `waited_s` may be a little less) and the last LAST_S still under STUCK_SHARE of before. The caller
+    has already found it not back."""
+    if asked_after_s < STUCK_AFTER_S or waited_s < STUCK_AFTER_S - 2 * RATE_WINDOW_S:
+        return False
+    return not pre or (post or 0.0) < STUCK_SHARE * pre
+
+
+def verdict_for(recovery_s: float | None, stuck: bool, quick_s: float) -> str:
+    """quick, slow, stuck or not-back (neither back nor long enough, or low enough, to call stuck)."""
+    if recovery_s is not None:
+        return "quick" if recovery_s <= quick_s else "slow"
+    return "stuck" if stuck else NOT_BACK
 
 
 def judge(
@@ -227,39 +278,47 @@ def judge(
     *,
     warmup_s: float = WARMUP_S,
     quick_s: float = QUICK_S,
+    asked_after_s: float | None = None,
 ) -> Phases:
     """Judge one client from its cumulative SLO-goodput samples (unix t, slo_ok_total). The post-trigger
-    level is over the last LAST_S seconds, or the last half of a shorter after-phase."""
+    level is over the last LAST_S seconds, or the last half of a shorter after-phase. `asked_after_s` is
+    the after-phase the user asked for (default `after_s`), which decides whether stuck can be told."""
     points = sorted(points)
     trigger_start = test_start + pre_s
     trigger_end = trigger_start + trigger_s
     end = trigger_end + after_s
-    if points and end - 1.0 <= points[-1][0] < end:
-        end = points[-1][0]  # the last sample of the launch window falls a little short of its end
-    pre = rate_between(points, test_start + warmup_s, trigger_start)
-    post = rate_between(points, end - min(LAST_S, after_s / 2), end)
+    if points and trigger_end < points[-1][0] < end:
+        end = points[-1][0]  # judge what was measured: the samples may stop short (a busy machine: 2.6 s)
+    waited = round(max(0.0, end - trigger_end), 2)
+    asked = after_s if asked_after_s is None else asked_after_s
+    pre = _rate(points, test_start + warmup_s, trigger_start)
+    post = _rate(points, end - min(LAST_S, after_s / 2), end)
     if not pre:
-        return Phases(pre, post, False, None, None, "stuck")
+        verdict = verdict_for(None, is_stuck(pre, post, waited, asked), quick_s)
+        return Phases(pre, post, False, None, None, verdict, waited)
     bar = RECOVERY_SHARE * pre
-    recovered = post is not None and post >= bar
     after = windows(points, trigger_end, end)
-    first = next((t for t, rate in after if rate >= bar), None)
-    recovery = None if not recovered or first is None else round(first - trigger_end, 2)
-    stuck_end = min(end, trigger_end + STUCK_WINDOW_S)
-    peak = max((rate for t, rate in after if t + RATE_WINDOW_S <= stuck_end + 1e-9), default=0.0)
-    verdict = "stuck" if recovery is None else "quick" if recovery <= quick_s else "slow"
-    return Phases(pre, post, recovered, recovery, peak / pre, verdict)
+    start = sustained_recovery(after, bar)
+    still_there = post is not None and post >= bar
+    recovery = round(start - trigger_end, 2) if start is not None and still_there else None
+    peak_end = min(end, trigger_end + STUCK_AFTER_S)
+    peak = max((rate for t, rate in after if t + RATE_WINDOW_S <= peak_end + 1e-9), default=0.0)
+    stuck = recovery is None and is_stuck(pre, post, waited, asked)
+    verdict = verdict_for(recovery, stuck, quick_s)
+    return Phases(pre, post, recovery is not None, recovery, peak / pre, verdict, waited)
 
 
-def trigger_window(url: str, options: MetastableOptions) -> tuple[float, float]:
+def trigger_window(url: str, options: MetastableOptions, allow_remote: bool = False) -> tuple[float, float]:
     """Start the trigger now on a Hammerlab target; the target ends it by itself. (start, end) unix s."""
     from comparison.target import change_capacity, request, sync_work_ms
 
     if options.trigger_kind == "capacity":
-        return change_capacity(url, sync_work_ms(url) * WORK_FACTOR, options.trigger_s)
+        work = sync_work_ms(url, allow_remote) * WORK_FACTOR
+        return change_capacity(url, work, options.trigger_s, allow_remote)
     answer = request(
         "POST", url + "/admin/faults",
         {"kind": "slow", "delay_ms": SLOW_DELAY_MS, "duration_s": options.trigger_s},
+        allow_remote=allow_remote,
     )  # fmt: skip
     started = float(answer["fault"]["started_at"])
     return started, started + options.trigger_s
@@ -298,5 +357,5 @@ def judge_rows(
     after = options.duration_s - pre - length
     return judge(
         [(row.timestamp, row.slo_ok_total) for row in rows], start, pre, length, after,
-        warmup_s=options.warmup_s, quick_s=options.quick_s,
+        warmup_s=options.warmup_s, quick_s=options.quick_s, asked_after_s=options.after_s,
     )  # fmt: skip

@@ -16,10 +16,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from comparison.config import LoadPlan
-from comparison.metastable import RECOVERY_SHARE, MetastableOptions, windows
+from comparison.charts import svg
+from comparison.metastable import RECOVERY_SHARE, RULE, MetastableOptions, windows
+from comparison.plan import LoadPlan
 from comparison.readers import read_client, read_server
-from comparison.report import _svg
 from comparison.summary import ClassResult, Summary
 
 BAND = "#ffcc80"
@@ -73,7 +73,7 @@ def phases_svg(
     for panel in axes[-1]:
         panel.set_xlabel("seconds since the test started (band: the trigger)")
     figure.tight_layout()
-    return _svg(figure, "metastable")
+    return svg(figure, "metastable")
 
 
 def metastable_section(
@@ -91,10 +91,10 @@ def metastable_section(
     )
     return (
         "<h2>Metastable failure: before, during and after the trigger</h2>"
-        f"<p>{html.escape(options.describe())}. Recovered: SLO goodput over the last 10 s back to "
-        f"{RECOVERY_SHARE:.0%} of its pre-trigger level; recovery_s: from the trigger's end to the first 1 s "
-        "window at that level; best after: the best 1 s window in the 30 s after the trigger, as a share of "
-        "the pre-trigger level (under 20 %: stuck the whole time).</p>"
+        f"<p>{html.escape(options.describe())}. {html.escape(RULE)}. recovery s: from the trigger's end to "
+        "the start of that sustained stretch; not-back: neither back nor stuck by that rule (a shorter "
+        "after-phase, or a level between the two); best after: the best 1 s window in the 30 s after the "
+        "trigger, as a share of the pre-trigger level (shown, not judged).</p>"
         '<div class="wide"><table id="metastable-table"><thead><tr><th>client</th>'
         "<th>SLO goodput/s before</th><th>last 10 s</th><th>recovered</th><th>recovery s</th>"
         "<th>best after</th><th>wasted work</th><th>verdict</th></tr></thead>"

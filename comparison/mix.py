@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from comparison.config import LoadPlan
+from comparison.plan import LoadPlan
 from comparison.readers import read_client
 from comparison.summary import ClassResult, Summary
 

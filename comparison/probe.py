@@ -52,14 +52,18 @@ def measure_capacity(
     workers: int = PROBE_WORKERS,
     should_stop: Callable[[], bool] = lambda: False,
     request: RequestSpec | None = None,
+    allow_remote: bool = False,
 ) -> ProbeResult:
     """Saturate `url` for WARMUP_S + `seconds`, count 2xx answers finished in the measured window.
     `should_stop` is polled before every request, so an interrupt ends the probe within one request.
-    `request` is what the clients send (--method, --path, --header, --body); GET /doWork by default."""
+    `request` is what the clients send (--method, --path, --header, --body); GET /doWork by default.
+    `allow_remote`: the comparison's own --allow-remote (the transport checks `url` either way)."""
     spec = request or RequestSpec()
     clock = SYSTEM_CLOCK
     transport = make_transport(
-        "fast", TransportConfig(base_url=url, timeouts=Timeouts(connect=2.0, read=5.0)), clock
+        "fast",
+        TransportConfig(base_url=url, timeouts=Timeouts(connect=2.0, read=5.0), allow_remote=allow_remote),
+        clock,
     )
     start = clock.now()
     window_start = start + WARMUP_S

@@ -128,12 +128,15 @@ def ramp(
     step_s: float = 1.0,
     should_stop: Callable[[], bool] = lambda: False,
     steps: tuple[int, ...] = STEPS,
+    allow_remote: bool = False,
 ) -> RampResult:
     """Ramp against `url` (see the module doc). Raises RampError when the first step fails."""
     clock = SYSTEM_CLOCK
     transport = make_transport(
         "fast",
-        TransportConfig(base_url=url, timeouts=Timeouts(connect=2.0, read=REQUEST_TIMEOUT_S)),
+        TransportConfig(
+            base_url=url, timeouts=Timeouts(connect=2.0, read=REQUEST_TIMEOUT_S), allow_remote=allow_remote
+        ),
         clock,
     )
     pacer = _Pacer(max_rps)

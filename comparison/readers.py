@@ -183,6 +183,7 @@ class ClientRow:
     server_errors_total: int = 0
     server_error_kinds: str = ""
     unfinished_total: int = 0
+    pending: int = 0  # calls Defer keeps for later at this sample (0 without Defer, and after the drain)
     skipped_total: int = 0
     slo_ms: float | None = None
     slo_ok_total: int = 0
@@ -196,6 +197,9 @@ class ClientRow:
     replayed_total: int | None = None
     expired_total: int | None = None
     defer_queue_depth: int | None = None
+    defer_in_doubt_total: int | None = None  # rows set aside, never sent (docs/defer.md)
+    defer_bad_rows_total: int | None = None
+    kept_total: int | None = None  # of unfinished_total: still queued on disk at the end; None without Defer
     limit: float | None = None  # the adaptive limit (in `all` rows: the sum); None without one
 
     @property

@@ -13,133 +13,24 @@ classes line up and a reader sees at a glance which client kept the server healt
 from __future__ import annotations
 
 import html
-import io
-import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # before pyplot: no display here
-import matplotlib.pyplot as plt
-
-from comparison.config import LoadPlan
-from comparison.readers import ClientRow, ServerRow, read_client, read_server
+from comparison.charts import COLOURS, STYLE, Series, offered_line, plt, series_for, shade_events, svg
+from comparison.plan import LoadPlan
+from comparison.scenarios import scenario_of
 from comparison.summary import COLUMNS, ClassResult, Summary
-
-RATE_WINDOW_S = 1.0
-COLOURS = {"goodput": "#2e7d32", "errors": "#c62828", "shed": "#9e9e9e", "offered": "#1a237e"}
-_XML_PROLOG = re.compile(r"^.*?(?=<svg)", re.S)
-
-
-@dataclass(frozen=True)
-class Series:
-    """One class's time series, on the elapsed-seconds axis."""
-
-    client: str
-    t: list[float]
-    goodput: list[float]
-    slo_goodput: list[float]
-    errors: list[float]
-    shed: list[float]
-    client_t: list[float]
-    concurrent: list[int]
-    server_t: list[float]
-    lag: list[float]
-    sockets: list[float]  # nan where nothing was mapped
-    outage: tuple[float, float] | None
-    capacity_change: tuple[float, float] | None = None
-    deferred_queue: list[int] | None = None  # DeferredClient only: calls kept on disk for a replay
-
-
-Rates = tuple[list[float], list[float], list[float], list[float], list[float]]
-
-
-def _windowed_rates(rows: Sequence[ClientRow]) -> Rates:
-    """Goodput, SLO goodput, errors and shed per second over a trailing RATE_WINDOW_S, at every sample."""
-    t: list[float] = []
-    good: list[float] = []
-    slo: list[float] = []
-    errors: list[float] = []
-    shed: list[float] = []
-    start = 0
-    for end, row in enumerate(rows):
-        while start + 1 < end and rows[start + 1].timestamp <= row.timestamp - RATE_WINDOW_S:
-            start += 1
-        first = rows[start]
-        seconds = row.timestamp - first.timestamp
-        if end == 0 or seconds <= 0:
-            continue
-        t.append(row.elapsed_s)
-        good.append(max(0.0, (row.good_total - first.good_total) / seconds))
-        slo.append(max(0.0, (row.slo_ok_total - first.slo_ok_total) / seconds))
-        errors.append(max(0.0, (row.wire_failures_total - first.wire_failures_total) / seconds))
-        shed.append(max(0.0, (row.shed_total - first.shed_total) / seconds))
-    return t, good, slo, errors, shed
-
-
-def series_for(result: ClassResult) -> Series:
-    client_rows = sorted(read_client(result.files.mitigations, result.client), key=lambda r: r.timestamp)
-    server_rows: list[ServerRow] = sorted(read_server(result.files.server), key=lambda r: r.timestamp)
-    t, good, slo, errors, shed = _windowed_rates(client_rows)
-    reference = server_rows[0] if server_rows else (client_rows[0] if client_rows else None)
-    base = None if reference is None else reference.timestamp - reference.elapsed_s  # the test's start
-
-    def elapsed(window: tuple[float, float] | None) -> tuple[float, float] | None:
-        return None if window is None or base is None else (window[0] - base, window[1] - base)
-
-    return Series(
-        client=result.client,
-        t=t,
-        goodput=good,
-        slo_goodput=slo,
-        errors=errors,
-        shed=shed,
-        client_t=[row.elapsed_s for row in client_rows],
-        concurrent=[row.concurrent for row in client_rows],
-        server_t=[row.elapsed_s for row in server_rows],
-        lag=[math.nan if row.lag_ms is None else row.lag_ms for row in server_rows],  # not mapped: a gap
-        sockets=[math.nan if row.sockets is None else row.sockets for row in server_rows],
-        outage=elapsed(result.outage),
-        capacity_change=elapsed(result.capacity_change),
-        deferred_queue=(
-            [row.defer_queue_depth or 0 for row in client_rows]
-            if any(row.defer_queue_depth is not None for row in client_rows)
-            else None
-        ),
-    )
-
-
-def _svg(figure: Any, salt: str) -> str:
-    """The figure as an inline <svg> element (no XML prolog), with ids unique to this figure."""
-    buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
-        figure.savefig(buffer, format="svg", bbox_inches="tight")
-    plt.close(figure)
-    return _XML_PROLOG.sub("", buffer.getvalue(), count=1)
 
 
 def _shade(axes: Any, plan: LoadPlan, series: Series) -> None:
-    if series.outage is not None:
-        axes.axvspan(*series.outage, color="#ffcdd2", alpha=0.6, lw=0, zorder=0)
-    if series.capacity_change is not None:
-        axes.axvspan(*series.capacity_change, color="#bbdefb", alpha=0.6, lw=0, zorder=0)
-    if plan.burst is not None:
-        for start, end in plan.burst.peaks(plan.duration_s):
-            axes.axvspan(start, end, color="#fff3e0", alpha=0.8, lw=0, zorder=0)
-
-
-def _offered_line(plan: LoadPlan) -> tuple[list[float], list[float]]:
-    steps = [i * 0.05 for i in range(int(plan.duration_s / 0.05) + 1)]
-    return steps, [plan.offered_at(t) for t in steps]
+    shade_events(axes, series)
+    scenario_of(plan.scenario).shade(axes, plan)
 
 
 def overview_svg(plan: LoadPlan, all_series: Sequence[Series]) -> str:
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6), sharex=True)
-    x, offered = _offered_line(plan)
+    x, offered = offered_line(plan)
     top.plot(x, offered, color=COLOURS["offered"], lw=1, ls="--", label="offered")
     for series in all_series:
         top.plot(series.t, series.slo_goodput, lw=1.4, label=series.client)
@@ -148,8 +39,9 @@ def overview_svg(plan: LoadPlan, all_series: Sequence[Series]) -> str:
         _shade(top, plan, all_series[0])
         _shade(bottom, plan, all_series[0])
     top.set_ylabel("SLO goodput (2xx within SLO /s)")
-    top.set_title(f"SLO goodput of every class: 2xx answered within {plan.slo_ms:g} ms of launch "
-                  "(dashed: offered load)")
+    top.set_title(
+        f"SLO goodput of every class: 2xx answered within {plan.slo_ms:g} ms of launch (dashed: offered load)"
+    )
     bottom.set_ylabel("server lag (ms)")
     bottom.set_title("Server lag under every class")
     bottom.set_xlabel("seconds since the class's test started")
@@ -158,7 +50,7 @@ def overview_svg(plan: LoadPlan, all_series: Sequence[Series]) -> str:
     for axes in (top, bottom):
         axes.grid(alpha=0.3)
     figure.tight_layout()
-    return _svg(figure, "overview")
+    return svg(figure, "overview")
 
 
 def grid_svg(plan: LoadPlan, all_series: Sequence[Series]) -> str:
@@ -166,7 +58,7 @@ def grid_svg(plan: LoadPlan, all_series: Sequence[Series]) -> str:
     figure, axes = plt.subplots(
         rows, 4, figsize=(15, 2.3 * rows + 0.8), sharex=True, sharey="col", squeeze=False
     )
-    x, offered = _offered_line(plan)
+    x, offered = offered_line(plan)
     titles = ("goodput / errors / shed per s", "client concurrent (dashed: deferred queue)",
               "server lag (ms)", "server sockets")  # fmt: skip
     for row, series in enumerate(all_series):
@@ -198,15 +90,16 @@ def grid_svg(plan: LoadPlan, all_series: Sequence[Series]) -> str:
         axes_one.set_xlabel("seconds")
         axes_one.set_xlim(0, plan.duration_s)
     figure.tight_layout()
-    return _svg(figure, "grid")
+    return svg(figure, "grid")
 
 
 def _table(summaries: Sequence[Summary]) -> str:
-    head = "".join(f"<th>{html.escape(name)}</th>" for name in COLUMNS)
+    columns = summaries[0].columns if summaries else COLUMNS
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in columns)
     body = []
     for summary in summaries:
         cells = summary.cells()
-        body.append("<tr>" + "".join(f"<td>{html.escape(cells[name])}</td>" for name in COLUMNS) + "</tr>")
+        body.append("<tr>" + "".join(f"<td>{html.escape(cells[name])}</td>" for name in columns) + "</tr>")
     return f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
@@ -222,27 +115,20 @@ def _files(results: Sequence[ClassResult]) -> str:
     return "<ul>" + "".join(items) + "</ul>"
 
 
-STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1500px; padding: 0 16px;
-       color: #212121; }
-h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; }
-table { border-collapse: collapse; font-size: 12px; }
-th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; white-space: nowrap; }
-th { background: #f5f5f5; } td:first-child, th:first-child { text-align: left; }
-.wide { overflow-x: auto; } .meta { color: #555; } .chart svg { max-width: 100%; height: auto; }
-"""
-
 HOW_TO_READ = """
 <ul>
 <li><b>slo_goodput_rps</b>, the verdict: requests answered 2xx within <b>slo_ms</b> of their scheduled
-launch, per second of the launch window. <b>slo_attainment</b>: the same count over every launched request.
-<b>goodput_rps</b>: every 2xx/3xx answer however late, per second of the whole run (drain included): a
-client can score high here by answering after its users gave up, which is why it is not the verdict.</li>
+launch, per second of the whole run (drain included). <b>slo_attainment</b>: the same count over every
+intended request (launched + skipped). <b>goodput_rps</b>: every 2xx/3xx answer however late, per second of
+the same run, so SLO goodput is never above it: a client can score high here by answering after its users
+gave up, which is why it is not the verdict.</li>
 <li>Every launched request ends in exactly one of <b>ok</b>, <b>server_errors</b> (failed on the wire, by
 final kind in <b>server_error_kinds</b>), <b>shed</b> (held back in the client, by cause in
 <b>shed_kinds</b>) and <b>unfinished</b> (still in flight when the drain after the run ran out):
-launched = ok + server_errors + shed + unfinished. <b>skipped</b>: launch slots the load generator missed
-(never launched); over 1 % of intended launches flags the row, since latency is then understated.</li>
+launched = ok + server_errors + shed + unfinished. <b>lost</b> = launched - ok - <b>kept</b> (deferred
+calls still on disk at the end): neither served nor kept, expired deferrals included.
+<b>skipped</b>: launch slots the load generator missed (never launched); over 1 % of intended launches
+flags the row, since latency is then understated.</li>
 <li><b>p50/p95/p99/p999/max_ms</b>: latency of answered requests (ok or failed) from their scheduled
 launch, so time queued inside the client is included, from an HdrHistogram (3 significant digits).</li>
 <li><b>server_max_lag_ms / server_p95_lag_ms</b>: the target's event-loop lag (toobusy's measure; the seed's

@@ -35,6 +35,7 @@ VERSIONED = (
     "matplotlib",
 )
 RERUN_FLAGS = ("--rerun", "--results-dir", "--baseline")
+ALLOW_REMOTE_FLAG = "--allow-remote"
 NOT_GIT = "not a git checkout"
 
 
@@ -161,10 +162,12 @@ def recorded_locustfile(folder: Path) -> dict[str, str] | None:
     return {"path": recorded["path"], "sha256": recorded["sha256"]}
 
 
-def rerun_argv(folder: Path, baseline: Path | None = None) -> list[str]:
+def rerun_argv(folder: Path, baseline: Path | None = None, allow_remote: bool = False) -> list[str]:
     """The argv that repeats the run in `folder`, writing into `folder`'s parent, overlaying `baseline`
-    in its report when given (the recorded run's own --baseline is dropped). Raises RerunError."""
-    argv = recorded_argv(folder)
+    in its report when given (the recorded run's own --baseline is dropped). A stored --allow-remote is
+    dropped: the opt-in to load off this machine comes only from the user now (`allow_remote`, typed
+    with --rerun, or HAMMERLAB_ALLOW_REMOTE=1), never from a folder. Raises RerunError."""
+    argv = [token for token in recorded_argv(folder) if not _is_allow_remote(token)]
     recorded = recorded_locustfile(folder)
     if recorded is not None:
         from comparison.user_locustfile import changed_since
@@ -189,4 +192,11 @@ def rerun_argv(folder: Path, baseline: Path | None = None) -> list[str]:
             continue
         kept.append(token)
     overlay = ["--baseline", str(baseline)] if baseline is not None else []
-    return [*kept, "--results-dir", str(folder.resolve().parent), *overlay, *rest]
+    opt_in = ["--allow-remote"] if allow_remote else []
+    return [*kept, *opt_in, "--results-dir", str(folder.resolve().parent), *overlay, *rest]
+
+
+def _is_allow_remote(token: object) -> bool:
+    """--allow-remote, or an abbreviation argparse would take for it (--allow-r)."""
+    name = str(token).split("=", 1)[0]
+    return len(name) >= len("--allow") and ALLOW_REMOTE_FLAG.startswith(name)

@@ -7,53 +7,53 @@ Where each number comes from (one source each):
     the plugin's ledger (`locust_plugin.ledger`). Logical calls, each counted once by its final outcome,
     so launched = ok + server_errors + shed + unfinished on every row. The percentiles come from an
     HdrHistogram of answered calls (ok or failed) from their scheduled launch, 3 significant digits.
-    slo_goodput_rps = 2xx answers within slo_ms / the run's launch window (--duration);
-    slo_attainment = the same count / launched. deferred, replayed, expired (DeferredClient; empty for
-    a class without `Defer`): calls kept on disk, replayed and expired unsent. lost = launched - ok -
-    unfinished - expired: calls that failed on the wire or were dropped by a mitigation, i.e. neither
-    served nor kept (unfinished calls of a Defer are on disk for the next run). goodput_rps = every ok
-    answer, however late, per second of the whole run, drain included (Locust's elapsed time: its
-    Aggregated count / Requests/s), so a backlog answered after the launch window cannot push it past
-    what the server really served.
+    slo_goodput_rps = 2xx answers within slo_ms / the run's duration; goodput_rps = every ok answer,
+    however late, / the same duration. That duration is the whole run, drain included (Locust's elapsed
+    time: its Aggregated count / Requests/s, and never less than --duration), so a backlog answered after
+    the launch window cannot push goodput past what the server really served, and SLO goodput (a subset
+    of the ok answers over the same seconds) can never exceed goodput. slo_attainment = the same count /
+    the intended calls (launched + skipped: a slot the generator skipped was a call a user wanted).
+    deferred, replayed, expired, kept (DeferredClient; empty for a class without `Defer`): calls kept
+    on disk, replayed, expired unsent, and still on disk at the end (part of unfinished). lost =
+    launched - ok - kept: neither served nor kept for a later run, i.e. every server error, every shed
+    (expired deferrals included) and every unfinished call nobody kept.
   - max_client_concurrent: PREFIX_mitigations.csv, the class's `all` rows.
   - server lag, sockets and in-flight: PREFIX_server.csv. The maxima take the server's own peaks
     (peak_lag_ms, peak_in_flight, peak_sockets, since it started: the embedded target is restarted for
     every class, a --host target reset) as well as the samples, because a melting server answers /stats
     late and its worst moments fall between samples. The p95 is over the samples.
-  - recovery_s (outage only): PREFIX_mitigations.csv; the start of the first 1 s window after the
-    outage's end in which the client's goodput is at least 90 % of the offered rate.
+  - recovery_s (outage only): comparison/scenarios/outage.py fills it.
 
 Appended after recovery_s, for the issue on adaptive limits and safe retries (the columns before them
 keep their order):
   - amplification: attempts on the wire (retries and replays included; PREFIX_mitigations.csv's
     wire_total) per launched logical request (the ledger's launched). 1.00: every request sent once;
     below 1: some were shed or never sent; above: retries.
-  - outage_amplification (outage only): the same ratio inside the outage window, from the two sides'
-    counters: the server's requests_total (PREFIX_server.csv) over the client's launched_total
-    (PREFIX_mitigations.csv), each interpolated at the window's start and end.
-  - reduced_capacity_rps, goodput_reduced_rps, goodput_restored_rps (capacity only): C measured while
-    sync_work_ms was doubled, and the client's goodput (PREFIX_mitigations.csv) while it was, and after
-    it reverted, each from SETTLE_S after the change to the end of its phase.
+  - outage_amplification (outage only): comparison/scenarios/outage.py fills it.
+  - reduced_capacity_rps (capacity only): C measured while sync_work_ms was changed; goodput_reduced_rps
+    and goodput_restored_rps: comparison/scenarios/capacity.py fills them.
   - wasted_work_ratio: the target's CPU spent for clients that had already given up (deadline passed
     when the work finished, or connection closed) over all its /doWork CPU, between the first and the
     last sample of PREFIX_server.csv (empty for a target that does not report it).
   - pre_trigger_slo_goodput_rps, post_trigger_slo_goodput_rps, recovered, peak_share, verdict
-    (metastable only; recovery_s too): comparison/metastable.py.
+    (metastable only; recovery_s too): comparison/scenarios/metastable.py.
   - workers: the client instances the class ran as, i.e. the processes with rows of their own in
     PREFIX_mitigations.csv (1 for a single process; N with `--workers N`, each a Locust worker whose
     numbers the master summed into the `all` rows the columns above are read from).
+
+A scenario fills its own columns in its `adjust` hook (comparison/scenarios/); a new one appends its own
+after these (`Summary.extra`), so the columns above keep their order.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
 
-from comparison.config import SETTLE_S, LoadPlan
+from comparison.counters import percentile, rate_between, value_at  # noqa: F401 (benchmarks import them)
+from comparison.plan import LoadPlan
 from comparison.readers import (
     ClassFiles,
     ClientRow,
@@ -85,6 +85,7 @@ COLUMNS = (
     "deferred",
     "replayed",
     "expired",
+    "kept",
     "lost",
     "p50_ms",
     "p95_ms",
@@ -111,6 +112,7 @@ COLUMNS = (
     "verdict",
 )
 RECOVERY_WINDOW_S = 1.0
+SETTLE_S = 3.0  # a phase of the capacity scenarios is judged from this long after its change
 RECOVERY_SHARE = 0.9
 NOT_RECOVERED = "never"
 
@@ -149,6 +151,7 @@ class Summary:
     deferred: int | None
     replayed: int | None
     expired: int | None
+    kept: int | None
     lost: int
     p50_ms: float | None
     p95_ms: float | None
@@ -176,6 +179,16 @@ class Summary:
     recovered: str | None = None
     peak_share: float | None = None
     verdict: str | None = None
+    extra: tuple[tuple[str, object], ...] = ()  # a scenario's own columns, after COLUMNS (its `columns`)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """This row's summary.csv columns: the shared ones, then its scenario's own."""
+        return COLUMNS + tuple(name for name, _ in self.extra)
+
+    def value(self, name: str) -> object:
+        """The value of column `name`, shared or the scenario's own."""
+        return dict(self.extra).get(name) if name not in COLUMNS else getattr(self, name)
 
     @property
     def accounted(self) -> bool:
@@ -204,7 +217,7 @@ class Summary:
 
     def cells(self) -> dict[str, str]:
         """The row as summary.csv writes it: empty cells for numbers that do not apply."""
-        return {name: _cell(name, getattr(self, name)) for name in COLUMNS}
+        return {name: _cell(name, self.value(name)) for name in self.columns}
 
     @property
     def failed_share(self) -> float:
@@ -236,6 +249,8 @@ _DECIMALS = {
 }
 
 
+# A scenario's own columns (not in _DECIMALS) are rounded by what their names end with.
+_SUFFIX_DECIMALS = (("_rps", 1), ("_attainment", 3), ("_share", 2), ("_ratio", 3), ("_s", 2), ("_x", 2))
 _LATENCY_COLUMNS = frozenset({"p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms"})
 
 
@@ -254,91 +269,14 @@ def _cell(name: str, value: object) -> str:
     if name == "slo_ms" and isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, float):
-        decimals = _DECIMALS.get(name, 0)
+        decimals = _DECIMALS.get(name, next((d for end, d in _SUFFIX_DECIMALS if name.endswith(end)), 0))
         return f"{value:.{decimals}f}"
     return str(value)
 
 
-def join_counts(counts: dict[str, int]) -> str:
+def join_by_count(counts: dict[str, int]) -> str:
     """`connect-timeout=12;503=3`, largest first: the same `key=count;...` form as the sampler's."""
     return ";".join(f"{key}={value}" for key, value in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-def percentile(values: Sequence[float], share: float) -> float | None:
-    """Nearest-rank percentile (share in (0, 1]); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(share * len(ordered)))
-    return ordered[rank - 1]
-
-
-def recovery_time(
-    rows: Sequence[ClientRow], outage_end: float, offered_rps: float, window_s: float = RECOVERY_WINDOW_S
-) -> float | None:
-    """Seconds from `outage_end` to the start of the first `window_s` window, wholly after it, in which
-    goodput reached RECOVERY_SHARE x `offered_rps`. None when that never happened before the run ended."""
-    target = RECOVERY_SHARE * offered_rps
-    ordered = sorted(rows, key=lambda r: r.timestamp)
-    start = 0
-    for end, row in enumerate(ordered):
-        # the window starts at the latest sample at least window_s before `row`, and after the outage
-        while start + 1 < end and ordered[start + 1].timestamp <= row.timestamp - window_s:
-            start += 1
-        first = ordered[start]
-        if first.timestamp < outage_end or row.timestamp - first.timestamp < window_s * 0.99:
-            continue
-        rate = (row.good_total - first.good_total) / (row.timestamp - first.timestamp)
-        if rate >= target:
-            return first.timestamp - outage_end
-    return None
-
-
-def value_at(points: Sequence[tuple[float, float]], t: float) -> float | None:
-    """A sampled cumulative counter at time `t`, interpolated linearly between the samples around it.
-    None when `t` lies outside the samples (the counter was not watched then)."""
-    ordered = sorted(points)
-    for (t0, v0), (t1, v1) in pairwise(ordered):
-        if t0 <= t <= t1:
-            return v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0)
-    if ordered and ordered[-1][0] == t:
-        return ordered[-1][1]
-    return None
-
-
-def rate_between(points: Sequence[tuple[float, float]], start: float, end: float) -> float | None:
-    """How fast a sampled cumulative counter grew between `start` and `end`, per second."""
-    first, last = value_at(points, start), value_at(points, end)
-    if first is None or last is None or end <= start:
-        return None
-    return (last - first) / (end - start)
-
-
-def window_amplification(
-    server: Sequence[ServerRow], client: Sequence[ClientRow], window: tuple[float, float]
-) -> float | None:
-    """Requests the server received / requests the client launched, inside `window` (unix seconds)."""
-    start, end = window
-    received = rate_between(
-        [(row.timestamp, row.requests_total) for row in server if row.requests_total is not None], start, end
-    )
-    launched = rate_between([(row.timestamp, row.launched_total) for row in client], start, end)
-    if received is None or not launched:
-        return None
-    return received / launched
-
-
-def phase_goodput(
-    client: Sequence[ClientRow], change: tuple[float, float], settle_s: float = SETTLE_S
-) -> tuple[float | None, float | None]:
-    """Goodput while the capacity was changed and after it reverted, each from `settle_s` after the
-    change to the end of its phase (the run's last sample for the second)."""
-    points = [(row.timestamp, row.good_total) for row in client]
-    last = max((t for t, _ in points), default=change[1])
-    return (
-        rate_between(points, change[0] + settle_s, change[1]),
-        rate_between(points, change[1] + settle_s, last),
-    )
 
 
 def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
@@ -351,19 +289,12 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
     last = max(client, key=lambda row: row.timestamp, default=None)
     if last is None:
         last = ClientRow(0.0, 0.0, 0, 0, 0, 0, 0, 0)  # no samples at all: every count is 0
-    recovery: float | str | None = None
-    outage_amplification = None
-    if result.outage is not None:
-        found = recovery_time(client, result.outage[1], plan.offered_rps)
-        recovery = NOT_RECOVERED if found is None else max(0.0, found)
-        outage_amplification = window_amplification(server, client, result.outage)
-    reduced = restored = None
-    if result.capacity_change is not None:
-        reduced, restored = phase_goodput(client, result.capacity_change)
     window = plan.duration_s
     aggregate = next((row for row in stats if row.is_aggregate), None)
     elapsed = aggregate.count / aggregate.rps if aggregate and aggregate.rps > 0 else window
     launched = last.launched_total
+    intended = launched + last.skipped_total
+    seconds = max(elapsed, window)  # one duration for both goodputs (see the module doc)
 
     return Summary(
         client=result.client,
@@ -371,9 +302,9 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         capacity_rps=float(plan.capacity_rps),
         offered_rps=float(plan.offered_rps),
         slo_ms=last.slo_ms,
-        slo_goodput_rps=last.slo_ok_total / window,
-        slo_attainment=last.slo_ok_total / launched if launched else None,
-        goodput_rps=last.ok_total / max(elapsed, window),
+        slo_goodput_rps=last.slo_ok_total / seconds,
+        slo_attainment=last.slo_ok_total / intended if intended else None,
+        goodput_rps=last.ok_total / seconds,
         launched=launched,
         ok=last.ok_total,
         server_errors=last.server_errors_total,
@@ -385,7 +316,8 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         deferred=last.deferred_total,
         replayed=last.replayed_total,
         expired=last.expired_total,
-        lost=launched - last.ok_total - last.unfinished_total - (last.expired_total or 0),
+        kept=last.kept_total if last.deferred_total is not None else None,
+        lost=lost_calls(launched, last.ok_total, last.kept_total),
         p50_ms=last.p50_ms,
         p95_ms=last.p95_ms,
         p99_ms=last.p99_ms,
@@ -398,18 +330,21 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         server_max_in_flight=_highest(
             (row.in_flight for row in server), (row.peak_in_flight for row in server)
         ),  # both None when nothing was mapped onto them (--server-metrics)
-        recovery_s=recovery,
+        recovery_s=None,
         amplification=last.wire_total / launched if launched else None,
-        outage_amplification=outage_amplification,
         reduced_capacity_rps=plan.reduced_capacity_rps,
-        goodput_reduced_rps=None if reduced is None else max(0.0, reduced),
-        goodput_restored_rps=None if restored is None else max(0.0, restored),
         wire_attempts=sum(row.count for row in wire),
-        elapsed_s=max(elapsed, window),
+        elapsed_s=seconds,
         slo_ok=last.slo_ok_total,
         workers=max(1, len(read_instances(result.files.mitigations, result.client))),
         wasted_work_ratio=wasted_ratio(server),
     )
+
+
+def lost_calls(launched: int, ok: int, kept: int | None) -> int:
+    """Neither served nor kept on disk for a later run: launched - ok - kept. Expired deferrals, server
+    errors, sheds and unfinished calls nobody kept are all in it; `kept` is None without a `Defer`."""
+    return launched - ok - (kept or 0)
 
 
 def wasted_ratio(server: Sequence[ServerRow]) -> float | None:
@@ -429,7 +364,7 @@ def sort_counts(joined: str) -> str:
     for part in filter(None, joined.split(";")):
         key, _, value = part.rpartition("=")
         counts[key] = counts.get(key, 0) + int(value)
-    return join_counts(counts)
+    return join_by_count(counts)
 
 
 def _highest(samples: Iterable[float | None], peaks: Iterable[float | None]) -> float | None:
@@ -440,7 +375,8 @@ def _highest(samples: Iterable[float | None], peaks: Iterable[float | None]) -> 
 
 def write_csv(summaries: Sequence[Summary], path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
+        columns = summaries[0].columns if summaries else COLUMNS
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(summary.cells() for summary in summaries)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import http.client
 import json
 import os
 import re
@@ -18,10 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from mitigations.checked_url import URLRefused, checked_url
+from mitigations.outbound import fetch
 
 READY_TIMEOUT_S = 15.0
 STOP_GRACE_S = 5.0
@@ -82,28 +84,31 @@ def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
         os.killpg(process.pid, signum)  # start_new_session: the group id is the child's pid
 
 
-def request(method: str, url: str, body: Any = None, timeout: float = 3.0) -> Any:
-    """One small JSON request to the target (/stats, /admin). Raises TargetError with one line."""
+def request(method: str, url: str, body: Any = None, timeout: float = 3.0, allow_remote: bool = False) -> Any:
+    """One small JSON request to the target (/stats, /admin), through the loopback guard (`allow_remote`:
+    the comparison's own --allow-remote). Raises TargetError with one line."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as error:
-        raise TargetError(f"{method} {url} answered {error.code}: {error.read()[:200]!r}") from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise TargetError(f"{method} {url} failed: {reason}") from None
+        answer = fetch(
+            checked_url(url, allow_remote), method, data, {"Content-Type": "application/json"}, timeout
+        )
+    except URLRefused as refused:
+        raise TargetError(str(refused)) from None
+    except (OSError, http.client.HTTPException) as error:
+        raise TargetError(f"{method} {url} failed: {error or type(error).__name__}") from None
+    raw = answer.body
+    if answer.status >= 300:
+        raise TargetError(f"{method} {url} answered {answer.status}: {raw[:200]!r}")
     try:
         return json.loads(raw) if raw else None
     except ValueError:
         return raw.decode("utf-8", "replace")
 
 
-def check_reachable(url: str, timeout: float = 2.0) -> None:
+def check_reachable(url: str, timeout: float = 2.0, allow_remote: bool = False) -> None:
     """Fail fast, before any load: GET /ping must answer 200 within `timeout` seconds."""
     try:
-        request("GET", url.rstrip("/") + "/ping", timeout=timeout)
+        request("GET", url.rstrip("/") + "/ping", timeout=timeout, allow_remote=allow_remote)
     except TargetError as error:
         raise TargetError(
             f"--host {url} is not reachable ({str(error).split(' failed: ')[-1]}); "
@@ -178,48 +183,52 @@ class EmbeddedTarget:
             self.process = None
 
 
-def reset_target(url: str) -> None:
+def reset_target(url: str, allow_remote: bool = False) -> None:
     """Between classes on a user's server: clear faults and zero the totals, then let it drain."""
-    request("DELETE", url + "/admin/faults")
-    request("POST", url + "/admin/reset")
+    request("DELETE", url + "/admin/faults", allow_remote=allow_remote)
+    request("POST", url + "/admin/reset", allow_remote=allow_remote)
     deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline:
-        stats = request("GET", url + "/stats")
+        stats = request("GET", url + "/stats", allow_remote=allow_remote)
         if isinstance(stats, dict) and stats.get("in_flight", 0) == 0 and stats.get("lag_ms", 0) < 20:
             return
         time.sleep(0.25)
 
 
-def inject_outage(url: str, duration_s: float) -> tuple[float, float]:
+def inject_outage(url: str, duration_s: float, allow_remote: bool = False) -> tuple[float, float]:
     """Start an outage now. Returns its (start, end) in unix seconds, as the server recorded them."""
-    answer = request("POST", url + "/admin/faults", {"kind": "outage", "duration_s": duration_s})
+    body = {"kind": "outage", "duration_s": duration_s}
+    answer = request("POST", url + "/admin/faults", body, allow_remote=allow_remote)
     started = float(answer["fault"]["started_at"])
     return started, started + duration_s
 
 
-def sync_work_ms(url: str) -> float:
+def sync_work_ms(url: str, allow_remote: bool = False) -> float:
     """The target's effective sync_work_ms (the CPU-bound part of each request), from /stats."""
-    stats = request("GET", url + "/stats")
+    stats = request("GET", url + "/stats", allow_remote=allow_remote)
     try:
         return float(stats["config"]["sync_work_ms"])
     except (TypeError, KeyError, ValueError):
         raise TargetError(f"{url}/stats has no config.sync_work_ms: not a Hammerlab target") from None
 
 
-def change_capacity(url: str, sync_work: float, duration_s: float) -> tuple[float, float]:
+def change_capacity(
+    url: str, sync_work: float, duration_s: float, allow_remote: bool = False
+) -> tuple[float, float]:
     """Set sync_work_ms for `duration_s` seconds through POST /admin/config; the server reverts by itself.
     Returns the change's (start, end) in unix seconds, taken halfway through the admin request."""
     sent = time.time()
-    request("POST", url + "/admin/config", {"sync_work_ms": sync_work, "duration_s": duration_s})
+    body = {"sync_work_ms": sync_work, "duration_s": duration_s}
+    request("POST", url + "/admin/config", body, allow_remote=allow_remote)
     started = (sent + time.time()) / 2
     return started, started + duration_s
 
 
-def wait_for_overrides_to_end(url: str, timeout_s: float) -> None:
+def wait_for_overrides_to_end(url: str, timeout_s: float, allow_remote: bool = False) -> None:
     """Wait until the target lists no run-time override of sync_work_ms (it reverts by itself)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        answer = request("GET", url + "/admin/config")
+        answer = request("GET", url + "/admin/config", allow_remote=allow_remote)
         if not isinstance(answer, dict) or "sync_work_ms" not in (answer.get("overrides") or {}):
             return
         time.sleep(0.1)

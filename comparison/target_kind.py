@@ -8,19 +8,16 @@ what is off for it, and refuses the scenarios that need the target to change its
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
+import http.client
 from dataclasses import dataclass, field
 from typing import Any
 
+from comparison.scenarios import REGISTRY
 from comparison.target import TargetError, check_reachable, request
+from mitigations.checked_url import URLRefused, checked_url
+from mitigations.outbound import fetch
 from mitigations.request import RequestSpec
 
-FAULT_SCENARIOS = {
-    "outage": "injects a 10 s outage through /admin/faults",
-    "capacity": "halves the capacity through /admin/config",
-    "capacity-up": "doubles the capacity through /admin/config",
-}
 CHECK_TIMEOUT_S = 5.0
 
 
@@ -32,17 +29,22 @@ class TargetKind:
     config: dict[str, Any] = field(default_factory=dict)  # a Hammerlab target's effective config
 
     def off_line(self, url: str, server_metrics: str = "") -> str:
+        faults = ", ".join(_faulty())
         if server_metrics:
             return (
-                f"{url} is not a Hammerlab target_server (no /stats): fault scenarios (outage, capacity, "
-                "capacity-up) and the reset between classes are off for it; the server columns come from "
-                f"{server_metrics}"
+                f"{url} is not a Hammerlab target_server (no /stats): fault scenarios ({faults}) "
+                f"and the reset between classes are off for it; the server columns come from {server_metrics}"
             )
         return (
-            f"{url} is not a Hammerlab target_server (no /stats): fault scenarios (outage, capacity, "
-            "capacity-up), the server columns (lag, sockets, in flight) and the reset between classes are "
+            f"{url} is not a Hammerlab target_server (no /stats): fault scenarios ({faults}), "
+            "the server columns (lag, sockets, in flight) and the reset between classes are "
             "off for it (--server-metrics URL reads them from a Prometheus endpoint)"
         )
+
+
+def _faulty() -> list[str]:
+    """The scenarios that change the target through its /admin endpoints."""
+    return [name for name, scenario in REGISTRY.items() if scenario.fault]
 
 
 def is_hammerlab_stats(body: Any) -> bool:
@@ -54,43 +56,45 @@ def is_hammerlab_stats(body: Any) -> bool:
     )
 
 
-def inspect(url: str, spec: RequestSpec) -> TargetKind:
+def inspect(url: str, spec: RequestSpec, allow_remote: bool = False) -> TargetKind:
     """Hammerlab's (its /stats and /ping answer) or another service that answers `spec`.
     Raises TargetError with one line when neither is reachable."""
     try:
-        stats = request("GET", url + "/stats", timeout=2.0)
+        stats = request("GET", url + "/stats", timeout=2.0, allow_remote=allow_remote)
     except TargetError:
         stats = None
     if is_hammerlab_stats(stats):
-        check_reachable(url)
+        check_reachable(url, allow_remote=allow_remote)
         return TargetKind(True, config=dict(stats["config"]))
-    return TargetKind(False, *send_once(url, spec))
+    return TargetKind(False, *send_once(url, spec, allow_remote))
 
 
-def send_once(url: str, spec: RequestSpec) -> tuple[int, str]:
-    """The user's request, once: (status, Server header) for a 2xx/3xx answer, else TargetError."""
-    req = urllib.request.Request(
-        url + spec.path, data=spec.body, method=spec.method, headers=dict(spec.headers)
-    )
+def send_once(url: str, spec: RequestSpec, allow_remote: bool = False) -> tuple[int, str]:
+    """The user's request, once: (status, Server header) for a 2xx/3xx answer, else TargetError. Through
+    the loopback guard, with no redirect followed and no proxy."""
     try:
-        with urllib.request.urlopen(req, timeout=CHECK_TIMEOUT_S) as answer:
-            answer.read(1 << 20)
-            return answer.status, answer.headers.get("Server", "")
-    except urllib.error.HTTPError as error:
-        raise TargetError(
-            f"--host {url} answered {error.code} to {spec.line}; a load test needs a request that succeeds "
-            "(set --path, --method, --header, --body)"
-        ) from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
+        target = checked_url(url, allow_remote).join(spec.path)
+        answer = fetch(target, spec.method, spec.body, dict(spec.headers), CHECK_TIMEOUT_S, 1 << 20)
+    except URLRefused as refused:
+        raise TargetError(str(refused)) from None
+    except (OSError, http.client.HTTPException) as error:
+        reason = error or type(error).__name__
         raise TargetError(f"--host {url} is not reachable ({spec.line} failed: {reason})") from None
+    if answer.status >= 400:
+        raise TargetError(
+            f"--host {url} answered {answer.status} to {spec.line}; a load test needs a request that "
+            "succeeds (set --path, --method, --header, --body)"
+        )
+    return answer.status, answer.headers.get("server", "")
 
 
 def scenario_problem(scenario: str, url: str) -> str | None:
     """One line when the scenario needs a Hammerlab target and `url` is not one."""
-    if scenario not in FAULT_SCENARIOS:
+    fault = REGISTRY[scenario].fault
+    if not fault:
         return None
+    others = [name for name, s in REGISTRY.items() if s.plain]
     return (
-        f"--scenario {scenario} {FAULT_SCENARIOS[scenario]}, which only Hammerlab's target_server has; "
-        f"{url} is not one (use healthy, cliff or burst)"
+        f"--scenario {scenario} {fault}, which only Hammerlab's target_server has; "
+        f"{url} is not one (use {', '.join(others[:-1])} or {others[-1]})"
     )

@@ -25,6 +25,7 @@ GROUP_STARTS: dict[str, str] = {
     "--adaptive-algorithm": "adaptive concurrency limit (AdaptiveClient)",
     "--sre-k": "client-side adaptive throttling, SRE book (SreThrottleClient)",
     "--retry-attempts": "retries (RetryClient, CombinedClient)",
+    "--hedge-delay-ms": "hedged requests (HedgedClient)",
     "--slo-ms": "accounting: what counts as good, and how a test ends (every client)",
     "--defer-dir": "defer, a throttle that drops nothing (DeferredClient)",
 }

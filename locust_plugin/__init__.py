@@ -61,6 +61,9 @@ def check_settings(environment: Any) -> str | None:
             close = getattr(built.pipeline.transport, "close", None)
             if close:
                 close()
+            for policy in built.policies.values():
+                if isinstance(policy, Defer):  # an unusable --defer-dir: refused before any load
+                    policy.check(user_class.__name__)
         except ValueError as exc:
             return f"{user_class.__name__}: {exc}"
     return None

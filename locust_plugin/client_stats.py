@@ -77,6 +77,7 @@ class ClientSnapshot:
     ok: int = 0
     server_errors: int = 0
     unfinished: int = 0
+    pending: int = 0
     slo_ms: float | None = None
     slo_ok: int = 0
     latency_hdr: str = ""
@@ -86,6 +87,11 @@ class ClientSnapshot:
     expired: int | None = None
     defer_queue_depth: int | None = None
     replay_hdr: str | None = None  # HdrHistogram.encode() of the replay delays in ms, as text
+    in_doubt: int | None = None
+    bad_rows: int | None = None
+    kept: int | None = None  # the ledger's `kept`; None without `Defer`
+    hedged: int | None = None
+    hedge_won: int | None = None
 
     @property
     def shed(self) -> int:
@@ -184,12 +190,15 @@ class ClientStatsCollector:
                     ok=ledger.ok,
                     server_errors=ledger.server_errors,
                     unfinished=ledger.unfinished,
+                    pending=ledger.pending,
                     slo_ms=ledger.slo_ms,
                     slo_ok=ledger.slo_ok,
                     latency_hdr=ledger.encoded_histogram(),
                     shed_by_cause=dict(ledger.shed_by_cause),
                     errors_by_kind=dict(ledger.errors_by_kind),
                 )
+                if gauges.get("deferred") is not None:
+                    gauges["kept"] = ledger.kept
             result.append(
                 ClientSnapshot(
                     client=name,

@@ -2,9 +2,16 @@
 
 The rules are `mitigations.guard`'s. Here they are wired in where nothing has been sent yet:
 
-- at start-up (`init`), every process checks the run's host: a refused host ends a headless run with
-  one line and exit code 2, before the first user or the server sampler exists; a web UI run refuses to
-  start as well. A host typed into the web UI's start form is checked by the form (400 with the line);
+- at start-up (`init`), every process checks the run's host and every user class's own host: a refused
+  host ends a headless run with one line and exit code 2, before the first user or the server sampler
+  exists; a web UI run refuses to start as well;
+- the web UI's start (`POST /swarm`) checks the host of every class it would start, after the form's
+  host and class choice (and whatever `POST /user` changed), and answers 400 with the line. The form
+  never carries the opt-in: `allow_remote` in it is refused, since the opt-in comes only from this
+  process's own command line or environment. While the UI listens on loopback, every route answers only
+  a loopback Host (a DNS-rebinding page sends its own name);
+- at every test start (`test_start`, on every route into a test) the same check runs again; a refused
+  host stops the test (headless: exit code 2). The transports refuse the host by themselves too;
 - while a test runs, a watcher checks the stop-loss conditions twice a second against the answers of
   the last second (`events.request`, wire rows only) and the server sampler's latest lag. When one has
   held for its duration it logs the line, stops the test and, headless, quits with exit code 3.
@@ -18,7 +25,6 @@ import logging
 import sys
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import gevent
 from locust import events
@@ -26,6 +32,7 @@ from locust.runners import MasterRunner
 
 from locust_plugin.monitoring import monitor_of
 from locust_plugin.target import target_host
+from mitigations.checked_url import is_loopback_host
 from mitigations.core import ServerFailure
 from mitigations.guard import (
     DEFAULT_REMOTE_ABORT_ON,
@@ -33,6 +40,7 @@ from mitigations.guard import (
     RecentAnswers,
     StopLoss,
     is_local_url,
+    is_loopback,
     parse_condition,
     parse_conditions,
     remote_problem,
@@ -63,7 +71,8 @@ def _add_options(parser: Any, **_: Any) -> None:
         action="store_true",
         default=False,
         help="load a host that is not on this machine (also HAMMERLAB_ALLOW_REMOTE=1); by default only "
-        "loopback hosts may be loaded",
+        "loopback hosts may be loaded. Never settable from the web UI",
+        include_in_web_ui=False,
     )
     parser.add_argument(
         "--abort-on",
@@ -76,13 +85,37 @@ def _add_options(parser: Any, **_: Any) -> None:
     )
 
 
-def host_problem(environment: Any, host: str | None = None) -> str | None:
-    url = host if host is not None else target_host(environment)
-    parts = urlsplit(url or "")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None  # not a URL anything could load: the option checks refuse it with their own line
+def host_problem(environment: Any, host: str | None = None, classes: Any = None) -> str | None:
+    """The first refused host among the run's host (`host`, else the environment's) and every class's own
+    host, as each class would be started: the run's host when there is one, else the class's."""
+    run_host = (environment.host or "") if host is None else host
+    urls = [run_host] + [
+        run_host or getattr(c, "host", None) or "" for c in classes or environment.user_classes or ()
+    ]
     allow = bool(getattr(environment.parsed_options, "allow_remote", False))
-    return remote_problem(url, allow)
+    for url in dict.fromkeys(str(u).rstrip("/") for u in urls if u):
+        if not url.lower().startswith(("http://", "https://")):
+            continue  # not a URL anything could load: the option checks refuse it with their own line
+        problem = remote_problem(url, allow)
+        if problem:
+            return problem
+    return None
+
+
+def _started_classes(environment: Any, form: Any) -> list[Any]:
+    """The classes a `POST /swarm` with this form would start (Locust's class picker rules)."""
+    picked = form.getlist("user_classes")
+    available = getattr(environment, "available_user_classes", None) or {}
+    if picked and available and getattr(environment.parsed_options, "class_picker", False):
+        return [cls for name, cls in available.items() if name in picked]
+    if not environment.user_classes and available:
+        return list(available.values())
+    return list(environment.user_classes or ())
+
+
+def _ui_on_loopback(environment: Any) -> bool:
+    bound = str(getattr(environment.web_ui, "host", "") or "")
+    return bound in ("localhost", "localhost.") or is_loopback(bound)
 
 
 @events.init.add_listener
@@ -98,22 +131,49 @@ def _refuse_remote_at_start_up(environment: Any, **_: Any) -> None:
         sys.stderr.write(f"hammerlab: error: {problem}\n")
         sys.exit(2)
     if environment.web_ui is not None:
-        _guard_the_start_form(environment)
+        _guard_the_web_ui(environment)
 
 
-def _guard_the_start_form(environment: Any) -> None:
+def _guard_the_web_ui(environment: Any) -> None:
     from flask import jsonify, request
 
     base = (getattr(environment.parsed_options, "web_base_path", "") or "").rstrip("/")
+    on_loopback = _ui_on_loopback(environment)
 
     @environment.web_ui.app.before_request
-    def _refuse_remote_host() -> Any:
+    def _refuse_foreign_host_and_remote_targets() -> Any:
+        host_header = request.headers.get("Host")
+        if on_loopback and not is_loopback_host(host_header):
+            line = f"this web UI listens on loopback and answers only a loopback Host, not {host_header!r}"
+            return jsonify(success=False, message=line, error=line), 403
         if request.method == "POST" and request.path == f"{base}/swarm":
-            host = (request.form.get("host") or "").strip()
-            problem = host_problem(environment, host) if host else None
+            if "allow_remote" in request.form:
+                line = (
+                    "allow_remote: the opt-in to load off this machine comes only from the command line "
+                    "(--allow-remote) or the environment (HAMMERLAB_ALLOW_REMOTE=1) of the locust process"
+                )
+                return jsonify(success=False, message=line, host=environment.host), 400
+            host = request.form["host"].replace("<", "").replace(">", "") if "host" in request.form else None
+            problem = host_problem(environment, host, _started_classes(environment, request.form))
             if problem:
                 return jsonify(success=False, message=problem, host=environment.host), 400
         return None
+
+
+@events.test_start.add_listener
+def _check_hosts_at_test_start(environment: Any, **_: Any) -> None:
+    """The last gate before users spawn, whatever route started the test."""
+    if environment.parsed_options is None or environment.runner is None:
+        return
+    problem = host_problem(environment)
+    if problem is None:
+        return
+    log.error("hammerlab: error: %s", problem)
+    if getattr(environment.parsed_options, "headless", False):
+        environment.process_exit_code = 2
+        gevent.spawn(environment.runner.quit)
+    else:
+        gevent.spawn(environment.runner.stop)
 
 
 class Watch:

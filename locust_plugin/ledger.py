@@ -21,8 +21,11 @@ A call that `Defer` kept for later is none of these yet: it is `pending` until i
 it lands in its column, timed from its original launch, so a late replay is not SLO goodput) or it
 expires (a shed with cause `defer-expired`). Calls found on disk from an earlier run are `recovered`:
 launched by this run's count, and pending. What is still pending when a test's drain runs out counts as
-unfinished (it stays on disk for the next run). Mid-run the identity reads
+unfinished, and as `kept`: it stays on disk for the next run. Mid-run the identity reads
 `launched = ok + server_errors + shed + unfinished + in_flight + pending`.
+
+`lost` (a call neither served nor kept for later) is `launched - ok - kept`: every server error, every
+shed (an expired deferral included) and every unfinished call nobody kept (see docs/accounting.md).
 
 Skipped launch slots (the generator stalled and did not launch them) are counted here too, apart from
 `launched`: they are intended load that never existed, so they never enter the percentiles, and a run
@@ -94,6 +97,7 @@ class CallLedger:
         self.shed = 0
         self.unfinished = 0
         self.pending = 0  # deferred calls not yet replayed or expired (`Defer` keeps the other counts)
+        self.kept = 0  # of `unfinished`: deferred calls still queued at the end, left on disk
         self.shed_by_cause: dict[str, int] = {}
         self.errors_by_kind: dict[str, int] = {}
         self.histogram = new_histogram()
@@ -157,7 +161,14 @@ class CallLedger:
         """The drain ran out with deferred calls still queued: unfinished here, kept on disk."""
         left, self.pending = self.pending, 0
         self.unfinished += left
+        self.kept += left
         return left
+
+    @property
+    def lost(self) -> int:
+        """Calls neither served nor kept on disk for a later run. Read it after the drain: mid-run it
+        also counts the calls still in flight or pending."""
+        return self.launched - self.ok - self.kept
 
     def encoded_histogram(self) -> str:
         return encode_histogram(self.histogram)

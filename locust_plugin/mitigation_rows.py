@@ -59,6 +59,7 @@ class MitigationRow:
     ok_total: int = 0
     server_errors_total: int = 0
     unfinished_total: int = 0
+    pending: int = 0
     slo_ms: float | None = None
     slo_ok_total: int = 0
     latency_hdr: str = ""
@@ -68,6 +69,11 @@ class MitigationRow:
     expired_total: int | None = None
     defer_queue_depth: int | None = None
     replay_hdr: str | None = None
+    defer_in_doubt_total: int | None = None
+    defer_bad_rows_total: int | None = None
+    kept_total: int | None = None
+    hedged: int | None = None
+    hedge_won: int | None = None
 
     @property
     def server_error_kinds(self) -> str:
@@ -141,6 +147,9 @@ _SNAPSHOT_NAMES = {
     "deferred_total": "deferred",
     "replayed_total": "replayed",
     "expired_total": "expired",
+    "defer_in_doubt_total": "in_doubt",
+    "defer_bad_rows_total": "bad_rows",
+    "kept_total": "kept",
 }
 _ROW_FIELDS = tuple(f.name for f in fields(MitigationRow) if f.name not in ("launched_per_s", "shed_per_s"))
 

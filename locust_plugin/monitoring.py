@@ -66,6 +66,7 @@ class Monitor:
         self.interval = SampleInterval()
         self.csv_prefix: str | None = getattr(options, "csv_prefix", None) or None
         self.sampler = ServerSampler(self.interval)
+        self.sampler.allow_remote = bool(getattr(options, "allow_remote", False))
         self.sampler.metrics = source_from_options(options)  # checked at start-up (metrics_problem)
         self._read_interval()
         self.collector = ClientStatsCollector()

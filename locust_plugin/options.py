@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from locust_plugin.values import body, body_file, boolean, choice, header, number, path, whole, window
-from mitigations.defer_store import default_directory
+from mitigations.defer_checks import default_directory
 from mitigations.request import METHODS, RequestSpec, parse_headers
 from mitigations.transport import HTTP_BACKENDS
 
@@ -38,9 +38,9 @@ def methods(text: object) -> tuple[str, ...]:
 
 
 def folder(text: object) -> str:
-    """A directory path; it is created when first used."""
+    """A directory path; it is created when first used. Empty: the option's default folder."""
     value = str(text).strip()
-    if not value or "\x00" in value:
+    if "\x00" in value:
         raise ValueError(f"{text!r} is not a folder path")
     return value
 
@@ -130,12 +130,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("--count-429", boolean, "true",
            "a 429 counts against the server (breaker, adaptive limit, SRE throttle); false: a plain 4xx"),
     # adaptive concurrency limit
-    Option("--adaptive-algorithm", choice("gradient", "aimd", "vegas"), "gradient",
-           "AdaptiveClient: gradient (latency-based, Gradient2/Envoy), aimd (loss-based) or vegas "
-           "(queue estimate, Netflix VegasLimit)"),
+    Option("--adaptive-algorithm", choice("knee", "gradient", "aimd", "vegas"), "gradient",
+           "AdaptiveClient: knee (settles where throughput stops growing; the SLO is a ceiling), "
+           "gradient (the SLO's share is the target), aimd (loss-based) or vegas (queue estimate)"),
     Option("--adaptive-slo-share", number(1.0, 100.0, "%", zero="ignore the SLO"), "50",
-           "AdaptiveClient: hold the windowed p99 of answers under this share of --slo-ms; "
-           "0: the old no-load-RTT rule"),
+           "AdaptiveClient: knee: a windowed p99 past this share of --slo-ms cuts at once; the others: "
+           "hold the windowed p99 under it; 0: ignore the SLO (gradient: the old no-load-RTT rule)"),
+    Option("--adaptive-tolerance", number(1.0, 1000.0, "% of min RTT"), "10",
+           "AdaptiveClient knee: the queue allowed, as a share of the probed minimum RTT"),
+    Option("--adaptive-probe-interval-s", number(1.0, 3600.0, "s"), "30",
+           "AdaptiveClient knee: seconds between two min-RTT probes (the limit pinned low briefly)"),
     Option("--adaptive-mode", choice("cancel", "queue"), "cancel",
            "AdaptiveClient: over the limit, shed at once or queue briefly"),
     Option("--adaptive-queue-timeout-ms", whole(1, MAX_WAIT_MS, ms), "50",
@@ -159,6 +163,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("--retry-budget", percent, "10", "RetryClient: retries as a percentage of requests, at most"),
     Option("--retry-methods", methods, "GET,HEAD,OPTIONS,PUT,DELETE,TRACE",
            "RetryClient: methods that may be sent twice (connect errors: any method); * for every method"),
+    # hedged requests
+    Option("--hedge-delay-ms", whole(1, MAX_WAIT_MS, ms, zero="adaptive"), "0",
+           "HedgedClient: send a second copy of a call unanswered after this long; 0: adaptive, "
+           "--hedge-percentile of recent latency"),
+    Option("--hedge-percentile", number(50.0, 99.9, "%"), "95",
+           "HedgedClient: the adaptive hedge delay is this percentile of the last --hedge-window latencies"),
+    Option("--hedge-window", whole(20, MAX_COUNT), "1000",
+           "HedgedClient: how many recent latencies the adaptive delay reads"),
+    Option("--hedge-budget", number(0.01, 100.0, "%", zero="no budget (naive hedging)"), "5",
+           "HedgedClient: hedges as a percentage of calls, at most; 0: no budget"),
+    Option("--hedge-pause-ms", whole(1, MAX_WAIT_MS, ms, zero="never pause (naive hedging)"), "2000",
+           "HedgedClient: no hedges for this long after a sign of overload (503, 429, a shed, a latency "
+           "jump, a falling adaptive limit); 0: never pause"),
     # accounting: what counts as good, and how a test ends
     Option("--slo-ms", number(1.0, MAX_WAIT_MS, ms), "1000",
            "every client: a 2xx answered within this many ms of its scheduled launch is SLO goodput"),
@@ -166,8 +183,9 @@ OPTIONS: tuple[Option, ...] = (
            "every client: at the end of a test, wait this long for requests in flight before counting "
            "them unfinished (Locust's --stop-timeout wins when set)"),
     # defer (a throttle that drops nothing)
-    Option("--defer-dir", folder, str(default_directory()),
-           "DeferredClient: folder of the durable queues, one SQLite file per client class"),
+    Option("--defer-dir", folder, "",
+           f"DeferredClient: folder of the durable queues, one SQLite file per client class; empty: "
+           f"{default_directory()}/<host>_<port>, yours alone (0700) and the target's"),
     Option("--defer-max-age-s", number(0.1, 86_400.0, "s"), "60",
            "DeferredClient: a queued call older than this (from launch) is expired, never sent"),
     Option("--defer-max-queue", whole(1, 10_000_000), "10000",

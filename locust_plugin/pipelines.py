@@ -2,12 +2,18 @@
 
 The order is fixed and documented, outermost first:
 
-    defer → retry → breaker → limiter (throttle | adaptive | sre) → socket pool → transport
+    defer → retry → hedge → breaker → limiter (throttle | adaptive | sre) → socket pool → transport
 
   - defer is outermost, so a replayed call passes every rule again (retry budget, breaker, limiter,
     deadline) and only what the limiter or breaker finally refuses is kept; it needs one of them;
   - retry is outermost (as resilience4j recommends), so every attempt passes the breaker and the
     limiter again: an open breaker sheds a retry instead of sending it;
+  - hedge sits inside retry, so a hedge is one more copy of a logical call and never of a retry (one
+    hedge per call; the retry budget still counts logical calls), and a call whose copies both failed
+    can still be retried; it sits outside the breaker and the limiter, so the hedge is admitted like
+    any attempt: an open breaker or a full throttle sheds it (and that shed pauses hedging), and the
+    loser's slot comes back when it is cancelled; outside the per-attempt timeout, so each copy gets
+    its own;
   - the breaker sits outside the limiter so that an open circuit sheds before a call takes a slot;
   - the socket pool is innermost, next to the transport whose connection pool it sizes, so only calls
     about to go on the wire hold a socket;
@@ -37,6 +43,8 @@ from mitigations.adaptive import (
     AimdConfig,
     Gradient,
     GradientConfig,
+    Knee,
+    KneeConfig,
     LimitAlgorithm,
     Vegas,
     VegasConfig,
@@ -44,6 +52,8 @@ from mitigations.adaptive import (
 from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig
 from mitigations.core import Clock, Pipeline, Policy
 from mitigations.defer import Defer, DeferConfig
+from mitigations.defer_checks import default_directory
+from mitigations.hedge import Hedge, HedgeConfig
 from mitigations.retry import Retry, RetryBudgetConfig, RetryConfig
 from mitigations.socket_pool import SocketPool, SocketPoolConfig
 from mitigations.sre_throttle import SreThrottle, SreThrottleConfig
@@ -52,8 +62,8 @@ from mitigations.timeout import AttemptTimeout, AttemptTimeoutConfig, Timeouts
 from mitigations.transport import TransportConfig, make_transport
 
 ORDER = (
-    "defer", "retry", "naive-retry", "attempt-timeout", "breaker", "throttle", "adaptive", "sre", "pooled",
-    "timeout",
+    "defer", "retry", "naive-retry", "hedge", "attempt-timeout", "breaker", "throttle", "adaptive", "sre",
+    "pooled", "timeout",
 )  # fmt: skip
 
 
@@ -111,6 +121,14 @@ def adaptive(read: Callable[[str], Any]) -> Policy:
         algorithm = Aimd(AimdConfig(**bounds))
     elif name == "vegas":
         algorithm = Vegas(VegasConfig(**bounds))
+    elif name == "knee":
+        algorithm = Knee(
+            KneeConfig(
+                **bounds,
+                tolerance=read("adaptive_tolerance") / 100.0,
+                probe_interval=read("adaptive_probe_interval_s"),
+            )
+        )
     else:
         algorithm = Gradient(GradientConfig(**bounds))
     config = AdaptiveLimitConfig(
@@ -145,6 +163,19 @@ def naive_retry(read: Callable[[str], Any]) -> Policy:
     return Retry(dataclasses.replace(naive, methods=_retry_methods(read)))
 
 
+def hedge(read: Callable[[str], Any]) -> Policy:
+    delay_ms, budget = read("hedge_delay_ms"), read("hedge_budget")
+    return Hedge(
+        HedgeConfig(
+            delay=_ms(delay_ms) if delay_ms else None,
+            percentile=read("hedge_percentile"),
+            window=read("hedge_window"),
+            budget=RetryBudgetConfig(ratio=budget / 100.0) if budget else None,
+            pause=_ms(read("hedge_pause_ms")),
+        )
+    )
+
+
 def attempt_timeout(read: Callable[[str], Any]) -> Policy:
     return AttemptTimeout(AttemptTimeoutConfig(timeout=_ms(read("attempt_timeout_ms"))))
 
@@ -152,6 +183,7 @@ def attempt_timeout(read: Callable[[str], Any]) -> Policy:
 POLICY_BUILDERS: dict[str, Callable[[Callable[[str], Any]], Policy]] = {
     "retry": retry,
     "naive-retry": naive_retry,
+    "hedge": hedge,
     "attempt-timeout": attempt_timeout,
     "breaker": breaker,
     "throttle": throttle,
@@ -163,13 +195,16 @@ MITIGATIONS = ("defer", *POLICY_BUILDERS, "timeout")
 DEFER_SOURCES = ("throttle", "adaptive", "sre", "breaker")
 
 
-def defer(read: Callable[[str], Any], policies: dict[str, Policy]) -> Policy:
-    """The defer layer, reading free slots from the pipeline's limiter."""
+def defer(read: Callable[[str], Any], policies: dict[str, Policy], host: str = "") -> Policy:
+    """The defer layer, reading free slots from the pipeline's limiter. Without `--defer-dir`, its
+    folder is this user's own for `host` (`defer_checks.default_directory`)."""
     if not any(name in policies for name in DEFER_SOURCES):
         raise ValueError("defer keeps what a limiter or breaker sheds: add throttle, adaptive, sre, breaker")
     limiter = next((policies[name] for name in ("throttle", "adaptive", "sre") if name in policies), None)
+    chosen = read("defer_dir")
     config = DeferConfig(
-        directory=read("defer_dir"),
+        directory=chosen or default_directory(host),
+        private=not chosen,
         max_age=read("defer_max_age_s"),
         max_queue=read("defer_max_queue"),
         priority=read("defer_priority"),
@@ -197,7 +232,7 @@ def build_pipeline(
     chosen = [name for name in ORDER if name in mitigations]
     policies = {name: POLICY_BUILDERS[name](read) for name in chosen if name in POLICY_BUILDERS}
     if "defer" in mitigations:
-        policies = {"defer": defer(read, policies), **policies}
+        policies = {"defer": defer(read, policies, host), **policies}
     connect = _ms(read("connect_timeout_ms"))
     if "timeout" in mitigations:
         timeouts = Timeouts(connect, _ms(read("read_timeout_ms")), _ms(read("request_timeout_ms")))
@@ -212,6 +247,7 @@ def build_pipeline(
             keep_alive=read("keep_alive"),
             timeouts=timeouts,
             count_429=read("count_429"),
+            allow_remote=bool(getattr(parsed_options, "allow_remote", False)),
         ),
         clock,
     )

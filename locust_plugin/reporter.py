@@ -1,7 +1,8 @@
 """Turns pipeline events into Locust request events, so every outcome lands in the right stats row.
 
-  - an attempt that reached the wire: `GET /doWork` (first attempts) or `GET /doWork [retry]`, failed
-    with its server-failure kind when it failed;
+  - an attempt that reached the wire: `GET /doWork` (first attempts), `GET /doWork [retry]` or
+    `GET /doWork [hedge]` (the second copy `Hedge` sent; a cancelled loser never comes back, so it has
+    no row), failed with its server-failure kind when it failed;
   - a call a mitigation held back: `SHED /doWork [throttle]`, with one stable exception per cause, so it
     never enters the wire rows' latency percentiles and `_failures.csv` tells "the server failed" apart
     from "the client held back";
@@ -35,6 +36,8 @@ EXPIRED_REQUEST_TYPE = "EXPIRED"
 
 def wire_row_name(outcome: Outcome) -> str:
     label = outcome.call.label
+    if outcome.call.hedge:
+        return f"{label} [hedge]"
     return label if outcome.call.attempt == 1 else f"{label} [retry]"
 
 

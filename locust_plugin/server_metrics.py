@@ -21,11 +21,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from locust_plugin.server_sample import RATED_TOTALS, ServerSample
+from mitigations.checked_url import CheckedURL
 from mitigations.metrics_map import COLUMNS, TOTAL_COLUMNS, SeriesMap, check_url, parse_mapping, resolve_url
+from mitigations.outbound import fetch
 
 log = logging.getLogger("hammerlab")
 
@@ -81,7 +82,7 @@ class MetricsSource:
         self,
         url: str,
         mapping: Sequence[SeriesMap],
-        fetch: Callable[[str, float], tuple[int, str]] | None = None,
+        fetch: Callable[[CheckedURL, float], tuple[int, str]] | None = None,
     ) -> None:
         self.given = url  # as the user wrote it: a URL, or a path on the run's host
         self.url = url
@@ -166,11 +167,15 @@ def _server_sample(values: Mapping[str, float | None], received_at: float, start
     )
 
 
-def fetch_text(url: str, timeout: float) -> tuple[int, str]:
-    """GET the exposition on a fresh connection closed at once (like the /stats sampler)."""
-    response = requests.get(url, timeout=timeout, headers={"Connection": "close", "Accept": ACCEPT})
-    body = response.content[:MAX_BODY_BYTES]
-    return response.status_code, body.decode(response.encoding or "utf-8", errors="replace")
+def fetch_text(url: CheckedURL, timeout: float) -> tuple[int, str]:
+    """GET the exposition on a fresh connection closed at once (like the /stats sampler): only to the
+    checked addresses, no redirect, no proxy."""
+    answer = fetch(url, headers={"Accept": ACCEPT}, timeout=timeout, limit=MAX_BODY_BYTES)
+    charset = answer.headers.get("content-type", "").partition("charset=")[2].split(";")[0].strip()
+    try:
+        return answer.status, answer.body.decode(charset or "utf-8", errors="replace")
+    except LookupError:
+        return answer.status, answer.body.decode("utf-8", errors="replace")
 
 
 def source_from_options(options: Any) -> MetricsSource | None:

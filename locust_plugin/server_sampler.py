@@ -26,6 +26,8 @@ columns are whatever `--server-metric` mapped (`server_metrics`); the others sta
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import time
 from collections import deque
@@ -34,12 +36,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import gevent
-import requests
 
 from locust_plugin.csv_log import CsvLog
 from locust_plugin.server_sample import NotATarget, SampleInterval, ServerSample, check_stats, make_sample
 from locust_plugin.server_series import MAX_PAGES, BadSeries, SeriesCursor, series_url, status_port_of
+from mitigations.checked_url import CheckedURL, URLRefused, checked_url
 from mitigations.csv_schema import SERVER_COLUMNS
+from mitigations.outbound import fetch
 
 
 class MetricsSource(Protocol):
@@ -62,19 +65,20 @@ FETCH_TIMEOUT_S = 3.0  # a melting server answers /stats late; a later sample is
 FINAL_FETCH_TIMEOUT_S = 1.0  # at the test's stop, one last read of the series, kept short
 SERIES_FAILURES_BEFORE_ASKING_AGAIN = 3  # then ask /stats where the series is (a restarted target)
 
-Fetch = Callable[[str, float], tuple[int, Any]]
+Fetch = Callable[[CheckedURL, float], tuple[int, Any]]
 """(url, timeout) -> (HTTP status, parsed JSON body or None). Raises OSError-like errors when unreachable."""
 
 
-def fetch_json(url: str, timeout: float) -> tuple[int, Any]:
+def fetch_json(url: CheckedURL, timeout: float) -> tuple[int, Any]:
     """GET on a fresh connection that is closed at once, so the sampler never holds a socket between
-    samples (PooledClient's socket cap is checked on the same server count)."""
-    response = requests.get(url, timeout=timeout, headers={"Connection": "close"})
+    samples (PooledClient's socket cap is checked on the same server count). Only to the checked
+    addresses; no redirect, no proxy."""
+    answer = fetch(url, timeout=timeout)
     try:
-        body = response.json()
+        body = json.loads(answer.body)
     except ValueError:
         body = None
-    return response.status_code, body
+    return answer.status, body
 
 
 class ServerSampler:
@@ -95,6 +99,7 @@ class ServerSampler:
         self.history: deque[ServerSample] = deque(maxlen=history)
         self.csv: CsvLog | None = None
         self.base_url = ""
+        self.allow_remote = False  # this process's own --allow-remote (the environment's counts too)
         self.status = "waiting for a test to start"
         self.available = True
         self.started_at = wall()
@@ -268,10 +273,18 @@ class ServerSampler:
     def _get(
         self, url: str, timeout: float = FETCH_TIMEOUT_S, fetch: Fetch | None = None
     ) -> tuple[int, Any] | None:
-        """(status, body), or None when the host cannot be reached (said once per test)."""
+        """(status, body), or None when the host cannot be reached (said once per test) or may not be
+        (said, and sampling stops for this test)."""
         try:
-            return (fetch or self.fetch)(url, timeout)
-        except (OSError, requests.RequestException) as error:
+            target = checked_url(url, self.allow_remote, "the server sampler's URL")
+        except URLRefused as refused:
+            self.available = False
+            self.status = str(refused)
+            log.warning("hammerlab: %s", refused)
+            return None
+        try:
+            return (fetch or self.fetch)(target, timeout)
+        except (OSError, http.client.HTTPException) as error:
             if not self._said_unreachable:
                 self._said_unreachable = True
                 log.warning(

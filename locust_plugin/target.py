@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from typing import Any
-from urllib.parse import urlsplit
 
-LOOPBACK_NAMES = ("localhost",)
+from mitigations.checked_url import LOOPBACK_NAMES, CheckedURL, URLRefused, checked_url, is_loopback, parse
 
 
 def target_host(environment: Any) -> str:
@@ -20,25 +17,35 @@ def target_host(environment: Any) -> str:
     return str(hosts.pop()).rstrip("/") if len(hosts) == 1 else ""
 
 
-def loopback_problem(url: str) -> str | None:
-    """None when `url` names this machine (every address it resolves to is loopback), else why not."""
+def fault_target(url: str) -> CheckedURL:
+    """`url` checked for the fault controls, which are loopback-only whatever the opt-in: a loopback
+    address, or localhost resolving to loopback only. Raises URLRefused with the one line why not."""
     if not url:
-        return "there is no host: start the target locally and set the host (e.g. http://127.0.0.1:3000)"
-    hostname = urlsplit(url).hostname or ""
-    refusal = (
-        f"fault controls work only when the target is on loopback (127.0.0.1, ::1, localhost), "
-        f"not {hostname or url!r}"
+        raise URLRefused(
+            "there is no host: start the target locally and set the host (e.g. http://127.0.0.1:3000)"
+        )
+    refusal = URLRefused(
+        f"fault controls work only when the target is on loopback (127.0.0.1, ::1, localhost), not {url!r}"
     )
     try:
-        return None if ipaddress.ip_address(hostname).is_loopback else refusal
-    except ValueError:
-        pass
-    if hostname.lower() not in LOOPBACK_NAMES:
-        return refusal
+        host = parse(url)[1]
+    except URLRefused:
+        raise refusal from None
+    if host not in LOOPBACK_NAMES and not is_loopback(host):
+        raise refusal  # never resolved: a name other than localhost is not this machine's to fault
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(hostname, None)}
-    except OSError:
-        return f"cannot resolve {hostname!r}"
-    if addresses and all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses):
-        return None
-    return refusal
+        target = checked_url(url, allow_remote=False)
+    except URLRefused:
+        raise refusal from None
+    if not target.loopback:
+        raise refusal
+    return target
+
+
+def loopback_problem(url: str) -> str | None:
+    """None when `url` names this machine (every address it resolves to is loopback), else why not."""
+    try:
+        fault_target(url)
+    except URLRefused as refused:
+        return str(refused)
+    return None

@@ -12,13 +12,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from mitigations import request as _request
 from target_server.numbers import DECIMAL, INTEGER, MAX_CHARS
 
 MAX_TEXT = MAX_CHARS  # longer than any number a person types; keeps error lines short
-MAX_PATH = 2000
 
 
 def _text(raw: object) -> str:
@@ -146,29 +144,13 @@ window.allowed = (  # type: ignore[attr-defined]
 
 def path(raw: object) -> str:
     """A request path on the target: `/` first, then printable ASCII; never a scheme, an authority
-    (`//host`), user info (`@host`) or a backslash, which would send the request somewhere else."""
+    (`//host`), user info (`@host`) or a backslash, which would send the request somewhere else
+    (`mitigations.request.path_problem`, the rule every request meets, replays included)."""
     text = str(raw)
-    problem = None
-    if not text.startswith("/"):
-        problem = "must start with /"
-    elif text.startswith("//"):
-        problem = "must not start with // (that names another host)"
-    elif len(text) > MAX_PATH:
-        problem = f"is longer than {MAX_PATH} characters"
-    elif any(not (" " < c < "\x7f") for c in text):
-        problem = "must be printable ASCII without spaces (percent-encode the rest)"
-    elif "@" in text or "\\" in text:
-        problem = "must not contain @ or \\ (they can name another host)"
-    elif "#" in text:
-        problem = "must not contain # (a fragment is never sent)"
-    else:
-        parts = urlsplit("http://127.0.0.1" + text)
-        if parts.netloc != "127.0.0.1" or parts.path != text.split("?", 1)[0]:
-            problem = "must be a path, not a URL"
+    problem = _request.path_problem(text)
     if problem:
         raise ValueError(f"{_shown(raw)} {problem}")
     return text
-
 
 
 def header(raw: object) -> tuple[str, str]:

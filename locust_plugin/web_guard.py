@@ -12,50 +12,22 @@ loopback-only `/admin` (issue 10, finding 2), and a browser must not be usable a
   - a POST carries `Content-Type: application/json`, which a cross-site HTML form cannot send.
 
 Locust's own routes (`/swarm`, `/stop`, ...) keep Locust's rules (`--web-host`, `--web-login`); the one
-thing added for them is the Origin rule on requests that change state (`csrf_problem`).
+thing added for them is the Origin rule on requests that change state (`csrf_problem`), and, while the UI
+listens on loopback only, the loopback Host rule on every route (`host_problem`, against DNS rebinding).
+
+What counts as loopback is `mitigations.checked_url`'s one predicate.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+from mitigations.checked_url import is_loopback as is_loopback_address
+from mitigations.checked_url import is_loopback_host
+
+__all__ = ["csrf_problem", "is_loopback_address", "is_loopback_host", "refusal"]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def is_loopback_address(text: str | None) -> bool:
-    """127.0.0.0/8, ::1, and an IPv4-mapped loopback (::ffff:127.0.0.1); nothing else, no names."""
-    if not text:
-        return False
-    try:
-        address = ipaddress.ip_address(text.split("%", 1)[0].strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
-def _host_name(authority: str) -> str | None:
-    """The host part of `name[:port]` or `[v6][:port]`; None when it is not well formed."""
-    try:
-        parts = urlsplit(f"//{authority}")
-        parts.port  # noqa: B018  (raises ValueError for a bad port)
-    except ValueError:
-        return None
-    if parts.username is not None or parts.password is not None or parts.path:
-        return None
-    return parts.hostname
-
-
-def is_loopback_host(authority: str | None) -> bool:
-    """A Host header naming this machine: localhost or a loopback address, with an optional port."""
-    if not authority:
-        return False
-    name = _host_name(authority.strip())
-    return bool(name) and (name.lower() in LOOPBACK_NAMES or is_loopback_address(name))
 
 
 def csrf_problem(method: str, headers: Mapping[str, str]) -> str | None:

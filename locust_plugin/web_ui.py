@@ -14,13 +14,13 @@ the values (`options_problem`), so an edited value is refused with one line inst
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import requests
 from flask import Blueprint, Response, jsonify, make_response, request
 
 from locust_plugin import options
@@ -29,9 +29,10 @@ from locust_plugin.mitigation_rows import MitigationRow, join_counts
 from locust_plugin.mitigations_board import MitigationsBoard
 from locust_plugin.server_sample import SampleInterval, ServerSample
 from locust_plugin.server_sampler import ServerSampler
-from locust_plugin.target import loopback_problem, target_host
+from locust_plugin.target import fault_target, target_host
 from locust_plugin.web_forms import MAX_FAULT_BODY, fault_body, swarm_form_problem
 from locust_plugin.web_guard import csrf_problem, refusal
+from mitigations.checked_url import URLRefused
 from mitigations.csv_schema import (
     ALL_WORKERS,
     MITIGATION_COLUMNS,
@@ -39,6 +40,7 @@ from mitigations.csv_schema import (
     skip_share,
     too_many_skipped,
 )
+from mitigations.outbound import fetch
 
 
 class LiveNumbers(Protocol):
@@ -77,7 +79,7 @@ MITIGATIONS_TABLE = [
     {"key": "pool", "title": "Pool in use / waiting"},
     {"key": "timeouts", "title": "Timeouts"},
     {"key": "failures", "title": "Wire failures by kind"},
-    {"key": "calls", "title": "Calls: ok / failed / shed / unfinished (launched)"},
+    {"key": "calls", "title": "Calls: ok / failed / shed / unfinished / pending (launched)"},
     {"key": "slo", "title": "In SLO"},
     {"key": "latency", "title": "p50 / p99 / max ms (from launch)"},
     {"key": "skipped", "title": "Skipped slots"},
@@ -174,6 +176,12 @@ def describe_deferred(row: MitigationRow) -> str:
         return "-"
     counts = f"{_num(row.defer_queue_depth)} / {row.deferred_total} / {_num(row.replayed_total)} / " \
         f"{_num(row.expired_total)}"
+    set_aside = ", ".join(
+        f"{count} {what}" for count, what in
+        ((row.defer_in_doubt_total, "in doubt"), (row.defer_bad_rows_total, "bad rows")) if count
+    )
+    if set_aside:
+        counts = f"{counts}; set aside, never sent: {set_aside}"
     p50, p99 = row.replay_p50_ms, row.replay_p99_ms
     if p50 is None or p99 is None:
         return counts
@@ -207,7 +215,7 @@ def mitigation_rows(rows: Sequence[MitigationRow], now: float | None = None) -> 
                 "timeouts": str(row.timeouts_total),
                 "failures": join_counts(row.failures_by_kind).replace(";", ", ") or "0",
                 "calls": f"{row.ok_total} / {row.server_errors_total} / {row.shed_total} / "
-                f"{row.unfinished_total} ({row.launched_total})",
+                f"{row.unfinished_total} / {row.pending} ({row.launched_total})",
                 "slo": _slo(row),
                 "latency": _latency(row),
                 "skipped": _skipped(row),
@@ -250,27 +258,30 @@ def _csv_response(columns: Sequence[str], rows: Iterable[dict[str, str]], name: 
 
 def forward_fault(host: str, method: str, body: Any) -> tuple[dict[str, Any], int]:
     """Send a fault change to the target's /admin/faults, if the target is on loopback."""
-    problem = loopback_problem(host)
-    if problem:
-        return {"error": problem}, 403
+    try:
+        target = fault_target(host).join("/admin/faults")
+    except URLRefused as refused:
+        return {"error": str(refused)}, 403
     if method == "POST" and not isinstance(body, dict):
         return {"error": 'the body must be a JSON object like {"kind": "outage", "duration_s": 10}'}, 400
-    url = f"{host}/admin/faults"
+    url = target.text
     try:
-        answer = requests.request(
-            method, url, json=body if method == "POST" else None, timeout=ADMIN_TIMEOUT_S
+        answer = fetch(
+            target,
+            method,
+            body=json.dumps(body).encode() if method == "POST" else None,
+            headers={"Content-Type": "application/json"},
+            timeout=ADMIN_TIMEOUT_S,
         )
-    except requests.RequestException as error:
+    except (OSError, http.client.HTTPException) as error:
         return {"error": f"cannot reach {url} ({type(error).__name__})"}, 502
     try:
-        data = answer.json()
+        data = json.loads(answer.body)
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        return {
-            "error": f"{url} answered HTTP {answer.status_code} without JSON: is it a Hammerlab target?"
-        }, 502
-    return data, answer.status_code
+        return {"error": f"{url} answered HTTP {answer.status} without JSON: is it a Hammerlab target?"}, 502
+    return data, answer.status
 
 
 def options_problem(form: Any) -> str | None:

@@ -72,3 +72,10 @@ class DeferredClient(MitigatedClient):
     """A throttle that drops nothing: what --max-concurrent sheds waits on disk and is replayed later."""
 
     mitigations = ("throttle", "defer", "timeout")
+
+
+class HedgedClient(MitigatedClient):
+    """CombinedClient plus hedged requests: a second copy of a call still unanswered at the p95, within a
+    5 % budget, paused at the first sign of overload (docs/hedging.md)."""
+
+    mitigations = ("retry", "hedge", "breaker", "throttle", "pooled", "timeout")

@@ -12,6 +12,8 @@ from mitigations.adaptive import (
     AimdConfig,
     Gradient,
     GradientConfig,
+    Knee,
+    KneeConfig,
 )
 from mitigations.admission import Entry, FifoGate, GatedPolicy
 from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig, Transition, WindowStats
@@ -96,6 +98,8 @@ __all__ = [
     "HammerError",
     "HttpClientError",
     "HttpServerError",
+    "Knee",
+    "KneeConfig",
     "MonotonicClock",
     "Outcome",
     "Pipeline",

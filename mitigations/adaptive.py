@@ -8,11 +8,14 @@ capacity changes. `AdaptiveLimit` moves the cap from what it observes, with a pl
   the short-term RTT rises above the no-load RTT, grow by a little headroom while it does not
   (`mitigations/adaptive_gradient.py`);
 - `Vegas` (Netflix `VegasLimit`): a queue-size estimate from the fastest answer
-  (`mitigations/adaptive_vegas.py`).
+  (`mitigations/adaptive_vegas.py`);
+- `Knee` (Envoy's adaptive concurrency): settles where throughput stops growing with concurrency, the
+  RTT against a re-measured minimum, with the SLO as a ceiling (`mitigations/adaptive_knee.py`).
 
 Given an SLO target (`slo_target`, AdaptiveClient's `--slo-ms` times `--adaptive-slo-share`), each also
 treats a tail heading past it as congestion: Gradient and Vegas hold a windowed p99 under it, AIMD counts
-an answer slower than it as a drop.
+an answer slower than it as a drop, Knee cuts at once when the windowed p99 passes it (a ceiling, never
+the target).
 
 All read the server's `X-Server-Lag-Ms` header, when present, as an early congestion signal: the
 server's own measure of how far its event loop is behind, which rises before anything fails.
@@ -46,13 +49,14 @@ from mitigations.adaptive_base import (
     is_free_failure,
 )
 from mitigations.adaptive_gradient import Gradient, GradientConfig
+from mitigations.adaptive_knee import Knee, KneeConfig
 from mitigations.adaptive_vegas import Vegas, VegasConfig
 from mitigations.admission import GatedPolicy
 from mitigations.core import AdaptiveLimitRejected, Call, Gauges, Next, Outcome
 
 __all__ = [  # the algorithms live in their own modules; callers import them all from here
     "ALGORITHMS", "AdaptiveLimit", "AdaptiveLimitConfig", "Aimd", "AimdConfig", "Gradient",
-    "GradientConfig", "LimitAlgorithm", "Sample", "Vegas", "VegasConfig", "parse_lag",
+    "GradientConfig", "Knee", "KneeConfig", "LimitAlgorithm", "Sample", "Vegas", "VegasConfig", "parse_lag",
 ]  # fmt: skip
 
 LAG_HEADER = "X-Server-Lag-Ms"
@@ -145,7 +149,9 @@ class Aimd:
         self._last_cut = self._last_growth = now
 
 
-ALGORITHMS: dict[str, Callable[[], LimitAlgorithm]] = {"aimd": Aimd, "gradient": Gradient, "vegas": Vegas}
+ALGORITHMS: dict[str, Callable[[], LimitAlgorithm]] = {
+    "aimd": Aimd, "gradient": Gradient, "knee": Knee, "vegas": Vegas,
+}  # fmt: skip
 
 
 # -- the policy ------------------------------------------------------------------------------------

@@ -262,7 +262,8 @@ class Call:
     `launched_at` is when the launcher *scheduled* it, not when it got going, so latency includes any
     queueing (no coordinated omission). `deadline` is absolute, on the same clock; `None` means none.
     `send_by` is the last moment an attempt may still go on the wire (see the module doc); the pipeline
-    stamps it with the deadline, and `None` means until the deadline.
+    stamps it with the deadline, and `None` means until the deadline. `hedge` marks the second copy
+    `Hedge` sent of a slow call (its own stats row, never hedged again).
     """
 
     method: str
@@ -274,6 +275,7 @@ class Call:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | None = None
     send_by: float | None = None
+    hedge: bool = False
 
     @property
     def label(self) -> str:
@@ -357,6 +359,7 @@ class PipelineEvents:
       - `state(policy, old, new)`: a stateful policy changed state (breaker opened, ...);
       - `limit(policy, value)`: an adaptive limit moved;
       - `retry(call, delay)`: a retry was scheduled;
+      - `hedge(call)`: `Hedge` sent a second copy of a slow call (`call.hedge` is True);
       - `client(name)`: the Locust side named the client class this pipeline belongs to;
       - `replayed(outcome)`: a call `Defer` had deferred got its final outcome (ok, a server failure,
         or a shed that is not deferrable); `outcome.call.launched_at` is the original launch;

@@ -70,13 +70,16 @@ client with worker `all` that sums the workers (`locust_plugin.mitigation_rows`)
   timeouts_total             wire outcomes of kind read-timeout, connect-timeout or deadline
 
 The accounting (`locust_plugin.ledger`; logical calls, each counted once by its final outcome, so
-`launched_total = ok_total + server_errors_total + shed_total + unfinished_total + concurrent` on every
-row, and with nothing in flight at the end, without `concurrent`):
+`launched_total = ok_total + server_errors_total + shed_total + unfinished_total + pending + concurrent`
+on every row, and with nothing in flight or queued at the end, without the last two):
 
   ok_total                   calls answered without error
   server_errors_total        calls whose final attempt failed on the wire (any kind)
   server_error_kinds         those calls by their final kind, like `connect-timeout=3;503=12`
   unfinished_total           calls still in flight when the test's drain ran out
+  pending                    calls `Defer` keeps for later right now (not yet replayed or expired); 0
+                             without a defer layer, and 0 after the drain (what is still queued then
+                             is unfinished)
   skipped_total              launch slots the generator missed (never launched, never timed); a class
                              that skipped more than `SKIP_WARN_SHARE` of them is flagged wherever shown
   slo_ms                     the SLO the next column counts against
@@ -88,8 +91,8 @@ row, and with nothing in flight at the end, without `concurrent`):
 
 `Defer` (docs/defer.md); empty without a defer layer:
 
-  deferred_total             calls `Defer` kept for later (each also counts in shed_total, cause
-                             `deferred`)
+  deferred_total             calls `Defer` kept for later (each is `pending` until its replay or
+                             expiry ends it; never in shed_total)
   replayed_total             deferred calls replayed to a final outcome (ok or not)
   expired_total              deferred calls dropped unsent, older than --defer-max-age-s
   defer_queue_depth          calls held in the defer queue now (queued, being written or replayed)
@@ -97,6 +100,19 @@ row, and with nothing in flight at the end, without `concurrent`):
   replay_p95_ms                digits) of every replay this test; in `all`, the workers' histograms
   replay_p99_ms                merged
   replay_max_ms
+  defer_in_doubt_total       rows an earlier run left on the wire (a replay's outcome unknown) that are
+                             not safe to send twice (no Idempotency-Key, not an idempotent method): set
+                             aside in the file, never sent; counted by the run that found them
+  defer_bad_rows_total       rows found in the file that fail the request checks of a fresh call (bad
+                             JSON, a CRLF path, a header the client owns, ...): set aside, never sent
+  kept_total                 of unfinished_total: deferred calls still queued when the test's drain
+                             ran out, left on disk for the next run (`lost` = launched - ok - kept)
+
+`Hedge` (docs/hedging.md); empty without a hedge layer. A hedged call is still one call in the
+accounting above, counted once by the answer it returned:
+
+  hedged                     calls that sent a hedge (a second copy after the hedge delay)
+  hedge_won                  of those, the calls whose returned answer was the hedge's
 
 `shed_total` and `shed_by_cause` count calls whose final outcome was shed (the ledger), not shed events:
 a retry the budget refused is a `SHED ... [budget]` row in Locust's stats but ends its call as the
@@ -158,6 +174,7 @@ MITIGATION_COLUMNS = (
     "server_errors_total",
     "server_error_kinds",
     "unfinished_total",
+    "pending",
     "skipped_total",
     "slo_ms",
     "slo_ok_total",
@@ -174,6 +191,11 @@ MITIGATION_COLUMNS = (
     "replay_p95_ms",
     "replay_p99_ms",
     "replay_max_ms",
+    "defer_in_doubt_total",
+    "defer_bad_rows_total",
+    "kept_total",
+    "hedged",
+    "hedge_won",
 )
 LATENCY_COLUMNS = ("p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms")
 

@@ -20,9 +20,13 @@ rather than always over capacity: the excess of a peak is kept and served in the
 - The queue holds at most `max_queue` calls; beyond that the call is shed with `DeferQueueFull`
   (cause `defer-full`).
 - A run killed mid-way leaves its queue on disk; the next run of the class with the same directory
-  replays it first and logs how many calls it found.
-
-Replays are at-least-once: a process killed while a replay was on the wire sends it again next run.
+  replays it first and logs how many calls it found. Every loaded row meets the request checks of a
+  fresh call first; one that fails them is set aside, never sent, and counted (`bad_rows`).
+- A replay marks its row `sending` (committed) before it goes on the wire. When a test stops, the drain
+  (`drain_by`) starts only replays whose deadline falls before its end, so the replays on the wire
+  finish rather than being cut. A row still `sending` when a later run loads it is a replay whose
+  outcome is unknown: sent again only when that is safe (an idempotent method, or an Idempotency-Key
+  the server can drop the duplicate by), else set aside and counted (`in_doubt`), never sent twice.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import heapq
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import gevent
@@ -55,8 +60,11 @@ from mitigations.core import (
     Policy,
     Shed,
 )
-from mitigations.defer_store import BatchWriter, DeferredCall, DeferStore, default_directory, in_thread
+from mitigations.defer_checks import check_queue, default_directory
+from mitigations.defer_rows import QUEUED, SENDING
+from mitigations.defer_store import BatchWriter, DeferredCall, DeferStore, in_thread
 from mitigations.histograms import encode_histogram
+from mitigations.request import RequestSpec
 
 log = logging.getLogger("hammerlab")
 
@@ -64,6 +72,7 @@ DEFERRABLE_CAUSES = frozenset({"throttle", "adaptive", "sre-throttle", "circuit-
 PRIORITIES = ("fresh", "deferred")
 FALLBACK_REPLAYS = 4  # concurrent replays when the limiter has no gate to read (SRE throttle)
 HDR_MAX_MS = 3_600_000
+FINISH_GRACE_S = 1.0  # past the drain's end, for a replay that overran its own deadline a little
 
 
 @dataclass(frozen=True)
@@ -74,7 +83,9 @@ class DeferConfig:
     queued call is expired. `max_queue`: calls held at most. `priority`: `fresh` or `deferred` (see
     the module doc). `drain_every`: the drainer's tick in seconds; None runs no drainer greenlet (the
     owner calls `drain_once`, as the FakeClock tests do). `pause`: with priority `fresh`, how long
-    replays wait after a fresh call was deferred or a replay was shed again.
+    replays wait after a fresh call was deferred or a replay was shed again. `private`: the folder is
+    the default one in the shared temp directory, so it must belong to this user and be closed to
+    others (`defer_checks`).
     """
 
     directory: Path | str = field(default_factory=default_directory)
@@ -83,6 +94,7 @@ class DeferConfig:
     priority: str = "fresh"
     drain_every: float | None = 0.01
     pause: float = 0.1
+    private: bool = False
 
     def __post_init__(self) -> None:
         check_seconds("DeferConfig", "max_age", self.max_age)
@@ -96,7 +108,8 @@ class Defer(BasePolicy):
     """Keeps limiter-shed calls in a durable queue and replays them (see module doc).
 
     Counters: `deferred`, `replayed` (final outcomes, ok or not), `replayed_ok`, `expired`, `full`
-    (shed with DeferQueueFull), `requeued` (replays shed again), `leftovers` (found at start).
+    (shed with DeferQueueFull), `requeued` (replays shed again), `leftovers` (found at start, to
+    replay), `in_doubt` and `bad_rows` (found at start and set aside, never sent: see the module doc).
     Gauge: `depth` (calls held: queued, being written or being replayed). `replay_delays` is an
     HdrHistogram of launch-to-final-answer times in milliseconds.
     """
@@ -119,7 +132,11 @@ class Defer(BasePolicy):
         self._offset = 0.0  # wall seconds minus clock seconds, fixed at start
         self._queue: list[tuple[int, DeferredCall]] = []
         self._replaying: dict[int, Greenlet] = {}
-        self._guarding: set[object] = set()
+        self._guarding: dict[object, list[Outcome]] = {}  # greenlet -> the deferrable sheds it held
+        self._wired: set[object] = set()  # replay greenlets that put an attempt on the wire
+        self._drain_end: float | None = None
+        self._replays_stopped = False
+        self._mark_failed = False  # the last `sending` mark could not be written (logged once)
         self._writing = 0
         self._next_id = 1
         self._paused_until = float("-inf")
@@ -130,7 +147,7 @@ class Defer(BasePolicy):
         self.closed = False
         self.store_path: Path | None = None
         self.deferred = self.replayed = self.replayed_ok = self.expired = 0
-        self.full = self.requeued = self.leftovers = 0
+        self.full = self.requeued = self.leftovers = self.in_doubt = self.bad_rows = 0
         self.replay_delays = HdrHistogram(1, HDR_MAX_MS, 3)
 
     # -- wiring ------------------------------------------------------------------------------------
@@ -139,14 +156,31 @@ class Defer(BasePolicy):
         super().bind(clock, events)
         events.claim("shed", self._claim)
         events.on("client", self._named)
+        events.on("wire", self._saw_wire)
 
     def _named(self, client: str) -> None:
         if self._started is None:
             self.client = client
 
+    def _saw_wire(self, _outcome: Outcome) -> None:
+        current = gevent.getcurrent()
+        if current in self._replaying.values():
+            self._wired.add(current)
+
+    def check(self, client: str) -> None:
+        """Refuse, before a run, a folder or queue file that cannot hold `client`'s queue: raises
+        `QueueProblem` (a ValueError) with one line naming the path and what is wrong."""
+        check_queue(Path(self.config.directory), client, private=self.config.private)
+
     def _claim(self, outcome: Outcome) -> bool:
-        """Keep a deferrable shed quiet when it happens inside a call this policy will defer."""
-        return gevent.getcurrent() in self._guarding and _deferrable(outcome)
+        """Keep a deferrable shed quiet when it happens inside a call this policy may defer. It is held
+        until the call ends: if the call is not deferred after all (an inner `Retry` turned the refused
+        retry back into the server failure it was retrying), `_guarded` announces it then."""
+        held = self._guarding.get(gevent.getcurrent())
+        if held is None or not _deferrable(outcome):
+            return False
+        held.append(outcome)
+        return True
 
     @property
     def depth(self) -> int:
@@ -159,6 +193,8 @@ class Defer(BasePolicy):
             "expired": self.expired,
             "defer_queue_depth": self.depth,
             "replay_hdr": encode_histogram(self.replay_delays) or None,
+            "in_doubt": self.in_doubt,
+            "bad_rows": self.bad_rows,
         }
 
     # -- the fresh call ------------------------------------------------------------------------------
@@ -172,11 +208,16 @@ class Defer(BasePolicy):
 
     def _guarded(self, proceed: Next, call: Call) -> Outcome:
         current = gevent.getcurrent()
-        self._guarding.add(current)
+        held: list[Outcome] = []
+        self._guarding[current] = held
         try:
-            return proceed(call)
+            outcome = proceed(call)
         finally:
-            self._guarding.discard(current)
+            self._guarding.pop(current, None)
+        if not _deferrable(outcome):
+            for shed in held:  # refused retries of a call that ends otherwise: their own rows
+                self.events.emit("shed", shed)
+        return outcome
 
     def _defer(self, call: Call, refused: Outcome) -> Outcome:
         if self.closed or self._writer is None:
@@ -221,8 +262,9 @@ class Defer(BasePolicy):
         self._started = gevent.event.Event()
         self._proceed = proceed
         try:
-            store = in_thread(DeferStore.open, self.config.directory, self.client)
-            found = in_thread(store.load)
+            store = in_thread(partial(DeferStore.open, private=self.config.private),
+                              self.config.directory, self.client)
+            loaded = in_thread(store.load)
         except Exception as error:
             log.error("%s: cannot open the defer queue in %s (%s); shedding instead", self.client,
                       self.config.directory, error)
@@ -231,10 +273,21 @@ class Defer(BasePolicy):
             return
         self.store_path = store.path
         self._offset = self._wall() - self.clock.now()
+        found = loaded.calls
         for kept in found:
             heapq.heappush(self._queue, (kept.id, kept))
-        self._next_id = max((kept.id for kept in found), default=0) + 1
+        set_aside = [kept.id for kept in loaded.in_doubt] + [row for row, _ in loaded.bad]
+        self._next_id = max([*(kept.id for kept in found), *set_aside], default=0) + 1
         self.leftovers = len(found)
+        self.in_doubt, self.bad_rows = len(loaded.in_doubt), len(loaded.bad)
+        if loaded.in_doubt:
+            log.warning("%s: %d deferred calls in %s were on the wire when an earlier run ended, and are "
+                        "not safe to send twice (not idempotent, no Idempotency-Key): set aside, never sent "
+                        "again (state 'in-doubt' in the file)", self.client, self.in_doubt, store.path)
+        if loaded.bad:
+            log.warning("%s: %d rows of %s fail the request checks (first: row %s, %s): set aside, never "
+                        "sent (state 'bad' in the file)", self.client, self.bad_rows, store.path,
+                        *loaded.bad[0])
         if found:
             self.events.emit("recovered", len(found))
             log.info("%s: found %d deferred calls left by an earlier run in %s; replaying them first",
@@ -259,13 +312,39 @@ class Defer(BasePolicy):
         while self._queue and self._too_old(self._queue[0][1], now):
             self._expire(heapq.heappop(self._queue)[1], now)
         started = 0
-        if self._proceed is None or (self.config.priority == "fresh" and now < self._paused_until):
+        if self._proceed is None or self._replays_stopped:
+            return started
+        if self.config.priority == "fresh" and now < self._paused_until:
             return started
         for _ in range(max(0, min(self.free_slots(), len(self._queue)))):
+            if not self._fits_drain(self._queue[0][1], now):
+                break  # oldest first: the rest wait on disk for the next run
             kept = heapq.heappop(self._queue)[1]
             self._replaying[kept.id] = gevent.spawn(self._replay, kept)
             started += 1
         return started
+
+    def _fits_drain(self, kept: DeferredCall, now: float) -> bool:
+        """While a stopping test drains, a replay starts only if its deadline falls before the drain's
+        end: it finishes, and is never cut on the wire (a call without a deadline waits on disk)."""
+        if self._drain_end is None:
+            return True
+        return kept.timeout_s is not None and now + kept.timeout_s <= self._drain_end
+
+    def drain_by(self, end: float) -> None:
+        """The test is stopping and its drain ends at `end` (this policy's clock): see `_fits_drain`."""
+        self._drain_end = end
+
+    def stop_replaying(self) -> None:
+        """Start no more replays (the ones on the wire go on)."""
+        self._replays_stopped = True
+
+    def finish_replays(self, timeout: float = FINISH_GRACE_S) -> int:
+        """Wait (real time) up to `timeout` for the replays on the wire. Returns how many still run."""
+        running = list(self._replaying.values())
+        if running and timeout > 0:
+            gevent.joinall(running, timeout=timeout)
+        return len(self._replaying)
 
     def free_slots(self) -> int:
         """Slots the drainer may take now: the limiter's free ones, less a reserve for fresh calls."""
@@ -293,23 +372,30 @@ class Defer(BasePolicy):
         self.events.emit("expired", Outcome(call=self._original(kept), finished_at=now, error=DeferExpired()))
 
     def _replay(self, kept: DeferredCall) -> None:
+        current = gevent.getcurrent()
         try:
             now = self.clock.now()
             if self._too_old(kept, now):
                 self._expire(kept, now)
                 return
-            attempt = Call(
-                method=kept.method, path=kept.path, launched_at=now, name=kept.name,
-                deadline=None if kept.timeout_s is None else now + kept.timeout_s,
-                headers=dict(kept.headers), body=kept.body,
-            )
+            if not self._mark_sending(kept):
+                return
+            # A row from disk passes the checks a fresh call passes (RequestSpec), and the transport joins
+            # its path onto the same checked URL: a stored `@10.200.0.1/x` is refused, never sent.
+            spec = RequestSpec(kept.method, kept.path, tuple(dict(kept.headers).items()), kept.body)
+            deadline = None if kept.timeout_s is None else now + kept.timeout_s
+            attempt = replace(spec.call(now, deadline), name=kept.name)
             assert self._proceed is not None
             outcome = self._guarded(self._proceed, attempt)
         finally:
             self._replaying.pop(kept.id, None)
+            wired = current in self._wired
+            self._wired.discard(current)
         if _deferrable(outcome):  # the limiter said no again: back in line, and let fresh calls go
             self.requeued += 1
             self._paused_until = self.clock.now() + self.config.pause
+            if not wired and self._writer is not None and not self.closed:
+                self._writer.mark(kept.id, QUEUED)  # it never reached the wire: no doubt about it
             heapq.heappush(self._queue, (kept.id, kept))
             return
         final = Outcome(
@@ -323,21 +409,45 @@ class Defer(BasePolicy):
         self.replay_delays.record_value(min(HDR_MAX_MS, max(1, round(final.latency * 1000))))
         self.events.emit("replayed", final)
 
+    def _mark_sending(self, kept: DeferredCall) -> bool:
+        """Commit the row's `sending` mark before the replay goes out; if that fails, it waits in line."""
+        if self._writer is None:
+            return True
+        try:
+            self._writer.mark(kept.id, SENDING, wait=True)
+        except Exception as error:  # disk full, file removed: never send what the file cannot vouch for
+            if not self.closed and not self._mark_failed:
+                log.error("%s: defer queue write failed (%s); replays wait", self.client, error)
+            self._mark_failed = True
+            heapq.heappush(self._queue, (kept.id, kept))
+            return False
+        self._mark_failed = False
+        return True
+
     # -- the end ---------------------------------------------------------------------------------------
 
     def wait_drained(self, timeout: float) -> bool:
-        """Wait (real time) until nothing is held, at most `timeout` seconds. True if drained."""
+        """Wait (real time) until nothing is held, at most `timeout` seconds, or until a stopping
+        test's drain can start no more replays (see `_fits_drain`) and none is on the wire. True if
+        drained."""
         deadline = time.monotonic() + timeout
-        while self.depth and time.monotonic() < deadline:
+        while self.depth and time.monotonic() < deadline and not self._stuck():
             gevent.sleep(0.01)
         return self.depth == 0
 
+    def _stuck(self) -> bool:
+        return bool(
+            self._drain_end is not None and self._queue and not self._replaying and not self._writing
+            and not self._fits_drain(self._queue[0][1], self.clock.now())
+        )
+
     def close(self) -> None:
-        """Stop replaying and close the file. Queued calls (and replays cut short) stay on disk for
-        the next run of this class."""
+        """Stop replaying and close the file. Queued calls stay on disk for the next run of this class;
+        a replay still on the wire now is ended, and its row stays `sending` (its outcome is unknown)."""
         if self.closed:
             return
         self.closed = True
+        self._replays_stopped = True
         if self._drainer is not None:
             self._drainer.kill()
         gevent.killall(list(self._replaying.values()))

@@ -10,6 +10,12 @@ nothing half-written, and the next process reads it with the same `sqlite3` modu
   `--processes`) finds the first file locked (`fcntl.flock` on `<file>.lock`) and takes
   `<Class>.2.sqlite`, and so on, so two processes never replay each other's rows. The kernel drops the
   lock when a process dies, so the next run takes the file over, leftovers included.
+- Each row has a `state`: `queued`; `sending` from just before a replay goes on the wire (the mark is
+  committed first) until its final outcome deletes the row, so a row left `sending` is a replay whose
+  outcome is unknown (cut short or killed); `in-doubt` and `bad` rows are set aside when a new run loads
+  the file (kept for inspection, never sent, counted once by that run). See `load`.
+- Every loaded row meets the request checks a fresh call meets (`mitigations.request.RequestSpec`): a
+  row that fails them (a planted or damaged row) is set aside as `bad` with its reason, never sent.
 - `BatchWriter` runs every write in gevent's thread pool and groups the writes that arrive while one is
   running into a single transaction: the gevent loop never waits for the disk (see
   `benchmarks/defer_writes.py` for the measured stall with and without it).
@@ -18,63 +24,37 @@ nothing half-written, and the next process reads it with the same `sqlite3` modu
 from __future__ import annotations
 
 import fcntl
-import json
 import sqlite3
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gevent
 import gevent.event
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS deferred (
-    id INTEGER PRIMARY KEY,
-    method TEXT NOT NULL,
-    path TEXT NOT NULL,
-    name TEXT,
-    headers TEXT NOT NULL,
-    body BLOB,
-    launched_epoch REAL NOT NULL,
-    max_age_s REAL NOT NULL,
-    timeout_s REAL
+from mitigations.defer_checks import (
+    MAX_FILES_PER_CLASS,
+    QueueProblem,
+    check_file,
+    default_directory,
+    make_folder,
+    queue_file,
 )
-"""
-COLUMNS = "id, method, path, name, headers, body, launched_epoch, max_age_s, timeout_s"
-MAX_FILES_PER_CLASS = 64
+from mitigations.defer_rows import (
+    BAD,
+    COLUMNS,
+    IN_DOUBT,
+    OLD_SHAPE,
+    QUEUED,
+    SCHEMA,
+    SENDING,
+    TABLE,
+    DeferredCall,
+    Loaded,
+    table_shape,
+)
 
-
-@dataclass
-class DeferredCall:
-    """One queued call, as stored: enough to send it again in another process.
-
-    `launched_epoch` is wall-clock seconds (the monotonic clock does not survive a reboot); `timeout_s`
-    is the call's total deadline counted from its start (None: none), given afresh to each replay.
-    """
-
-    id: int
-    method: str
-    path: str
-    name: str | None
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | None = None
-    launched_epoch: float = 0.0
-    max_age_s: float = 60.0
-    timeout_s: float | None = None
-
-    def row(self) -> tuple[Any, ...]:
-        return (
-            self.id, self.method, self.path, self.name, json.dumps(self.headers, sort_keys=True),
-            self.body, self.launched_epoch, self.max_age_s, self.timeout_s,
-        )
-
-    @classmethod
-    def from_row(cls, row: tuple[Any, ...]) -> DeferredCall:
-        id_, method, path, name, headers, body, launched, max_age, timeout = row
-        return cls(id_, method, path, name, json.loads(headers), body, launched, max_age, timeout)
-
+__all__ = ["DeferredCall", "QueueProblem", "default_directory"]
 
 class DeferStore:
     """The SQLite file of one client class in this process. Blocking: call it from a thread."""
@@ -85,31 +65,71 @@ class DeferStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        problem = table_shape(self._db)
+        if problem:
+            raise QueueProblem(f"{path} {problem}")
+        if tuple(row[1] for row in self._db.execute(f"PRAGMA table_info({TABLE})")) == OLD_SHAPE:
+            self._db.execute(f"ALTER TABLE {TABLE} ADD COLUMN state TEXT NOT NULL DEFAULT '{QUEUED}'")
+            self._db.execute(f"ALTER TABLE {TABLE} ADD COLUMN reason TEXT")
         self._db.execute(SCHEMA)
 
     @classmethod
-    def open(cls, directory: str | Path, client: str) -> DeferStore:
-        """Take the first file of `client` under `directory` that no live process holds."""
+    def open(cls, directory: str | Path, client: str, *, private: bool = False) -> DeferStore:
+        """Take the first file of `client` under `directory` that no live process holds. Raises
+        QueueProblem (one line) for a folder or file that cannot hold a queue."""
         folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder, private=private)
         for number in range(1, MAX_FILES_PER_CLASS + 1):
-            path = folder / (f"{client}.sqlite" if number == 1 else f"{client}.{number}.sqlite")
+            path = queue_file(folder, client, number)
+            check_file(path)
             handle = open(f"{path}.lock", "a+b")  # noqa: SIM115  (held for the store's life)
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 handle.close()
                 continue
-            return cls(path, handle)
-        raise OSError(f"{folder}: {MAX_FILES_PER_CLASS} processes already hold a queue of {client}")
+            try:
+                return cls(path, handle)
+            except (sqlite3.Error, QueueProblem) as error:
+                handle.close()
+                raise QueueProblem(f"--defer-dir: {path} cannot hold a queue ({error})") from None
+        raise QueueProblem(f"--defer-dir {folder}: {MAX_FILES_PER_CLASS} processes already hold a queue "
+                           f"of {client}")
 
-    def load(self) -> list[DeferredCall]:
-        """Every stored call, oldest (lowest id) first."""
-        rows = self._db.execute(f"SELECT {COLUMNS} FROM deferred ORDER BY id").fetchall()
-        return [DeferredCall.from_row(row) for row in rows]
+    def load(self) -> Loaded:
+        """Every queued call, oldest (lowest id) first, after setting aside in one transaction:
+        - `bad` rows: they fail the request checks (`DeferredCall.problem`) or cannot be read;
+        - `in-doubt` rows: left `sending` by a replay whose outcome is unknown, for a call that is not
+          safe to send twice (`DeferredCall.safe_to_resend`). Safe ones are replayed (at-least-once).
+        Set-aside rows stay in the file for inspection and are skipped by every later load."""
+        found = Loaded()
+        rows = self._db.execute(
+            f"SELECT {COLUMNS}, state FROM {TABLE} WHERE state IN (?, ?) ORDER BY id", (QUEUED, SENDING)
+        ).fetchall()
+        for row in rows:
+            try:
+                call = DeferredCall.from_row(row)
+                problem = call.problem()
+            except (ValueError, TypeError) as error:  # bad JSON, a row of the wrong types
+                call, problem = None, f"unreadable row ({type(error).__name__})"
+            if problem is not None:
+                found.bad.append((row[0], problem))
+            elif call is not None and call.state == SENDING and not call.safe_to_resend:
+                found.in_doubt.append(call)
+            elif call is not None:
+                found.calls.append(call)
+        marks = [(BAD, why, id_) for id_, why in found.bad] + [
+            (IN_DOUBT, "a replay's outcome is unknown and the call is not safe to send twice", call.id)
+            for call in found.in_doubt
+        ]
+        if marks:
+            self.write([], [], marks=marks)
+        return found
 
-    def write(self, inserts: list[DeferredCall], deletes: list[int]) -> None:
-        """One transaction: everything or nothing reaches the file."""
+    def write(
+        self, inserts: list[DeferredCall], deletes: list[int], marks: list[tuple[str, str | None, int]] = ()
+    ) -> None:
+        """One transaction: everything or nothing reaches the file. `marks` are (state, reason, id)."""
         with self._db:
             self._db.execute("BEGIN")
             if inserts:
@@ -117,11 +137,15 @@ class DeferStore:
                     f"INSERT OR REPLACE INTO deferred ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [call.row() for call in inserts],
                 )
+            if marks:
+                self._db.executemany(f"UPDATE {TABLE} SET state = ?, reason = ? WHERE id = ?", marks)
             if deletes:
                 self._db.executemany("DELETE FROM deferred WHERE id = ?", [(i,) for i in deletes])
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM deferred").fetchone()[0])
+        """Rows still to replay (set-aside rows are not counted)."""
+        query = f"SELECT COUNT(*) FROM {TABLE} WHERE state IN (?, ?)"
+        return int(self._db.execute(query, (QUEUED, SENDING)).fetchone()[0])
 
     def close(self) -> None:
         self._db.close()
@@ -129,8 +153,19 @@ class DeferStore:
 
 
 def in_thread(function: Callable[..., Any], *args: Any) -> Any:
-    """Run blocking `function(*args)` in gevent's thread pool; only the calling greenlet waits."""
-    return gevent.get_hub().threadpool.apply(function, args)
+    """Run blocking `function(*args)` in gevent's thread pool; only the calling greenlet waits. An
+    exception is raised here, in the caller (the pool would print it as a traceback of its own)."""
+
+    def guarded() -> tuple[Any, BaseException | None]:
+        try:
+            return function(*args), None
+        except Exception as error:  # handed to the caller, who decides
+            return None, error
+
+    value, error = gevent.get_hub().threadpool.apply(guarded)
+    if error is not None:
+        raise error
+    return value
 
 
 class BatchWriter:
@@ -138,6 +173,8 @@ class BatchWriter:
 
     `insert` waits until its call is committed (so a call reported as deferred is on disk); `delete`
     does not wait (losing a delete to a crash means one extra replay: at-least-once, never a loss).
+    `mark` sets a row's state; with `wait` it returns once committed (a replay marks its row `sending`
+    before it goes on the wire, so a crash can never hide that it may have been sent).
     `run_blocking` is how the store is used from the loop; tests pass an inline one to compare.
     """
 
@@ -146,6 +183,7 @@ class BatchWriter:
         self._run = run_blocking
         self._inserts: list[DeferredCall] = []
         self._deletes: list[int] = []
+        self._marks: list[tuple[str, str | None, int]] = []
         self._committed = gevent.event.Event()
         self._wake = gevent.event.Event()
         self._closed = False
@@ -159,6 +197,19 @@ class BatchWriter:
         if self._closed:
             raise OSError("the defer queue is closed")
         self._inserts.append(call)
+        self._wait()
+
+    def mark(self, call_id: int, state: str, *, wait: bool = False) -> None:
+        """Set a row's state; with `wait`, return once committed (raises like `insert`)."""
+        if self._closed:
+            raise OSError("the defer queue is closed")
+        self._marks.append((state, None, call_id))
+        if wait:
+            self._wait()
+        else:
+            self._wake.set()
+
+    def _wait(self) -> None:
         committed = self._committed
         self._wake.set()
         committed.wait()
@@ -175,16 +226,16 @@ class BatchWriter:
             self._wake.wait()
             self._wake.clear()
             self._flush()
-            if self._closed and not (self._inserts or self._deletes):
+            if self._closed and not (self._inserts or self._deletes or self._marks):
                 return
 
     def _flush(self) -> None:
-        inserts, deletes, committed = self._inserts, self._deletes, self._committed
-        if not (inserts or deletes):
+        inserts, deletes, marks, committed = self._inserts, self._deletes, self._marks, self._committed
+        if not (inserts or deletes or marks):
             return
-        self._inserts, self._deletes, self._committed = [], [], gevent.event.Event()
+        self._inserts, self._deletes, self._marks, self._committed = [], [], [], gevent.event.Event()
         try:
-            self._run(self.store.write, inserts, deletes)
+            self._run(self.store.write, inserts, deletes, marks)
             self.batches += 1
         except (OSError, sqlite3.Error) as error:
             self.failures += 1
@@ -200,8 +251,3 @@ class BatchWriter:
         self._greenlet.join()
         self._run(self.store.close)
 
-
-def default_directory() -> Path:
-    """`<tmp>/hammerlab-defer` (`/tmp/hammerlab-defer` on Linux): outside the repository, and the same
-    path for every run on this machine, so a run after a crash finds the last run's queue."""
-    return Path(tempfile.gettempdir()) / "hammerlab-defer"

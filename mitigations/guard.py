@@ -2,9 +2,9 @@
 
 Two rules, plain Python so that the Locust plugin and the comparison runner share them:
 
-- **Loopback only, unless opted in.** `remote_problem(url)` refuses a host that does not resolve to a
-  loopback address (127.0.0.0/8, ::1) before any socket to it is opened; `--allow-remote` or
-  `HAMMERLAB_ALLOW_REMOTE=1` opts in. A name is resolved once; a name that does not resolve is refused.
+- **Loopback only, unless opted in.** `mitigations.checked_url` holds the one rule and the one
+  checked-URL value (`remote_problem(url)` is its one-line form); `--allow-remote` or
+  `HAMMERLAB_ALLOW_REMOTE=1` opts in, from the sending process's own command line or environment.
 - **Stop-loss.** `--abort-on 'METRIC>VALUE for DURATION'` conditions, checked about twice a second
   while the load runs; when one has held for its whole duration the test stops and the process exits
   with `STOP_LOSS_EXIT` (3), naming the condition. With a target that is not on loopback the
@@ -15,77 +15,23 @@ Two rules, plain Python so that the Locust plugin and the comparison runner shar
 
 from __future__ import annotations
 
-import ipaddress
 import math
-import os
 import re
-import socket
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-ALLOW_REMOTE_ENV = "HAMMERLAB_ALLOW_REMOTE"
+from mitigations.checked_url import (  # noqa: F401  (the loopback rule's home; re-exported for callers)
+    ALLOW_REMOTE_ENV,
+    allow_remote_from_env,
+    is_local_url,
+    is_loopback,
+    remote_problem,
+)
+
 STOP_LOSS_EXIT = 3
 DEFAULT_REMOTE_ABORT_ON = ("server_error_rate>20% for 5s", "p99>5s for 10s", "server_lag_ms>1000 for 5s")
 NO_CONDITIONS = "none"
-
-# -- where a client may send ------------------------------------------------------------------------------
-
-
-def allow_remote_from_env(environ: dict[str, str] | None = None) -> bool:
-    value = (os.environ if environ is None else environ).get(ALLOW_REMOTE_ENV, "")
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def is_loopback(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return (mapped or ip).is_loopback
-
-
-def resolve(hostname: str) -> list[str]:
-    """Every address `hostname` resolves to (an IP literal is itself). Raises OSError."""
-    try:
-        return [str(ipaddress.ip_address(hostname.strip("[]")))]
-    except ValueError:
-        pass
-    return sorted({info[4][0] for info in socket.getaddrinfo(hostname, None, proto=socket.IPPROTO_TCP)})
-
-
-def is_local_url(url: str) -> bool:
-    """True when every address the URL's host resolves to is loopback."""
-    try:
-        addresses = resolve(urlsplit(url).hostname or "")
-    except (OSError, UnicodeError, ValueError):
-        return False
-    return bool(addresses) and all(is_loopback(a) for a in addresses)
-
-
-def remote_problem(url: str, allow_remote: bool = False, option: str = "--host") -> str | None:
-    """None when `url` may be loaded (loopback, or opted in), else the one line that refuses it."""
-    if allow_remote or allow_remote_from_env():
-        return None
-    hostname = urlsplit(url).hostname or ""
-    opt_in = f"pass --allow-remote (or set {ALLOW_REMOTE_ENV}=1) to load it anyway"
-    try:
-        addresses = resolve(hostname)
-    except (OSError, UnicodeError, ValueError):
-        return (
-            f"{option} {url}: cannot resolve {hostname!r}, so it cannot be checked to be loopback; {opt_in}"
-        )
-    others = [a for a in addresses if not is_loopback(a)]
-    if not addresses or others:
-        shown = ", ".join(others[:3]) or "nothing"
-        return (
-            f"{option} {url} resolves to {shown}, not a loopback address; Hammerlab clients are built to "
-            f"overload servers, so they only load this machine unless you {opt_in}"
-        )
-    return None
-
 
 # -- stop-loss conditions ------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from mitigations.core import Call
 
@@ -24,6 +25,7 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_HEADERS = 50
 MAX_HEADER_NAME = 100
 MAX_HEADER_VALUE = 4000
+MAX_PATH = 2000
 # The transport frames every request itself: these would contradict it or name another host.
 RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -32,6 +34,28 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 def _shown(text: str, limit: int = 40) -> str:
     shown = repr(text)
     return shown if len(shown) <= limit + 2 else shown[: limit - 1] + "…'"
+
+
+def path_problem(text: str) -> str | None:
+    """Why `text` is not a request path on the target, or None. `/` first, then printable ASCII; never
+    a scheme, an authority (`//host`), user info (`@host`) or a backslash, which would send the request
+    somewhere else."""
+    if not text.startswith("/"):
+        return "must start with /"
+    if text.startswith("//"):
+        return "must not start with // (that names another host)"
+    if len(text) > MAX_PATH:
+        return f"is longer than {MAX_PATH} characters"
+    if any(not (" " < c < "\x7f") for c in text):
+        return "must be printable ASCII without spaces (percent-encode the rest)"
+    if "@" in text or "\\" in text:
+        return "must not contain @ or \\ (they can name another host)"
+    if "#" in text:
+        return "must not contain # (a fragment is never sent)"
+    parts = urlsplit("http://127.0.0.1" + text)
+    if parts.netloc != "127.0.0.1" or parts.path != text.split("?", 1)[0]:
+        return "must be a path, not a URL"
+    return None
 
 
 def parse_method(raw: object) -> str:
@@ -127,8 +151,8 @@ class RequestSpec:
 
     def __post_init__(self) -> None:
         parse_method(self.method)
-        if not self.path.startswith("/") or self.path.startswith("//"):
-            raise ValueError(f"path {_shown(self.path)} must start with a single /")
+        if problem := path_problem(self.path):
+            raise ValueError(f"path {_shown(self.path)} {problem}")
         for name, value in self.headers:
             parse_header(f"{name}: {value}")
         if self.body is not None and len(self.body) > MAX_BODY_BYTES:

@@ -257,6 +257,12 @@ class Retry(BasePolicy):
     event (the would-be attempt's call, `RetryBudgetExhausted`, cause `budget`), so it gets its own
     stats row, and counted in `budget_denials`. That shed outcome is announced only, never returned.
 
+    Every other refuser of a retry behaves the same: when the breaker, a limiter, the socket pool, the
+    send-by deadline or the client's own machine sheds a retry, the shed is announced by the policy that
+    made it (its own stats row), and the call ends as the last failure that reached the server. Only a
+    call whose first attempt was shed ends as a shed: a call that reached the server and failed ends as
+    that server failure, whatever refuses its retry (docs/accounting.md).
+
     Counters: `logical_calls`, `attempts` (sent to the next layer), `retries`, `budget_denials`;
     `amplification` = attempts / logical calls. The budget's `balance` is a gauge.
     """
@@ -291,9 +297,13 @@ class Retry(BasePolicy):
         if self.budget is not None:
             self.budget.deposit(self.clock.now())
         retries_done = 0
+        failed: Outcome | None = None  # the last attempt that reached the server (and failed)
         while True:
             self.attempts += 1
             outcome = proceed(call)
+            if failed is not None and outcome.shed:
+                return failed  # an inner policy refused the retry: the call ends as the failure it retried
+            failed = outcome if outcome.reached_wire else None
             delay = self._next_delay(outcome, call, retries_done)
             if delay is None:
                 return outcome

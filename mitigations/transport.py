@@ -30,15 +30,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.client import RemoteDisconnected
 from typing import Literal
-from urllib.parse import urlsplit
 
 import gevent
 import requests
-import requests.adapters
 import urllib3
 from geventhttpclient.client import HTTPClient
 from geventhttpclient.response import HTTPSocketPoolResponse
 
+from mitigations.checked_url import CheckedURL, URLRefused, checked_url, request_target
 from mitigations.core import (
     SYSTEM_CLOCK,
     Call,
@@ -60,6 +59,7 @@ from mitigations.core import (
     TooManyRequests,
     TransportError,
 )
+from mitigations.outbound import PinnedConnectionPool, pinned_session
 from mitigations.timeout import DEADLINE_HEADER, EXPIRED_HEADER, Timeouts, deadline_ms, timeout_failure
 
 HttpBackend = Literal["requests", "fast"]
@@ -88,11 +88,12 @@ class TransportConfig:
     keep_alive: bool = False
     timeouts: Timeouts = field(default_factory=Timeouts)
     count_429: bool = True
+    allow_remote: bool = False  # the sending process's own --allow-remote; the environment's counts too
+    target: CheckedURL = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"host must be an http:// or https:// URL, got {self.base_url!r}")
+        # Checked and resolved once, here: the transports connect to these addresses and nowhere else.
+        object.__setattr__(self, "target", checked_url(self.base_url, self.allow_remote))
         if self.max_connections is not None and self.max_connections < 1:
             raise ValueError(f"max_connections must be >= 1 or None, got {self.max_connections}")
         if not isinstance(self.count_429, bool):
@@ -210,24 +211,19 @@ class RequestsTransport:
     def __init__(self, config: TransportConfig, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
         self.clock = clock
-        self.session = requests.Session()
-        # No proxy or .netrc lookups from the environment: they cost a third of each request's CPU.
-        self.session.trust_env = False
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=1,
-            pool_maxsize=config.pool_size,
-            pool_block=False,  # SocketPool does the waiting, where it is visible and bounded
-            max_retries=0,  # no hidden retries: a retry is a policy's decision
-        )
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        # Pinned to the checked addresses; no proxy, .netrc, redirect or hidden retry. SocketPool does the
+        # waiting for a socket, where it is visible and bounded, so the pool never blocks.
+        self.session = pinned_session(config.target, config.pool_size)
         self.session.headers["Connection"] = "keep-alive" if config.keep_alive else "close"
-        self._base = config.base_url.rstrip("/")
 
     def send(self, call: Call) -> Outcome:
         now = self.clock.now()
         if Timeouts.expired(call, now):
             return Outcome(call=call, finished_at=now, error=DeadlineExceeded())
+        try:
+            url = self.config.target.join(call.path).text
+        except URLRefused:
+            return Outcome(call=call, finished_at=now, error=ClientError())  # never sent: not the server's
         remaining = call.remaining(now)
         timeout = self.config.timeouts.for_call(call, now)
         headers = dict(call.headers)
@@ -241,7 +237,7 @@ class RequestsTransport:
                 # body is read is known to be mid-response.
                 response = self.session.request(
                     call.method,
-                    self._base + call.path,
+                    url,
                     headers=headers,
                     data=call.body,
                     timeout=timeout,
@@ -284,19 +280,24 @@ class FastTransport:
     def __init__(self, config: TransportConfig, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
         self.clock = clock
-        parts = urlsplit(config.base_url)
-        if parts.scheme != "http":
+        target = config.target
+        if target.scheme != "http":
             raise ValueError(f"the fast backend speaks plain http only, got {config.base_url!r}")
+        # geventhttpclient needs numbers; "none" is an hour, far past any lab run.
+        timeouts = {
+            "connection_timeout": config.timeouts.connect or 3600.0,
+            "network_timeout": config.timeouts.read or 3600.0,
+        }
         self._client = HTTPClient(
-            parts.hostname,
-            port=parts.port or 80,
+            target.host,
+            port=target.port,
             concurrency=config.pool_size,
-            # geventhttpclient needs numbers; "none" is an hour, far past any lab run.
-            connection_timeout=config.timeouts.connect or 3600.0,
-            network_timeout=config.timeouts.read or 3600.0,
-            headers={"Connection": "keep-alive" if config.keep_alive else "close"},
+            headers={"Connection": "keep-alive" if config.keep_alive else "close", "Host": target.authority},
+            **timeouts,
         )
-        self._base_path = parts.path.rstrip("/")
+        # The pool connects to the addresses the guard resolved; it never resolves the name again.
+        self._client._connection_pool = PinnedConnectionPool(target, size=config.pool_size, **timeouts)
+        self._base_path = target.target.split("?", 1)[0].rstrip("/")
         self._requests: dict[tuple[str, str, tuple[tuple[str, str], ...]], bytes] = {}
 
     def _request_bytes(self, call: Call) -> bytes:
@@ -311,7 +312,7 @@ class FastTransport:
             cached = self._requests.get(key)
             if cached is not None:
                 return cached
-        path = self._base_path + call.path
+        path = self._base_path + request_target(call.path)
         request = self._client._build_request(
             call.method.upper(), path, body=call.body or b"", headers=dict(call.headers)
         ).encode("latin-1")
@@ -327,7 +328,11 @@ class FastTransport:
             return Outcome(call=call, finished_at=now, error=DeadlineExceeded())
         remaining = call.remaining(now)
         pool = self._client._connection_pool
-        request = with_deadline(self._request_bytes(call), deadline_ms(call, now, self.config.timeouts.read))
+        try:
+            head = self._request_bytes(call)
+        except URLRefused:
+            return Outcome(call=call, finished_at=now, error=ClientError())  # never sent: not the server's
+        request = with_deadline(head, deadline_ms(call, now, self.config.timeouts.read))
         sock = None
         response_started = False
         try:

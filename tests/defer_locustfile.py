@@ -27,3 +27,19 @@ class KeyedDeferredClient(MitigatedClient):
         n = next(self._numbers)
         headers = {"Idempotency-Key": f"{self._run}-{n}"}
         return Call("POST", self.path, launched_at=launched_at, headers=headers, body=str(n).encode())
+
+
+class UnkeyedDeferredClient(MitigatedClient):
+    """The same, with no Idempotency-Key: the body `<run>-<n>` alone tells the calls apart. A POST that
+    the server must never see twice."""
+
+    mitigations = ("throttle", "defer", "timeout")
+
+    def on_start(self) -> None:
+        super().on_start()
+        self._numbers = itertools.count()
+        self._run = os.environ.get("HAMMERLAB_TEST_RUN", "run")
+
+    def make_call(self, launched_at: float) -> Call:
+        body = f"{self._run}-{next(self._numbers)}".encode()
+        return Call("POST", self.path, launched_at=launched_at, body=body)

@@ -94,7 +94,7 @@ def main() -> None:
         results["metrics_refused"] = run([*locust, "-t", "2s", *scrape, "HammerClient"], quiet)
         results["metrics_refused_by_comparison"] = run([*comparison, *scrape], quiet)
         results["metrics_accepted_after_refusals"] = metrics.accepted
-        opted_in = [*locust, "-t", "2s", *scrape, "--allow-remote", "HammerClient"]
+        opted_in = [*locust, "-t", "3s", *scrape, "--allow-remote", "HammerClient"]
         results["metrics_opted_in"] = run(opted_in, quiet)
         results["metrics_scraped"] = metrics.requests
     print(json.dumps(results))

@@ -75,10 +75,10 @@ def test_the_limit_plot_is_an_svg_with_the_static_caps(tmp_path):
 def test_the_capacity_up_scenario_halves_the_work_and_plans_like_capacity():
     import pytest
 
-    from comparison.config import WORK_FACTORS, ConfigError, LoadPlan, RunConfig
+    from comparison.config import WORK_FACTORS, ConfigError, RunConfig, build_plan
 
     assert WORK_FACTORS == {"capacity": 2.0, "capacity-up": 0.5}
-    plan = LoadPlan.build(RunConfig("capacity-up", ("AdaptiveClient",), 50), 90.0, 180.0)
+    plan = build_plan(RunConfig("capacity-up", ("AdaptiveClient",), 50), 90.0, 180.0)
     assert plan.capacity_change_s == 20 and plan.capacity_change_at_s == 15
     assert plan.reduced_capacity_rps == 180.0 and plan.offered_rps == pytest.approx(99.0)
     with pytest.raises(ConfigError, match="too short for the capacity-up scenario"):

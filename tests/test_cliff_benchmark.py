@@ -37,6 +37,7 @@ def summary(client: str, scenario: str = "cliff", **values: object) -> Summary:
         deferred=None,
         replayed=None,
         expired=None,
+        kept=None,
         lost=3000,
         p50_ms=100.0,
         p95_ms=110.0,

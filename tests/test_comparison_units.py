@@ -11,23 +11,15 @@ import pytest
 from comparison import ROOT
 from comparison.__main__ import UsageError, parse_config
 from comparison.burst_shape import BurstShape, parse
-from comparison.config import ConfigError, LoadPlan, RunConfig
+from comparison.config import ConfigError, RunConfig, build_plan
+from comparison.counters import percentile, value_at
 from comparison.locust_run import CsvTail, Progress, locust_command
 from comparison.narrative import describe
 from comparison.readers import ClassFiles, ClientRow, FailureRow, ServerRow
-from comparison.summary import (
-    COLUMNS,
-    NOT_RECOVERED,
-    ClassResult,
-    percentile,
-    phase_goodput,
-    read_csv,
-    recovery_time,
-    summarise,
-    value_at,
-    window_amplification,
-    write_csv,
-)
+from comparison.scenarios import scenario_of
+from comparison.scenarios.capacity import phase_goodput
+from comparison.scenarios.outage import recovery_time, window_amplification
+from comparison.summary import COLUMNS, NOT_RECOVERED, ClassResult, read_csv, summarise, write_csv
 from comparison.tables import markdown_table, terminal_table
 
 STATS_HEADER = (
@@ -116,7 +108,7 @@ def test_argparse_errors_become_one_line():
 
 @pytest.mark.parametrize(("scenario", "multiple"), [("healthy", 0.8), ("cliff", 2.0), ("outage", 0.8)])
 def test_constant_scenarios_offer_a_multiple_of_capacity_from_one_user(scenario, multiple):
-    plan = LoadPlan.build(RunConfig(scenario=scenario, duration_s=30), capacity_rps=90)
+    plan = build_plan(RunConfig(scenario=scenario, duration_s=30), capacity_rps=90)
     assert plan.users == 1
     assert plan.launch_rate == pytest.approx(multiple * 90)
     assert plan.offered_rps == plan.launch_rate
@@ -124,31 +116,31 @@ def test_constant_scenarios_offer_a_multiple_of_capacity_from_one_user(scenario,
 
 
 def test_overrides_replace_the_scenario_rate():
-    assert LoadPlan.build(RunConfig(rate_multiplier=1.5), 80).offered_rps == pytest.approx(120)
-    assert LoadPlan.build(RunConfig(launch_rate=33), 80).offered_rps == pytest.approx(33)
+    assert build_plan(RunConfig(rate_multiplier=1.5), 80).offered_rps == pytest.approx(120)
+    assert build_plan(RunConfig(launch_rate=33), 80).offered_rps == pytest.approx(33)
 
 
 def test_outage_sits_mid_run_with_healthy_time_on_both_sides():
-    plan = LoadPlan.build(RunConfig(scenario="outage", duration_s=30), 100)
+    plan = build_plan(RunConfig(scenario="outage", duration_s=30), 100)
     assert (plan.outage_at_s, plan.outage_s) == (10.0, 10.0)
-    short = LoadPlan.build(RunConfig(scenario="outage", duration_s=20), 100)
+    short = build_plan(RunConfig(scenario="outage", duration_s=20), 100)
     assert short.outage_at_s == 5.0
 
 
 def test_capacity_change_sits_mid_run_and_needs_the_reduced_capacity():
-    plan = LoadPlan.build(RunConfig(scenario="capacity", duration_s=50), 90, reduced_capacity_rps=47)
+    plan = build_plan(RunConfig(scenario="capacity", duration_s=50), 90, reduced_capacity_rps=47)
     assert plan.offered_rps == pytest.approx(99)  # 1.1 x C
     assert (plan.capacity_change_at_s, plan.capacity_change_s, plan.reduced_capacity_rps) == (15.0, 20.0, 47)
     assert plan.event_at_s == 15.0
     assert plan.outage_s is None
     with pytest.raises(ValueError, match="needs the reduced capacity"):
-        LoadPlan.build(RunConfig(scenario="capacity", duration_s=50), 90)
-    assert LoadPlan.build(RunConfig(scenario="outage", duration_s=30), 90).event_at_s == 10.0
-    assert LoadPlan.build(RunConfig(), 90).event_at_s is None
+        build_plan(RunConfig(scenario="capacity", duration_s=50), 90)
+    assert build_plan(RunConfig(scenario="outage", duration_s=30), 90).event_at_s == 10.0
+    assert build_plan(RunConfig(), 90).event_at_s is None
 
 
 def test_burst_cycles_between_half_and_three_times_capacity():
-    plan = LoadPlan.build(RunConfig(scenario="burst", duration_s=20), 100)
+    plan = build_plan(RunConfig(scenario="burst", duration_s=20), 100)
     assert plan.burst is not None
     assert plan.offered_at(1) == pytest.approx(50)  # quiet first
     assert plan.offered_at(8) == pytest.approx(300)  # peak from 7 s to 10 s
@@ -173,7 +165,7 @@ def test_burst_shape_follows_its_spec_and_stops_at_the_end():
 
 def test_locust_command_matches_the_plan(tmp_path):
     files = ClassFiles(tmp_path / "HammerClient")
-    plan = LoadPlan.build(RunConfig(duration_s=12), 80)
+    plan = build_plan(RunConfig(duration_s=12), 80)
     command, env = locust_command("HammerClient", files, "http://127.0.0.1:9", plan, ("--keep-alive", "true"))
     assert command[-1] == "HammerClient"
     assert command[command.index("-u") + 1] == "1"
@@ -183,7 +175,7 @@ def test_locust_command_matches_the_plan(tmp_path):
     assert "--csv-full-history" in command
     assert "--keep-alive" in command
     assert "HAMMERLAB_BURST" not in env
-    burst = LoadPlan.build(RunConfig(scenario="burst", duration_s=20), 80)
+    burst = build_plan(RunConfig(scenario="burst", duration_s=20), 80)
     command, env = locust_command("HammerClient", files, "http://127.0.0.1:9", burst, ())
     assert "-u" not in command and "-t" not in command
     # absolute paths: Locust runs in the user's folder, the lab's files live wherever it is installed
@@ -258,9 +250,22 @@ def fixture_run(tmp_path: Path) -> ClassFiles:
             mitigation_row(0.5, "ThrottledClient", "all", 50, 40, 2, 8, max_concurrent=7),
             mitigation_row(0.5, "OtherClient", "all", 50, 40, 2, 8, max_concurrent=500),
             mitigation_row(
-                10.0, "ThrottledClient", "all", 1040, 800, 50, 200, max_concurrent=16, concurrent=0, ok=750,
-                unfinished=40, skipped=3, slo_ok=600, errors="503=20;connect-timeout=30",
-                causes="circuit-open=50;throttle=150", latency="40.123,120.500,451.200,801.000,903.100",
+                10.0,
+                "ThrottledClient",
+                "all",
+                1040,
+                800,
+                50,
+                200,
+                max_concurrent=16,
+                concurrent=0,
+                ok=750,
+                unfinished=40,
+                skipped=3,
+                slo_ok=600,
+                errors="503=20;connect-timeout=30",
+                causes="circuit-open=50;throttle=150",
+                latency="40.123,120.500,451.200,801.000,903.100",
             ),
         ],
     )
@@ -268,18 +273,18 @@ def fixture_run(tmp_path: Path) -> ClassFiles:
 
 
 def test_summary_takes_each_number_from_its_source(fixture_run):
-    plan = LoadPlan.build(RunConfig(duration_s=10), capacity_rps=60)
+    plan = build_plan(RunConfig(duration_s=10), capacity_rps=60)
     summary = summarise(ClassResult("ThrottledClient", fixture_run), plan)
     # the ledger's last `all` row: 1040 launched = 750 ok + 50 failed + 200 shed + 40 unfinished
     assert (summary.launched, summary.ok, summary.server_errors, summary.shed, summary.unfinished) == (
         1040, 750, 50, 200, 40)  # fmt: skip
     assert summary.accounted
-    assert summary.lost == 250  # 50 failed + 200 shed: neither served nor kept
-    assert summary.deferred is summary.replayed is summary.expired is None  # no Defer in this class
+    assert summary.lost == 290  # 50 failed + 200 shed + 40 unfinished nobody kept: launched - ok
+    assert summary.deferred is summary.replayed is summary.expired is summary.kept is None  # no Defer
     assert summary.skipped == 3 and not summary.generator_behind  # 3 of 1043 intended is under 1 %
     assert summary.goodput_rps == pytest.approx(75.0)  # 750 ok over Locust's 10 s (1000 at 100/s)
-    assert summary.slo_goodput_rps == pytest.approx(60.0)  # 600 within the SLO
-    assert summary.slo_attainment == pytest.approx(600 / 1040)
+    assert summary.slo_goodput_rps == pytest.approx(60.0)  # 600 within the SLO, over the same 10 s
+    assert summary.slo_attainment == pytest.approx(600 / 1043)  # of the intended calls: 3 were skipped
     assert summary.slo_ms == 1000
     assert summary.server_error_kinds == "connect-timeout=30;503=20"
     assert summary.shed_kinds == "throttle=150;circuit-open=50"
@@ -300,7 +305,7 @@ def test_summary_takes_each_number_from_its_source(fixture_run):
     assert summary.skipped_note() is None
     cells = summary.cells()
     assert (cells["p50_ms"], cells["p99_ms"], cells["max_ms"], cells["slo_attainment"]) == (
-        "40.1", "451", "903", "0.577")  # fmt: skip
+        "40.1", "451", "903", "0.575")  # fmt: skip
     assert list(cells) == list(COLUMNS)
     assert (cells["capacity_rps"], cells["offered_rps"], cells["recovery_s"]) == ("60.0", "120.0", "")
     assert (cells["amplification"], cells["outage_amplification"], cells["goodput_reduced_rps"]) == (
@@ -317,7 +322,7 @@ def test_a_server_csv_from_before_the_peaks_still_gives_the_sampled_maxima(fixtu
         OLD_SERVER_HEADER,
         [f"{1000 + i:.3f},{i:.3f},{lag},{4 + i},0,{20 + i},0,0,0,0,,,," for i, lag in enumerate(lags)],
     )
-    summary = summarise(ClassResult("ThrottledClient", fixture_run), LoadPlan.build(RunConfig(), 60))
+    summary = summarise(ClassResult("ThrottledClient", fixture_run), build_plan(RunConfig(), 60))
     assert (summary.server_max_lag_ms, summary.server_max_in_flight, summary.server_max_sockets) == (
         640,
         6,
@@ -326,7 +331,7 @@ def test_a_server_csv_from_before_the_peaks_still_gives_the_sampled_maxima(fixtu
 
 
 def test_summary_csv_round_trips_with_the_issue_s_columns(fixture_run, tmp_path):
-    plan = LoadPlan.build(RunConfig(duration_s=10), capacity_rps=60)
+    plan = build_plan(RunConfig(duration_s=10), capacity_rps=60)
     summary = summarise(ClassResult("ThrottledClient", fixture_run), plan)
     write_csv([summary], tmp_path / "summary.csv")
     with (tmp_path / "summary.csv").open() as handle:
@@ -346,7 +351,7 @@ def test_summary_csv_round_trips_with_the_issue_s_columns(fixture_run, tmp_path)
 def test_missing_sampler_files_leave_their_columns_empty(fixture_run):
     fixture_run.server.unlink()
     fixture_run.mitigations.unlink()
-    summary = summarise(ClassResult("ThrottledClient", fixture_run), LoadPlan.build(RunConfig(), 60))
+    summary = summarise(ClassResult("ThrottledClient", fixture_run), build_plan(RunConfig(), 60))
     cells = summary.cells()
     assert cells["server_max_lag_ms"] == cells["max_client_concurrent"] == cells["server_max_sockets"] == ""
     assert cells["p99_ms"] == ""
@@ -392,8 +397,10 @@ def test_recovery_at_once_is_zero_and_never_is_none():
 
 
 def test_outage_summary_says_never_when_goodput_never_returns(fixture_run):
-    plan = LoadPlan.build(RunConfig(scenario="outage", duration_s=20), capacity_rps=60)
-    summary = summarise(ClassResult("ThrottledClient", fixture_run, outage=(1002.0, 1012.0)), plan)
+    config = RunConfig(scenario="outage", duration_s=20)
+    plan = build_plan(config, capacity_rps=60)
+    result = ClassResult("ThrottledClient", fixture_run, outage=(1002.0, 1012.0))
+    summary = scenario_of("outage").adjust(summarise(result, plan), result, plan, config)
     assert summary.recovery_s == NOT_RECOVERED
 
 
@@ -402,7 +409,7 @@ def test_outage_summary_says_never_when_goodput_never_returns(fixture_run):
 
 def test_amplification_counts_every_attempt_per_launched_request(fixture_run):
     """Attempts on the wire (retries and replays included) over the ledger's launched calls."""
-    plan = LoadPlan.build(RunConfig(duration_s=10), capacity_rps=60)
+    plan = build_plan(RunConfig(duration_s=10), capacity_rps=60)
     rows = fixture_run.mitigations.read_text().splitlines()
     retried = rows[-1].replace(",1040,0,1040,800,", ",1040,0,1040,1300,", 1)  # 800 -> 1300 attempts
     fixture_run.mitigations.write_text("\n".join([*rows[:-1], retried]) + "\n")
@@ -435,14 +442,15 @@ def test_phase_goodput_skips_the_settling_time_and_measures_to_the_end_of_each_p
 
 
 def test_capacity_summary_and_sentences(fixture_run):
-    plan = LoadPlan.build(RunConfig(scenario="capacity", duration_s=32), 60, reduced_capacity_rps=31)
+    plan = build_plan(RunConfig(scenario="capacity", duration_s=32), 60, reduced_capacity_rps=31)
     rates = [60.0] * 25 + [25.0] * 80 + [55.0] * 23
     rows = rows_with_goodput(rates, start=1000.0)
     lines = [
         mitigation_row(r.timestamp - 1000, "ThrottledClient", "all", 0, r.wire_total, 0, 0) for r in rows
     ]
     write(fixture_run.mitigations, MITIGATIONS_HEADER, lines)
-    summary = summarise(ClassResult("ThrottledClient", fixture_run, capacity_change=(1006.0, 1026.0)), plan)
+    result = ClassResult("ThrottledClient", fixture_run, capacity_change=(1006.0, 1026.0))
+    summary = scenario_of("capacity").adjust(summarise(result, plan), result, plan, RunConfig())
     assert summary.reduced_capacity_rps == 31
     assert summary.goodput_reduced_rps == pytest.approx(25.0, abs=0.1)
     assert summary.goodput_restored_rps == pytest.approx(55.0, abs=0.1)
@@ -466,7 +474,7 @@ def test_capacity_summary_and_sentences(fixture_run):
 
 
 def test_sentences_come_from_the_numbers(fixture_run):
-    plan = LoadPlan.build(RunConfig(duration_s=10), capacity_rps=60)
+    plan = build_plan(RunConfig(duration_s=10), capacity_rps=60)
     throttled = summarise(ClassResult("ThrottledClient", fixture_run), plan)
     from dataclasses import replace
 
@@ -479,7 +487,7 @@ def test_sentences_come_from_the_numbers(fixture_run):
     )  # fmt: skip
     text = " ".join(describe([hammer, throttled], plan))
     assert "The most SLO goodput came from ThrottledClient: 60.0 requests/s answered 2xx within 1,000" in text
-    assert "58 % of the requests it launched" in text
+    assert "58 % of the requests it meant to launch" in text
     assert "HammerClient 10.0/s, as 52 % came late and 38 % failed (mostly connect-timeout)" in text
     assert "HammerClient drove the server's lag to 1,240 ms" in text
     assert "lost 38 % of its requests on the wire (mostly connect-timeout)" in text
@@ -493,7 +501,7 @@ def test_sentences_come_from_the_numbers(fixture_run):
 def test_outage_sentences_follow_failures_and_recovery(fixture_run):
     from dataclasses import replace
 
-    plan = LoadPlan.build(RunConfig(scenario="outage", duration_s=30), capacity_rps=60)
+    plan = build_plan(RunConfig(scenario="outage", duration_s=30), capacity_rps=60)
     base = summarise(ClassResult("ThrottledClient", fixture_run, outage=(1002.0, 1012.0)), plan)
     naive = replace(base, client="NaiveRetryClient", server_errors=2103, server_error_kinds="503=2103",
                     wire_attempts=2731, launched=1402, recovery_s=0.09)  # fmt: skip
@@ -543,19 +551,52 @@ def test_progress_line_shows_live_rates(tmp_path):
     assert "goodput   66.7/s" in line and "errors   19.0/s" in line and "shed   38.1/s" in line
 
 
-def test_a_deferring_client_is_described_by_what_it_kept_replayed_and_lost(fixture_run):
-    from dataclasses import replace
+DEFER_COLUMNS = (
+    ",deferred_total,replayed_total,expired_total,defer_queue_depth,replay_p50_ms,replay_p95_ms,"
+    "replay_p99_ms,replay_max_ms,kept_total"
+)
 
-    plan = LoadPlan.build(RunConfig(scenario="burst", duration_s=20), capacity_rps=60)
+
+def deferring_run(fixture_run: ClassFiles, expired: int, kept: int, killed: int) -> ClassFiles:
+    """DeferredClient's files: 1000 launched, 800 ok, 30 failed, `expired` shed as expired, and `kept`
+    still queued plus `killed` fresh calls still in flight when the drain ran out (both unfinished)."""
+    files = ClassFiles(fixture_run.prefix.with_name("DeferredClient"))
+    for name in ("stats", "server", "failures"):
+        getattr(files, name).write_bytes(getattr(fixture_run, name).read_bytes())
+    unfinished = kept + killed
+    row = mitigation_row(
+        10.0, "DeferredClient", "all", 800 + 30 + expired + unfinished, 830 + expired, 30, expired,
+        concurrent=0, ok=800, unfinished=unfinished, slo_ok=500, errors="503=30",
+        causes=f"defer-expired={expired}" if expired else "",
+    )
+    write(files.mitigations, MITIGATIONS_HEADER + DEFER_COLUMNS,
+          [row + f",500,{500 - expired - kept},{expired},{kept},,,,,{kept}"])  # fmt: skip
+    return files
+
+
+def test_a_deferring_client_is_described_by_what_it_kept_replayed_and_lost(fixture_run):
+    plan = build_plan(RunConfig(scenario="burst", duration_s=20), capacity_rps=60)
     base = summarise(ClassResult("ThrottledClient", fixture_run), plan)
-    deferred = replace(base, client="DeferredClient", shed=0, server_errors=0, launched=1000, ok=800,
-                       unfinished=200, deferred=500, replayed=300, expired=0, lost=0)  # fmt: skip
+    files = deferring_run(fixture_run, expired=0, kept=170, killed=0)
+    deferred = summarise(ClassResult("DeferredClient", files), plan)
+    assert deferred.accounted and (deferred.launched, deferred.kept) == (1000, 170)
+    assert deferred.lost == 30  # 1000 launched - 800 ok - 170 still on disk: the 30 server errors
     text = " ".join(describe([base, deferred], plan))
-    assert "DeferredClient kept 500 requests on disk instead of dropping them, replayed 300 of them and " \
-        "lost 0; 200 were still queued or in flight when the run ended (kept on disk)." in text
+    assert "DeferredClient kept 500 requests on disk instead of dropping them, replayed 330 of them and " \
+        "lost 30; 170 were still queued when the run ended (kept on disk for the next run)." in text
     assert "ThrottledClient kept" not in text  # no Defer: no such sentence
-    expiring = replace(deferred, expired=120, lost=0)
-    assert "120 expired unsent" in " ".join(describe([expiring], plan))
+
+
+def test_lost_counts_expired_deferrals_and_unfinished_calls_nobody_kept(fixture_run):
+    plan = build_plan(RunConfig(scenario="burst", duration_s=20), capacity_rps=60)
+    files = deferring_run(fixture_run, expired=120, kept=40, killed=10)
+    summary = summarise(ClassResult("DeferredClient", files), plan)
+    assert (summary.launched, summary.ok, summary.unfinished, summary.expired) == (1000, 800, 50, 120)
+    assert summary.accounted
+    # launched - ok - kept: 30 server errors + 120 expired + 10 unfinished that nobody kept
+    assert summary.lost == 160 and summary.cells()["kept"] == "40"
+    text = " ".join(describe([summary], plan))
+    assert "lost 160 (120 of them expired unsent" in text
 
 
 def test_the_recorded_command_can_be_typed_again():
@@ -563,3 +604,26 @@ def test_the_recorded_command_can_be_typed_again():
 
     argv = ["python -m comparison", "--scenario", "cliff", "--check", "A: x >= 1"]
     assert command_line(argv) == "python -m comparison --scenario cliff --check 'A: x >= 1'"
+
+
+# -- a rate schedule -------------------------------------------------------------------------------------
+
+
+def test_a_rate_schedule_sets_the_offered_load_over_time_and_goes_to_locust(tmp_path):
+    from dataclasses import replace
+
+    from comparison.schedule_shape import parse as parse_schedule
+
+    plan = replace(build_plan(RunConfig(duration_s=10), 80), launch_rate=8.0, schedule=((0.0, 2), (4.0, 5)))
+    assert (plan.offered_at(0.0), plan.offered_at(3.9), plan.offered_at(4.0), plan.offered_at(9)) == (
+        16.0, 16.0, 40.0, 40.0)  # fmt: skip
+    split = plan.split(2)
+    assert split.schedule == ((0.0, 4), (4.0, 10)) and split.offered_at(5) == pytest.approx(40.0)
+    files = ClassFiles(tmp_path / "HammerClient")
+    command, env = locust_command("HammerClient", files, "http://127.0.0.1:9", plan, ())
+    shape = ROOT / "comparison" / "schedule_shape.py"
+    assert command[command.index("-f") + 1] == f"{ROOT / 'locustfiles'},{shape}"
+    assert "-u" not in command and "-t" not in command
+    assert parse_schedule(env["HAMMERLAB_SCHEDULE"]) == (10.0, [(0.0, 2), (4.0, 5)])
+    with pytest.raises(ValueError, match="must increase"):
+        parse_schedule("duration_s=10;0=2,4=3,4=5")

@@ -25,7 +25,7 @@ import pytest
 from locust_plugin import options
 from locust_plugin.pipelines import build_pipeline
 from mitigations.core import SYSTEM_CLOCK, Call
-from tests.locust_run import ROOT, LocustRun, locust_command
+from tests.locust_run import ROOT, LocustRun, locust_command, read_csv
 
 pytestmark = pytest.mark.slow
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
@@ -89,6 +89,8 @@ def test_replays_carry_the_idempotency_key_and_body_of_their_call(recorder, tmp_
 
 def queued_keys(db_path: Path) -> list[str]:
     with sqlite3.connect(db_path) as db:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'deferred'").fetchall():
+            return []  # the file exists, its table not yet
         rows = db.execute("SELECT headers FROM deferred ORDER BY id").fetchall()
     return [json.loads(headers)["Idempotency-Key"] for (headers,) in rows]
 
@@ -156,3 +158,93 @@ def test_sigkill_mid_burst_then_the_next_run_replays_every_leftover(recorder, tm
     assert queued_keys(db_path) == []
     assert run_b.count("REPLAYED", "/doWork") >= len(queued)
     assert run_b.count("EXPIRED", "/doWork") == 0
+
+
+# -- issue 18: the ledger on every row, a clean stop during replays, an unusable --defer-dir ----------------
+
+LEDGER_PARTS = ("ok_total", "server_errors_total", "shed_total", "unfinished_total", "pending", "concurrent")
+
+
+def assert_identity_on_every_row(prefix: Path) -> int:
+    """launched = ok + server_errors + shed + unfinished + pending + in flight, on every row; returns
+    the rows' count of pending calls at their peak (so a test can tell the queue was used)."""
+    rows = read_csv(Path(f"{prefix}_mitigations.csv"))
+    assert rows
+    for row in rows:
+        assert int(row["launched_total"]) == sum(int(row[name]) for name in LEDGER_PARTS), row
+    return max(int(row["pending"]) for row in rows)
+
+
+def test_deferred_clients_ledger_identity_holds_on_every_row_of_a_real_run(recorder, tmp_path):
+    url, _ = recorder
+    prefix = tmp_path / "run"
+    command = locust_command(
+        "--stop-timeout", "0", "--max-concurrent", "2", "--launch-rate", "100", "--defer-dir",
+        str(tmp_path / "q"), "--server-sample-ms", "100", "--drain-s", "2", "--csv", str(prefix),
+        "DeferredClient", seconds=3, host=url,
+    )  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert assert_identity_on_every_row(prefix) > 0  # the queue held calls while rows were written
+
+
+def test_a_clean_stop_during_replays_never_sends_a_post_twice(recorder, tmp_path):
+    """Run a stops (drain 0.6 s) while its queue is replaying; run b replays what a left. A POST without
+    an Idempotency-Key reaches the server at most once. On the old code the drain cut the replays on the
+    wire and left their rows, and run b sent them again."""
+    url, records = recorder
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def run(name: str, seconds: float, rate: int, drain: float) -> LocustRun:
+        prefix = tmp_path / name
+        argv = [*locust_argv(url, seconds, rate, tmp_path / "q")[:-1], "--csv", str(prefix), "--drain-s",
+                str(drain), "--request-timeout-ms", "500", "--read-timeout-ms", "500",
+                "UnkeyedDeferredClient"]
+        result = subprocess.run(argv, cwd=ROOT, env={**env, "HAMMERLAB_TEST_RUN": name},
+                                capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in result.stderr, result.stderr[-2000:]
+        return LocustRun(result.returncode, result.stdout + result.stderr, prefix)
+
+    run_a = run("a", 2, 150, 0.6)
+    assert_identity_on_every_row(run_a.prefix)
+    with sqlite3.connect(tmp_path / "q" / "UnkeyedDeferredClient.sqlite") as db:
+        left = db.execute("SELECT COUNT(*) FROM deferred WHERE state = 'queued'").fetchone()[0]
+    assert left > 0  # the stop came while the queue was still replaying
+    run_b = run("b", 3, 2, 8.0)
+    assert f"found {left} deferred calls left by an earlier run" in run_b.output
+    assert_identity_on_every_row(run_b.prefix)
+    final_b = read_csv(Path(f"{run_b.prefix}_mitigations.csv"))[-1]
+    assert final_b["defer_in_doubt_total"] == "0"  # the drain let a's replays finish: none was cut
+    assert "still on the wire after the drain" not in run_a.output
+    sent = Counter(r["body"] for r in records() if r["method"] == "POST")
+    assert sum(1 for body in sent if body.startswith("a-")) >= left
+    assert [body for body, times in sent.items() if times > 1] == []
+
+
+def refused_run(defer_dir: str, *prefix: str) -> subprocess.CompletedProcess:
+    command = locust_command("--defer-dir", defer_dir, "DeferredClient", seconds=1, host="http://127.0.0.1:9")
+    return subprocess.run([*prefix, *command], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_an_unusable_defer_dir_is_refused_at_start_with_exit_2_and_one_line(tmp_path):
+    (tmp_path / "DeferredClient.sqlite").write_text("not a database")
+    result = refused_run(str(tmp_path))
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if "hammerlab: error" in line]
+    assert errors == [f"hammerlab: error: DeferredClient: --defer-dir: {tmp_path}/DeferredClient.sqlite is "
+                      "not a usable SQLite database (file is not a database)"]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_defer_dir_on_a_read_only_filesystem_is_refused_at_start(tmp_path):
+    """A read-only tmpfs mounted in a private mount namespace (`unshare -m`): root ignores permission
+    bits, so a chmod 0500 folder would not stop it; a read-only filesystem does."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    script = f'mount -t tmpfs -o ro,size=1m tmpfs {ro} && exec "$@"'
+    for target, problem in ((ro, "cannot be written (Read-only file system)"),
+                            (ro / "q", "cannot be used (Read-only file system)")):
+        result = refused_run(str(target), "unshare", "-m", "sh", "-c", script, "_")
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert f"hammerlab: error: DeferredClient: --defer-dir {target} {problem}" in result.stderr
+        assert "Traceback" not in result.stderr

@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 
 from comparison.__main__ import main, parse_config
-from comparison.config import ConfigError, LoadPlan, RunConfig
+from comparison.config import ConfigError, RunConfig, build_plan
 from comparison.locust_run import distributed_args
 
 
 @pytest.mark.parametrize("scenario", ["healthy", "cliff", "burst", "outage"])
 def test_workers_split_the_same_offered_load(scenario):
     duration = 30.0
-    one = LoadPlan.build(RunConfig(scenario=scenario, duration_s=duration), 90.0)
-    four = LoadPlan.build(RunConfig(scenario=scenario, duration_s=duration, workers=4), 90.0)
+    one = build_plan(RunConfig(scenario=scenario, duration_s=duration), 90.0)
+    four = build_plan(RunConfig(scenario=scenario, duration_s=duration, workers=4), 90.0)
     assert (one.workers, four.workers) == (1, 4)
     assert four.users == 4 * one.users
     assert four.launch_rate == pytest.approx(one.launch_rate / 4)
@@ -68,7 +68,7 @@ def test_jain_index():
 def test_fleet_scenario_defaults_to_four_instances_and_needs_two():
     config = parse_config(["--scenario", "fleet"])
     assert config.workers == 4
-    plan = LoadPlan.build(config, 90.0)
+    plan = build_plan(config, 90.0)
     assert plan.offered_rps == pytest.approx(180.0) and plan.users == 4
     assert plan.launch_rate == pytest.approx(45.0)
     assert parse_config(["--scenario", "cliff"]).workers == 1

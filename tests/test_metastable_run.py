@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from comparison.metastable import NOT_BACK, STUCK_SHARE
 from tests.browser import launch_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,13 +53,14 @@ def runs(tmp_path_factory) -> dict[str, dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_the_naive_client_stays_stuck_after_the_trigger(runs):
+def test_the_naive_client_stays_down_after_the_trigger(runs):
+    """The stuck rule, read at 14 s: never back, and under the stuck share at the end. 14 s is shorter than
+    STUCK_AFTER_S, so the verdict is not-back (the full 30 s run says stuck: docs/metastable.md)."""
     naive = runs["NaiveRetryClient"]
-    assert naive["verdict"] == "stuck", naive
+    assert naive["verdict"] == NOT_BACK, naive
     assert naive["recovered"] == "no" and naive["recovery_s"] == "never"
-    # The full 30 s run measured 0.41 here (docs/metastable.md): brief windows, never sustained.
-    assert float(naive["peak_share"]) < 0.5, naive
-    assert float(naive["post_trigger_slo_goodput_rps"]) < 0.3 * float(naive["pre_trigger_slo_goodput_rps"])
+    before, last = float(naive["pre_trigger_slo_goodput_rps"]), float(naive["post_trigger_slo_goodput_rps"])
+    assert last < STUCK_SHARE * before, naive
     assert float(naive["wasted_work_ratio"]) > 0.5, naive  # most of the server's CPU went to nobody
     assert float(naive["amplification"]) > 1.5, naive  # the retries that keep it there
 
@@ -66,10 +68,10 @@ def test_the_naive_client_stays_stuck_after_the_trigger(runs):
 @pytest.mark.slow
 @pytest.mark.parametrize("client", ["RetryClient", "SreThrottleClient", "AdaptiveClient"])
 def test_budgets_and_throttles_come_back(runs, client):
-    """Recovered within the shortened 14 s after-phase (the full run's times are in docs/metastable.md:
-    AdaptiveClient 0.4 s, SreThrottleClient 3.5 s, RetryClient 4.8 s)."""
+    """Back, sustained, within the shortened 14 s after-phase: every 1 s window at 90 % for 5 s from
+    recovery_s on (the full run's times are in docs/metastable.md)."""
     row = runs[client]
-    assert row["recovered"] == "yes", row
+    assert row["recovered"] == "yes" and row["verdict"] in ("quick", "slow"), row
     assert float(row["recovery_s"]) <= 8.0, row
     assert float(row["post_trigger_slo_goodput_rps"]) >= 0.9 * float(row["pre_trigger_slo_goodput_rps"])
 
@@ -92,9 +94,10 @@ def test_dropping_expired_work_gets_the_naive_client_out(runs):
 def test_the_phase_map_renders_one_heat_map_per_client(tmp_path):
     from comparison.phase_map import Cell, read_grid, write_grid, write_report
 
-    outcomes = ((0.0, 70.0, 0.0, "quick"), (10.0, 5.0, None, "stuck"), (20.0, 60.0, 4.0, "slow"))
+    outcomes = ((0.0, 70.0, 0.0, "quick"), (10.0, 5.0, None, "stuck"), (20.0, 60.0, 4.0, "slow"),
+                (30.0, 20.0, None, NOT_BACK))  # fmt: skip
     cells = [
-        Cell(client, load, trigger, 80.0 * load, 80.0 * load, post, post > 40, recovery, 1.0, verdict, 0.5)
+        Cell(client, load, trigger, 80 * load, 80 * load, post, post > 40, recovery, 1.0, verdict, 0.5, 12.0)
         for client in ("NaiveRetryClient", "RetryClient")
         for load in (0.6, 0.9)
         for trigger, post, recovery, verdict in outcomes
@@ -114,5 +117,6 @@ def test_the_phase_map_renders_one_heat_map_per_client(tmp_path):
             assert view.locator("#heatmap-RetryClient svg").bounding_box()["width"] > 200
             text = view.locator("#heatmap-RetryClient").inner_text()
             assert "stuck" in text and "quick 0.0 s" in text and "slow 4.0 s" in text
+            assert "not back" in text and "after 12 s" in text  # the time it waited
         finally:
             browser.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from comparison.config import ConfigError, LoadPlan, RunConfig, parse_mix
+from comparison.config import ConfigError, RunConfig, build_plan, parse_mix
 from tests.locust_run import ROOT, locust_command
 
 MIX = (("NaiveRetryClient", 1), ("AdaptiveClient", 3))
@@ -95,7 +95,7 @@ def test_mix_values_are_checked():
             parse_mix(text)
     with pytest.raises(ConfigError, match="--mix: not with the burst scenario"):
         RunConfig(scenario="burst", clients=("A", "B"), mix=(("A", 1), ("B", 1)))
-    plan = LoadPlan.build(RunConfig(clients=("A", "B"), mix=(("A", 1), ("B", 3)), workers=2), 90.0)
+    plan = build_plan(RunConfig(clients=("A", "B"), mix=(("A", 1), ("B", 3)), workers=2), 90.0)
     assert (plan.users, plan.offered_rps) == (8, pytest.approx(180.0))
     assert plan.launch_rate == pytest.approx(22.5) and plan.mix_spec() == "A:2,B:6"
     assert plan.offered_share("B") == pytest.approx(0.75)

@@ -109,3 +109,18 @@ def test_the_blame_and_retry_options_reach_the_pipeline():
     assert defaults.pipeline.min_wire_share == 0.5 and defaults.pipeline.transport.config.count_429 is True
     anything = build_pipeline(("retry",), SimpleNamespace(retry_methods="*"), host, SYSTEM_CLOCK)
     assert anything.policies["retry"].config.methods is None
+
+
+def test_the_knee_options_reach_the_adaptive_limit():
+    from locust_plugin.pipelines import build_pipeline
+    from mitigations.adaptive_knee import Knee
+    from mitigations.core import SYSTEM_CLOCK
+
+    parsed = SimpleNamespace(
+        adaptive_algorithm="knee", adaptive_tolerance="25", adaptive_probe_interval_s="60", slo_ms="800",
+    )
+    built = build_pipeline(("adaptive",), parsed, "http://127.0.0.1:9", SYSTEM_CLOCK)
+    algorithm = built.policies["adaptive"].algorithm
+    assert isinstance(algorithm, Knee)
+    assert algorithm.config.tolerance == 0.25 and algorithm.config.probe_interval == 60.0
+    assert algorithm.config.slo_target == 0.4  # the ceiling: --adaptive-slo-share 50 % of --slo-ms

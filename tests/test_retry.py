@@ -20,10 +20,12 @@ from mitigations.core import (
     HttpServerError,
     Outcome,
     PipelineEvents,
+    QueuedPastDeadline,
     ReadTimeout,
     ResponseReset,
     RetryBudgetExhausted,
     ServiceUnavailable,
+    ThrottleRejected,
     TooManyRequests,
 )
 from mitigations.retry import (
@@ -248,6 +250,15 @@ def test_a_call_an_inner_policy_shed_is_returned_as_it_is():
     policy, clock, _ = bound(RetryConfig.naive(5))
     far = Script(clock, fails(CircuitOpen()))
     assert policy.execute(make_call(clock), far).kind == "shed:circuit-open" and len(far.calls) == 1
+
+
+@pytest.mark.parametrize("refusal", [CircuitOpen(), ThrottleRejected(), QueuedPastDeadline()], ids=str)
+def test_a_retry_an_inner_policy_refuses_ends_the_call_as_the_failure_it_was_retrying(refusal):
+    policy, clock, _ = bound(RetryConfig.naive(3))
+    far = Script(clock, UNAVAILABLE, fails(ConnectionReset()), fails(refusal))
+    outcome = policy.execute(make_call(clock), far)
+    assert outcome.kind == "reset" and outcome.call.attempt == 2  # the last failure on the wire
+    assert [c.attempt for c in far.calls] == [1, 2, 3]
 
 
 def test_max_attempts_counts_the_first_try():

@@ -127,7 +127,7 @@ def test_status_classes():
 
 
 def test_a_bad_host_is_refused_at_construction():
-    with pytest.raises(ValueError, match="host must be an http:// or https:// URL, got 'localhost:3000'"):
+    with pytest.raises(ValueError, match="'localhost:3000' is not a URL Hammerlab sends to"):
         TransportConfig("localhost:3000")
 
 

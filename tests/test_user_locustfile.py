@@ -12,7 +12,7 @@ import pytest
 
 from comparison import ROOT
 from comparison.__main__ import parse_config
-from comparison.config import ConfigError, LoadPlan, RunConfig
+from comparison.config import ConfigError, RunConfig, build_plan
 from comparison.locust_run import locust_command
 from comparison.readers import ClassFiles
 from comparison.rerun import RerunError, reproduction, rerun_argv
@@ -50,7 +50,7 @@ def test_the_file_is_checked_hashed_and_given_to_locust_by_absolute_path(user_fi
     config = parse_config(["--locustfile", user_file.name, "--clients", "MyClient,ThrottledClient"])
     digest = hashlib.sha256(user_file.read_bytes()).hexdigest()
     assert config.locustfile == UserLocustfile(user_file.resolve(), digest)
-    plan = LoadPlan.build(RunConfig(duration_s=10), 80)
+    plan = build_plan(RunConfig(duration_s=10), 80)
     files = ClassFiles(user_file.parent / "x")
     command, _ = locust_command("MyClient", files, "http://127.0.0.1:9", plan, (), config.locustfile)
     assert command[command.index("-f") + 1] == f"{ROOT / 'locustfiles'},{user_file.resolve()}"

@@ -118,7 +118,7 @@ def test_fault_control_refuses_a_remote_target_without_calling_it(monkeypatch):
     def no_request(*_args, **_kwargs):  # even a broken guard must not open a socket off this machine
         raise AssertionError("forward_fault tried to reach a remote target")
 
-    monkeypatch.setattr(web_ui.requests, "request", no_request)
+    monkeypatch.setattr(web_ui, "fetch", no_request)
     data, status = forward_fault("http://192.0.2.10:3000", "POST", {"kind": "outage", "duration_s": 5})
     assert status == 403
     assert data["error"].startswith("fault controls work only when the target is on loopback")
