@@ -13,7 +13,9 @@ The tree of one call (docs/tracing.md):
       └─ GET /doWork                      CLIENT    attempt 2 (a retry) ...
 
 A call `Defer` replays runs in the drainer's greenlet, outside any call: it gets its own root span,
-`replay GET /doWork`, and its attempts say `hammerlab.replay`.
+`replay GET /doWork`, and its attempts say `hammerlab.replay`. The two copies `Hedge` races run in
+greenlets it spawned inside the call: they stay under the call's span (the hedge says `hammerlab.hedge`),
+and the copy cancelled when the other won ends `cancelled`.
 
 Only this module imports OpenTelemetry, and only a pipeline being traced imports this module, so the
 mitigations work without the packages installed (`pip install 'hammerlab[otel]'` brings them). Which
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import gevent
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -37,7 +40,6 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from mitigations.core import Call, Next, Outcome, PipelineEvents
 
 INSTRUMENTATION = "hammerlab.mitigations"
-HEDGE = False  # no policy hedges yet; the attribute is there so a query need not change when one does
 
 
 def sdk_configured() -> bool:
@@ -83,6 +85,9 @@ class CallTracer:
     def step(self, call: Call, proceed: Next) -> Outcome:
         if _ACTIVE.get() is not None:
             return proceed(call)
+        inherited = _spawners_call()
+        if inherited is not None:  # a greenlet a policy spawned inside a call: Hedge's two copies
+            return inherited.run(proceed, call)
         return self._run(call, proceed, replay=True)  # started by a policy on its own: Defer's replay
 
     def _run(self, call: Call, proceed: Next, *, replay: bool) -> Outcome:
@@ -122,7 +127,7 @@ class CallTracer:
             "hammerlab.attempt": call.attempt,
             "hammerlab.transport": self.transport,
             "hammerlab.retry": call.attempt > 1,
-            "hammerlab.hedge": HEDGE,
+            "hammerlab.hedge": call.hedge,
             "hammerlab.replay": active is not None and active.replay,
         }
         if call.attempt > 1:
@@ -131,10 +136,17 @@ class CallTracer:
                                        attributes=attributes)  # fmt: skip
         carrier: dict[str, str] = {}
         self._propagator.inject(carrier, context=trace.set_span_in_context(span))
-        outcome = send(dataclasses.replace(call, headers={**call.headers, **carrier}) if carrier else call)
-        _describe(span, outcome)
-        span.end()
-        return outcome
+        outcome: Outcome | None = None
+        sent = dataclasses.replace(call, headers={**call.headers, **carrier}) if carrier else call
+        try:
+            outcome = send(sent)
+            return outcome
+        finally:
+            if outcome is None:  # killed on the wire: the hedge's loser, or the end of the test
+                span.set_attribute("hammerlab.outcome", "cancelled")
+            else:
+                _describe(span, outcome)
+            span.end()
 
     # -- span events: one per mitigation decision ----------------------------------------------------
 
@@ -142,6 +154,7 @@ class CallTracer:
         events.on("client", self._named)
         events.on("shed", self._shed)
         events.on("retry", self._retry)
+        events.on("hedge", self._hedge)
         events.on("state", self._state)
         events.on("limit", self._limit)
         events.on("expired", self._expired)
@@ -158,6 +171,9 @@ class CallTracer:
     def _retry(self, call: Call, delay: float) -> None:
         attributes = {"hammerlab.attempt": call.attempt, "hammerlab.retry.delay_ms": delay * 1e3}
         self._event("hammerlab.retry", attributes)
+
+    def _hedge(self, call: Call) -> None:
+        self._event("hammerlab.hedge", {"hammerlab.attempt": call.attempt})
 
     def _state(self, policy: object, old: str, new: str) -> None:
         self._event("hammerlab.breaker", {
@@ -186,6 +202,18 @@ class CallTracer:
         alone = self._tracer.start_span(name, attributes={"hammerlab.client": self.client})
         alone.add_event(name, attributes)
         alone.end()
+
+
+def _spawners_call() -> contextvars.Context | None:
+    """A copy of the context of the greenlet that spawned this one, if that greenlet is inside a traced
+    call: gevent starts a spawned greenlet with an empty context, so a policy's own greenlets would
+    otherwise lose their call."""
+    spawner = getattr(gevent.getcurrent(), "spawning_greenlet", None)
+    parent = spawner() if spawner is not None else None
+    context = getattr(parent, "gr_context", None)
+    if context is None or context.get(_ACTIVE) is None:
+        return None
+    return context.copy()
 
 
 def _describe(span: trace.Span, outcome: Outcome) -> None:

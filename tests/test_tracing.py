@@ -201,3 +201,30 @@ def test_the_mitigations_work_without_opentelemetry_installed(monkeypatch, caplo
         assert plugin_tracing.trace_pipeline(pipeline, "C") is False
     assert "pip install 'hammerlab[otel]'" in caplog.text
     assert send(pipeline).ok and pipeline.tracer is None and transport.headers == [{"X-Mine": "1"}]
+
+
+def test_a_hedge_is_an_attempt_of_the_same_call_and_the_loser_ends_cancelled(exporter):
+    """Hedge races its two copies in greenlets it spawns: both stay under the call's span."""
+    from mitigations.hedge import Hedge, HedgeConfig
+    from tests.test_hedge import FarEnd
+
+    clock = FakeClock()
+    far = FarEnd(clock)
+
+    class Far:
+        backend = "far"
+
+        def send(self, call: Call) -> Outcome:
+            return far(call)
+
+    pipeline = traced(Pipeline([Hedge(HedgeConfig(delay=0.05, budget=None))], Far(), clock=clock))
+    assert send(pipeline).call.hedge
+    spans = spans_of(exporter)
+    (call,) = [s for s in spans if s.kind == "INTERNAL"]
+    assert not [s for s in spans if s.name.startswith("replay")]
+    attempts = sorted((s for s in spans if s.parent_id == call.span_id), key=lambda s: s.start_ns)
+    assert [(a.attributes["hammerlab.hedge"], a.attributes["hammerlab.outcome"]) for a in attempts] == [
+        (False, "cancelled"), (True, "ok"),
+    ]  # fmt: skip
+    assert call.attributes["hammerlab.attempts"] == 2
+    assert [e[0] for e in call.events] == ["hammerlab.hedge"]
