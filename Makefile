@@ -13,8 +13,9 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 # The checkout installs itself as a user would (README: "Installing it"), editable so that edits count at
-# once: the pins come from requirements.txt (runtime) and requirements-dev.txt (the `dev` extra).
-$(STAMP): pyproject.toml requirements.txt requirements-dev.txt | $(BIN)/python
+# once: the pins come from requirements.txt (runtime) and requirements-dev.txt (the `dev` extra, which
+# includes requirements-otel.txt, the `otel` extra: the tracing tests need it).
+$(STAMP): pyproject.toml requirements.txt requirements-dev.txt requirements-otel.txt | $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $(STAMP)
 

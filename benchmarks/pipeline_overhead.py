@@ -11,9 +11,12 @@ process's own, counted between test start and stop by `_cpu_probe.py`. Target: <
 A whole Locust process's CPU over a 10 s run swings by +-20 % from run to run on a shared 2-core machine,
 so the script also measures the pipeline alone, in this process: CPU per call through the same transport
 with no policy and with the full CombinedClient set (retry, breaker, throttle, socket pool, deadline),
-alternated over many rounds. That ratio is stable to a few percent.
+alternated over many rounds. That ratio is stable to a few percent. With the `otel` extra installed it
+also runs the full pipeline traced (docs/tracing.md): a span per call and per attempt, batched to an
+exporter that drops them, which is the cost of `--otel` before the network.
 
     .venv/bin/python benchmarks/pipeline_overhead.py [--seconds 10] [--users 20] [--rate 400] [--rounds 3]
+    .venv/bin/python benchmarks/pipeline_overhead.py --pipeline-only     # the in-process part alone
 """
 
 from __future__ import annotations
@@ -160,6 +163,13 @@ def pipeline_cost(host: str, rounds: int, calls: int = 2000) -> dict[str, dict[s
             "transport alone": Pipeline([], transport),
             "full pipeline": Pipeline(full(), transport, total_timeout=10.0),
         }
+        tracer = _dropping_tracer()
+        if tracer is not None:
+            from mitigations.tracing import CallTracer
+
+            traced = Pipeline(full(), transport, total_timeout=10.0)
+            traced.trace(CallTracer(client="bench", transport=transport, tracer=tracer))
+            variants["full pipeline, traced"] = traced
         costs[backend] = {name: [] for name in variants}
         for _ in range(rounds):
             for name, pipeline in variants.items():
@@ -174,12 +184,31 @@ def pipeline_cost(host: str, rounds: int, calls: int = 2000) -> dict[str, dict[s
     return {b: {name: statistics.median(v) for name, v in by.items()} for b, by in costs.items()}
 
 
+def _dropping_tracer():
+    """A tracer whose spans are batched, as Locust's OTLP set-up does, to an exporter that drops them;
+    None without the `otel` extra."""
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    except ImportError:
+        return None
+
+    class Dropping(SpanExporter):
+        def export(self, spans):
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropping()))
+    return provider.get_tracer("bench")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--rate", type=float, default=400.0, help="total requests/s offered")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each client; the median counts")
+    parser.add_argument("--pipeline-only", action="store_true", help="only the in-process pipeline cost")
     args = parser.parse_args()
     if args.seconds < 2 or args.users < 1 or args.rate <= 0 or args.rounds < 1:
         parser.error("--seconds must be >= 2, --users >= 1, --rate > 0, --rounds >= 1")
@@ -210,7 +239,7 @@ def main() -> None:
         ]
         samples: dict[str, list[dict]] = {name: [] for name, *_ in plan}
         in_process = pipeline_cost(host, rounds=max(5, args.rounds))
-        for round_ in range(args.rounds):
+        for round_ in range(0 if args.pipeline_only else args.rounds):
             # Alternate the order each round so drift on a noisy machine hits every run alike.
             for name, files, user_class, extra in plan if round_ % 2 == 0 else reversed(plan):
                 samples[name].append(run(name, files, user_class, extra, args, host, env))
@@ -219,6 +248,20 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=10)
 
+    if not args.pipeline_only:
+        locust_table(samples, args)
+    print("\nthe pipeline alone, in one process: CPU us per call to /ping, median of alternated rounds")
+    for backend, by in in_process.items():
+        alone, full = by["transport alone"], by["full pipeline"]
+        ratio = full / alone
+        line = f"{backend:<9} transport alone {alone:6.1f}  full pipeline {full:6.1f}  ratio {ratio:.2f}x"
+        if "full pipeline, traced" in by:
+            traced = by["full pipeline, traced"]
+            line += f"  traced {traced:6.1f} (+{traced - full:.1f} us a call, {traced / full:.2f}x)"
+        print(line)
+
+
+def locust_table(samples: dict[str, list[dict]], args) -> None:
     median = {name: statistics.median(r["cpu_per_1000"] for r in runs) for name, runs in samples.items()}
     print(
         f"\nmedian of {args.rounds} rounds, {args.users} users, {args.rate:.0f} req/s, {args.seconds} s each"
@@ -232,11 +275,6 @@ def main() -> None:
         ("CombinedClient (requests)", "bare HttpUser"),
     ):
         print(f"ratio {ours} / {bare}: {median[ours] / median[bare]:.2f}x  (target <= 1.10)")
-    print("\nthe pipeline alone, in one process: CPU us per call to /ping, median of alternated rounds")
-    for backend, by in in_process.items():
-        alone, full = by["transport alone"], by["full pipeline"]
-        ratio = full / alone
-        print(f"{backend:<9} transport alone {alone:6.1f}  full pipeline {full:6.1f}  ratio {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from locust_plugin import options
 from locust_plugin.ledger import CallLedger
 from locust_plugin.pipelines import BuiltPipeline, build_pipeline
 from locust_plugin.reporter import LocustReporter
+from locust_plugin.tracing import otel_requested, trace_pipeline
 from mitigations.core import SYSTEM_CLOCK, Call, Outcome
 from mitigations.csv_schema import skip_share, too_many_skipped
 from mitigations.defer import Defer
@@ -210,6 +211,8 @@ def runtime_for(user_class: type, environment: Any) -> ClientRuntime:
         if not host:
             raise ValueError("no host: pass --host http://127.0.0.1:3000 or set host in locust.conf")
         built = build_pipeline(user_class.mitigations, environment.parsed_options, host, SYSTEM_CLOCK)
+        if otel_requested(environment.parsed_options):
+            trace_pipeline(built.pipeline, user_class.__name__)
         slo_ms = options.read(environment.parsed_options, "slo_ms")
         runtime = table[user_class.__name__] = ClientRuntime(
             user_class.__name__, built, environment.events, slo_ms

@@ -452,6 +452,28 @@ class Transport(Protocol):
     def send(self, call: Call) -> Outcome: ...
 
 
+class PipelineTracer(Protocol):
+    """What a pipeline asks of a tracer (`mitigations.tracing.CallTracer` is the OpenTelemetry one).
+    A pipeline without one builds exactly the untraced chain, so tracing costs nothing while it is off."""
+
+    def attach(self, events: PipelineEvents) -> None:
+        """Listen to the pipeline's events (each mitigation decision becomes a span event)."""
+        ...
+
+    def call(self, call: Call, proceed: Next) -> Outcome:
+        """Around one logical call, from `Pipeline.execute`."""
+        ...
+
+    def step(self, call: Call, proceed: Next) -> Outcome:
+        """Around the rest of the chain below a policy: a call that enters here outside `call` was
+        started by a policy on its own (`Defer` replaying a kept call)."""
+        ...
+
+    def attempt(self, call: Call, send: Next) -> Outcome:
+        """Around one wire attempt: `send` the call, with whatever headers carry the trace."""
+        ...
+
+
 class Pipeline:
     """Policies in order, outermost first, around a transport.
 
@@ -481,11 +503,22 @@ class Pipeline:
         self.clock = clock
         self.events = events or PipelineEvents()
         self.total_timeout = total_timeout
+        self.tracer: PipelineTracer | None = None
         for policy in self.policies:
             policy.bind(clock, self.events)
         self._entry = self._build()
 
+    def trace(self, tracer: PipelineTracer) -> None:
+        """Trace every call from now on: a span per call and per attempt (`mitigations.tracing`).
+        Call it before the first call, since a policy may keep the chain it was handed (`Defer`)."""
+        self.tracer = tracer
+        tracer.attach(self.events)
+        self._entry = self._build()
+
     def _build(self) -> Next:
+        tracer = self.tracer
+        attempt = None if tracer is None else tracer.attempt
+
         def send(call: Call) -> Outcome:
             now = self.clock.now()
             if call.sendable(now) == 0:
@@ -493,15 +526,15 @@ class Pipeline:
                 outcome = Outcome(call=call, finished_at=now, error=QueuedPastDeadline())
                 self.events.emit("shed", outcome)
                 return outcome
-            outcome = self.transport.send(call)
+            outcome = self.transport.send(call) if attempt is None else attempt(call, self.transport.send)
             # A local error (EMFILE, ...) never reached the server: it is shed, not a wire outcome.
             self.events.emit("shed" if outcome.shed else "wire", outcome)
             return outcome
 
         step: Next = send
         for policy in reversed(self.policies):
-            step = _chain(policy, step)
-        return step
+            step = _chain(policy, step if tracer is None else _traced(tracer, step))
+        return step if tracer is None else _traced_call(tracer, step)
 
     def execute(self, call: Call) -> Outcome:
         """Run one logical call through every policy. Stamps the deadline from launch time, and the
@@ -518,3 +551,17 @@ def _chain(policy: Policy, proceed: Next) -> Next:
         return policy.execute(call, proceed)
 
     return step
+
+
+def _traced(tracer: PipelineTracer, proceed: Next) -> Next:
+    def step(call: Call) -> Outcome:
+        return tracer.step(call, proceed)
+
+    return step
+
+
+def _traced_call(tracer: PipelineTracer, proceed: Next) -> Next:
+    def entry(call: Call) -> Outcome:
+        return tracer.call(call, proceed)
+
+    return entry

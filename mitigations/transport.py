@@ -24,6 +24,7 @@ calls, as Node's `maxSockets: Infinity` did.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -67,6 +68,9 @@ HTTP_BACKENDS: tuple[HttpBackend, ...] = ("requests", "fast")
 # With no cap, the pool still needs a size: it bounds idle keep-alive sockets kept for reuse.
 _UNCAPPED_POOL_SIZE = 10_000
 REQUEST_CACHE_SIZE = 256  # distinct body-less requests a FastTransport keeps built
+# W3C trace context (`mitigations.tracing`): a new value every attempt, so FastTransport sends them after
+# its cached request head, as it does the deadline.
+TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,8 @@ _REQUESTS_FAILURES = (
 class RequestsTransport:
     """requests.Session over one urllib3 pool, shared by every user of a client class."""
 
+    backend: HttpBackend = "requests"
+
     def __init__(self, config: TransportConfig, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
         self.clock = clock
@@ -269,6 +275,8 @@ class FastTransport:
     and response parser directly, one attempt per call.
     """
 
+    backend: HttpBackend = "fast"
+
     def __init__(self, config: TransportConfig, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
         self.clock = clock
@@ -295,6 +303,10 @@ class FastTransport:
     def _request_bytes(self, call: Call) -> bytes:
         """The request on the wire. geventhttpclient builds and validates it afresh every time (about a
         tenth of a /ping's CPU here), so a body-less request is built once per method, path and headers."""
+        if TRACE_HEADERS[0] in call.headers:
+            kept = {k: v for k, v in call.headers.items() if k not in TRACE_HEADERS}
+            head = self._request_bytes(dataclasses.replace(call, headers=kept))
+            return with_headers(head, [(k, call.headers[k]) for k in TRACE_HEADERS if k in call.headers])
         key = (call.method, call.path, tuple(call.headers.items()))
         if not call.body:
             cached = self._requests.get(key)
@@ -368,6 +380,12 @@ def with_deadline(request: bytes, left_ms: int | None) -> bytes:
         return request
     head = request[:-2]  # the head ends with the blank line's CRLF
     return head + f"{DEADLINE_HEADER}: {left_ms}\r\n\r\n".encode("ascii")
+
+
+def with_headers(request: bytes, pairs: list[tuple[str, str]]) -> bytes:
+    """A built request head with `pairs` added as its last headers."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in pairs)
+    return request[:-2] + extra.encode("latin-1") + b"\r\n"
 
 
 def _bodiless(method: str, status: int) -> bool:

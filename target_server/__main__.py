@@ -19,6 +19,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         detail = error.problem if error.option == "arguments" else str(error)
         print(f"target_server: error: {detail}", file=sys.stderr)
         return 2
+    if config.otel:  # before serving: a missing package or a bad OTEL_* variable is one line, exit 2
+        from target_server.tracing import TracingError, start_tracing
+
+        try:
+            start_tracing(os.environ)
+        except TracingError as error:
+            print(f"target_server: error: {error}", file=sys.stderr)
+            return 2
     # after validation: a bad flag should not pay for Flask's import
     from target_server.server import StatusPortError, serve
 

@@ -15,7 +15,7 @@ import struct
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
@@ -44,6 +44,7 @@ from target_server.guard import (
 )
 from target_server.latency_profile import profile_applies
 from target_server.state import TargetState
+from target_server.tracing import CPU_KEY, FAULT_KEY, OUTCOME_KEY
 
 LAG_HEADER = "X-Server-Lag-Ms"
 SOCKET_KEYS = ("hammerlab.socket", "gunicorn.socket")
@@ -73,6 +74,8 @@ def create_app(config: Config | None = None) -> Flask:
     registry = metrics.make_registry(state)
 
     app.wsgi_app = FrontDoor(app.wsgi_app, state)  # type: ignore[method-assign]
+    if config.otel:
+        app.wsgi_app = _traced(app.wsgi_app)  # type: ignore[method-assign]
     if under_gunicorn():
         # Join the other workers' /stats at boot, not at the first request. Under --preload this greenlet
         # runs in the forked worker (ensure_started keys on the pid), or the first request does it.
@@ -116,6 +119,18 @@ def create_app(config: Config | None = None) -> Flask:
         return _error(f"{exc.code} {exc.name}: {request.method} {request.path}"), exc.code or 400
 
     return app
+
+
+def _traced(wsgi_app: Any) -> Any:
+    """--otel: a server span per request (tracing.py). OpenTelemetry is imported only then."""
+    from target_server.tracing import ServerSpans, TracingError, start_tracing
+
+    try:
+        start_tracing(os.environ)  # kept if already set (by `python -m target_server`, or a test)
+    except TracingError as error:
+        print(f"target_server: error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(3) from None
+    return ServerSpans(wsgi_app)
 
 
 def state_of(app: Flask) -> TargetState:
@@ -170,9 +185,15 @@ class FrontDoor:
 # -- /doWork ------------------------------------------------------------------------------------------
 
 
+def _ended(state: TargetState, counter: str, outcome: str) -> None:
+    """Count how a /doWork request ended, and leave it in the environ for a server span (tracing.py)."""
+    setattr(state.totals, counter, getattr(state.totals, counter) + 1)
+    request.environ[OUTCOME_KEY] = outcome
+
+
 def _do_work(state: TargetState) -> Response:
     """Every request counted in `requests` ends in exactly one of completed, rejected, errors,
-    bad_requests, abandoned and expired."""
+    bad_requests, abandoned and expired (`_ended`)."""
     totals, gauges = state.totals, state.gauges
     totals.requests += 1
     gauges.enter_request()
@@ -184,7 +205,7 @@ def _do_work(state: TargetState) -> Response:
             waited = kernel_wait_s(client) if DEADLINE_ENVIRON in request.environ else 0.0
             deadline = deadline_from(request.environ, waited_s=waited)
         except (ConfigError, InputError, DeadlineError) as error:
-            totals.bad_requests += 1
+            _ended(state, "bad_requests", "bad-request")
             return _json_response(400, {"error": str(error)})
         if config.profile is not None and profile_applies(request.args, state.control.overrides):
             delay_ms, work_ms = config.profile.split(state.quantiles.next())
@@ -193,18 +214,21 @@ def _do_work(state: TargetState) -> Response:
         verdict = state.control.faults.decide(state.wall())
         if verdict.outage is not None:
             totals.count_fault("outage")
-            totals.errors += 1
+            request.environ[FAULT_KEY] = "outage"
+            _ended(state, "errors", "error")
             retry = math.ceil(verdict.outage.remaining_s(state.wall()) or 1)
             return _json_response(verdict.outage.fault.status, {"error": "outage"}, retry_after=retry)
         if state.should_shed(config):
-            totals.rejected += 1
+            _ended(state, "rejected", "rejected")
             return _raw_response(503, TOO_BUSY, retry_after=config.retry_after_s)
         for kind in verdict.hit:
             totals.count_fault(kind)
+        if verdict.hit:
+            request.environ[FAULT_KEY] = ",".join(verdict.hit)
         if verdict.delay_ms:
             gevent.sleep(verdict.delay_ms / 1000)
         if verdict.terminal is not None:
-            totals.errors += 1
+            _ended(state, "errors", "error")
             return _fail(state, verdict.terminal)
         work = Work(
             delay_ms,
@@ -215,12 +239,13 @@ def _do_work(state: TargetState) -> Response:
             drop_expired=config.drop_expired,
         )
         ended = _run_tasks(state, expansion, work)
+        request.environ[CPU_KEY] = sum(work.cpu_ms)
         if ended == EXPIRED:
             return _expired(state)
         if ended == ABANDONED:
-            totals.abandoned += 1
+            _ended(state, "abandoned", "abandoned")
             return _raw_response(499, b'{"error": "client closed the connection"}')
-        totals.completed += 1
+        _ended(state, "completed", "completed")
         return _raw_response(200, DONE)
     finally:
         gauges.in_flight -= 1
@@ -228,7 +253,7 @@ def _do_work(state: TargetState) -> Response:
 
 def _expired(state: TargetState) -> Response:
     """The fast 504 of --drop-expired: the client's propagated deadline has passed, the work is not done."""
-    state.totals.expired += 1
+    _ended(state, "expired", "expired")
     response = _raw_response(504, EXPIRED_BODY)
     response.headers[EXPIRED_HEADER] = "1"
     return response
@@ -263,6 +288,7 @@ class Work:
     deadline: Deadline | None
     skip_abandoned: bool
     drop_expired: bool
+    cpu_ms: list[float] = field(default_factory=list)  # what each task spent, for the server span
 
 
 def _run_tasks(state: TargetState, expansion: int, work: Work) -> str:
@@ -297,6 +323,7 @@ def _task(state: TargetState, work: Work) -> str:
     spent_ms = (time.thread_time() - started) * 1000
     totals = state.totals
     totals.work_cpu_ms += spent_ms
+    work.cpu_ms.append(spent_ms)
     gone = work.deadline is not None and work.deadline.expired()
     if gone or (work.client is not None and _hung_up(work.client)):
         totals.wasted_cpu_ms += spent_ms

@@ -229,6 +229,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("stats_dir", str, "shared dir for multi-worker /stats (auto under gunicorn)", nullable=True),
     Option("seed", int, "random seed for shedding and fault draws (empty: random)", 0, 2**63, nullable=True),
+    Option(
+        "otel",
+        bool,
+        "a server span per request, continuing the caller's W3C traceparent, exported as the standard "
+        "OTEL_* variables say (docs/tracing.md; needs pip install 'hammerlab[otel]')",
+    ),
 )
 OPTION_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 RUNTIME_OPTIONS: tuple[str, ...] = tuple(o.name for o in OPTIONS if o.runtime)
@@ -265,6 +271,7 @@ class Config:
     drop_expired: bool = False
     stats_dir: str | None = None
     seed: int | None = None
+    otel: bool = False
     faults: tuple[Fault, ...] = field(default=())
     # loaded from latency_profile at construction (and carried over by with_changes)
     profile: LatencyProfile | None = field(default=None, compare=False, repr=False)

@@ -32,7 +32,8 @@ from hammerlab.shadow import PACKAGES
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("pyproject.toml", "README.md", "requirements.txt", "requirements-dev.txt", *PACKAGES)
+REQUIREMENTS = ("requirements.txt", "requirements-dev.txt", "requirements-otel.txt")
+SOURCES = ("pyproject.toml", "README.md", *REQUIREMENTS, *PACKAGES)
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 
 USER_LOCUSTFILE = '''\
@@ -114,7 +115,13 @@ def test_the_wheel_runs_a_users_own_locustfile_from_an_empty_folder(installed):
     assert where.returncode == 0 and str(ROOT) not in where.stdout, where  # the wheel's, not the checkout's
     with zipfile.ZipFile(next(python.parent.parent.parent.glob("dist/*.whl"))) as wheel:
         names = set(wheel.namelist())
+        metadata = wheel.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert {"locust_plugin/static/hammerlab.js", "locustfiles/clients.py", "hammerlab/cli.py"} <= names
+    # OpenTelemetry is an optional extra (docs/tracing.md), pinned, and the dev extra brings it for the tests.
+    assert "Provides-Extra: otel" in metadata
+    for extra in ("otel", "dev"):
+        assert f'Requires-Dist: opentelemetry-sdk==1.45.2; extra == "{extra}"' in metadata
+    assert not re.search(r"Requires-Dist: opentelemetry\S*==[^;]*$", metadata, re.M)  # never a plain one
     version = run([bin_dir / "hammerlab", "--version"], folder, 30)
     assert version.stdout == f"hammerlab {hammerlab.__version__}\n"
 
