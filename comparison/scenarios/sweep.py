@@ -224,12 +224,12 @@ def run_points(
 ) -> Any:
     """Probe C once, run every setting as a Locust run of its own, and write the sweep's outputs; `runner`
     is comparison.runner, passed in so that this module does not import it back. Returns a RunOutcome."""
-    from comparison.own_service import ServiceOptions
-    from comparison.signals import Interrupted, SignalGuard
     from comparison.summary import summarise
-    from comparison.target import TargetError
-    from comparison.target_kind import inspect
-    from mitigations.guard import remote_problem
+
+    ServiceOptions, Interrupted, SignalGuard, TargetError, inspect, remote_problem = (
+        runner.ServiceOptions, runner.Interrupted, runner.SignalGuard, runner.TargetError, runner.inspect,
+        runner.remote_problem,
+    )  # fmt: skip
 
     service = config.service or ServiceOptions()
     if config.host and (problem := remote_problem(config.host, service.allow_remote)):
@@ -304,14 +304,14 @@ def run_points(
             record.save(run_dir / "run.json")
     if plan is None or not summaries:
         return runner.RunOutcome(run_dir, [], exit_code or 1, None)
-    summaries, report = write_outputs(run_dir, config, settings, summaries, record, plan, out)
+    described = runner.describe_run
+    summaries, report = write_outputs(run_dir, config, settings, summaries, record, plan, out, described)
     return runner.RunOutcome(run_dir, summaries, exit_code, report)
 
 
 def write_outputs(run_dir: Any, config: Any, settings: Sequence[Setting], summaries: list[Any], record: Any,
-                  plan: Any, out: TextIO) -> tuple[list[Any], Any]:  # fmt: skip
+                  plan: Any, out: TextIO, describe_run: Any) -> tuple[list[Any], Any]:  # fmt: skip
     """summary.csv, summary.md and report.html, and the table and the recommendation on the terminal."""
-    from comparison.run_record import describe_run
     from comparison.summary import write_csv
 
     points = [point_of(s) for s in summaries]
@@ -341,7 +341,7 @@ def write_outputs(run_dir: Any, config: Any, settings: Sequence[Setting], summar
     links = (
         "<h2>Each point's files</h2><ul>"
         + "".join(
-            f'<li>{s.label}: <a href="points/{s.folder}/{s.client}">points/{s.folder}/{s.client}/</a></li>'
+            f'<li>{s.label}: <a href="points/{s.folder}/">points/{s.folder}/</a></li>'
             for s in settings[: len(points)]
         )
         + "</ul>"
