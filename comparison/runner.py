@@ -42,11 +42,14 @@ from comparison.target import (
     sync_work_ms,
     wait_for_overrides_to_end,
 )
+from comparison.target_kind import inspect, scenario_problem
 from mitigations.guard import STOP_LOSS_EXIT, remote_problem
 
 # what comparison/phase_map.py's grid uses of the runner, besides `measure_and_plan` and `run_class`
-__all__ = ["EmbeddedTarget", "RunFailed", "RunOutcome", "RunRecord", "check_clients", "command_line",
-           "describe_run", "machine", "point_latest", "run", "run_dir_for"]  # fmt: skip
+# and of what comparison/scenarios/sweep.py's points use (the target's kind, the guard, the signals)
+__all__ = ["EmbeddedTarget", "Interrupted", "RunFailed", "RunOutcome", "RunRecord", "ServiceOptions",
+           "SignalGuard", "TargetError", "check_clients", "command_line", "describe_run", "inspect",
+           "machine", "point_latest", "remote_problem", "run", "run_dir_for"]  # fmt: skip
 
 
 class StopLossTripped(RuntimeError):
@@ -77,7 +80,6 @@ def say(out: TextIO, text: str) -> None:
 def run(config: RunConfig, out: TextIO = sys.stdout, argv: list[str] | None = None) -> RunOutcome:
     """Run every class. Raises RunFailed for a run that cannot go on; an interrupt is a RunOutcome."""
     from comparison.rerun import reproduction
-    from comparison.target_kind import inspect, scenario_problem
 
     service = config.service or ServiceOptions()
     if config.host and (problem := remote_problem(config.host, service.allow_remote)):
