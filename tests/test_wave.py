@@ -54,23 +54,38 @@ def test_the_period_is_an_option_of_the_wave_only():
         parse_config(["--scenario", "wave", "--period-s", "40", "--duration", "30"])
 
 
-def rows_for(plan, attainment_at) -> list[ClientRow]:
-    """Client rows every 0.5 s launching the plan's offered load, `attainment_at(offered)` within SLO."""
-    rows, launched, slo_ok, t = [], 0.0, 0.0, 0.0
+def rows_for(plan, attainment_at, latency_s: float = 0.4, step: float = 0.05) -> list[ClientRow]:
+    """Client rows every `step` s launching the plan's offered load; `attainment_at(offered)` of each
+    launch is answered within the SLO, counted `latency_s` later (the ledger counts on arrival)."""
+    rows, t = [], 0.0
     while t <= plan.duration_s + 1e-9:
+        launched = sum(plan.offered_at(u * step) * step for u in range(round(t / step)))
+        slo_ok = sum(
+            plan.offered_at(u * step) * step * attainment_at(plan.offered_at(u * step))
+            for u in range(round(t / step)) if u * step + latency_s <= t
+        )  # fmt: skip
         rows.append(ClientRow(1000 + t, t, 0, 0, launched, 0, 0, 0, slo_ok_total=slo_ok))  # type: ignore[arg-type]
-        offered = plan.offered_at(t + 0.25)
-        launched += offered * 0.5
-        slo_ok += offered * 0.5 * attainment_at(offered)
-        t += 0.5
+        t += step
     return rows
 
 
-def test_attainment_is_split_by_whether_the_load_was_above_c():
+def test_attainment_is_split_by_whether_the_load_was_above_c_and_never_flatters():
     plan = wave_plan()
-    crest, trough = attainments(rows_for(plan, lambda offered: 0.5 if offered > C else 1.0), plan)
-    assert crest == pytest.approx(0.5, abs=0.02) and trough == pytest.approx(1.0, abs=0.02)
+    truth = {True: 0.5, False: 1.0}
+    crest, trough = attainments(rows_for(plan, lambda offered: truth[offered > C]), plan)
+    # only answers counted from one SLO (1 s) after a phase began surely belong to it: a lower bound,
+    # short by at most SLO / phase length (crests 12.2 s, troughs 7.8 s and 3.9 s)
+    assert truth[True] * (1 - 1 / 12.2) - 0.02 <= crest <= truth[True]
+    assert truth[False] * (1 - 1 / 3.9) - 0.02 <= trough <= truth[False]
     assert attainments([], plan) == (None, None)
+
+
+def test_answers_that_arrive_in_the_next_phase_never_push_attainment_past_one():
+    """A crest's late answers land in the trough: counted by arrival, the trough would read > 100 %."""
+    plan = wave_plan()
+    for latency in (0.1, 0.5, 0.99):
+        crest, trough = attainments(rows_for(plan, lambda offered: 1.0, latency_s=latency), plan)
+        assert 0.9 <= crest <= 1.0 and 0.7 <= trough <= 1.0
 
 
 def summary(client: str, crest: float, trough: float) -> Summary:

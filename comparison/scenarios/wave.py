@@ -8,8 +8,9 @@ trough. `--rate-multiplier` or `--launch-rate` sets the crest; the trough stays 
 
 Each class's row gains `crest_slo_attainment` and `trough_slo_attainment`: the calls answered 2xx within
 the SLO over the calls launched while the offered load was above C, and while it was at or below C
-(PREFIX_mitigations.csv's `all` rows, each interval between two samples counted by the load offered at
-its middle). The time charts shade the crests.
+(PREFIX_mitigations.csv's `all` rows). An answer is counted when it arrives, so only those counted from
+one SLO after a phase began to its end surely belong to it: the attainments are lower bounds, never
+flattering, short by at most SLO / phase length. The time charts shade the crests.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
 
+from comparison.counters import value_at
 from comparison.errors import ConfigError, check_range, num
 from comparison.plan import LoadPlan
 from comparison.readers import ClientRow, read_client
@@ -145,15 +146,40 @@ def crests(plan: LoadPlan) -> list[tuple[float, float]]:
 
 
 def attainments(rows: Sequence[ClientRow], plan: LoadPlan) -> tuple[float | None, float | None]:
-    """SLO attainment while the offered load was above C, and while it was at or below C."""
+    """SLO attainment while the offered load was above C, and while it was at or below C: a lower bound
+    that cannot flatter. The ledger counts an SLO-good answer when it arrives, up to `plan.slo_ms` after
+    its launch, so only the answers counted from one SLO after a phase began to its end are certain to
+    belong to calls launched in it; those, over every call launched in the phase."""
+    if len(rows) < 2:
+        return None, None
+    launched = [(row.elapsed_s, float(row.launched_total)) for row in rows]
+    good = [(row.elapsed_s, float(row.slo_ok_total or 0)) for row in rows]
+    slo_s = plan.slo_ms / 1000
     sent = {True: 0.0, False: 0.0}
-    good = {True: 0.0, False: 0.0}
-    ordered = sorted(rows, key=lambda row: row.elapsed_s)
-    for first, last in pairwise(ordered):
-        above = plan.offered_at((first.elapsed_s + last.elapsed_s) / 2) > plan.capacity_rps
-        sent[above] += last.launched_total - first.launched_total
-        good[above] += last.slo_ok_total - first.slo_ok_total
-    return tuple(good[side] / sent[side] if sent[side] > 0 else None for side in (True, False))  # type: ignore[return-value]
+    kept = {True: 0.0, False: 0.0}
+    for above, (start, end) in phases(plan):
+        first, last = value_at(launched, start), value_at(launched, end)
+        certain_from = value_at(good, min(start + slo_s, end))
+        certain_to = value_at(good, end)
+        if None in (first, last, certain_from, certain_to):
+            continue  # the phase was not watched (the run stopped short)
+        sent[above] += last - first  # type: ignore[operator]
+        kept[above] += certain_to - certain_from  # type: ignore[operator]
+    return tuple(kept[side] / sent[side] if sent[side] > 0 else None for side in (True, False))  # type: ignore[return-value]
+
+
+def phases(plan: LoadPlan) -> list[tuple[bool, tuple[float, float]]]:
+    """The run cut into crests (True) and troughs (False), in order."""
+    found: list[tuple[bool, tuple[float, float]]] = []
+    at = 0.0
+    for start, end in crests(plan):
+        if start > at:
+            found.append((False, (at, start)))
+        found.append((True, (start, end)))
+        at = end
+    if at < plan.duration_s:
+        found.append((False, (at, plan.duration_s)))
+    return found
 
 
 def follow_sentences(summaries: Sequence[Summary]) -> list[str]:
