@@ -78,7 +78,7 @@ def run_locust(*args: str) -> subprocess.CompletedProcess:
     [
         (["--max-concurrent", "0", "ThrottledClient"], "--max-concurrent: '0' must be from 1 to 10,000"),
         (["--throttle-mode", "drop", "ThrottledClient"], "'drop' is not one of cancel, queue"),
-        (["--host", "localhost:3000", "BreakerClient"], "host must be an http:// or https:// URL"),
+        (["--host", "localhost:3000", "BreakerClient"], "is not a URL Hammerlab sends to: write http:// or https://"),
     ],
 )
 @pytest.mark.slow
