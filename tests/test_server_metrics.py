@@ -20,7 +20,7 @@ import requests
 from locust_plugin.server_metrics import MetricsSource, read_exposition
 from locust_plugin.server_sample import SampleInterval
 from locust_plugin.server_sampler import ServerSampler
-from locust_plugin.web_ui import server_rows
+from locust_plugin.web_tables import server_rows
 from mitigations.csv_schema import SERVER_COLUMNS
 from mitigations.metrics_map import HAMMERLAB_MAPPING, SeriesMap, check_url, parse_mapping
 from tests.locust_run import ROOT, run_locust

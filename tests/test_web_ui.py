@@ -11,7 +11,8 @@ from locust_plugin.client_stats import ClientSnapshot
 from locust_plugin.mitigations_board import MitigationsBoard
 from locust_plugin.server_sample import make_sample
 from locust_plugin.target import loopback_problem
-from locust_plugin.web_ui import forward_fault, mitigation_rows, server_rows, sparkline
+from locust_plugin.web_tables import mitigation_rows, server_rows, sparkline
+from locust_plugin.web_ui import forward_fault
 
 
 def test_sparkline_keeps_spikes_and_scales_to_the_window():
