@@ -76,7 +76,18 @@ def test_dependencies_are_pinned_and_the_packages_are_the_layouts():
         lines = [line for line in (ROOT / name).read_text().splitlines() if line and not line.startswith("#")]
         pinned = re.compile(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*")
         assert lines and all(pinned.fullmatch(line) for line in lines), name
-    assert set(PYPROJECT["tool"]["setuptools"]["packages"]) == set(PACKAGES)
+    include = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert {name.removesuffix("*") for name in include} == set(PACKAGES)
+    # every folder of code under the layout's names ships, subpackages too (comparison.scenarios once did
+    # not); pyproject's find looks for namespace packages too, so locustfiles/ needs no __init__.py
+    from setuptools import find_namespace_packages
+
+    on_disk = {
+        ".".join(source.parent.relative_to(ROOT).parts)
+        for top in PACKAGES
+        for source in (ROOT / top).rglob("*.py")
+    }
+    assert on_disk <= set(find_namespace_packages(str(ROOT), include=include))
     assert PYPROJECT["project"]["scripts"] == {"hammerlab": "hammerlab.cli:main"}
 
 
