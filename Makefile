@@ -52,7 +52,7 @@ promtool:
 
 test: $(STAMP) $(CHROMIUM) proxies promtool
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python tests/run_both.py
 
 test-fast: $(STAMP) promtool
 	$(BIN)/python -m pytest -m "not slow"
