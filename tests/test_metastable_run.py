@@ -15,8 +15,10 @@ from comparison.metastable import NOT_BACK, STUCK_SHARE
 from tests.browser import launch_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
-# Shortened phases: 4 s steady, a 6 s trigger, 14 s after (the scenario's defaults are 10, 10 and 30).
-PHASES = ("--pre-trigger-s", "4", "--trigger-s", "6", "--after-trigger-s", "14", "--drain-s", "1")
+# Shortened phases: 4 s steady, a 6 s trigger, 20 s after (the scenario's defaults are 10, 10 and 30).
+# At 0.9 x C RetryClient drains its backlog in 5-15 s (docs/metastable.md); 20 s leaves room for the 5 s
+# sustained stretch after it.
+PHASES = ("--pre-trigger-s", "4", "--trigger-s", "6", "--after-trigger-s", "20", "--drain-s", "1")
 
 
 def comparison(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -54,7 +56,7 @@ def runs(tmp_path_factory) -> dict[str, dict[str, str]]:
 
 @pytest.mark.slow
 def test_the_naive_client_stays_down_after_the_trigger(runs):
-    """The stuck rule, read at 14 s: never back, and under the stuck share at the end. 14 s is shorter than
+    """The stuck rule, read at 20 s: never back, and under the stuck share at the end. 20 s is shorter than
     STUCK_AFTER_S, so the verdict is not-back (the full 30 s run says stuck: docs/metastable.md)."""
     naive = runs["NaiveRetryClient"]
     assert naive["verdict"] == NOT_BACK, naive
@@ -68,11 +70,11 @@ def test_the_naive_client_stays_down_after_the_trigger(runs):
 @pytest.mark.slow
 @pytest.mark.parametrize("client", ["RetryClient", "SreThrottleClient", "AdaptiveClient"])
 def test_budgets_and_throttles_come_back(runs, client):
-    """Back, sustained, within the shortened 14 s after-phase: every 1 s window at 90 % for 5 s from
+    """Back, sustained, within the shortened 20 s after-phase: every 1 s window at 90 % for 5 s from
     recovery_s on (the full run's times are in docs/metastable.md)."""
     row = runs[client]
     assert row["recovered"] == "yes" and row["verdict"] in ("quick", "slow"), row
-    assert float(row["recovery_s"]) <= 8.0, row
+    assert float(row["recovery_s"]) <= 14.0, row
     assert float(row["post_trigger_slo_goodput_rps"]) >= 0.9 * float(row["pre_trigger_slo_goodput_rps"])
 
 
@@ -80,7 +82,7 @@ def test_budgets_and_throttles_come_back(runs, client):
 def test_dropping_expired_work_gets_the_naive_client_out(runs):
     row = runs["NaiveRetryClient --drop-expired"]
     assert row["recovered"] == "yes", row
-    assert float(row["recovery_s"]) <= 8.0, row
+    assert float(row["recovery_s"]) <= 14.0, row
     # The target dropped work instead of doing it. Its 504 rarely reaches the client: the header is the
     # time the client will wait, so by the time the work is found expired the client has mostly gone.
     assert row["expired_total"] and int(row["expired_total"]) > 50, row
