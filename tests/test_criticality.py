@@ -4,8 +4,11 @@ calls first (throttle and adaptive limit), and the ledger's split. Fake time onl
 import gevent
 import pytest
 
+from locust_plugin.client_stats import criticality_parts
 from locust_plugin.ledger import CallLedger
+from locust_plugin.mitigation_rows import MitigationRow, sum_rows
 from locust_plugin.values import criticality_mix
+from locust_plugin.web_tables import mitigation_rows
 from mitigations import AdaptiveLimit, PipelineEvents, Throttle, ThrottleConfig
 from mitigations.adaptive import AdaptiveLimitConfig, Aimd, AimdConfig
 from mitigations.admission import Entry, FifoGate
@@ -187,3 +190,31 @@ def test_the_ledger_splits_by_criticality_and_keeps_the_identity_in_each_class()
     assert ledger.launched == critical.launched + sheddable.launched
     assert critical.histogram.get_total_count() == 2 and sheddable.histogram.get_total_count() == 1
     assert CallLedger(slo_ms=100.0).split is None
+
+
+def test_the_split_reaches_the_csv_and_the_tab_and_sums_across_workers():
+    clock = SteppedClock()
+    rows = []
+    for worker, takes in (("w1", 0.01), ("w2", 0.2)):
+        ledger = CallLedger(slo_ms=100.0, split=True)
+        for criticality in (CRITICAL, SHEDDABLE, SHEDDABLE):
+            call = labelled(clock, criticality)
+            ledger.launch(call)
+            ledger.finish(Outcome(call=call, finished_at=call.launched_at + takes, status=200))
+        parts = criticality_parts(ledger.split)
+        rows.append(MitigationRow(timestamp=1.0, elapsed_s=1.0, worker=worker, client="ThrottledClient",
+                                  launched_total=3, slo_ms=100.0, criticality=parts))
+    total = sum_rows(rows, timestamp=2.0, elapsed_s=2.0).csv_row()
+    assert (total["critical_launched_total"], total["critical_ok_total"], total["critical_slo_ok_total"]) == (
+        "2", "2", "1",
+    )  # fmt: skip
+    assert (total["sheddable_launched_total"], total["sheddable_slo_ok_total"]) == ("4", "2")
+    assert 199.0 <= float(total["critical_p99_ms"]) <= 201.0  # w2's 200 ms: the histograms were merged
+    assert MitigationRow(timestamp=1.0, elapsed_s=1.0, worker="local", client="X").csv_row()[
+        "critical_ok_total"
+    ] == ""  # no mix: empty cells  # fmt: skip
+    table = mitigation_rows(rows, now=3.0)
+    assert [r["client"] for r in table] == ["ThrottledClient", "ThrottledClient · critical",
+                                            "ThrottledClient · sheddable"] * 2  # fmt: skip
+    assert table[1]["calls"] == "1 / 0 / 0 / 0 / 0 (1)" and table[1]["slo"] == "100.0% within 100 ms"
+    assert table[2]["breaker"] == "" and table[2]["latency"].startswith("10.0 /")
