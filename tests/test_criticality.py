@@ -139,6 +139,19 @@ def test_queued_critical_calls_are_served_before_queued_sheddable_ones():
     assert all(g.value.ok for g in greenlets) and throttle.in_flight == 0 and throttle.queued == 0
 
 
+def test_with_no_reserve_a_freed_slot_still_goes_to_the_critical_line_first():
+    clock = SteppedClock()
+    throttle = bound(
+        Throttle(ThrottleConfig(max_concurrent=1, mode="queue", queue_size=10, queue_timeout=10)), clock
+    )
+    wire = HeldCalls(clock)
+    greenlets = [run(throttle, labelled(clock, c, p), wire)
+                 for p, c in (("/x", CRITICAL), ("/s", SHEDDABLE), ("/c", CRITICAL))]  # fmt: skip
+    assert throttle.queued == 2
+    wire.release(3)
+    assert wire.order == ["/x", "/c", "/s"] and all(g.value.ok for g in greenlets)
+
+
 def test_a_sheddable_waiter_that_times_out_leaves_no_trace():
     clock, gate = SteppedClock(), FifoGate(2, reserve=0.5)
     assert gate.try_enter(sheddable=True) and not gate.try_enter(sheddable=True)
