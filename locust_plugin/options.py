@@ -192,6 +192,9 @@ OPTIONS: tuple[Option, ...] = (
            "every client: critical=SHARE labels that share of a class's calls critical and the rest "
            "sheddable (header Hammerlab-Criticality); the throttle and adaptive limit refuse sheddable "
            "calls first; off: no header, all calls critical"),
+    Option("--shed-sheddable-first", boolean, "true",
+           "every client: the throttle, adaptive limit and socket pool honour the criticality labels; "
+           "false: labels sent and counted, honoured by no client limiter (a contrast run)"),
     # accounting: what counts as good, and how a test ends
     Option("--slo-ms", number(1.0, MAX_WAIT_MS, ms), "1000",
            "every client: a 2xx answered within this many ms of its scheduled launch is SLO goodput"),

@@ -236,10 +236,13 @@ def build_pipeline(
 
     chosen = [name for name in ORDER if name in mitigations]
     policies = {name: POLICY_BUILDERS[name](read) for name in chosen if name in POLICY_BUILDERS}
-    mix = read("criticality_mix")
-    for name in PRIORITISED:  # --criticality-mix: the critical share of the limit is theirs alone
-        if mix and isinstance(gated := policies.get(name), GatedPolicy):
-            gated.reserve_for_critical(mix[0])
+    mix, first = read("criticality_mix"), read("shed_sheddable_first")
+    for name in (*PRIORITISED, "pooled"):  # --criticality-mix: the critical share of the limit is theirs
+        if isinstance(gated := policies.get(name), GatedPolicy):
+            if not first:
+                gated.ignore_criticality()
+            elif mix and name in PRIORITISED:
+                gated.reserve_for_critical(mix[0])
     if "defer" in mitigations:
         policies = {"defer": defer(read, policies, host), **policies}
     connect = _ms(read("connect_timeout_ms"))

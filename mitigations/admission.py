@@ -193,6 +193,7 @@ class GatedPolicy(BasePolicy):
     rejection: type[Shed] = Shed
     in_flight_gauge: str | None = None
     queued_gauge = "queue_depth"
+    honours_criticality = True  # sheddable calls wait behind critical ones, within `gate.reserve`
 
     def __init__(self, limit: int | None, queue_limit: int | None) -> None:
         super().__init__()
@@ -220,6 +221,12 @@ class GatedPolicy(BasePolicy):
         check_share(type(self).__name__, "reserve", share)
         self.gate.reserve = share
 
+    def ignore_criticality(self) -> None:
+        """Admit every call as critical, labels or not (`--shed-sheddable-first false`: a contrast run
+        with the labels counted but honoured by nobody on the client)."""
+        self.honours_criticality = False
+        self.gate.reserve = 0.0
+
     @property
     def waits(self) -> int:
         return self.gate.waits
@@ -244,7 +251,7 @@ class GatedPolicy(BasePolicy):
         remaining = call.sendable(self.clock.now())
         if remaining == 0:
             return self._expire(call)
-        sheddable = criticality_of(call.headers) == SHEDDABLE
+        sheddable = self.honours_criticality and criticality_of(call.headers) == SHEDDABLE
         if not queue:
             if self.gate.try_enter(sheddable):
                 return self._admitted()

@@ -231,3 +231,13 @@ def test_the_split_reaches_the_csv_and_the_tab_and_sums_across_workers():
                                             "ThrottledClient · sheddable"] * 2  # fmt: skip
     assert table[1]["calls"] == "1 / 0 / 0 / 0 / 0 (1)" and table[1]["slo"] == "100.0% within 100 ms"
     assert table[2]["breaker"] == "" and table[2]["latency"].startswith("10.0 /")
+
+
+def test_a_limiter_told_to_ignore_criticality_admits_sheddable_calls_as_critical():
+    clock = SteppedClock()
+    throttle = bound(Throttle(ThrottleConfig(max_concurrent=4)), clock)
+    throttle.reserve_for_critical(0.5)
+    throttle.ignore_criticality()
+    wire = HeldCalls(clock)
+    calls = [run(throttle, labelled(clock, SHEDDABLE, f"/s{i}"), wire) for i in range(5)]
+    assert throttle.in_flight == 4 and [g.ready() for g in calls] == [False] * 4 + [True]
