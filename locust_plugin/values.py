@@ -161,7 +161,7 @@ def criticality_mix(raw: object) -> tuple[float, ...]:
     return (share,)
 
 
-criticality_mix.allowed = "critical=0 to critical=1, or off"  # type: ignore[attr-defined]
+criticality_mix.allowed = "critical=0 to critical=1 (the share of critical calls), or off"  # type: ignore[attr-defined]
 
 
 def path(raw: object) -> str:
