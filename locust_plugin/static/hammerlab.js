@@ -102,30 +102,37 @@
   function buildTrends() {
     trends = el("div", { id: "hammerlab-trends", "data-testid": "hammerlab-trends" });
     trends.appendChild(el("strong", {}, "Last 30 s"));
+    trends.appendChild(el("span", { class: "hammerlab-range" }, " (now, and low–high under it)"));
     trends.appendChild(el("div", { class: "hammerlab-message" }, "…"));
   }
 
   function trendCell(metric) {
     const td = el("td", {});
     td.appendChild(el("span", { class: "hammerlab-spark" }, metric.trend || "·"));
-    td.appendChild(el("span", { class: "hammerlab-now" }, metric.now));
-    if (metric.low !== "") {
-      td.appendChild(el("span", { class: "hammerlab-range" }, metric.low + "–" + metric.high));
-    }
+    const numbers = td.appendChild(el("span", { class: "hammerlab-numbers" }));
+    numbers.appendChild(el("span", { class: "hammerlab-now" }, metric.now));
+    numbers.appendChild(el("span", { class: "hammerlab-range" }, metric.low === "" ? "" :
+      metric.low + "–" + metric.high));
     return td;
+  }
+
+  // Locust's worker ids are a host name and 32 hex digits: the tail tells them apart, the title has it all.
+  function workerCell(worker) {
+    const short = worker.length > 18 ? "…" + worker.slice(-8) : worker;
+    return el("td", { title: worker }, short);
   }
 
   function drawTrends(data) {
     const table = el("table", { class: "hammerlab-trends" });
     const head = el("tr", {});
-    ["Client", "Worker"].concat(data.metrics.map((m) => m.label + " (now, low–high)"))
+    ["Client", "Worker"].concat(data.metrics.map((m) => m.label))
       .forEach((title) => head.appendChild(el("th", {}, title)));
     table.appendChild(el("thead", {})).appendChild(head);
     const body = table.appendChild(el("tbody", {}));
     data.rows.forEach((row) => {
       const tr = el("tr", { "data-client": row.client, "data-worker": row.worker });
       tr.appendChild(el("td", {}, row.client));
-      tr.appendChild(el("td", {}, row.worker));
+      tr.appendChild(workerCell(row.worker));
       data.metrics.forEach((m) => tr.appendChild(trendCell(row[m.key])));
       body.appendChild(tr);
     });
