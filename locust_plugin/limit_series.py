@@ -28,8 +28,9 @@ Key = tuple[str, str]  # (client, worker)
 
 @dataclass(frozen=True)
 class Point:
-    """One sample of one client in one worker (or `all`). `in_flight` is the limiter's own count when
-    the client has a limiter (the number its limit caps), else every call the client has out."""
+    """One sample of one client in one worker (or `all`). `in_flight` is the throttle's own count when
+    the client has one (the number its cap caps), else the calls the client has out less those waiting
+    in a limiter's queue: for an adaptive limit, which reports no count of its own, the calls it let by."""
 
     at: float
     limit: int | None
@@ -39,7 +40,9 @@ class Point:
 
     @classmethod
     def of(cls, row: MitigationRow) -> Point:
-        in_flight = row.throttle_in_flight if row.throttle_in_flight is not None else row.concurrent
+        in_flight = row.throttle_in_flight
+        if in_flight is None:
+            in_flight = max(0, row.concurrent - (row.queue_depth or 0))
         return cls(row.timestamp, row.limit, in_flight, row.slo_ok_per_s, row.shed_per_s)
 
 

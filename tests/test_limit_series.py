@@ -84,6 +84,12 @@ def test_the_ring_is_bounded_by_count_too():
     assert [p.in_flight for p in ring.series()[("C", "local")]] == list(range(90, 100))
 
 
+def test_in_flight_without_a_throttle_leaves_out_the_calls_queued_at_a_limiter():
+    ring = LimitSeries()
+    ring.add([MitigationRow(START, 0.0, "local", "AdaptiveQueued", concurrent=30, queue_depth=12, limit=18)])
+    assert ring.series()[("AdaptiveQueued", "local")][0].in_flight == 18
+
+
 @pytest.mark.parametrize(("window", "points"), [(0.0, 10), (-1.0, 10), (4000.0, 10), (30.0, 1)])
 def test_a_window_out_of_range_is_refused(window, points):
     with pytest.raises(ValueError, match="must be from"):
