@@ -80,6 +80,7 @@ class MitigationRow:
     hedged: int | None = None
     hedge_won: int | None = None
     criticality: dict[str, dict[str, Any]] | None = None  # `client_stats.criticality_parts`
+    slo_ok_per_s: float | None = None  # for the tab's trends (`limit_series`), not a CSV column
 
     @property
     def server_error_kinds(self) -> str:
@@ -140,7 +141,12 @@ class MitigationRow:
                 value = getattr(snap, source)
                 values[name] = dict(value) if isinstance(value, dict) else value
         values.update(timestamp=timestamp, elapsed_s=elapsed_s, worker=worker)
-        return cls(**values, launched_per_s=rates.launched_per_s, shed_per_s=rates.shed_per_s)
+        return cls(
+            **values,
+            launched_per_s=rates.launched_per_s,
+            shed_per_s=rates.shed_per_s,
+            slo_ok_per_s=rates.slo_ok_per_s,
+        )
 
     def csv_row(self) -> dict[str, str]:
         return {name: _CELLS.get(name, _cell)(self, name) for name in MITIGATION_COLUMNS}
@@ -165,7 +171,8 @@ _SNAPSHOT_NAMES = {
     "defer_bad_rows_total": "bad_rows",
     "kept_total": "kept",
 }
-_ROW_FIELDS = tuple(f.name for f in fields(MitigationRow) if f.name not in ("launched_per_s", "shed_per_s"))
+_RATES = ("launched_per_s", "shed_per_s", "slo_ok_per_s")
+_ROW_FIELDS = tuple(f.name for f in fields(MitigationRow) if f.name not in _RATES)
 
 
 def _cell(row: MitigationRow, name: str) -> str:
