@@ -41,6 +41,9 @@ keep their order):
     PREFIX_mitigations.csv (1 for a single process; N with `--workers N`, each a Locust worker whose
     numbers the master summed into the `all` rows the columns above are read from).
 
+With `--criticality-mix`, before a scenario's own: SLO goodput, attainment and p99 of the critical and
+the sheddable calls apart (`comparison.criticality`, docs/criticality.md). Absent without a mix.
+
 A scenario fills its own columns in its `adjust` hook (comparison/scenarios/); a new one appends its own
 after these (`Summary.extra`), so the columns above keep their order.
 """
@@ -53,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from comparison.counters import percentile, rate_between, value_at  # noqa: F401 (benchmarks import them)
+from comparison.criticality import criticality_cells
 from comparison.plan import LoadPlan
 from comparison.readers import (
     ClassFiles,
@@ -63,6 +67,7 @@ from comparison.readers import (
     read_server,
     read_stats,
 )
+from mitigations.criticality import CRITICALITIES
 from mitigations.csv_schema import skip_share, too_many_skipped
 
 COLUMNS = (
@@ -180,15 +185,18 @@ class Summary:
     peak_share: float | None = None
     verdict: str | None = None
     extra: tuple[tuple[str, object], ...] = ()  # a scenario's own columns, after COLUMNS (its `columns`)
+    by_criticality: tuple[tuple[str, object], ...] = ()  # --criticality-mix: before `extra`
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """This row's summary.csv columns: the shared ones, then its scenario's own."""
-        return COLUMNS + tuple(name for name, _ in self.extra)
+        """This row's summary.csv columns: the shared ones, the criticality split, its scenario's own."""
+        return COLUMNS + tuple(name for name, _ in (*self.by_criticality, *self.extra))
 
     def value(self, name: str) -> object:
-        """The value of column `name`, shared or the scenario's own."""
-        return dict(self.extra).get(name) if name not in COLUMNS else getattr(self, name)
+        """The value of column `name`, shared, of the criticality split, or the scenario's own."""
+        if name in COLUMNS:
+            return getattr(self, name)
+        return dict((*self.by_criticality, *self.extra)).get(name)
 
     @property
     def accounted(self) -> bool:
@@ -251,7 +259,9 @@ _DECIMALS = {
 
 # A scenario's own columns (not in _DECIMALS) are rounded by what their names end with.
 _SUFFIX_DECIMALS = (("_rps", 1), ("_attainment", 3), ("_share", 2), ("_ratio", 3), ("_s", 2), ("_x", 2))
-_LATENCY_COLUMNS = frozenset({"p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms"})
+_LATENCY_COLUMNS = frozenset(
+    {"p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", *(f"{label}_p99_ms" for label in CRITICALITIES)}
+)
 
 
 def three_digits(ms: float) -> str:
@@ -338,7 +348,9 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         slo_ok=last.slo_ok_total,
         workers=max(1, len(read_instances(result.files.mitigations, result.client))),
         wasted_work_ratio=wasted_ratio(server),
+        by_criticality=criticality_cells(last, seconds),
     )
+
 
 
 def lost_calls(launched: int, ok: int, kept: int | None) -> int:
@@ -375,7 +387,7 @@ def _highest(samples: Iterable[float | None], peaks: Iterable[float | None]) -> 
 
 def write_csv(summaries: Sequence[Summary], path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
-        columns = summaries[0].columns if summaries else COLUMNS
+        columns = tuple(dict.fromkeys(name for s in summaries for name in s.columns)) or COLUMNS
         writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(summary.cells() for summary in summaries)

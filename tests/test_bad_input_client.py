@@ -33,7 +33,8 @@ HANG_S = 5.0
 FULL_WIDTH_10 = "\uff11\uff10"  # "10" in full-width digits: int() and float() accept it
 NOT_PLAIN_NUMBERS = ["nan", "NaN", "inf", "-inf", "1e400", "1_0", FULL_WIDTH_10, "0x10", "1,5", "abc", "",
                      "1 0"]
-RANGED = [option for option in OPTIONS if option.allowed and option.flag != "--breaker-window"]
+RANGED = [option for option in OPTIONS if option.allowed and option.flag not in ("--breaker-window",
+                                                                                 "--criticality-mix")]
 
 
 # -- Locust's real parser, with the plugin's options -------------------------------------------------------
@@ -91,6 +92,10 @@ PLUGIN_CASES = [
 ] + [
     pytest.param("--breaker-window", value, id=f"--breaker-window={value!r}")
     for value in ["0s", "1e-300s", "nans", "infs", "10m", "0", "100001", "1_0s", "3601s", FULL_WIDTH_10]
+] + [
+    pytest.param("--criticality-mix", value, id=f"--criticality-mix={value!r}")
+    for value in ["critical=1.5", "critical=-0.1", "critical=nan", "critical=inf", "critical=0_3",
+                  f"critical={FULL_WIDTH_10}", "critical=", "sheddable=0.3", "0.3", "critical:0.3", "on"]
 ] + [
     pytest.param("--path", value, id=f"--path={value!r}")
     for value in ["doWork", "@evil.example/x", "http://evil.example/", "//evil.example/x", "/a b", "/\\evil",
