@@ -39,7 +39,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST_A = "10.200.0.1"
-WORLD = ["unshare", "-n", "sh", "-c", f'ip link set lo up && ip addr add {HOST_A}/32 dev lo && exec "$@"', "_"]
+WORLD = [
+    "unshare",
+    "-n",
+    "sh",
+    "-c",
+    f'ip link set lo up && ip addr add {HOST_A}/32 dev lo && exec "$@"',
+    "_",
+]
 HOLD_S = 900  # a holder outlives any test; it is killed when its `hosts` block ends
 
 
@@ -55,7 +62,9 @@ def veth_problem() -> str | None:
             return f"needs {tool} (util-linux / iproute2) to build hosts of network namespaces"
     probe = "ip link add hl-probe type veth peer name hl-probe1"
     try:
-        result = subprocess.run(["unshare", "-n", "sh", "-c", probe], capture_output=True, text=True, timeout=10)
+        result = subprocess.run(
+            ["unshare", "-n", "sh", "-c", probe], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"cannot make a private network namespace here: {exc}"
     if result.returncode != 0:
@@ -160,7 +169,9 @@ def hosts(*names: str) -> Iterator[dict[str, Host]]:
     """Hosts `names` (e.g. "B", "C") joined to this world (host A); everything they ran is stopped at
     the end. Refuses to run outside a private network namespace."""
     if not _in_private_world():
-        raise RuntimeError("netns_hosts: run inside a private network namespace (run_in_world), never on the host")
+        raise RuntimeError(
+            "netns_hosts: run inside a private network namespace (run_in_world), never on the host"
+        )
     built: dict[str, Host] = {}
     try:
         for index, name in enumerate(names, start=1):
