@@ -27,8 +27,10 @@ their veths go with it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -104,8 +106,10 @@ class Host:
         return f"hl-{self.name.lower()}"
 
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        """Start `argv` in this host (cwd: the repo root unless given); stopped when `hosts` ends."""
+        """Start `argv` in this host (cwd: the repo root unless given) in a process group of its own;
+        the whole group is stopped when `hosts` ends (a shell loop's children too)."""
         kwargs.setdefault("cwd", ROOT)
+        kwargs.setdefault("start_new_session", True)
         process = subprocess.Popen(["nsenter", "-t", str(self.holder.pid), "-n", *argv], **kwargs)
         self.started.append(process)
         return process
@@ -155,13 +159,18 @@ def _join(name: str, index: int) -> Host:
 
 
 def _stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.terminate()
+    """SIGTERM to the process's group (when it leads one) and the process, SIGKILL after 5 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(process.pid) == process.pid:
+                os.killpg(process.pid, sig)
+        if process.poll() is None:
+            process.send_signal(sig)
         try:
             process.wait(timeout=5)
+            return
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            continue
 
 
 @contextmanager
