@@ -40,6 +40,10 @@ keep their order):
   - workers: the client instances the class ran as, i.e. the processes with rows of their own in
     PREFIX_mitigations.csv (1 for a single process; N with `--workers N`, each a Locust worker whose
     numbers the master summed into the `all` rows the columns above are read from).
+  - jain_index: with more than one client instance, Jain's fairness index over the instances' SLO
+    goodputs (each worker's own final slo_ok_total, PREFIX_mitigations.csv), the same number as the
+    fleet section's; empty for a single process. A gate can hold a fleet to it
+    (`--check 'jain_index >= 0.9'`).
 
 With `--criticality-mix`, before a scenario's own: SLO goodput, attainment and p99 of the critical and
 the sheddable calls apart (`comparison.criticality`, docs/criticality.md). Absent without a mix.
@@ -55,7 +59,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from comparison.counters import percentile, rate_between, value_at  # noqa: F401 (benchmarks import them)
+from comparison.counters import jain, percentile, rate_between, value_at  # noqa: F401 (benchmarks import them)
 from comparison.criticality import criticality_cells
 from comparison.plan import LoadPlan
 from comparison.readers import (
@@ -115,6 +119,7 @@ COLUMNS = (
     "recovered",
     "peak_share",
     "verdict",
+    "jain_index",
 )
 RECOVERY_WINDOW_S = 1.0
 SETTLE_S = 3.0  # a phase of the capacity scenarios is judged from this long after its change
@@ -184,6 +189,7 @@ class Summary:
     recovered: str | None = None
     peak_share: float | None = None
     verdict: str | None = None
+    jain_index: float | None = None
     extra: tuple[tuple[str, object], ...] = ()  # a scenario's own columns, after COLUMNS (its `columns`)
     by_criticality: tuple[tuple[str, object], ...] = ()  # --criticality-mix: before `extra`
 
@@ -237,6 +243,7 @@ class Summary:
 
 
 _DECIMALS = {
+    "jain_index": 3,
     "capacity_rps": 1,
     "offered_rps": 1,
     "slo_goodput_rps": 1,
@@ -305,6 +312,10 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
     launched = last.launched_total
     intended = launched + last.skipped_total
     seconds = max(elapsed, window)  # one duration for both goodputs (see the module doc)
+    instances = read_instances(result.files.mitigations, result.client)
+    own_slo_ok = [
+        max(rows, key=lambda row: row.timestamp).slo_ok_total for rows in instances.values() if rows
+    ]
 
     return Summary(
         client=result.client,
@@ -346,7 +357,8 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         wire_attempts=sum(row.count for row in wire),
         elapsed_s=seconds,
         slo_ok=last.slo_ok_total,
-        workers=max(1, len(read_instances(result.files.mitigations, result.client))),
+        workers=max(1, len(instances)),
+        jain_index=jain(own_slo_ok) if len(own_slo_ok) > 1 else None,
         wasted_work_ratio=wasted_ratio(server),
         by_criticality=criticality_cells(last, seconds),
     )
