@@ -59,6 +59,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from comparison.cells import cell, sort_counts
 from comparison.counters import jain, percentile, rate_between, value_at  # noqa: F401 (benchmarks import them)
 from comparison.criticality import criticality_cells
 from comparison.plan import LoadPlan
@@ -71,7 +72,6 @@ from comparison.readers import (
     read_server,
     read_stats,
 )
-from mitigations.criticality import CRITICALITIES
 from mitigations.csv_schema import skip_share, too_many_skipped
 
 COLUMNS = (
@@ -231,7 +231,7 @@ class Summary:
 
     def cells(self) -> dict[str, str]:
         """The row as summary.csv writes it: empty cells for numbers that do not apply."""
-        return {name: _cell(name, self.value(name)) for name in self.columns}
+        return {name: cell(name, self.value(name)) for name in self.columns}
 
     @property
     def failed_share(self) -> float:
@@ -240,60 +240,6 @@ class Summary:
     @property
     def shed_share(self) -> float:
         return self.shed / self.launched if self.launched else 0.0
-
-
-_DECIMALS = {
-    "jain_index": 3,
-    "capacity_rps": 1,
-    "offered_rps": 1,
-    "slo_goodput_rps": 1,
-    "slo_attainment": 3,
-    "goodput_rps": 1,
-    "server_max_lag_ms": 1,
-    "server_p95_lag_ms": 1,
-    "recovery_s": 2,
-    "amplification": 2,
-    "outage_amplification": 2,
-    "reduced_capacity_rps": 1,
-    "goodput_reduced_rps": 1,
-    "goodput_restored_rps": 1,
-    "wasted_work_ratio": 3,
-    "pre_trigger_slo_goodput_rps": 1,
-    "post_trigger_slo_goodput_rps": 1,
-    "peak_share": 2,
-}
-
-
-# A scenario's own columns (not in _DECIMALS) are rounded by what their names end with.
-_SUFFIX_DECIMALS = (("_rps", 1), ("_attainment", 3), ("_share", 2), ("_ratio", 3), ("_s", 2), ("_x", 2))
-_LATENCY_COLUMNS = frozenset(
-    {"p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", *(f"{label}_p99_ms" for label in CRITICALITIES)}
-)
-
-
-def three_digits(ms: float) -> str:
-    """A latency with the three significant digits its histogram keeps: 0.412, 41.2, 412, 4120."""
-    if ms >= 100:
-        return f"{ms:.0f}"
-    return f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
-
-
-def _cell(name: str, value: object) -> str:
-    if value is None:
-        return ""
-    if name in _LATENCY_COLUMNS and isinstance(value, float):
-        return three_digits(value)
-    if name == "slo_ms" and isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, float):
-        decimals = _DECIMALS.get(name, next((d for end, d in _SUFFIX_DECIMALS if name.endswith(end)), 0))
-        return f"{value:.{decimals}f}"
-    return str(value)
-
-
-def join_by_count(counts: dict[str, int]) -> str:
-    """`connect-timeout=12;503=3`, largest first: the same `key=count;...` form as the sampler's."""
-    return ";".join(f"{key}={value}" for key, value in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
@@ -380,15 +326,6 @@ def wasted_ratio(server: Sequence[ServerRow]) -> float | None:
     last = max(reported, key=lambda row: row.timestamp)
     work, wasted = last.work_cpu_ms_total or 0.0, last.wasted_cpu_ms_total or 0.0
     return min(1.0, wasted / work) if work > 0 else None
-
-
-def sort_counts(joined: str) -> str:
-    """`a=1;b=3` (the sampler's sorted-by-name form) -> `b=3;a=1`, largest first."""
-    counts: dict[str, int] = {}
-    for part in filter(None, joined.split(";")):
-        key, _, value = part.rpartition("=")
-        counts[key] = counts.get(key, 0) + int(value)
-    return join_by_count(counts)
 
 
 def _highest(samples: Iterable[float | None], peaks: Iterable[float | None]) -> float | None:
