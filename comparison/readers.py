@@ -201,6 +201,8 @@ class ClientRow:
     defer_bad_rows_total: int | None = None
     kept_total: int | None = None  # of unfinished_total: still queued on disk at the end; None without Defer
     limit: float | None = None  # the adaptive limit (in `all` rows: the sum); None without one
+    lost_with_worker: int = 0  # calls in flight on a worker the master lost (docs/distributed.md)
+    worker_lost_at_s: float | None = None  # a lost worker's rows: when the master lost it
 
     @property
     def good_total(self) -> int:

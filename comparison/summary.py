@@ -40,6 +40,8 @@ keep their order):
   - workers: the client instances the class ran as, i.e. the processes with rows of their own in
     PREFIX_mitigations.csv (1 for a single process; N with `--workers N`, each a Locust worker whose
     numbers the master summed into the `all` rows the columns above are read from).
+  - lost_with_worker, lost_workers: the workers lost mid-run and the calls they had in flight then
+    (part of the identity and of lost; comparison/lost_workers.py).
 
 A scenario fills its own columns in its `adjust` hook (comparison/scenarios/); a new one appends its own
 after these (`Summary.extra`), so the columns above keep their order.
@@ -53,6 +55,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from comparison.counters import percentile, rate_between, value_at  # noqa: F401 (benchmarks import them)
+from comparison.lost_workers import cell as lost_cell
+from comparison.lost_workers import lost_workers
 from comparison.plan import LoadPlan
 from comparison.readers import (
     ClassFiles,
@@ -110,6 +114,8 @@ COLUMNS = (
     "recovered",
     "peak_share",
     "verdict",
+    "lost_with_worker",
+    "lost_workers",
 )
 RECOVERY_WINDOW_S = 1.0
 SETTLE_S = 3.0  # a phase of the capacity scenarios is judged from this long after its change
@@ -179,6 +185,8 @@ class Summary:
     recovered: str | None = None
     peak_share: float | None = None
     verdict: str | None = None
+    lost_with_worker: int = 0
+    lost_workers: str = ""
     extra: tuple[tuple[str, object], ...] = ()  # a scenario's own columns, after COLUMNS (its `columns`)
 
     @property
@@ -192,8 +200,9 @@ class Summary:
 
     @property
     def accounted(self) -> bool:
-        """launched = ok + server_errors + shed + unfinished: nothing dropped, nothing counted twice."""
-        return self.launched == self.ok + self.server_errors + self.shed + self.unfinished
+        """launched = ok + server_errors + shed + unfinished + lost_with_worker: none dropped or doubled."""
+        ended = self.ok + self.server_errors + self.shed + self.unfinished
+        return self.launched == ended + self.lost_with_worker
 
     @property
     def late(self) -> int:
@@ -338,6 +347,8 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         slo_ok=last.slo_ok_total,
         workers=max(1, len(read_instances(result.files.mitigations, result.client))),
         wasted_work_ratio=wasted_ratio(server),
+        lost_with_worker=last.lost_with_worker,
+        lost_workers=lost_cell(lost_workers(result.files.mitigations, result.client)),
     )
 
 

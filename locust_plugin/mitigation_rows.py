@@ -8,7 +8,7 @@ snapshot (`client_stats.ClientSnapshot`) with its rates, under the CSV's names; 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
@@ -74,6 +74,8 @@ class MitigationRow:
     kept_total: int | None = None
     hedged: int | None = None
     hedge_won: int | None = None
+    lost_with_worker: int = 0  # a lost worker's calls in flight or pending at its last report
+    worker_lost_at_s: float | None = None  # when the master marked the worker lost (its elapsed_s)
 
     @property
     def server_error_kinds(self) -> str:
@@ -128,6 +130,21 @@ class MitigationRow:
         values.update(timestamp=timestamp, elapsed_s=elapsed_s, worker=worker)
         return cls(**values, launched_per_s=rates.launched_per_s, shed_per_s=rates.shed_per_s)
 
+    def lost_at(self, elapsed_s: float) -> MitigationRow:
+        """This worker's row once the master has lost it (docs/distributed.md): its counts stay as last
+        reported; what it had in flight or pending then moves to `lost_with_worker`, since no outcome of
+        those calls will ever reach the master; its gauges and rates are unknown from now on."""
+        return replace(
+            self,
+            concurrent=0,
+            pending=0,
+            lost_with_worker=self.lost_with_worker + self.concurrent + self.pending,
+            worker_lost_at_s=round(elapsed_s, 3),
+            launched_per_s=None,
+            shed_per_s=None,
+            **dict.fromkeys(_GAUGES),
+        )
+
     def csv_row(self) -> dict[str, str]:
         return {name: _CELLS.get(name, _cell)(self, name) for name in MITIGATION_COLUMNS}
 
@@ -151,6 +168,8 @@ _SNAPSHOT_NAMES = {
     "defer_bad_rows_total": "bad_rows",
     "kept_total": "kept",
 }
+# What a lost worker's row no longer knows: the state of its policies right now.
+_GAUGES = ("limit", "throttle_in_flight", "queue_depth", "pool_in_use", "pool_waiting", "defer_queue_depth")
 _ROW_FIELDS = tuple(f.name for f in fields(MitigationRow) if f.name not in ("launched_per_s", "shed_per_s"))
 
 
@@ -227,6 +246,7 @@ _SUMS: dict[str, Callable[[list[Any]], Any]] = {
     "slo_ms": lambda values: next((v for v in values if v is not None), None),
     "latency_hdr": _merged_hdr,
     "replay_hdr": lambda values: _merged_hdr(values) or None,
+    "worker_lost_at_s": lambda values: None,  # a worker's own: the `all` row names no worker
 }
 
 

@@ -25,6 +25,13 @@ class MitigationsBoard:
     `update(worker, run, snapshots)` takes a worker's report; `rows(...)` is one complete sample: a row
     per worker per client, then one `all` row per client. `begin_test` forgets the last test and ignores
     late reports from it (a report carries the worker's test number, `run`).
+
+    Snapshots are cumulative (the worker's totals since its test started), so a worker's latest one
+    *replaces* its earlier ones, whenever and however often it arrives. `lose(worker, elapsed_s)` marks
+    a worker the master stopped hearing from: its rows keep its last numbers, with what it had in
+    flight then moved to `lost_with_worker` (`MitigationRow.lost_at`). A lost worker that reports again
+    is back: its new totals replace the old, and nothing of it is counted lost any more, so a worker
+    cut off and reconnected is never counted twice.
     """
 
     def __init__(self, history: int = HISTORY_ROWS) -> None:
@@ -34,6 +41,7 @@ class MitigationsBoard:
         self._trails: dict[tuple[str, str], deque[ClientSnapshot]] = {}
         self._runs: dict[str, int] = {}
         self._stale_up_to: dict[str, int] = {}
+        self.lost: dict[str, float] = {}  # worker -> elapsed_s when the master lost it, this test
 
     @property
     def workers(self) -> list[str]:
@@ -45,6 +53,17 @@ class MitigationsBoard:
         self._rates.clear()
         self._trails.clear()
         self.history.clear()
+        self.lost.clear()
+
+    def lose(self, worker: str, elapsed_s: float) -> int | None:
+        """Mark `worker` lost at `elapsed_s` (seconds since the test started). Returns the calls it had
+        in flight or pending at its last report (now `lost_with_worker`), or None when it has no numbers
+        in this test or is already lost."""
+        latest = self._latest.get(worker)
+        if not latest or worker in self.lost:
+            return None
+        self.lost[worker] = elapsed_s
+        return sum(snap.concurrent + snap.pending for snap in latest.values())
 
     def update(self, worker: str, run: int, snapshots: Iterable[ClientSnapshot]) -> bool:
         """Take a report. Returns True when it changed any number (False too when it was stale)."""
@@ -54,7 +73,7 @@ class MitigationsBoard:
             self._latest[worker] = {}
             self._runs[worker] = run
         latest = self._latest.setdefault(worker, {})
-        changed = False
+        changed = self.lost.pop(worker, None) is not None  # it reported again: back, numbers replaced
         for snap in snapshots:
             previous = latest.get(snap.client)
             if previous is not None and snap.at <= previous.at:
@@ -81,7 +100,9 @@ class MitigationsBoard:
             for client in sorted(self._latest[worker]):
                 snap = self._latest[worker][client]
                 rates = self._rates.get((worker, client), Rates())
-                per_worker.append(MitigationRow.of(timestamp, elapsed_s, worker, snap, rates))
+                row = MitigationRow.of(timestamp, elapsed_s, worker, snap, rates)
+                lost_at = self.lost.get(worker)
+                per_worker.append(row if lost_at is None else row.lost_at(lost_at))
         by_client: dict[str, list[MitigationRow]] = {}
         for row in per_worker:
             by_client.setdefault(row.client, []).append(row)
