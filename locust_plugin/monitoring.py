@@ -79,6 +79,7 @@ class Monitor:
         self._ticker: gevent.Greenlet | None = None
         self._pending: gevent.Greenlet | None = None
         self._watch: gevent.Greenlet | None = None
+        self.heard: dict[str, float] = {}  # worker -> time.monotonic() of its latest report (worker_watch)
 
     # -- test life cycle --------------------------------------------------------------------------------
 
@@ -159,6 +160,7 @@ class Monitor:
                 snapshots.append(ClientSnapshot.from_json(item))
             except ValueError as error:
                 log.debug("hammerlab: dropped a client snapshot from %s: %s", worker, error)
+        self.heard[worker] = time.monotonic()
         lost_at = self.board.lost.get(worker)
         changed = self.board.update(worker, payload["run"], snapshots)
         if lost_at is not None and worker not in self.board.lost:
