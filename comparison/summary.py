@@ -9,7 +9,8 @@ Where each number comes from (one source each):
     HdrHistogram of answered calls (ok or failed) from their scheduled launch, 3 significant digits.
     slo_goodput_rps = 2xx answers within slo_ms / the run's duration; goodput_rps = every ok answer,
     however late, / the same duration. That duration is the whole run, drain included (Locust's elapsed
-    time: its Aggregated count / Requests/s, and never less than --duration), so a backlog answered after
+    time: its Aggregated count / Requests/s; with workers, the master's last row's elapsed_s; never less
+    than --duration), so a backlog answered after
     the launch window cannot push goodput past what the server really served, and SLO goodput (a subset
     of the ok answers over the same seconds) can never exceed goodput. slo_attainment = the same count /
     the intended calls (launched + skipped: a slot the generator skipped was a call a user wanted).
@@ -40,8 +41,7 @@ keep their order):
   - workers: the client instances the class ran as, i.e. the processes with rows of their own in
     PREFIX_mitigations.csv (1 for a single process; N with `--workers N`, each a Locust worker whose
     numbers the master summed into the `all` rows the columns above are read from).
-  - lost_with_worker, lost_workers: the workers lost mid-run and the calls they had in flight then
-    (part of the identity and of lost; comparison/lost_workers.py).
+  - lost_with_worker, lost_workers: calls in flight on workers lost mid-run, and who (lost_workers.py).
 
 A scenario fills its own columns in its `adjust` hook (comparison/scenarios/); a new one appends its own
 after these (`Summary.extra`), so the columns above keep their order.
@@ -301,6 +301,9 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
     window = plan.duration_s
     aggregate = next((row for row in stats if row.is_aggregate), None)
     elapsed = aggregate.count / aggregate.rps if aggregate and aggregate.rps > 0 else window
+    workers = max(1, len(read_instances(result.files.mitigations, result.client)))
+    if workers > 1 and last.elapsed_s > 0:  # Locust's mixes the clocks of hosts (distributed.md#clocks)
+        elapsed = last.elapsed_s
     launched = last.launched_total
     intended = launched + last.skipped_total
     seconds = max(elapsed, window)  # one duration for both goodputs (see the module doc)
@@ -345,7 +348,7 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         wire_attempts=sum(row.count for row in wire),
         elapsed_s=seconds,
         slo_ok=last.slo_ok_total,
-        workers=max(1, len(read_instances(result.files.mitigations, result.client))),
+        workers=workers,
         wasted_work_ratio=wasted_ratio(server),
         lost_with_worker=last.lost_with_worker,
         lost_workers=lost_cell(lost_workers(result.files.mitigations, result.client)),

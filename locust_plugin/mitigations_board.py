@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import replace
 
 from locust_plugin.client_rates import Rates, rate_baseline, rates_between
 from locust_plugin.client_stats import ClientSnapshot
@@ -32,6 +33,12 @@ class MitigationsBoard:
     flight then moved to `lost_with_worker` (`MitigationRow.lost_at`). A lost worker that reports again
     is back: its new totals replace the old, and nothing of it is counted lost any more, so a worker
     cut off and reconnected is never counted twice.
+
+    Clocks: a snapshot's `at` and its breaker transitions are on the worker's wall clock. Rates only
+    subtract two `at` of one worker (its offset cancels). Transitions are shown and merged beside the
+    master's time, so with `received_at` (the master's clock when the report came) they are moved onto
+    it by the smallest `received_at - at` seen from that worker this test: its clock offset plus the
+    quickest delivery, never a report that sat in a socket while a link was down.
     """
 
     def __init__(self, history: int = HISTORY_ROWS) -> None:
@@ -42,6 +49,7 @@ class MitigationsBoard:
         self._runs: dict[str, int] = {}
         self._stale_up_to: dict[str, int] = {}
         self.lost: dict[str, float] = {}  # worker -> elapsed_s when the master lost it, this test
+        self._offsets: dict[str, float] = {}  # worker -> smallest received_at - at, this test
 
     @property
     def workers(self) -> list[str]:
@@ -54,6 +62,7 @@ class MitigationsBoard:
         self._trails.clear()
         self.history.clear()
         self.lost.clear()
+        self._offsets.clear()
 
     def lose(self, worker: str, elapsed_s: float) -> int | None:
         """Mark `worker` lost at `elapsed_s` (seconds since the test started). Returns the calls it had
@@ -65,8 +74,11 @@ class MitigationsBoard:
         self.lost[worker] = elapsed_s
         return sum(snap.concurrent + snap.pending for snap in latest.values())
 
-    def update(self, worker: str, run: int, snapshots: Iterable[ClientSnapshot]) -> bool:
-        """Take a report. Returns True when it changed any number (False too when it was stale)."""
+    def update(
+        self, worker: str, run: int, snapshots: Iterable[ClientSnapshot], received_at: float | None = None
+    ) -> bool:
+        """Take a report (`received_at`: the master's wall clock, for a worker's report). Returns True when
+        it changed any number (False too when it was stale)."""
         if run <= self._stale_up_to.get(worker, 0):
             return False
         if self._runs.get(worker) != run:
@@ -78,6 +90,8 @@ class MitigationsBoard:
             previous = latest.get(snap.client)
             if previous is not None and snap.at <= previous.at:
                 continue
+            if received_at is not None:
+                snap = self._on_master_clock(worker, snap, received_at)
             if previous is None or not previous.same_numbers(snap):
                 changed = True
             trail = self._trails.setdefault((worker, snap.client), deque(maxlen=TRAIL))
@@ -87,6 +101,14 @@ class MitigationsBoard:
             trail.append(snap)
             latest[snap.client] = snap
         return changed
+
+    def _on_master_clock(self, worker: str, snap: ClientSnapshot, received_at: float) -> ClientSnapshot:
+        offset = min(self._offsets.get(worker, received_at - snap.at), received_at - snap.at)
+        self._offsets[worker] = offset
+        if not snap.recent_transitions:
+            return snap
+        moved = tuple((round(at + offset, 3), old, new) for at, old, new in snap.recent_transitions)
+        return replace(snap, recent_transitions=moved)
 
     def rows(self, timestamp: float, elapsed_s: float) -> list[MitigationRow]:
         """One sample of every worker's latest numbers, and the sums. Also kept in `history`. Each sample

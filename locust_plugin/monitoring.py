@@ -162,7 +162,7 @@ class Monitor:
                 log.debug("hammerlab: dropped a client snapshot from %s: %s", worker, error)
         self.heard[worker] = time.monotonic()
         lost_at = self.board.lost.get(worker)
-        changed = self.board.update(worker, payload["run"], snapshots)
+        changed = self.board.update(worker, payload["run"], snapshots, received_at=time.time())
         if lost_at is not None and worker not in self.board.lost:
             log.warning("hammerlab: worker %s, lost %.1f s into the test, reports again; its new totals "
                         "replace the old ones", worker, lost_at)  # fmt: skip

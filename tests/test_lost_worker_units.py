@@ -175,3 +175,25 @@ def test_the_watch_marks_only_workers_locust_calls_missing(caplog):
     assert master.board.lost == {"w1": 7.25} and master.writes == 1
     assert "worker w1 lost 7.2 s into the test" in caplog.text and "its 2 calls in flight" in caplog.text
     assert mark_lost(master, wall=lambda: 108.0, clock=lambda: 53.0) == []  # said once
+
+
+def test_breaker_transitions_are_moved_onto_the_masters_clock():
+    """A worker 100 s ahead: its transitions are shown at the master's time of the event (to within the
+    quickest delivery), and a report that sat in a cut link does not move them further."""
+    board = MitigationsBoard()
+    board.begin_test()
+
+    def snap(at: float, *transitions: float) -> ClientSnapshot:
+        flips = tuple((t, "closed", "open") for t in transitions)
+        return ClientSnapshot(client=CLIENT, at=at, started_at=0.0, recent_transitions=flips)
+
+    board.update("w0", 1, [snap(1100.0, 1099.5)], received_at=1000.2)  # 0.2 s on the way
+    board.update("w0", 1, [snap(1101.0, 1099.5, 1100.8)], received_at=1001.1)  # quicker: 0.1 s
+    board.update("w0", 1, [snap(1102.0, 1099.5, 1100.8, 1101.9)], received_at=1009.0)  # held 7 s by a cut
+    (row, _) = board.rows(1009.0, 9.0)
+    assert [at for at, _, _ in row.recent_transitions] == [999.6, 1000.9, 1002.0]
+    local = MitigationsBoard()  # one process: one clock, nothing moved
+    local.begin_test()
+    local.update("local", 1, [snap(1100.0, 1099.5)])
+    (row, _) = local.rows(1100.0, 1.0)
+    assert row.recent_transitions == ((1099.5, "closed", "open"),)
