@@ -8,16 +8,13 @@ Where each number comes from (one source each):
     so launched = ok + server_errors + shed + unfinished on every row. The percentiles come from an
     HdrHistogram of answered calls (ok or failed) from their scheduled launch, 3 significant digits.
     slo_goodput_rps = 2xx answers within slo_ms / the run's duration; goodput_rps = every ok answer,
-    however late, / the same duration. That duration is the whole run, drain included (Locust's elapsed
-    time: its Aggregated count / Requests/s; with workers, the master's last row's elapsed_s; never less
-    than --duration), so a backlog answered after
-    the launch window cannot push goodput past what the server really served, and SLO goodput (a subset
-    of the ok answers over the same seconds) can never exceed goodput. slo_attainment = the same count /
-    the intended calls (launched + skipped: a slot the generator skipped was a call a user wanted).
-    deferred, replayed, expired, kept (DeferredClient; empty for a class without `Defer`): calls kept
-    on disk, replayed, expired unsent, and still on disk at the end (part of unfinished). lost =
-    launched - ok - kept: neither served nor kept for a later run, i.e. every server error, every shed
-    (expired deferrals included) and every unfinished call nobody kept.
+    however late, / the same duration: the whole run, drain included (Locust's elapsed time, its
+    Aggregated count / Requests/s; with workers, the master's last row's elapsed_s; never less than
+    --duration), so a backlog answered after the launch window cannot push goodput past what the server
+    served, and SLO goodput (a subset of the ok answers) never exceeds goodput. slo_attainment = the
+    same count / the intended calls (launched + skipped). deferred, replayed, expired, kept
+    (DeferredClient; else empty): calls kept on disk, replayed, expired unsent, and still on disk at the
+    end (part of unfinished). lost = launched - ok - kept (docs/accounting.md).
   - max_client_concurrent: PREFIX_mitigations.csv, the class's `all` rows.
   - server lag, sockets and in-flight: PREFIX_server.csv. The maxima take the server's own peaks
     (peak_lag_ms, peak_in_flight, peak_sockets, since it started: the embedded target is restarted for
@@ -25,8 +22,7 @@ Where each number comes from (one source each):
     late and its worst moments fall between samples. The p95 is over the samples.
   - recovery_s (outage only): comparison/scenarios/outage.py fills it.
 
-Appended after recovery_s, for the issue on adaptive limits and safe retries (the columns before them
-keep their order):
+Appended after recovery_s (the columns before them keep their order):
   - amplification: attempts on the wire (retries and replays included; PREFIX_mitigations.csv's
     wire_total) per launched logical request (the ledger's launched). 1.00: every request sent once;
     below 1: some were shed or never sent; above: retries.
@@ -38,9 +34,12 @@ keep their order):
     last sample of PREFIX_server.csv (empty for a target that does not report it).
   - pre_trigger_slo_goodput_rps, post_trigger_slo_goodput_rps, recovered, peak_share, verdict
     (metastable only; recovery_s too): comparison/scenarios/metastable.py.
-  - workers: the client instances the class ran as, i.e. the processes with rows of their own in
-    PREFIX_mitigations.csv (1 for a single process; N with `--workers N`, each a Locust worker whose
-    numbers the master summed into the `all` rows the columns above are read from).
+  - workers: the client instances (processes with rows of their own in PREFIX_mitigations.csv: 1, or
+    N Locust workers whose numbers the master summed into the `all` rows read above).
+  - jain_index: with more than one client instance, Jain's fairness index over the instances' SLO
+    goodputs (each worker's own final slo_ok_total, PREFIX_mitigations.csv), the same number as the
+    fleet section's; empty for a single process. A gate can hold a fleet to it
+    (`--check 'jain_index >= 0.9'`).
   - lost_with_worker, lost_workers: calls in flight on workers lost mid-run, and who (lost_workers.py).
 
 A scenario fills its own columns in its `adjust` hook (comparison/scenarios/); a new one appends its own
@@ -54,9 +53,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from comparison.counters import percentile, rate_between, value_at  # noqa: F401 (benchmarks import them)
-from comparison.lost_workers import cell as lost_cell
-from comparison.lost_workers import lost_workers
+from comparison import lost_workers
+from comparison.counters import jain, percentile, rate_between, value_at  # noqa: F401 (benchmarks import them)
 from comparison.plan import LoadPlan
 from comparison.readers import (
     ClassFiles,
@@ -114,6 +112,7 @@ COLUMNS = (
     "recovered",
     "peak_share",
     "verdict",
+    "jain_index",
     "lost_with_worker",
     "lost_workers",
 )
@@ -185,6 +184,7 @@ class Summary:
     recovered: str | None = None
     peak_share: float | None = None
     verdict: str | None = None
+    jain_index: float | None = None
     lost_with_worker: int = 0
     lost_workers: str = ""
     extra: tuple[tuple[str, object], ...] = ()  # a scenario's own columns, after COLUMNS (its `columns`)
@@ -238,24 +238,12 @@ class Summary:
 
 
 _DECIMALS = {
-    "capacity_rps": 1,
-    "offered_rps": 1,
-    "slo_goodput_rps": 1,
-    "slo_attainment": 3,
-    "goodput_rps": 1,
-    "server_max_lag_ms": 1,
-    "server_p95_lag_ms": 1,
-    "recovery_s": 2,
-    "amplification": 2,
-    "outage_amplification": 2,
-    "reduced_capacity_rps": 1,
-    "goodput_reduced_rps": 1,
-    "goodput_restored_rps": 1,
-    "wasted_work_ratio": 3,
-    "pre_trigger_slo_goodput_rps": 1,
-    "post_trigger_slo_goodput_rps": 1,
-    "peak_share": 2,
-}
+    "jain_index": 3, "capacity_rps": 1, "offered_rps": 1, "slo_goodput_rps": 1, "slo_attainment": 3,
+    "goodput_rps": 1, "server_max_lag_ms": 1, "server_p95_lag_ms": 1, "recovery_s": 2, "amplification": 2,
+    "outage_amplification": 2, "reduced_capacity_rps": 1, "goodput_reduced_rps": 1,
+    "goodput_restored_rps": 1, "wasted_work_ratio": 3, "pre_trigger_slo_goodput_rps": 1,
+    "post_trigger_slo_goodput_rps": 1, "peak_share": 2,
+}  # fmt: skip
 
 
 # A scenario's own columns (not in _DECIMALS) are rounded by what their names end with.
@@ -301,12 +289,16 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
     window = plan.duration_s
     aggregate = next((row for row in stats if row.is_aggregate), None)
     elapsed = aggregate.count / aggregate.rps if aggregate and aggregate.rps > 0 else window
-    workers = max(1, len(read_instances(result.files.mitigations, result.client)))
+    instances = read_instances(result.files.mitigations, result.client)
+    workers = max(1, len(instances))
     if workers > 1 and last.elapsed_s > 0:  # Locust's mixes the clocks of hosts (distributed.md#clocks)
         elapsed = last.elapsed_s
     launched = last.launched_total
     intended = launched + last.skipped_total
     seconds = max(elapsed, window)  # one duration for both goodputs (see the module doc)
+    own_slo_ok = [
+        max(rows, key=lambda row: row.timestamp).slo_ok_total for rows in instances.values() if rows
+    ]
 
     return Summary(
         client=result.client,
@@ -349,9 +341,10 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         elapsed_s=seconds,
         slo_ok=last.slo_ok_total,
         workers=workers,
+        jain_index=jain(own_slo_ok) if len(own_slo_ok) > 1 else None,
         wasted_work_ratio=wasted_ratio(server),
         lost_with_worker=last.lost_with_worker,
-        lost_workers=lost_cell(lost_workers(result.files.mitigations, result.client)),
+        lost_workers=lost_workers.cell(lost_workers.lost_workers(result.files.mitigations, result.client)),
     )
 
 

@@ -4,11 +4,12 @@ This machine stands in for several hosts with no traffic leaving it:
 
   - the *world* is a private network namespace the test starts (`run_in_world`, i.e. `unshare -n`); it
     is host A, where the target and the Locust master run, at `HOST_A` = 10.200.0.1 (on its `lo`);
-  - `hosts("B", "C")` builds one more namespace per name, each held by a `sleep` process, and joins it
+  - `hosts("B", "C")` builds one more network namespace per name (with its own UTS namespace, so its
+    host name is `host-b`, as Locust's worker ids show), each held by a `sleep` process, and joins it
     to A by a veth pair: A's end `hl-<name>` has 10.200.<i>.1/24, the host's end `eth0` has
     10.200.<i>.2/24 and a route to 10.200.0.1 through it. Hosts reach A, and one another only through
     A's routes (A does not forward: the workers talk to the master and the target, never to each other);
-  - `Host.popen(argv)` runs a command in that host (`nsenter -n`, which execs the command: the returned
+  - `Host.popen(argv)` runs a command in that host (`nsenter -n -u`, which execs the command: the returned
     process's pid is the program's own, so SIGKILL reaches it);
   - `Host.cut()` / `Host.restore()` bring A's end of its veth down and up: the host is cut off and
     comes back, its own addresses and route intact.
@@ -27,8 +28,10 @@ their veths go with it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -89,6 +92,11 @@ class Host:
     started: list[subprocess.Popen[Any]] = field(default_factory=list)
 
     @property
+    def hostname(self) -> str:
+        """What `socket.gethostname()` says on this host (Locust's worker ids start with it)."""
+        return f"host-{self.name.lower()}"
+
+    @property
     def address(self) -> str:
         """The host's own address, as A sees its connections come from."""
         return f"10.200.{self.index}.2"
@@ -104,9 +112,11 @@ class Host:
         return f"hl-{self.name.lower()}"
 
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        """Start `argv` in this host (cwd: the repo root unless given); stopped when `hosts` ends."""
+        """Start `argv` in this host (cwd: the repo root unless given) in a process group of its own;
+        the whole group is stopped when `hosts` ends (a shell loop's children too)."""
         kwargs.setdefault("cwd", ROOT)
-        process = subprocess.Popen(["nsenter", "-t", str(self.holder.pid), "-n", *argv], **kwargs)
+        kwargs.setdefault("start_new_session", True)
+        process = subprocess.Popen(["nsenter", "-t", str(self.holder.pid), "-n", "-u", *argv], **kwargs)
         self.started.append(process)
         return process
 
@@ -128,12 +138,14 @@ def _in_private_world() -> bool:
 
 
 def _join(name: str, index: int) -> Host:
-    holder = subprocess.Popen(["unshare", "-n", "sleep", str(HOLD_S)])
+    hostname = f"host-{name.lower()}"
+    holder = subprocess.Popen(["unshare", "-n", "-u", "sh", "-c", 'hostname "$1" && exec sleep "$2"', "_",
+                               hostname, str(HOLD_S)])  # fmt: skip
     host = Host(name, index, holder)
     try:
         deadline = time.monotonic() + 5
-        # unshare execs sleep once the namespace exists: wait until the pid has left A's namespace
-        while os.readlink(f"/proc/{holder.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+        # the holder execs sleep once its name is set: wait for that (its netns exists by then)
+        while not _sleeping(holder.pid):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"host {name}: its namespace did not appear")
             time.sleep(0.01)
@@ -154,14 +166,26 @@ def _join(name: str, index: int) -> Host:
     return host
 
 
+def _sleeping(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "sleep"
+    except OSError:
+        return False
+
+
 def _stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.terminate()
+    """SIGTERM to the process's group (when it leads one) and the process, SIGKILL after 5 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(process.pid) == process.pid:
+                os.killpg(process.pid, sig)
+        if process.poll() is None:
+            process.send_signal(sig)
         try:
             process.wait(timeout=5)
+            return
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            continue
 
 
 @contextmanager

@@ -2,8 +2,8 @@
 
 Run as host A of a private world (`run_in_world`, from tests/test_lost_worker_netns.py). Host A runs the
 target (0.0.0.0:3000, i.e. 10.200.0.1 and A's veth ends) and the Locust master (10.200.0.1:5557); hosts
-B and C run one worker each, under their own host names (`host-b`, `host-c`), so their worker ids say
-where they ran. Once both workers report:
+B and C run one worker each; their host names (`host-b`, `host-c`) start their Locust worker ids.
+Once both workers report:
 
   - at +1 s C is cut off (A's end of its veth goes down) and at +7 s brought back: Locust marks it
     missing about 4 s after the cut, the master marks it lost, and when its link is back it reports
@@ -35,11 +35,6 @@ RUN_S = 15
 RATE = 20.0  # per worker: light, so the machine's two cores are not the story
 CUT_AT_S, RESTORE_AT_S, KILL_AT_S = 1.0, 7.0, 9.0
 LOCUST = [sys.executable, "-m", "locust", "-f", "locustfiles"]
-
-
-def named(host: str, argv: list[str]) -> list[str]:
-    """`argv` under its own host name (a private UTS namespace): Locust's worker id starts with it."""
-    return ["unshare", "--uts", "sh", "-c", f'hostname {host} && exec "$@"', "_", *argv]
 
 
 def workers_reporting(prefix: Path) -> set[str]:
@@ -76,10 +71,8 @@ def main(out: Path) -> dict[str, object]:
             worker = [*LOCUST, "--worker", "--master-host", HOST_A, "--master-port", str(MASTER_PORT)]
             logs = {name: (out / f"worker-{name}.log").open("w") for name in net}
             started = {
-                name: host.popen(
-                    named(f"host-{name.lower()}", [*worker, "--allow-remote", "HammerClient"]),
-                    stdout=logs[name], stderr=subprocess.STDOUT,
-                )
+                name: host.popen([*worker, "--allow-remote", "HammerClient"], stdout=logs[name],
+                                 stderr=subprocess.STDOUT)
                 for name, host in net.items()
             }  # fmt: skip
             deadline = time.monotonic() + 60
