@@ -83,8 +83,8 @@ def test_a_worker_killed_near_the_end_is_named_and_its_calls_in_flight_counted(t
     assert process.returncode == 0, output[-3000:]
     run = (results / "latest").resolve()
     log = (run / "HammerClient_locust.log").read_text()
-    assert "no report after the drain" not in log  # dropped from the wait once missing, not timed out
-    assert took < DURATION_S + 30, took
+    # dropped from the wait once missing, not timed out after the drain's grace
+    assert "no report after the drain" not in log, f"took {took:.1f} s"
 
     final: dict[str, dict[str, str]] = {}
     for row in rows(run / "HammerClient_mitigations.csv"):
