@@ -119,10 +119,11 @@ class ExternalWorkers:
         if GAVE_UP not in text:
             return None
         counts = _CONNECTED.findall(text)
-        connected = f"{counts[-1][0]} of {self.count}" if counts else f"fewer than {self.count}"
+        came = f" (only {counts[-1][0]} did)" if counts else ""
         return (
-            f"{client}: {connected} external workers connected to {self.address()} within {self.wait_s} s; "
-            "start them on their hosts (docs/distributed.md), or raise --external-workers-wait"
+            f"{client}: the {self.count} external workers did not all connect to {self.address()} within "
+            f"{self.wait_s} s{came}; start them on their hosts (docs/distributed.md), or raise "
+            "--external-workers-wait"
         )
 
 
