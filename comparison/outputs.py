@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from comparison import criticality
+from comparison.lost_workers import lost_workers
+from comparison.lost_workers import note as lost_note
 from comparison.narrative import describe
 from comparison.plan import LoadPlan
 from comparison.run_record import RunRecord, describe_run
@@ -44,6 +46,9 @@ def write_outputs(
         mix.adjust(scenario.adjust(summarise(result, plan), result, plan, config), plan) for result in results
     ]
     record.notes.extend(note for summary in summaries if (note := summary.skipped_note()))
+    record.notes.extend(
+        lost_note(r.client, lost) for r in results for lost in lost_workers(r.files.mitigations, r.client)
+    )
     write_csv(summaries, run_dir / "summary.csv")
     sentences = mix.describe(results, summaries, plan) if plan.mix else describe(summaries, plan)
     title = f"Hammerlab comparison: {plan.scenario}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"

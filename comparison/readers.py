@@ -207,6 +207,8 @@ class ClientRow:
     sheddable_launched_total: int | None = None
     sheddable_slo_ok_total: int | None = None
     sheddable_p99_ms: float | None = None
+    lost_with_worker: int = 0  # calls in flight on a worker the master lost (docs/distributed.md)
+    worker_lost_at_s: float | None = None  # a lost worker's rows: when the master lost it
 
     @property
     def good_total(self) -> int:

@@ -8,15 +8,13 @@ Where each number comes from (one source each):
     so launched = ok + server_errors + shed + unfinished on every row. The percentiles come from an
     HdrHistogram of answered calls (ok or failed) from their scheduled launch, 3 significant digits.
     slo_goodput_rps = 2xx answers within slo_ms / the run's duration; goodput_rps = every ok answer,
-    however late, / the same duration. That duration is the whole run, drain included (Locust's elapsed
-    time: its Aggregated count / Requests/s, and never less than --duration), so a backlog answered after
-    the launch window cannot push goodput past what the server really served, and SLO goodput (a subset
-    of the ok answers over the same seconds) can never exceed goodput. slo_attainment = the same count /
-    the intended calls (launched + skipped: a slot the generator skipped was a call a user wanted).
-    deferred, replayed, expired, kept (DeferredClient; empty for a class without `Defer`): calls kept
-    on disk, replayed, expired unsent, and still on disk at the end (part of unfinished). lost =
-    launched - ok - kept: neither served nor kept for a later run, i.e. every server error, every shed
-    (expired deferrals included) and every unfinished call nobody kept.
+    however late, / the same duration: the whole run, drain included (Locust's elapsed time, its
+    Aggregated count / Requests/s; with workers, the master's last row's elapsed_s; never less than
+    --duration), so a backlog answered after the launch window cannot push goodput past what the server
+    served, and SLO goodput (a subset of the ok answers) never exceeds goodput. slo_attainment = the
+    same count / the intended calls (launched + skipped). deferred, replayed, expired, kept
+    (DeferredClient; else empty): calls kept on disk, replayed, expired unsent, and still on disk at the
+    end (part of unfinished). lost = launched - ok - kept (docs/accounting.md).
   - max_client_concurrent: PREFIX_mitigations.csv, the class's `all` rows.
   - server lag, sockets and in-flight: PREFIX_server.csv. The maxima take the server's own peaks
     (peak_lag_ms, peak_in_flight, peak_sockets, since it started: the embedded target is restarted for
@@ -24,8 +22,7 @@ Where each number comes from (one source each):
     late and its worst moments fall between samples. The p95 is over the samples.
   - recovery_s (outage only): comparison/scenarios/outage.py fills it.
 
-Appended after recovery_s, for the issue on adaptive limits and safe retries (the columns before them
-keep their order):
+Appended after recovery_s (the columns before them keep their order):
   - amplification: attempts on the wire (retries and replays included; PREFIX_mitigations.csv's
     wire_total) per launched logical request (the ledger's launched). 1.00: every request sent once;
     below 1: some were shed or never sent; above: retries.
@@ -37,13 +34,13 @@ keep their order):
     last sample of PREFIX_server.csv (empty for a target that does not report it).
   - pre_trigger_slo_goodput_rps, post_trigger_slo_goodput_rps, recovered, peak_share, verdict
     (metastable only; recovery_s too): comparison/scenarios/metastable.py.
-  - workers: the client instances the class ran as, i.e. the processes with rows of their own in
-    PREFIX_mitigations.csv (1 for a single process; N with `--workers N`, each a Locust worker whose
-    numbers the master summed into the `all` rows the columns above are read from).
+  - workers: the client instances (processes with rows of their own in PREFIX_mitigations.csv: 1, or
+    N Locust workers whose numbers the master summed into the `all` rows read above).
   - jain_index: with more than one client instance, Jain's fairness index over the instances' SLO
     goodputs (each worker's own final slo_ok_total, PREFIX_mitigations.csv), the same number as the
     fleet section's; empty for a single process. A gate can hold a fleet to it
     (`--check 'jain_index >= 0.9'`).
+  - lost_with_worker, lost_workers: calls in flight on workers lost mid-run, and who (lost_workers.py).
 
 With `--criticality-mix`, before a scenario's own: SLO goodput, attainment and p99 of the critical and
 the sheddable calls apart (`comparison.criticality`, docs/criticality.md). Absent without a mix.
@@ -59,6 +56,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from comparison import lost_workers
 from comparison.cells import cell, sort_counts
 from comparison.counters import jain, percentile, rate_between, value_at  # noqa: F401 (benchmarks import them)
 from comparison.criticality import criticality_cells
@@ -120,6 +118,8 @@ COLUMNS = (
     "peak_share",
     "verdict",
     "jain_index",
+    "lost_with_worker",
+    "lost_workers",
 )
 RECOVERY_WINDOW_S = 1.0
 SETTLE_S = 3.0  # a phase of the capacity scenarios is judged from this long after its change
@@ -190,6 +190,8 @@ class Summary:
     peak_share: float | None = None
     verdict: str | None = None
     jain_index: float | None = None
+    lost_with_worker: int = 0
+    lost_workers: str = ""
     extra: tuple[tuple[str, object], ...] = ()  # a scenario's own columns, after COLUMNS (its `columns`)
     by_criticality: tuple[tuple[str, object], ...] = ()  # --criticality-mix: before `extra`
 
@@ -206,8 +208,9 @@ class Summary:
 
     @property
     def accounted(self) -> bool:
-        """launched = ok + server_errors + shed + unfinished: nothing dropped, nothing counted twice."""
-        return self.launched == self.ok + self.server_errors + self.shed + self.unfinished
+        """launched = ok + server_errors + shed + unfinished + lost_with_worker: none dropped or doubled."""
+        ended = self.ok + self.server_errors + self.shed + self.unfinished
+        return self.launched == ended + self.lost_with_worker
 
     @property
     def late(self) -> int:
@@ -255,10 +258,13 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
     window = plan.duration_s
     aggregate = next((row for row in stats if row.is_aggregate), None)
     elapsed = aggregate.count / aggregate.rps if aggregate and aggregate.rps > 0 else window
+    instances = read_instances(result.files.mitigations, result.client)
+    workers = max(1, len(instances))
+    if workers > 1 and last.elapsed_s > 0:  # Locust's mixes the clocks of hosts (distributed.md#clocks)
+        elapsed = last.elapsed_s
     launched = last.launched_total
     intended = launched + last.skipped_total
     seconds = max(elapsed, window)  # one duration for both goodputs (see the module doc)
-    instances = read_instances(result.files.mitigations, result.client)
     own_slo_ok = [
         max(rows, key=lambda row: row.timestamp).slo_ok_total for rows in instances.values() if rows
     ]
@@ -303,10 +309,12 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         wire_attempts=sum(row.count for row in wire),
         elapsed_s=seconds,
         slo_ok=last.slo_ok_total,
-        workers=max(1, len(instances)),
+        workers=workers,
         jain_index=jain(own_slo_ok) if len(own_slo_ok) > 1 else None,
         wasted_work_ratio=wasted_ratio(server),
         by_criticality=criticality_cells(last, seconds),
+        lost_with_worker=last.lost_with_worker,
+        lost_workers=lost_workers.cell(lost_workers.lost_workers(result.files.mitigations, result.client)),
     )
 
 

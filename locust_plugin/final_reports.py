@@ -10,8 +10,9 @@ So the master, in its own `test_stopping` (before it tells anyone to stop or qui
 `hammerlab_drain`; each worker drains, sends its stats report (Locust's stats and the Hammerlab
 snapshots, `report_to_master`) and then `hammerlab_drained`. Messages from one worker arrive in order,
 so once the master has every `hammerlab_drained` it has every final report. It waits at most the drain
-time plus `GRACE_S`; a worker that never answers is named in one warning line. The same path serves a
-stop from the web UI.
+time plus `GRACE_S`; a worker that never answers is named in one warning line. A worker that Locust
+marks missing meanwhile (it died, or its network was cut: `worker_watch`) is not waited for: its last
+report is all the master will get. The same path serves a stop from the web UI.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class FinalReports:
     def collect(self, environment: Any) -> None:
         """Ask every live worker to drain and report; return once all have, or the time is up."""
         runner = environment.runner
-        workers = [node.id for node in runner.clients.all if node.state != STATE_MISSING]
+        workers = sorted(live_workers(runner))
         if not workers:
             return
         self.waiting = set(workers)
@@ -55,12 +56,18 @@ class FinalReports:
         deadline = time.monotonic() + drain_seconds(environment) + GRACE_S
         while self.waiting and time.monotonic() < deadline:
             gevent.sleep(POLL_S)
+            self.waiting &= live_workers(runner)
         if self.waiting:
             log.warning(
                 "hammerlab: no report after the drain from %d of %d workers (%s); their last numbers are "
                 "from before it", len(self.waiting), len(workers), ", ".join(sorted(self.waiting)),
             )  # fmt: skip
         self.waiting = set()
+
+
+def live_workers(runner: Any) -> set[str]:
+    """Workers a final report can still come from: connected and not marked missing (no heartbeat)."""
+    return {node.id for node in runner.clients.all if node.state != STATE_MISSING}
 
 
 def _drain_and_report(environment: Any, **_: Any) -> None:

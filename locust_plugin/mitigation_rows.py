@@ -8,7 +8,7 @@ snapshot (`client_stats.ClientSnapshot`) with its rates, under the CSV's names; 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
@@ -81,6 +81,8 @@ class MitigationRow:
     hedge_won: int | None = None
     criticality: dict[str, dict[str, Any]] | None = None  # `client_stats.criticality_parts`
     slo_ok_per_s: float | None = None  # for the tab's trends (`limit_series`), not a CSV column
+    lost_with_worker: int = 0  # a lost worker's calls in flight or pending at its last report
+    worker_lost_at_s: float | None = None  # when the master marked the worker lost (its elapsed_s)
 
     @property
     def server_error_kinds(self) -> str:
@@ -148,6 +150,21 @@ class MitigationRow:
             slo_ok_per_s=rates.slo_ok_per_s,
         )
 
+    def lost_at(self, elapsed_s: float) -> MitigationRow:
+        """This worker's row once the master has lost it (docs/distributed.md): its counts stay as last
+        reported; what it had in flight or pending then moves to `lost_with_worker`, since no outcome of
+        those calls will ever reach the master; its gauges and rates are unknown from now on."""
+        return replace(
+            self,
+            concurrent=0,
+            pending=0,
+            lost_with_worker=self.lost_with_worker + self.concurrent + self.pending,
+            worker_lost_at_s=round(elapsed_s, 3),
+            launched_per_s=None,
+            shed_per_s=None,
+            **dict.fromkeys(_GAUGES),
+        )
+
     def csv_row(self) -> dict[str, str]:
         return {name: _CELLS.get(name, _cell)(self, name) for name in MITIGATION_COLUMNS}
 
@@ -173,6 +190,8 @@ _SNAPSHOT_NAMES = {
 }
 _RATES = ("launched_per_s", "shed_per_s", "slo_ok_per_s")
 _ROW_FIELDS = tuple(f.name for f in fields(MitigationRow) if f.name not in _RATES)
+# What a lost worker's row no longer knows: the state of its policies right now.
+_GAUGES = ("limit", "throttle_in_flight", "queue_depth", "pool_in_use", "pool_waiting", "defer_queue_depth")
 
 
 def _cell(row: MitigationRow, name: str) -> str:
@@ -275,6 +294,7 @@ _SUMS: dict[str, Callable[[list[Any]], Any]] = {
     "latency_hdr": _merged_hdr,
     "replay_hdr": lambda values: _merged_hdr(values) or None,
     "criticality": _summed_parts,
+    "worker_lost_at_s": lambda values: None,  # a worker's own: the `all` row names no worker
 }
 
 

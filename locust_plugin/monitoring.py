@@ -3,6 +3,7 @@
 Roles follow Locust's runner:
   - local (one process): samples /stats, snapshots its own clients every `--server-sample-ms`;
   - master: samples /stats; takes each worker's client snapshots from `worker_report`;
+  - master: also watches for workers Locust marks missing (`worker_watch`: lost, and back);
   - worker: never samples /stats; adds its client snapshots to `report_to_master` (every 3 s), and
     while a test runs also sends them every `WORKER_SAMPLE_S` in a `hammerlab_clients` message, so each
     client instance's numbers (its adaptive limit above all) have a one-second resolution.
@@ -35,6 +36,7 @@ from locust_plugin.server_metrics import source_from_options
 from locust_plugin.server_sample import SampleInterval
 from locust_plugin.server_sampler import ServerSampler
 from locust_plugin.target import target_host
+from locust_plugin.worker_watch import watch_forever
 from mitigations.csv_schema import LOCAL_WORKER, MITIGATION_COLUMNS
 from mitigations.guard import remote_problem
 from mitigations.metrics_map import SeriesMap, check_url
@@ -76,6 +78,8 @@ class Monitor:
         self.running = False
         self._ticker: gevent.Greenlet | None = None
         self._pending: gevent.Greenlet | None = None
+        self._watch: gevent.Greenlet | None = None
+        self.heard: dict[str, float] = {}  # worker -> time.monotonic() of its latest report (worker_watch)
 
     # -- test life cycle --------------------------------------------------------------------------------
 
@@ -91,6 +95,8 @@ class Monitor:
         self._open_csvs()
         self.running = True
         self.sampler.start(target_host(self.environment), self.started_at)
+        if self.role == "master" and self._watch is None:
+            self._watch = gevent.spawn(watch_forever, self)  # until quit: a worker may go after the stop
         if self.role == "local":
             self._stop_ticker()
             self._ticker = gevent.spawn(self._tick_forever)
@@ -108,6 +114,9 @@ class Monitor:
     def close(self) -> None:
         """At quit: stop sampling and close the CSV files (a master has had its workers' last reports)."""
         self._stop_ticker()
+        if self._watch is not None:
+            self._watch.kill(block=True)
+            self._watch = None
         if self._pending is not None:
             self._pending.kill(block=True)
             self._write_pending()
@@ -151,9 +160,18 @@ class Monitor:
                 snapshots.append(ClientSnapshot.from_json(item))
             except ValueError as error:
                 log.debug("hammerlab: dropped a client snapshot from %s: %s", worker, error)
-        changed = self.board.update(worker, payload["run"], snapshots)
-        if (changed or (self.running and snapshots)) and self._pending is None:
-            # workers often report together (always at the end): one sample for the lot
+        self.heard[worker] = time.monotonic()
+        lost_at = self.board.lost.get(worker)
+        changed = self.board.update(worker, payload["run"], snapshots, received_at=time.time())
+        if lost_at is not None and worker not in self.board.lost:
+            log.warning("hammerlab: worker %s, lost %.1f s into the test, reports again; its new totals "
+                        "replace the old ones", worker, lost_at)  # fmt: skip
+        if changed or (self.running and snapshots):
+            self.write_soon()
+
+    def write_soon(self) -> None:
+        """Write a sample shortly: workers often report together (always at the end), one for the lot."""
+        if self._pending is None:
             self._pending = gevent.spawn_later(COALESCE_S, self._write_pending)
 
     def _write_pending(self) -> None:

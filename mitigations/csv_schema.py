@@ -70,8 +70,9 @@ client with worker `all` that sums the workers (`locust_plugin.mitigation_rows`)
   timeouts_total             wire outcomes of kind read-timeout, connect-timeout or deadline
 
 The accounting (`locust_plugin.ledger`; logical calls, each counted once by its final outcome, so
-`launched_total = ok_total + server_errors_total + shed_total + unfinished_total + pending + concurrent`
-on every row, and with nothing in flight or queued at the end, without the last two):
+`launched_total = ok_total + server_errors_total + shed_total + unfinished_total + pending + concurrent
++ lost_with_worker` on every row, and with nothing in flight or queued at the end, without `pending`
+and `concurrent`):
 
   ok_total                   calls answered without error
   server_errors_total        calls whose final attempt failed on the wire (any kind)
@@ -129,6 +130,18 @@ left in `Defer`'s file are in the totals only.
   critical_p99_ms                p99 latency of the answered ones, from their own HdrHistogram (in
                                  `all`, the workers' histograms merged)
   sheddable_...                  the same seven for sheddable calls
+
+A lost worker (docs/distributed.md; the master saw no heartbeat for Locust's liveness window, about
+4 s, because the worker died or was cut off): its rows keep the numbers of its last report, with
+`concurrent` and `pending` moved into
+
+  lost_with_worker           calls the worker had in flight or pending at its last report, whose
+                             outcome the master will never learn; 0 for a worker that is not lost. In
+                             `all`, the sum; part of the identity above (and of `lost` in the summary)
+  worker_lost_at_s           seconds since the test started (the master's clock) when the master
+                             marked the worker lost; empty unless lost. A worker that reports again
+                             is no longer lost: its new cumulative numbers replace the old ones, and
+                             both columns go back to 0 and empty
 
 `shed_total` and `shed_by_cause` count calls whose final outcome was shed (the ledger), not shed events:
 a retry the budget refused is a `SHED ... [budget]` row in Locust's stats but ends its call as the
@@ -227,6 +240,8 @@ MITIGATION_COLUMNS = (
     "hedged",
     "hedge_won",
     *CRITICALITY_COLUMNS,
+    "lost_with_worker",
+    "worker_lost_at_s",
 )
 LATENCY_COLUMNS = ("p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms")
 
