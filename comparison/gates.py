@@ -26,7 +26,9 @@ from comparison.metastable import VERDICTS
 from comparison.scenarios import REGISTRY
 from comparison.summary import COLUMNS, Summary
 
-TEXT_COLUMNS = frozenset({"client", "scenario", "server_error_kinds", "shed_kinds", "recovered", "verdict"})
+TEXT_COLUMNS = frozenset(
+    {"client", "scenario", "server_error_kinds", "shed_kinds", "recovered", "verdict", "lost_workers"}
+)
 KNOWN_VALUES = {"verdict": VERDICTS, "recovered": ("yes", "no")}  # a typo here would always fail
 # the shared numeric columns, then every scenario's own (comparison/scenarios/), which a run of another
 # scenario leaves without a value
