@@ -233,3 +233,46 @@ def test_the_counters_are_in_metrics_with_a_criticality_label():
     assert 'target_requests_by_criticality_total{criticality="critical"} 2.0' in text
     assert "target_sheddable_shed_probability 1.0" in text
     assert "target_requests_total 5.0" in text  # the existing counters are kept
+
+
+# -- the comparison starts its embedded target with it ----------------------------------------------------
+
+
+def test_the_comparison_starts_its_embedded_target_with_priority_shedding_after_the_probe(tmp_path):
+    """`python -m comparison --priority-shedding`: the classes' target gets the flag (C was measured, or
+    given, on the plain one), and run.json's target line says so."""
+    import io
+
+    from comparison.__main__ import parse_config
+    from comparison.run_record import RunRecord
+    from comparison.runner import measure_and_plan
+    from comparison.signals import SignalGuard
+    from comparison.target import EmbeddedTarget
+
+    config = parse_config(["--scenario", "cliff", "--clients", "AdaptiveClient", "--capacity", "80",
+                           "--priority-shedding"])  # fmt: skip
+    assert config.priority_shedding
+    embedded = EmbeddedTarget()
+    record = RunRecord("cliff", ["AdaptiveClient"], "", "", {}, "embedded")
+    measure_and_plan(config, embedded, tmp_path, record, io.StringIO(), SignalGuard())
+    assert embedded.extra_args == ("--priority-shedding",)
+    assert record.target == "embedded --priority-shedding"
+    assert not parse_config(["--capacity", "80"]).priority_shedding
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--priority-shedding", "--host", "http://127.0.0.1:3000"],
+         "--priority-shedding: is a flag of the embedded single-process target; leave out --host (start your "
+         "target with --priority-shedding instead)"),
+        (["--priority-shedding", "--target-workers", "2"],
+         "--priority-shedding: is a flag of the embedded single-process target; leave out --target-workers"),
+    ],
+)  # fmt: skip
+def test_the_comparison_refuses_priority_shedding_for_a_target_it_does_not_start(argv, message, capsys):
+    from comparison.__main__ import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
