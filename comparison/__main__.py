@@ -31,6 +31,9 @@ from comparison.config import (
     RunConfig,
     parse_mix,
 )
+from comparison.external import add_arguments as add_external_arguments
+from comparison.external import from_args as external_from_args
+from comparison.external import instances
 from comparison.inputs import results_dir_problem
 from comparison.own_service import OptionProblem, add_arguments, from_args, lift_request
 from comparison.scenarios import REGISTRY, scenario_of
@@ -168,6 +171,7 @@ def build_parser() -> OneLineParser:
         + ", ".join(f"{name} {s.workers}" for name, s in REGISTRY.items() if s.workers != 1)
         + ")",
     )
+    add_external_arguments(parser, _count)
     parser.add_argument(
         "--target-workers",
         type=_count,
@@ -220,6 +224,7 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
     if problem := gate_problem(service.gates, clients):
         raise ConfigError("--check", problem)
     locustfile = _locustfile(args.locustfile)
+    external = external_from_args(args)
     scenario = _refuse_others_options(args)
     options = scenario.options(args)
     chosen = scenario.defaults(args, options)
@@ -238,13 +243,14 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         slo_ms=args.slo_ms,
         drain_s=args.drain_s,
         passthrough=tuple(passthrough),
-        workers=args.workers if args.workers is not None else scenario.workers,
+        workers=instances(args, external, scenario.workers),
         target_workers=args.target_workers,
         priority_shedding=args.priority_shedding,
         mix=mix,
         service=service,
         scenario_options=options,
         locustfile=locustfile,
+        external=external,
     )
 
 
@@ -285,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = results_dir_problem(config.results_dir)
     if problem:
         print(f"{PROG}: error: --results-dir: {str(config.results_dir)!r} {problem}", file=sys.stderr)
+        return 2
+    if config.external is not None and (problem := config.external.bind_problem()):
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
     from comparison import runner  # after validation: a bad option answers at once
     from comparison.runner import RunFailed, run

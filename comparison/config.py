@@ -19,6 +19,7 @@ from comparison.summary import SETTLE_S
 from target_server.numbers import parse_int
 
 if TYPE_CHECKING:
+    from comparison.external import ExternalWorkers
     from comparison.own_service import ServiceOptions
     from comparison.user_locustfile import UserLocustfile
 
@@ -74,6 +75,7 @@ class RunConfig:
     service: ServiceOptions | None = None  # the request, guard rails and gates (comparison/own_service.py)
     scenario_options: Any = None  # the scenario's own options (comparison/scenarios/<name>.py)
     locustfile: UserLocustfile | None = None  # --locustfile: the user's own classes (user_locustfile.py)
+    external: ExternalWorkers | None = None  # --external-workers: workers on other hosts (external.py)
 
     @property
     def allow_remote(self) -> bool:
@@ -105,7 +107,9 @@ class RunConfig:
         check_range("--probe-seconds", self.probe_s, 1, 30, "seconds")
         check_range("--slo-ms", self.slo_ms, 1, MAX_SLO_MS, "milliseconds")
         check_range("--drain-s", self.drain_s, 0, MAX_DRAIN_S, "seconds")
-        if type(self.workers) is not int or not 1 <= self.workers <= MAX_WORKERS:
+        if self.external is not None:
+            self._check_external(self.external)
+        elif type(self.workers) is not int or not 1 <= self.workers <= MAX_WORKERS:
             raise ConfigError(
                 "--workers", f"must be a whole number from 1 to {MAX_WORKERS}, got {self.workers!r}"
             )
@@ -139,6 +143,21 @@ class RunConfig:
             if problem := path_problem(value):
                 raise ConfigError("--path", f"{shown(value)} {problem}")
         scenario_of(self.scenario).check(self)
+
+    def _check_external(self, external: ExternalWorkers) -> None:
+        """With workers on other hosts: as many client instances as workers, and a target they can reach."""
+        if self.workers != external.count:
+            raise ConfigError(
+                "--external-workers",
+                "give either --workers (processes on this machine) or --external-workers (workers on "
+                "other hosts), not both",
+            )
+        if self.host is None:
+            raise ConfigError(
+                "--external-workers",
+                "give --host: the embedded target listens on this machine's loopback, which workers on "
+                "other hosts cannot reach",
+            )
 
 
 def parse_mix(text: str) -> tuple[tuple[str, int], ...]:

@@ -11,6 +11,16 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 
+def jain(values: Sequence[float]) -> float | None:
+    """Jain's fairness index, (sum x)^2 / (n * sum x^2): 1 when every share is the same, 1/n when one
+    takes everything (Jain, Chiu and Hawe, DEC-TR-301, 1984); None when there is nothing to share (no
+    values, or all zero)."""
+    squares = sum(x * x for x in values)
+    if not values or squares <= 0:
+        return None
+    return sum(values) ** 2 / (len(values) * squares)
+
+
 def percentile(values: Sequence[float], share: float) -> float | None:
     """Nearest-rank percentile (share in (0, 1]); None for no values."""
     if not values:

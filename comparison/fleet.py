@@ -20,11 +20,13 @@ target's max_lag_ms, 70 ms, toobusy's default).
 from __future__ import annotations
 
 import csv
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from comparison.counters import jain
 from comparison.plan import LoadPlan
 from comparison.readers import ClientRow, read_client, read_instances
 from comparison.summary import ClassResult, Summary
@@ -35,16 +37,16 @@ JAIN_MIN = 0.9
 LAG_FACTOR = 2.0
 CSV_COLUMNS = (
     "client", "instance", "worker", "launched", "ok", "server_errors", "shed", "unfinished", "slo_ok",
-    "slo_goodput_rps", "share", "median_limit",
+    "slo_goodput_rps", "share", "median_limit", "host",
 )  # fmt: skip
+_WORKER_ID = re.compile(r"(.+)_[0-9a-f]{32}")
 
 
-def jain(values: Sequence[float]) -> float | None:
-    """Jain's fairness index; None when there is nothing to share (no values, or all zero)."""
-    squares = sum(x * x for x in values)
-    if not values or squares <= 0:
-        return None
-    return sum(values) ** 2 / (len(values) * squares)
+def worker_host(worker: str) -> str:
+    """The host of a Locust worker id: Locust names a worker `<hostname>_<32 hex digits>` (runners.py),
+    so a fleet over several machines says which machine each instance ran on; another id as it is."""
+    found = _WORKER_ID.fullmatch(worker)
+    return found[1] if found else worker
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ class Instance:
     median_limit: float | None
     t: tuple[float, ...]  # elapsed seconds of its samples
     limit: tuple[float, ...]  # its limit at each (or its calls in flight, without an adaptive limit)
+
+    @property
+    def host(self) -> str:
+        return worker_host(self.worker)
 
 
 @dataclass(frozen=True)
@@ -180,7 +186,7 @@ def write_csv(fleets: Sequence[Fleet], path: Path) -> None:
                 writer.writerow([
                     fleet.client, i.name, i.worker, i.launched, i.ok, i.server_errors, i.shed, i.unfinished,
                     i.slo_ok, f"{i.slo_goodput_rps:.2f}", "" if i.share is None else f"{i.share:.3f}",
-                    "" if i.median_limit is None else f"{i.median_limit:g}",
+                    "" if i.median_limit is None else f"{i.median_limit:g}", i.host,
                 ])  # fmt: skip
 
 
@@ -196,6 +202,7 @@ def instance_head(fleet: Fleet) -> tuple[str, ...]:
     limit = "median limit" if fleet.has_limit else "median in flight"
     return (
         "instance",
+        "host",
         "launched",
         "ok",
         "server errors",
@@ -213,8 +220,8 @@ def instance_rows(fleet: Fleet) -> list[tuple[str, ...]]:
     for i in fleet.instances:
         share = "n/a" if i.share is None else f"{i.share:.1%}"
         median = "" if i.median_limit is None else f"{i.median_limit:g}"
-        rows.append((i.name, str(i.launched), str(i.ok), str(i.server_errors), str(i.shed), str(i.unfinished),
-                     f"{i.slo_goodput_rps:.1f}", share, median))  # fmt: skip
+        rows.append((i.name, i.host, str(i.launched), str(i.ok), str(i.server_errors), str(i.shed),
+                     str(i.unfinished), f"{i.slo_goodput_rps:.1f}", share, median))  # fmt: skip
     return rows
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from comparison.external import ExternalWorkers
 from comparison.plan import LoadPlan
 from comparison.readers import ClassFiles
 from comparison.target import start_child, stop_child
@@ -55,9 +56,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def distributed_args(workers: int, port: int | None = None) -> list[str]:
+def distributed_args(
+    workers: int, port: int | None = None, external: ExternalWorkers | None = None
+) -> list[str]:
     """Locust's own distributed mode: a master that forks `workers` worker processes (`--processes`),
-    talking over a free loopback port rather than 5557, so parallel runs never collide."""
+    talking over a free loopback port rather than 5557, so parallel runs never collide; or, with
+    `external`, a master alone that waits for workers on other hosts (comparison/external.py)."""
+    if external is not None:
+        return external.master_args()
     if workers <= 1:
         return []
     port = port or free_port()
@@ -77,10 +83,11 @@ def locust_command(
     plan: LoadPlan,
     passthrough: tuple[str, ...],
     locustfile: UserLocustfile | None = None,
+    external: ExternalWorkers | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The command line and environment for one class. Offered rate = users x --launch-rate; with
     `plan.workers` > 1, the users are spread evenly over that many Locust workers. `locustfile`: the
-    user's own file, loaded beside the lab's."""
+    user's own file, loaded beside the lab's; `external`: the workers run on other hosts."""
     shape = SHAPE_FILE if plan.burst is not None else SCHEDULE_FILE if plan.schedule else None
     locustfiles = locustfile_arg(locustfile, *([shape] if shape else []))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -99,7 +106,7 @@ def locust_command(
         "--host",
         host,
         *timing,
-        *distributed_args(plan.workers),
+        *distributed_args(plan.workers, external=external),
         "--launch-rate",
         f"{plan.launch_rate:.3f}",
         "--slo-ms",
@@ -258,11 +265,16 @@ def run_locust(
     inject: Callable[[], tuple[float, float]] | None = None,
     on_start: Callable[[int], None] | None = None,
     locustfile: UserLocustfile | None = None,
+    external: ExternalWorkers | None = None,
 ) -> LocustResult:
     """Run one class to the end, calling `inject` once at the plan's `event_at_s`. On any exception
     (an interrupt included) Locust is stopped with SIGINT, so it still writes its CSVs and HTML, and
-    killed if it does not stop in time."""
-    command, env = locust_command(client, files, host, plan, passthrough, locustfile)
+    killed if it does not stop in time. With `external` workers the test starts when they have all
+    come (the master's ledger file appears then; its stats file, at once) and Locust gets their wait
+    on top of its own start-up."""
+    command, env = locust_command(client, files, host, plan, passthrough, locustfile, external)
+    started_file = files.mitigations if external is not None else files.stats
+    start_timeout = START_TIMEOUT_S + (external.wait_s if external is not None else 0)
     process = start_child(command, files.locust_log, env)
     if on_start is not None:
         on_start(process.pid)
@@ -275,12 +287,12 @@ def run_locust(
         while process.poll() is None:
             time.sleep(POLL_S)
             now = time.monotonic()
-            if test_started is None and files.stats.exists():
+            if test_started is None and started_file.exists():
                 test_started = now
             if test_started is None:
-                if now - launched > START_TIMEOUT_S:
+                if now - launched > start_timeout:
                     raise LocustFailed(
-                        f"{client}: Locust did not start within {START_TIMEOUT_S:g} s; see {files.locust_log}"
+                        f"{client}: Locust did not start within {start_timeout:g} s; see {files.locust_log}"
                     )
                 continue
             elapsed = now - test_started
@@ -304,6 +316,12 @@ def run_locust(
         lines = files.locust_log.read_text(errors="replace").splitlines()
         said = [line[line.index("stop-loss:") :] for line in lines if "stop-loss:" in line]
         stop_loss = said[-1] if said else ""
+    if (
+        process.returncode != 0
+        and external is not None
+        and (line := external.did_not_come(client, files.locust_log))
+    ):
+        raise LocustFailed(line)
     if process.returncode != 0 and not stop_loss:
         tail_lines = files.locust_log.read_text(errors="replace").strip().splitlines()
         last = tail_lines[-1] if tail_lines else "no output"

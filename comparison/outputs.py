@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from comparison import criticality
 from comparison.narrative import describe
 from comparison.plan import LoadPlan
 from comparison.run_record import RunRecord, describe_run
@@ -52,7 +53,7 @@ def write_outputs(
 
         with (run_dir / "summary.md").open("a", encoding="utf-8") as handle:
             handle.write("\n" + markdown(record.capacity))
-    own = scenario.markdown(run_dir, plan, results, summaries)
+    own = scenario.markdown(run_dir, plan, results, summaries) + criticality.markdown(summaries)
     if own:
         with (run_dir / "summary.md").open("a", encoding="utf-8") as handle:
             handle.write("\n" + own)
@@ -65,7 +66,7 @@ def write_outputs(
         from comparison.fleet_report import fleet_section
 
         sections += fleet_section(plan, fleets, judged)
-    sections += scenario.section(plan, results, summaries, config)
+    sections += scenario.section(plan, results, summaries, config) + criticality.html_section(summaries)
     mix_lines, mix_section = mix.write_outputs(run_dir, plan, results, summaries)
     lines, sections = [*lines, *mix_lines], sections + mix_section
     baseline = record.reproduce.get("options", {}).get("service", {}).get("baseline")

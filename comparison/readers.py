@@ -201,6 +201,12 @@ class ClientRow:
     defer_bad_rows_total: int | None = None
     kept_total: int | None = None  # of unfinished_total: still queued on disk at the end; None without Defer
     limit: float | None = None  # the adaptive limit (in `all` rows: the sum); None without one
+    critical_launched_total: int | None = None  # --criticality-mix (docs/criticality.md); None without
+    critical_slo_ok_total: int | None = None
+    critical_p99_ms: float | None = None
+    sheddable_launched_total: int | None = None
+    sheddable_slo_ok_total: int | None = None
+    sheddable_p99_ms: float | None = None
 
     @property
     def good_total(self) -> int:

@@ -43,6 +43,7 @@ from comparison.target import (
     wait_for_overrides_to_end,
 )
 from comparison.target_kind import inspect, scenario_problem
+from comparison.user_locustfile import locustfile_arg
 from mitigations.guard import STOP_LOSS_EXIT, remote_problem
 
 # what comparison/phase_map.py's grid uses of the runner, besides `measure_and_plan` and `run_class`
@@ -251,6 +252,13 @@ def measure_and_plan(
             f"{plan.offered_rps / plan.workers:.1f} requests/s: {plan.users} users launching "
             f"{plan.launch_rate:.2f} requests/s each",
         )
+    if config.external is not None:
+        command = config.external.worker_command(locustfile_arg(config.locustfile), config.allow_remote)
+        say(
+            out,
+            f"  each class's master waits up to {config.external.wait_s} s for {config.external.count} "
+            f"external workers at {config.external.address()}; on each worker host run: {command}",
+        )
     return plan
 
 
@@ -329,8 +337,10 @@ def run_class(
         say(out, f"class {index} of {total}: {_label(config, client)}; target pid {embedded.pid} at {url}")
     elif hammerlab:
         url = config.host  # type: ignore[assignment]
-        reset_target(url, remote)
-        say(out, f"class {index} of {total}: {_label(config, client)}; target {url} reset")
+        state = reset_target(url, remote)
+        say(out, f"class {index} of {total}: {_label(config, client)}; target {url} {state}")
+        if state != "reset" and (note := f"The target {url} was {state}.") not in record.notes:
+            record.notes.append(note)
     else:
         url = config.host  # type: ignore[assignment]
         say(out, f"class {index} of {total}: {_label(config, client)}; target {url}")
@@ -357,6 +367,7 @@ def run_class(
             inject=event,
             on_start=started,
             locustfile=config.locustfile,
+            external=config.external,
         )
     finally:
         if embedded is not None:

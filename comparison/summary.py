@@ -40,6 +40,13 @@ keep their order):
   - workers: the client instances the class ran as, i.e. the processes with rows of their own in
     PREFIX_mitigations.csv (1 for a single process; N with `--workers N`, each a Locust worker whose
     numbers the master summed into the `all` rows the columns above are read from).
+  - jain_index: with more than one client instance, Jain's fairness index over the instances' SLO
+    goodputs (each worker's own final slo_ok_total, PREFIX_mitigations.csv), the same number as the
+    fleet section's; empty for a single process. A gate can hold a fleet to it
+    (`--check 'jain_index >= 0.9'`).
+
+With `--criticality-mix`, before a scenario's own: SLO goodput, attainment and p99 of the critical and
+the sheddable calls apart (`comparison.criticality`, docs/criticality.md). Absent without a mix.
 
 A scenario fills its own columns in its `adjust` hook (comparison/scenarios/); a new one appends its own
 after these (`Summary.extra`), so the columns above keep their order.
@@ -52,7 +59,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from comparison.counters import percentile, rate_between, value_at  # noqa: F401 (benchmarks import them)
+from comparison.cells import cell, sort_counts
+from comparison.counters import jain, percentile, rate_between, value_at  # noqa: F401 (benchmarks import them)
+from comparison.criticality import criticality_cells
 from comparison.plan import LoadPlan
 from comparison.readers import (
     ClassFiles,
@@ -110,6 +119,7 @@ COLUMNS = (
     "recovered",
     "peak_share",
     "verdict",
+    "jain_index",
 )
 RECOVERY_WINDOW_S = 1.0
 SETTLE_S = 3.0  # a phase of the capacity scenarios is judged from this long after its change
@@ -179,16 +189,20 @@ class Summary:
     recovered: str | None = None
     peak_share: float | None = None
     verdict: str | None = None
+    jain_index: float | None = None
     extra: tuple[tuple[str, object], ...] = ()  # a scenario's own columns, after COLUMNS (its `columns`)
+    by_criticality: tuple[tuple[str, object], ...] = ()  # --criticality-mix: before `extra`
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """This row's summary.csv columns: the shared ones, then its scenario's own."""
-        return COLUMNS + tuple(name for name, _ in self.extra)
+        """This row's summary.csv columns: the shared ones, the criticality split, its scenario's own."""
+        return COLUMNS + tuple(name for name, _ in (*self.by_criticality, *self.extra))
 
     def value(self, name: str) -> object:
-        """The value of column `name`, shared or the scenario's own."""
-        return dict(self.extra).get(name) if name not in COLUMNS else getattr(self, name)
+        """The value of column `name`, shared, of the criticality split, or the scenario's own."""
+        if name in COLUMNS:
+            return getattr(self, name)
+        return dict((*self.by_criticality, *self.extra)).get(name)
 
     @property
     def accounted(self) -> bool:
@@ -217,7 +231,7 @@ class Summary:
 
     def cells(self) -> dict[str, str]:
         """The row as summary.csv writes it: empty cells for numbers that do not apply."""
-        return {name: _cell(name, self.value(name)) for name in self.columns}
+        return {name: cell(name, self.value(name)) for name in self.columns}
 
     @property
     def failed_share(self) -> float:
@@ -226,57 +240,6 @@ class Summary:
     @property
     def shed_share(self) -> float:
         return self.shed / self.launched if self.launched else 0.0
-
-
-_DECIMALS = {
-    "capacity_rps": 1,
-    "offered_rps": 1,
-    "slo_goodput_rps": 1,
-    "slo_attainment": 3,
-    "goodput_rps": 1,
-    "server_max_lag_ms": 1,
-    "server_p95_lag_ms": 1,
-    "recovery_s": 2,
-    "amplification": 2,
-    "outage_amplification": 2,
-    "reduced_capacity_rps": 1,
-    "goodput_reduced_rps": 1,
-    "goodput_restored_rps": 1,
-    "wasted_work_ratio": 3,
-    "pre_trigger_slo_goodput_rps": 1,
-    "post_trigger_slo_goodput_rps": 1,
-    "peak_share": 2,
-}
-
-
-# A scenario's own columns (not in _DECIMALS) are rounded by what their names end with.
-_SUFFIX_DECIMALS = (("_rps", 1), ("_attainment", 3), ("_share", 2), ("_ratio", 3), ("_s", 2), ("_x", 2))
-_LATENCY_COLUMNS = frozenset({"p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms"})
-
-
-def three_digits(ms: float) -> str:
-    """A latency with the three significant digits its histogram keeps: 0.412, 41.2, 412, 4120."""
-    if ms >= 100:
-        return f"{ms:.0f}"
-    return f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
-
-
-def _cell(name: str, value: object) -> str:
-    if value is None:
-        return ""
-    if name in _LATENCY_COLUMNS and isinstance(value, float):
-        return three_digits(value)
-    if name == "slo_ms" and isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, float):
-        decimals = _DECIMALS.get(name, next((d for end, d in _SUFFIX_DECIMALS if name.endswith(end)), 0))
-        return f"{value:.{decimals}f}"
-    return str(value)
-
-
-def join_by_count(counts: dict[str, int]) -> str:
-    """`connect-timeout=12;503=3`, largest first: the same `key=count;...` form as the sampler's."""
-    return ";".join(f"{key}={value}" for key, value in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
@@ -295,6 +258,10 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
     launched = last.launched_total
     intended = launched + last.skipped_total
     seconds = max(elapsed, window)  # one duration for both goodputs (see the module doc)
+    instances = read_instances(result.files.mitigations, result.client)
+    own_slo_ok = [
+        max(rows, key=lambda row: row.timestamp).slo_ok_total for rows in instances.values() if rows
+    ]
 
     return Summary(
         client=result.client,
@@ -336,9 +303,12 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         wire_attempts=sum(row.count for row in wire),
         elapsed_s=seconds,
         slo_ok=last.slo_ok_total,
-        workers=max(1, len(read_instances(result.files.mitigations, result.client))),
+        workers=max(1, len(instances)),
+        jain_index=jain(own_slo_ok) if len(own_slo_ok) > 1 else None,
         wasted_work_ratio=wasted_ratio(server),
+        by_criticality=criticality_cells(last, seconds),
     )
+
 
 
 def lost_calls(launched: int, ok: int, kept: int | None) -> int:
@@ -358,15 +328,6 @@ def wasted_ratio(server: Sequence[ServerRow]) -> float | None:
     return min(1.0, wasted / work) if work > 0 else None
 
 
-def sort_counts(joined: str) -> str:
-    """`a=1;b=3` (the sampler's sorted-by-name form) -> `b=3;a=1`, largest first."""
-    counts: dict[str, int] = {}
-    for part in filter(None, joined.split(";")):
-        key, _, value = part.rpartition("=")
-        counts[key] = counts.get(key, 0) + int(value)
-    return join_by_count(counts)
-
-
 def _highest(samples: Iterable[float | None], peaks: Iterable[float | None]) -> float | None:
     """The highest of the samples and of the server's own peaks (None where it reported none)."""
     values = [value for value in (*samples, *peaks) if value is not None]
@@ -375,7 +336,7 @@ def _highest(samples: Iterable[float | None], peaks: Iterable[float | None]) -> 
 
 def write_csv(summaries: Sequence[Summary], path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
-        columns = summaries[0].columns if summaries else COLUMNS
+        columns = tuple(dict.fromkeys(name for s in summaries for name in s.columns)) or COLUMNS
         writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(summary.cells() for summary in summaries)

@@ -40,6 +40,10 @@ class TargetError(RuntimeError):
     """The target cannot be started or reached; the message is one line for the user."""
 
 
+class TargetRefused(TargetError):
+    """The target answered 403: a Hammerlab target's /admin answers clients on its own machine only."""
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: receive SIGTERM when the runner dies (Linux; ignored elsewhere)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -98,7 +102,8 @@ def request(method: str, url: str, body: Any = None, timeout: float = 3.0, allow
         raise TargetError(f"{method} {url} failed: {error or type(error).__name__}") from None
     raw = answer.body
     if answer.status >= 300:
-        raise TargetError(f"{method} {url} answered {answer.status}: {raw[:200]!r}")
+        refused = TargetRefused if answer.status == 403 else TargetError
+        raise refused(f"{method} {url} answered {answer.status}: {raw[:200]!r}")
     try:
         return json.loads(raw) if raw else None
     except ValueError:
@@ -183,16 +188,26 @@ class EmbeddedTarget:
             self.process = None
 
 
-def reset_target(url: str, allow_remote: bool = False) -> None:
-    """Between classes on a user's server: clear faults and zero the totals, then let it drain."""
-    request("DELETE", url + "/admin/faults", allow_remote=allow_remote)
+NOT_RESET = "not reset (its /admin answers clients on its own machine only)"
+
+
+def reset_target(url: str, allow_remote: bool = False) -> str:
+    """Between classes on a user's server: clear faults and zero the totals, then let it drain. Returns
+    `reset`, or NOT_RESET for a target on another machine (a distributed run's master rarely sits on
+    the target's host): the run goes on without the reset, as it does for a service that is not
+    Hammerlab's, and its drain is left to the class's own."""
+    try:
+        request("DELETE", url + "/admin/faults", allow_remote=allow_remote)
+    except TargetRefused:
+        return NOT_RESET
     request("POST", url + "/admin/reset", allow_remote=allow_remote)
     deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline:
         stats = request("GET", url + "/stats", allow_remote=allow_remote)
         if isinstance(stats, dict) and stats.get("in_flight", 0) == 0 and stats.get("lag_ms", 0) < 20:
-            return
+            break
         time.sleep(0.25)
+    return "reset"
 
 
 def inject_outage(url: str, duration_s: float, allow_remote: bool = False) -> tuple[float, float]:

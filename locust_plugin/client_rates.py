@@ -1,4 +1,4 @@
-"""Rates from a client's consecutive snapshots: launched and shed per second, over about a second.
+"""Rates from a client's consecutive snapshots: launched, shed and SLO goodput per second, over ~1 s.
 
 A worker's snapshots arrive every 3 s (with Locust's stats reports), a single process samples every
 `--server-sample-ms`; either way a rate spans the newest earlier snapshot at least `RATE_WINDOW_S` old.
@@ -25,6 +25,7 @@ def per_second(before: float, after: float, seconds: float) -> float | None:
 class Rates:
     launched_per_s: float | None = None
     shed_per_s: float | None = None
+    slo_ok_per_s: float | None = None  # SLO goodput: 2xx answers within the SLO, per second
 
 
 def rates_between(previous: ClientSnapshot | None, current: ClientSnapshot) -> Rates:
@@ -32,11 +33,16 @@ def rates_between(previous: ClientSnapshot | None, current: ClientSnapshot) -> R
     counter was 0 then: the runtimes are rebuilt at test start)."""
     if previous is None or previous.started_at != current.started_at:
         seconds = current.at - current.started_at
-        return Rates(per_second(0, current.launched, seconds), per_second(0, current.shed, seconds))
+        return Rates(
+            per_second(0, current.launched, seconds),
+            per_second(0, current.shed, seconds),
+            per_second(0, current.slo_ok, seconds),
+        )
     seconds = current.at - previous.at
     return Rates(
         per_second(previous.launched, current.launched, seconds),
         per_second(previous.shed, current.shed, seconds),
+        per_second(previous.slo_ok, current.slo_ok, seconds),
     )
 
 

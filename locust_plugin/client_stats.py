@@ -92,6 +92,8 @@ class ClientSnapshot:
     kept: int | None = None  # the ledger's `kept`; None without `Defer`
     hedged: int | None = None
     hedge_won: int | None = None
+    # --criticality-mix: the ledger's split, {"critical": {...}, "sheddable": {...}} (`criticality_parts`)
+    criticality: dict[str, dict[str, Any]] | None = None
 
     @property
     def shed(self) -> int:
@@ -125,6 +127,23 @@ class ClientSnapshot:
     def same_numbers(self, other: ClientSnapshot) -> bool:
         """Equal apart from the time they were taken."""
         return replace(self, at=0.0) == replace(other, at=0.0)
+
+
+def criticality_parts(split: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ledger's per-criticality sub-ledgers as JSON-safe counts and an encoded histogram."""
+    return {
+        name: {
+            "launched": part.launched,
+            "ok": part.ok,
+            "server_errors": part.server_errors,
+            "shed": part.shed,
+            "unfinished": part.unfinished,
+            "pending": part.pending,
+            "slo_ok": part.slo_ok,
+            "latency_hdr": part.encoded_histogram(),
+        }
+        for name, part in split.items()
+    }
 
 
 def read_gauges(policies: Iterable[Any], wall_now: float) -> dict[str, Any]:
@@ -199,6 +218,8 @@ class ClientStatsCollector:
                 )
                 if gauges.get("deferred") is not None:
                     gauges["kept"] = ledger.kept
+                if ledger.split is not None:
+                    gauges["criticality"] = criticality_parts(ledger.split)
             result.append(
                 ClientSnapshot(
                     client=name,

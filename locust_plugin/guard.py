@@ -11,7 +11,10 @@ The rules are `mitigations.guard`'s. Here they are wired in where nothing has be
   process's own command line or environment. While the UI listens on loopback, every route answers only
   a loopback Host (a DNS-rebinding page sends its own name);
 - at every test start (`test_start`, on every route into a test) the same check runs again; a refused
-  host stops the test (headless: exit code 2). The transports refuse the host by themselves too;
+  host stops the test (headless: exit code 2). The transports refuse the host by themselves too. On a
+  Locust worker the host is the one its master sent, checked with the worker's own `--allow-remote`
+  (`own_opt_in`: the master's options never carry it); a refused host makes the worker quit with exit
+  code 2, so its master sees it leave rather than wait for users that never start;
 - while a test runs, a watcher checks the stop-loss conditions twice a second against the answers of
   the last second (`events.request`, wire rows only) and the server sampler's latest lag. When one has
   held for its duration it logs the line, stops the test and, headless, quits with exit code 3.
@@ -28,8 +31,9 @@ from typing import Any
 
 import gevent
 from locust import events
-from locust.runners import MasterRunner
+from locust.runners import MasterRunner, WorkerRunner
 
+from locust_plugin import own_opt_in  # noqa: F401  (pins a worker's own --allow-remote at init)
 from locust_plugin.monitoring import monitor_of
 from locust_plugin.target import target_host
 from mitigations.checked_url import is_loopback_host
@@ -169,7 +173,8 @@ def _check_hosts_at_test_start(environment: Any, **_: Any) -> None:
     if problem is None:
         return
     log.error("hammerlab: error: %s", problem)
-    if getattr(environment.parsed_options, "headless", False):
+    worker = isinstance(environment.runner, WorkerRunner)
+    if worker or getattr(environment.parsed_options, "headless", False):
         environment.process_exit_code = 2
         gevent.spawn(environment.runner.quit)
     else:

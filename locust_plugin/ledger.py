@@ -31,6 +31,12 @@ Skipped launch slots (the generator stalled and did not launch them) are counted
 `launched`: they are intended load that never existed, so they never enter the percentiles, and a run
 that skipped more than `csv_schema.SKIP_WARN_SHARE` of its intended launches is flagged everywhere it is
 shown.
+
+With `--criticality-mix` the ledger also keeps one sub-ledger per criticality (`split`, by the call's
+`Hammerlab-Criticality` header: docs/criticality.md), each with its own counts and histogram, so SLO
+goodput, attainment and the percentiles can be read for critical and sheddable calls apart, and the
+identity holds in each. Calls an earlier run left in `Defer`'s file (`recover`) are in the totals only:
+their label is not known until they are replayed.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ from dataclasses import dataclass
 
 from hdrh.histogram import HdrHistogram
 
-from mitigations.core import Deferred, Outcome
+from mitigations.core import Call, Deferred, Outcome
+from mitigations.criticality import CRITICALITIES, criticality_of
 from mitigations.histograms import encode_histogram
 
 LOWEST_US = 1
@@ -85,7 +92,7 @@ class LatencySummary:
 class CallLedger:
     """The final outcome of every logical call of one client class in one process."""
 
-    def __init__(self, slo_ms: float) -> None:
+    def __init__(self, slo_ms: float, split: bool = False) -> None:
         if not slo_ms > 0:
             raise ValueError(f"slo_ms must be > 0, got {slo_ms!r}")
         self.slo_ms = slo_ms
@@ -101,19 +108,35 @@ class CallLedger:
         self.shed_by_cause: dict[str, int] = {}
         self.errors_by_kind: dict[str, int] = {}
         self.histogram = new_histogram()
+        self.split: dict[str, CallLedger] | None = (
+            {name: CallLedger(slo_ms) for name in CRITICALITIES} if split else None
+        )
+
+    def _part(self, call: Call | None) -> CallLedger | None:
+        """The sub-ledger of `call`'s criticality; None without a split (or without a call)."""
+        if self.split is None or call is None:
+            return None
+        return self.split[criticality_of(call.headers)]
 
     @property
     def finished(self) -> int:
         return self.ok + self.server_errors + self.shed + self.unfinished
 
-    def launch(self) -> None:
+    def launch(self, call: Call | None = None) -> None:
         self.launched += 1
+        if (part := self._part(call)) is not None:
+            part.launch()
 
     def skip(self, slots: int) -> None:
         self.skipped += slots
 
     def finish(self, outcome: Outcome) -> None:
         """Count `outcome` as the final one of its call (or as pending, when `Defer` kept it)."""
+        if (part := self._part(outcome.call)) is not None:
+            part.finish(outcome)
+        self._finish_here(outcome)
+
+    def _finish_here(self, outcome: Outcome) -> None:
         if isinstance(outcome.error, Deferred):
             self.pending += 1
             return
@@ -134,23 +157,29 @@ class CallLedger:
             kind = outcome.kind
             self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
 
-    def abandon(self) -> None:
+    def abandon(self, call: Call | None = None) -> None:
         """A call still in flight when the drain ran out: it ends here, unanswered."""
         self.unfinished += 1
+        if (part := self._part(call)) is not None:
+            part.abandon()
 
     def replayed_final(self, outcome: Outcome) -> None:
         """A deferred call's replay ended: `outcome` is its final outcome, timed from the first launch."""
+        if (part := self._part(outcome.call)) is not None:
+            part.replayed_final(outcome)
         if self.pending <= 0:
             return  # already counted unfinished by `abandon_pending`: it ends once
         self.pending -= 1
-        self.finish(outcome)
+        self._finish_here(outcome)
 
     def expire(self, outcome: Outcome) -> None:
         """A deferred call grew too old and was never sent."""
+        if (part := self._part(outcome.call)) is not None:
+            part.expire(outcome)
         if self.pending <= 0:
             return
         self.pending -= 1
-        self.finish(outcome)  # a shed, cause defer-expired
+        self._finish_here(outcome)  # a shed, cause defer-expired
 
     def recover(self, calls: int) -> None:
         """Deferred calls an earlier run left on disk: this run replays them, so it counts them."""
@@ -159,6 +188,8 @@ class CallLedger:
 
     def abandon_pending(self) -> int:
         """The drain ran out with deferred calls still queued: unfinished here, kept on disk."""
+        for part in (self.split or {}).values():
+            part.abandon_pending()
         left, self.pending = self.pending, 0
         self.unfinished += left
         self.kept += left

@@ -15,7 +15,12 @@ from typing import Any
 from locust_plugin.client_rates import Rates
 from locust_plugin.client_stats import ClientSnapshot
 from locust_plugin.ledger import LatencySummary, encode_histogram, merge_encoded
-from mitigations.csv_schema import ALL_WORKERS, LATENCY_COLUMNS, MITIGATION_COLUMNS
+from mitigations.csv_schema import (
+    ALL_WORKERS,
+    CRITICALITY_COLUMNS,
+    LATENCY_COLUMNS,
+    MITIGATION_COLUMNS,
+)
 
 RECENT_TRANSITIONS = 3
 
@@ -74,6 +79,8 @@ class MitigationRow:
     kept_total: int | None = None
     hedged: int | None = None
     hedge_won: int | None = None
+    criticality: dict[str, dict[str, Any]] | None = None  # `client_stats.criticality_parts`
+    slo_ok_per_s: float | None = None  # for the tab's trends (`limit_series`), not a CSV column
 
     @property
     def server_error_kinds(self) -> str:
@@ -92,6 +99,14 @@ class MitigationRow:
         """The replay delays, decoded once per row. `Defer` records milliseconds, where the ledger
         records microseconds, so `_replay_ms` scales LatencySummary's fields back."""
         return LatencySummary.of(merge_encoded([self.replay_hdr or ""]))
+
+    @cached_property
+    def by_criticality(self) -> dict[str, tuple[dict[str, Any], LatencySummary]]:
+        """Each criticality's counts and latency (decoded once per row); empty without a mix."""
+        return {
+            name: (part, LatencySummary.of(merge_encoded([part.get("latency_hdr", "")])))
+            for name, part in (self.criticality or {}).items()
+        }
 
     def _replay_ms(self, name: str) -> int | None:
         value = getattr(self._replay, name)
@@ -126,7 +141,12 @@ class MitigationRow:
                 value = getattr(snap, source)
                 values[name] = dict(value) if isinstance(value, dict) else value
         values.update(timestamp=timestamp, elapsed_s=elapsed_s, worker=worker)
-        return cls(**values, launched_per_s=rates.launched_per_s, shed_per_s=rates.shed_per_s)
+        return cls(
+            **values,
+            launched_per_s=rates.launched_per_s,
+            shed_per_s=rates.shed_per_s,
+            slo_ok_per_s=rates.slo_ok_per_s,
+        )
 
     def csv_row(self) -> dict[str, str]:
         return {name: _CELLS.get(name, _cell)(self, name) for name in MITIGATION_COLUMNS}
@@ -151,7 +171,8 @@ _SNAPSHOT_NAMES = {
     "defer_bad_rows_total": "bad_rows",
     "kept_total": "kept",
 }
-_ROW_FIELDS = tuple(f.name for f in fields(MitigationRow) if f.name not in ("launched_per_s", "shed_per_s"))
+_RATES = ("launched_per_s", "shed_per_s", "slo_ok_per_s")
+_ROW_FIELDS = tuple(f.name for f in fields(MitigationRow) if f.name not in _RATES)
 
 
 def _cell(row: MitigationRow, name: str) -> str:
@@ -161,6 +182,18 @@ def _cell(row: MitigationRow, name: str) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
+
+
+def _criticality_cell(row: MitigationRow, name: str) -> str:
+    """`critical_ok_total` -> the `ok` count of the critical part; `..._p99_ms` from its histogram."""
+    label, _, stat = name.partition("_")
+    found = row.by_criticality.get(label)
+    if found is None:
+        return ""
+    part, latency = found
+    if stat == "p99_ms":
+        return "" if latency.p99_ms is None else f"{latency.p99_ms:.3f}"
+    return str(part.get(stat.removesuffix("_total"), 0))
 
 
 def _ms(row: MitigationRow, name: str) -> str:
@@ -174,6 +207,7 @@ _CELLS: dict[str, Callable[[MitigationRow, str], str]] = {
     "elapsed_s": lambda row, _: f"{row.elapsed_s:.3f}",
     "shed_by_cause": lambda row, _: join_counts(row.shed_by_cause),
     **dict.fromkeys(LATENCY_COLUMNS, _ms),
+    **dict.fromkeys(CRITICALITY_COLUMNS, _criticality_cell),
 }
 
 
@@ -216,6 +250,19 @@ def _merged_hdr(encoded: Iterable[str | None]) -> str:
     return encode_histogram(merge_encoded(present))
 
 
+def _summed_parts(values: list[dict[str, dict[str, Any]] | None]) -> dict[str, dict[str, Any]] | None:
+    """The workers' per-criticality parts: counts added, histograms merged."""
+    present = [value for value in values if value]
+    if not present:
+        return None
+    total: dict[str, dict[str, Any]] = {}
+    for name in sorted({name for parts in present for name in parts}):
+        parts = [parts[name] for parts in present if name in parts]
+        summed = _added_counts({k: v for k, v in p.items() if k != "latency_hdr"} for p in parts)
+        total[name] = {**summed, "latency_hdr": _merged_hdr(p.get("latency_hdr") for p in parts)}
+    return total
+
+
 # How the workers' values of a field make the `all` row's; every other field is summed (None where no
 # worker has it: a gauge of a policy the class does not have stays an empty cell).
 _SUMS: dict[str, Callable[[list[Any]], Any]] = {
@@ -227,6 +274,7 @@ _SUMS: dict[str, Callable[[list[Any]], Any]] = {
     "slo_ms": lambda values: next((v for v in values if v is not None), None),
     "latency_hdr": _merged_hdr,
     "replay_hdr": lambda values: _merged_hdr(values) or None,
+    "criticality": _summed_parts,
 }
 
 

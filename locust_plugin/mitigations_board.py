@@ -3,7 +3,8 @@
 It keeps each worker's latest snapshot per client, works out the rates between a worker's consecutive
 snapshots (`client_rates`), and adds the summed `all` rows (`mitigation_rows.sum_rows`). Its `history`
 feeds the web UI's Mitigations tab and its download; `monitoring` appends each sample to
-PREFIX_mitigations.csv.
+PREFIX_mitigations.csv. Its `series` keeps the last 30 s of each row's limit, in flight, goodput and shed
+for the tab's trends (`limit_series`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterable
 
 from locust_plugin.client_rates import Rates, rate_baseline, rates_between
 from locust_plugin.client_stats import ClientSnapshot
+from locust_plugin.limit_series import LimitSeries
 from locust_plugin.mitigation_rows import MitigationRow, sum_rows
 
 TRAIL = 64
@@ -29,6 +31,7 @@ class MitigationsBoard:
 
     def __init__(self, history: int = HISTORY_ROWS) -> None:
         self.history: deque[MitigationRow] = deque(maxlen=history)
+        self.series = LimitSeries()
         self._latest: dict[str, dict[str, ClientSnapshot]] = {}
         self._rates: dict[tuple[str, str], Rates] = {}
         self._trails: dict[tuple[str, str], deque[ClientSnapshot]] = {}
@@ -45,6 +48,7 @@ class MitigationsBoard:
         self._rates.clear()
         self._trails.clear()
         self.history.clear()
+        self.series.clear()
 
     def update(self, worker: str, run: int, snapshots: Iterable[ClientSnapshot]) -> bool:
         """Take a report. Returns True when it changed any number (False too when it was stale)."""
@@ -88,6 +92,7 @@ class MitigationsBoard:
         summed = [sum_rows(by_client[client], timestamp, elapsed_s) for client in sorted(by_client)]
         rows = per_worker + summed
         self.history.extend(rows)
+        self.series.add(rows)
         return rows
 
     def latest_rows(self) -> list[MitigationRow]:

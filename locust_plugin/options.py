@@ -13,7 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from locust_plugin.values import body, body_file, boolean, choice, header, number, path, whole, window
+from locust_plugin.values import (
+    body,
+    body_file,
+    boolean,
+    choice,
+    criticality_mix,
+    header,
+    number,
+    path,
+    whole,
+    window,
+)
 from mitigations.defer_checks import default_directory
 from mitigations.request import METHODS, RequestSpec, parse_headers
 from mitigations.transport import HTTP_BACKENDS
@@ -177,6 +188,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("--hedge-pause-ms", whole(1, MAX_WAIT_MS, ms, zero="never pause (naive hedging)"), "2000",
            "HedgedClient: no hedges for this long after a sign of overload (503, 429, a shed, a latency "
            "jump, a falling adaptive limit); 0: never pause (NaiveHedgeClient never does)"),
+    # criticality (docs/criticality.md)
+    Option("--criticality-mix", criticality_mix, "off",
+           "every client: critical=SHARE labels that share of a class's calls critical and the rest "
+           "sheddable (header Hammerlab-Criticality); the throttle and adaptive limit refuse sheddable "
+           "calls first; off: no header, all calls critical"),
+    Option("--shed-sheddable-first", boolean, "true",
+           "every client: the throttle, adaptive limit and socket pool honour the criticality labels; "
+           "false: labels sent and counted, honoured by no client limiter (a contrast run)"),
     # accounting: what counts as good, and how a test ends
     Option("--slo-ms", number(1.0, MAX_WAIT_MS, ms), "1000",
            "every client: a 2xx answered within this many ms of its scheduled launch is SLO goodput"),

@@ -18,6 +18,9 @@ The order is fixed and documented, outermost first:
   - the socket pool is innermost, next to the transport whose connection pool it sizes, so only calls
     about to go on the wire hold a socket;
   - a per-attempt timeout (`attempt-timeout`) sits just inside retry, so every attempt gets a fresh one;
+  - with `--criticality-mix`, the throttle and the adaptive limit keep the critical share of their
+    limit for critical calls and serve queued critical calls first (docs/criticality.md); the socket
+    pool's queue serves critical calls first too, with no reserve;
   - the total deadline is not a layer: the pipeline stamps it on the call at entry, counted from launch,
     and every waiting layer and the transport honour it (see `mitigations.timeout`). An attempt goes on
     the wire only with at least `--min-wire-share` of it left (see `mitigations.core`).
@@ -49,6 +52,7 @@ from mitigations.adaptive import (
     Vegas,
     VegasConfig,
 )
+from mitigations.admission import GatedPolicy
 from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig
 from mitigations.core import Clock, Pipeline, Policy
 from mitigations.defer import Defer, DeferConfig
@@ -201,6 +205,7 @@ POLICY_BUILDERS: dict[str, Callable[[Callable[[str], Any]], Policy]] = {
 }
 MITIGATIONS = ("defer", *POLICY_BUILDERS, "timeout")
 DEFER_SOURCES = ("throttle", "adaptive", "sre", "breaker")
+PRIORITISED = ("throttle", "adaptive")  # the limiters that refuse sheddable calls first (criticality)
 
 
 def defer(read: Callable[[str], Any], policies: dict[str, Policy], host: str = "") -> Policy:
@@ -239,6 +244,13 @@ def build_pipeline(
 
     chosen = [name for name in ORDER if name in mitigations]
     policies = {name: POLICY_BUILDERS[name](read) for name in chosen if name in POLICY_BUILDERS}
+    mix, first = read("criticality_mix"), read("shed_sheddable_first")
+    for name in (*PRIORITISED, "pooled"):  # --criticality-mix: the critical share of the limit is theirs
+        if isinstance(gated := policies.get(name), GatedPolicy):
+            if not first:
+                gated.ignore_criticality()
+            elif mix and name in PRIORITISED:
+                gated.reserve_for_critical(mix[0])
     if "defer" in mitigations:
         policies = {"defer": defer(read, policies, host), **policies}
     connect = _ms(read("connect_timeout_ms"))

@@ -24,6 +24,7 @@ from locust_plugin.pipelines import BuiltPipeline, build_pipeline
 from locust_plugin.reporter import LocustReporter
 from locust_plugin.tracing import otel_requested, trace_pipeline
 from mitigations.core import SYSTEM_CLOCK, Call, Outcome
+from mitigations.criticality import CriticalityMix, CriticalityStamper
 from mitigations.csv_schema import skip_share, too_many_skipped
 from mitigations.defer import Defer
 
@@ -39,11 +40,20 @@ log = logging.getLogger("hammerlab")
 class ClientRuntime:
     """Counts what one client application does, the way the seed's client logged it, and more."""
 
-    def __init__(self, name: str, built: BuiltPipeline, locust_events: Any, slo_ms: float = 1000.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        built: BuiltPipeline,
+        locust_events: Any,
+        slo_ms: float = 1000.0,
+        mix: CriticalityMix | None = None,
+    ) -> None:
         self.name = name
         self.pipeline = built.pipeline
         self.policies = built.policies
-        self.ledger = CallLedger(slo_ms)
+        self.ledger = CallLedger(slo_ms, split=mix is not None)
+        # --criticality-mix: labels this class's calls in launch order (docs/criticality.md)
+        self.stamper = CriticalityStamper(mix) if mix is not None else None
         self.requests = Group()
         self.closed = False
         self.concurrent = 0
@@ -78,6 +88,9 @@ class ClientRuntime:
         if len(self.requests) >= MAX_IN_FLIGHT:
             self.ledger.skip(1)
             return None
+        if self.stamper is not None:
+            call.headers = dict(call.headers)  # never the request spec's own mapping
+            self.stamper.stamp(call.headers)
         return self.requests.spawn(self.send, call)
 
     def send(self, call: Call) -> Outcome | None:
@@ -85,7 +98,7 @@ class ClientRuntime:
 
         Returns None when the call was ended before it finished (the drain ran out): it is counted as
         unfinished and reported on its own `UNFINISHED` row."""
-        self.ledger.launch()
+        self.ledger.launch(call)
         self.concurrent += 1
         self.max_concurrent = max(self.max_concurrent, self.concurrent)
         outcome: Outcome | None = None
@@ -98,7 +111,7 @@ class ClientRuntime:
             if outcome is not None:
                 self.ledger.finish(outcome)
             else:  # killed (GreenletExit) or a bug below: either way it never got an answer
-                self.ledger.abandon()
+                self.ledger.abandon(call)
                 self.reporter.on_unfinished(call, SYSTEM_CLOCK.now())
 
     def skip(self, slots: int) -> None:
@@ -121,8 +134,8 @@ class ClientRuntime:
             never_ran = [g.args[0] for g in self.requests if g.gr_frame is None and not g.dead]
             self.requests.kill(block=True, timeout=5)
             for call in never_ran:
-                self.ledger.launch()
-                self.ledger.abandon()
+                self.ledger.launch(call)
+                self.ledger.abandon(call)
                 self.reporter.on_unfinished(call, SYSTEM_CLOCK.now())
         return left
 
@@ -214,7 +227,8 @@ def runtime_for(user_class: type, environment: Any) -> ClientRuntime:
         if otel_requested(environment.parsed_options):
             trace_pipeline(built.pipeline, user_class.__name__)
         slo_ms = options.read(environment.parsed_options, "slo_ms")
+        mix = options.read(environment.parsed_options, "criticality_mix")
         runtime = table[user_class.__name__] = ClientRuntime(
-            user_class.__name__, built, environment.events, slo_ms
+            user_class.__name__, built, environment.events, slo_ms, CriticalityMix(*mix) if mix else None
         )
     return runtime

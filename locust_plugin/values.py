@@ -142,6 +142,28 @@ window.allowed = (  # type: ignore[attr-defined]
 )
 
 
+def criticality_mix(raw: object) -> tuple[float, ...]:
+    """`critical=0.3`: the share of a class's calls that are critical, as `(0.3,)`; `off` (or empty):
+    `()`, no labels. A tuple, so argparse and the web UI keep the text (`options._argparse_type`)."""
+    text = _text(raw)
+    if text.lower() in ("", "off"):
+        return ()
+    name, sep, value = text.partition("=")
+    problem = f"{_shown(raw)} is not critical=SHARE with SHARE from 0 to 1 (e.g. critical=0.3), or off"
+    if not sep or name.strip().lower() != "critical":
+        raise ValueError(problem)
+    try:
+        share = parse_decimal(value)
+    except ValueError:
+        raise ValueError(problem) from None
+    if not 0 <= share <= 1:
+        raise ValueError(problem)
+    return (share,)
+
+
+criticality_mix.allowed = "critical=0 to critical=1 (the share of critical calls), or off"  # type: ignore[attr-defined]
+
+
 def path(raw: object) -> str:
     """A request path on the target: `/` first, then printable ASCII; never a scheme, an authority
     (`//host`), user info (`@host`) or a backslash, which would send the request somewhere else

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
+from locust_plugin.ledger import LatencySummary
 from locust_plugin.mitigation_rows import MitigationRow, join_counts
 from locust_plugin.server_sample import ServerSample
 from mitigations.csv_schema import ALL_WORKERS, skip_share, too_many_skipped
@@ -181,17 +182,44 @@ def mitigation_rows(rows: Sequence[MitigationRow], now: float | None = None) -> 
                 "deferred": describe_deferred(row),
             }
         )
+        table.extend(criticality_rows(row))
     return table
 
 
+def criticality_rows(row: MitigationRow) -> list[dict[str, str]]:
+    """With `--criticality-mix`, one row per criticality under its class's row: its calls, share in
+    the SLO and latency (docs/criticality.md); the other cells are the class's, left empty."""
+    rows = []
+    for label, (part, latency) in sorted(row.by_criticality.items()):
+        launched = part.get("launched", 0)
+        cells = dict.fromkeys((column["key"] for column in MITIGATIONS_TABLE), "")
+        cells.update(
+            client=f"{row.client} · {label}",
+            worker=row.worker,
+            calls=f"{part.get('ok', 0)} / {part.get('server_errors', 0)} / {part.get('shed', 0)} / "
+            f"{part.get('unfinished', 0)} / {part.get('pending', 0)} ({launched})",
+            slo=_in_slo(part.get("slo_ok", 0), launched, row.slo_ms),
+            latency=_latency_text(latency),
+        )
+        rows.append(cells)
+    return rows
+
+
 def _slo(row: MitigationRow) -> str:
-    if not row.launched_total or row.slo_ms is None:
+    return _in_slo(row.slo_ok_total, row.launched_total, row.slo_ms)
+
+
+def _in_slo(slo_ok: int, launched: int, slo_ms: float | None) -> str:
+    if not launched or slo_ms is None:
         return "-"
-    return f"{row.slo_ok_total / row.launched_total:.1%} within {row.slo_ms:g} ms"
+    return f"{slo_ok / launched:.1%} within {slo_ms:g} ms"
 
 
 def _latency(row: MitigationRow) -> str:
-    latency = row.latency
+    return _latency_text(row.latency)
+
+
+def _latency_text(latency: LatencySummary) -> str:
     if not latency.count:
         return "-"
     return f"{latency.p50_ms:.1f} / {latency.p99_ms:.1f} / {latency.max_ms:.1f}"

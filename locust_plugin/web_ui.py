@@ -6,6 +6,8 @@ gives each its columns, and the rows arrive with every `/stats/requests` poll (e
 the fault buttons, which are not, come from a small script (`static/hammerlab.js`) added to Locust's
 index page: it shows a control above the Target server table and posts to `/hammerlab/faults` here,
 which forwards to the target's loopback-only `/admin/faults`, and only when the target is on loopback.
+The same script draws the Mitigations tab's trends above its table, from `/hammerlab/mitigations.json`
+(`web_series`): the last 30 s of each client's limit, in flight, SLO goodput and shed, per worker.
 
 Every `/hammerlab/*` route answers loopback clients on a loopback Host only, and no cross-site request
 (`web_guard`). A start from the web form is checked against the options' ranges before Locust stores
@@ -31,6 +33,7 @@ from locust_plugin.server_sampler import ServerSampler
 from locust_plugin.target import fault_target, target_host
 from locust_plugin.web_forms import MAX_FAULT_BODY, fault_body, swarm_form_problem
 from locust_plugin.web_guard import csrf_problem, refusal
+from locust_plugin.web_series import series_json
 from locust_plugin.web_tables import (
     MITIGATIONS_TAB,
     MITIGATIONS_TABLE,
@@ -149,6 +152,10 @@ def install(environment: Any, monitor: LiveNumbers) -> None:
     def mitigations_csv() -> Response:
         return _csv_response(MITIGATION_COLUMNS, (r.csv_row() for r in monitor.board.history), "mitigations")
 
+    @blueprint.get("/mitigations.json")
+    def mitigations_json() -> Response:
+        return jsonify(series_json(monitor.board.series))
+
     @blueprint.get("/live")
     def live() -> Response:
         latest = monitor.sampler.latest
@@ -190,7 +197,7 @@ def install(environment: Any, monitor: LiveNumbers) -> None:
     script = (
         f'<link rel="stylesheet" href="{base}/hammerlab/static/hammerlab.css">'
         f'<script src="{base}/hammerlab/static/hammerlab.js" data-base="{base}" '
-        f'data-tab="{SERVER_TAB}"></script>'
+        f'data-tab="{SERVER_TAB}" data-trends-tab="{MITIGATIONS_TAB}"></script>'
     )
 
     @app.after_request

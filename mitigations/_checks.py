@@ -39,3 +39,9 @@ def check_choice(owner: str, name: str, value: object, choices: Collection[str])
     """One of a few fixed words."""
     if value not in choices:
         raise ValueError(f"{owner}.{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def check_share(owner: str, name: str, value: object) -> None:
+    """A share from 0 to 1, both included."""
+    if not _is_number(value) or not 0 <= value <= 1:  # type: ignore[operator]
+        raise ValueError(f"{owner}.{name} must be a number from 0 to 1, got {value!r}")

@@ -12,6 +12,12 @@ it cannot bound the queue, and it cannot show how many are waiting or for how lo
 - a waiter that times out or is killed (GreenletExit) leaves no slot behind: if the slot reached it
   first, it is passed on;
 - waits go through `clock.wait(event, timeout)`, so `FakeClock` tests never sleep.
+
+Criticality (`mitigations.criticality`, docs/criticality.md): a gate may keep `reserve` (a share) of its
+limit for critical calls. A sheddable call takes a slot only while fewer than `limit - reserved` are
+held; a critical call may take any slot up to `limit`. Critical waiters form a line of their own,
+served before the sheddable line, and a critical newcomer may pass sheddable waiters (never critical
+ones). Without a reserve and without sheddable calls it is exactly the FIFO gate above.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from collections import deque
 
 import gevent.event
 
+from mitigations._checks import check_share
 from mitigations.core import BasePolicy, Call, Clock, Gauges, Next, Outcome, QueuedPastDeadline, Shed
+from mitigations.criticality import SHEDDABLE, criticality_of, reserved_slots
 
 
 class Entry(enum.Enum):
@@ -33,70 +41,88 @@ class Entry(enum.Enum):
 
 
 class _Waiter:
-    __slots__ = ("cancelled", "event")
+    __slots__ = ("cancelled", "event", "sheddable")
 
-    def __init__(self) -> None:
+    def __init__(self, sheddable: bool) -> None:
         self.event = gevent.event.Event()
         self.cancelled = False
+        self.sheddable = sheddable
 
 
 class FifoGate:
     """Counts holders against `limit` (None: unlimited) and queues the rest, at most `queue_limit` of them.
 
-    Gauges: `in_use` (holders), `waiting` (live waiters). Wait statistics cover calls that had to queue:
-    `waits` (how many), `total_wait` and `last_wait` (seconds on the gate's clock).
+    Gauges: `in_use` (holders), `waiting` (live waiters; `waiting_sheddable` of them sheddable). Wait
+    statistics cover calls that had to queue: `waits` (how many), `total_wait` and `last_wait` (seconds
+    on the gate's clock). `reserve`: the share of the limit only critical calls may hold (module doc).
     """
 
-    def __init__(self, limit: int | None, queue_limit: int | None = None) -> None:
+    def __init__(self, limit: int | None, queue_limit: int | None = None, reserve: float = 0.0) -> None:
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1 or None, got {limit}")
         if queue_limit is not None and queue_limit < 0:
             raise ValueError(f"queue_limit must be >= 0 or None, got {queue_limit}")
+        check_share("FifoGate", "reserve", reserve)
         self._limit = limit
         self.queue_limit = queue_limit
+        self.reserve = reserve
         self.in_use = 0
         self.waiting = 0
+        self.waiting_sheddable = 0
         self.waits = 0
         self.total_wait = 0.0
         self.last_wait = 0.0
-        self._queue: deque[_Waiter] = deque()
+        self._queue: deque[_Waiter] = deque()  # critical waiters
+        self._sheddable: deque[_Waiter] = deque()
 
     @property
     def limit(self) -> int | None:
         return self._limit
+
+    @property
+    def sheddable_limit(self) -> int | None:
+        """The most slots sheddable calls may hold between them and the critical ones: the limit less
+        the critical reserve (None: unlimited)."""
+        if self._limit is None:
+            return None
+        return self._limit - reserved_slots(self._limit, self.reserve)
 
     def set_limit(self, limit: int | None) -> None:
         """Move the cap. Raising it admits waiters at once; lowering it lets holders drain below it."""
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1 or None, got {limit}")
         self._limit = limit
-        while self._has_room() and self._hand_off():
+        while self._hand_off():
             self.in_use += 1
 
-    def _has_room(self) -> bool:
-        return self._limit is None or self.in_use < self._limit
+    def _has_room(self, sheddable: bool = False) -> bool:
+        cap = self.sheddable_limit if sheddable else self._limit
+        return cap is None or self.in_use < cap
 
-    def try_enter(self) -> bool:
-        """Take a slot now if one is free and nobody is queued ahead. Never waits."""
-        if self.waiting == 0 and self._has_room():
+    def try_enter(self, sheddable: bool = False) -> bool:
+        """Take a slot now if one is free for this class and nobody of its line or a higher one is
+        queued ahead. Never waits."""
+        ahead = self.waiting if sheddable else self.waiting - self.waiting_sheddable
+        if ahead == 0 and self._has_room(sheddable):
             self.in_use += 1
             return True
         return False
 
-    def enter(self, clock: Clock, timeout: float | None) -> Entry:
+    def enter(self, clock: Clock, timeout: float | None, sheddable: bool = False) -> Entry:
         """Take a slot, waiting in line at most `timeout` seconds (None: as long as it takes).
 
         On ADMITTED the caller holds a slot and must `leave()` exactly once, in a `finally`.
         """
-        if self.try_enter():
+        if self.try_enter(sheddable):
             return Entry.ADMITTED
         if self.queue_limit is not None and self.waiting >= self.queue_limit:
             return Entry.FULL
         if timeout is not None and timeout <= 0:
             return Entry.TIMED_OUT
-        waiter = _Waiter()
-        self._queue.append(waiter)
+        waiter = _Waiter(sheddable)
+        (self._sheddable if sheddable else self._queue).append(waiter)
         self.waiting += 1
+        self.waiting_sheddable += sheddable
         started = clock.now()
         try:
             clock.wait(waiter.event, timeout)
@@ -116,17 +142,25 @@ class FifoGate:
         return Entry.TIMED_OUT
 
     def leave(self) -> None:
-        """Give a slot back: straight to the oldest waiter if there is one and room for it."""
+        """Give a slot back: straight to the oldest critical waiter if there is one and room for it,
+        else to the oldest sheddable waiter if there is room under the sheddable limit."""
         self.in_use -= 1
-        if self._has_room() and self._hand_off():
+        if self._hand_off():
             self.in_use += 1
 
     def _hand_off(self) -> bool:
-        while self._queue:
-            waiter = self._queue.popleft()
+        """Wake the next waiter that may take a free slot (the caller counts the slot)."""
+        if self._has_room() and self._wake(self._queue):
+            return True
+        return self._has_room(sheddable=True) and self._wake(self._sheddable)
+
+    def _wake(self, line: deque[_Waiter]) -> bool:
+        while line:
+            waiter = line.popleft()
             if waiter.cancelled:
                 continue
             self.waiting -= 1
+            self.waiting_sheddable -= waiter.sheddable
             waiter.event.set()
             return True
         return False
@@ -134,9 +168,11 @@ class FifoGate:
     def _cancel(self, waiter: _Waiter) -> None:
         waiter.cancelled = True
         self.waiting -= 1
-        # Cancelled waiters are skipped lazily; compact now and then so a long stall cannot grow the deque.
-        if len(self._queue) > 2 * self.waiting + 32:
+        self.waiting_sheddable -= waiter.sheddable
+        # Cancelled waiters are skipped lazily; compact now and then so a long stall cannot grow a deque.
+        if len(self._queue) + len(self._sheddable) > 2 * self.waiting + 32:
             self._queue = deque(w for w in self._queue if not w.cancelled)
+            self._sheddable = deque(w for w in self._sheddable if not w.cancelled)
 
     def _note_wait(self, seconds: float) -> None:
         self.waits += 1
@@ -157,6 +193,7 @@ class GatedPolicy(BasePolicy):
     rejection: type[Shed] = Shed
     in_flight_gauge: str | None = None
     queued_gauge = "queue_depth"
+    honours_criticality = True  # sheddable calls wait behind critical ones, within `gate.reserve`
 
     def __init__(self, limit: int | None, queue_limit: int | None) -> None:
         super().__init__()
@@ -179,6 +216,17 @@ class GatedPolicy(BasePolicy):
             shown[self.in_flight_gauge] = self.in_flight
         return shown
 
+    def reserve_for_critical(self, share: float) -> None:
+        """Keep `share` of the limit for critical calls (`--criticality-mix`; see the module doc)."""
+        check_share(type(self).__name__, "reserve", share)
+        self.gate.reserve = share
+
+    def ignore_criticality(self) -> None:
+        """Admit every call as critical, labels or not (`--shed-sheddable-first false`: a contrast run
+        with the labels counted but honoured by nobody on the client)."""
+        self.honours_criticality = False
+        self.gate.reserve = 0.0
+
     @property
     def waits(self) -> int:
         return self.gate.waits
@@ -194,6 +242,7 @@ class GatedPolicy(BasePolicy):
     def admit(self, call: Call, *, queue: bool, queue_timeout: float | None) -> Outcome | None:
         """Take a slot for `call` and return None, or return its shed outcome.
 
+        A sheddable call (`mitigations.criticality`) may only take a slot outside the critical reserve.
         Without `queue`, only a free slot will do. With it, wait in line for at most `queue_timeout`
         (None: no limit of its own) and never past the last moment the call may be sent (`send_by`,
         before its deadline); a call past that is shed at once, free slot or not, since it could only
@@ -202,12 +251,13 @@ class GatedPolicy(BasePolicy):
         remaining = call.sendable(self.clock.now())
         if remaining == 0:
             return self._expire(call)
+        sheddable = self.honours_criticality and criticality_of(call.headers) == SHEDDABLE
         if not queue:
-            if self.gate.try_enter():
+            if self.gate.try_enter(sheddable):
                 return self._admitted()
             return self._reject(call)
         deadline_first = remaining is not None and (queue_timeout is None or remaining <= queue_timeout)
-        entry = self.gate.enter(self.clock, remaining if deadline_first else queue_timeout)
+        entry = self.gate.enter(self.clock, remaining if deadline_first else queue_timeout, sheddable)
         if entry is Entry.ADMITTED:
             return self._admitted()
         if entry is Entry.TIMED_OUT and deadline_first:

@@ -114,12 +114,30 @@ accounting above, counted once by the answer it returned:
   hedged                     calls that sent a hedge (a second copy after the hedge delay)
   hedge_won                  of those, the calls whose returned answer was the hedge's
 
+Criticality (`--criticality-mix`, docs/criticality.md); empty without a mix. The ledger's accounting
+above, split by the call's `Hammerlab-Criticality` label, so each class keeps the identity: after the
+drain `X_launched_total = X_ok_total + X_server_errors_total + X_shed_total + X_unfinished_total`
+(mid-run, plus its calls in flight and pending), for X = critical and sheddable. Calls an earlier run
+left in `Defer`'s file are in the totals only.
+
+  critical_launched_total        critical calls launched
+  critical_ok_total              of those, answered without error
+  critical_server_errors_total   failed on the wire
+  critical_shed_total            held back by a mitigation (sheddable calls are refused first)
+  critical_unfinished_total      still in flight when the drain ran out
+  critical_slo_ok_total          answered 2xx within slo_ms of their scheduled launch
+  critical_p99_ms                p99 latency of the answered ones, from their own HdrHistogram (in
+                                 `all`, the workers' histograms merged)
+  sheddable_...                  the same seven for sheddable calls
+
 `shed_total` and `shed_by_cause` count calls whose final outcome was shed (the ledger), not shed events:
 a retry the budget refused is a `SHED ... [budget]` row in Locust's stats but ends its call as the
 failure it was retrying.
 """
 
 from __future__ import annotations
+
+from mitigations.criticality import CRITICALITIES
 
 SERVER_COLUMNS = (
     "timestamp",
@@ -146,6 +164,18 @@ SERVER_COLUMNS = (
     "wasted_cpu_ms_total",
     "wasted_work_ratio",
 )
+
+# The per-criticality columns: each of these after `critical_` and after `sheddable_`.
+CRITICALITY_STATS = (
+    "launched_total",
+    "ok_total",
+    "server_errors_total",
+    "shed_total",
+    "unfinished_total",
+    "slo_ok_total",
+    "p99_ms",
+)
+CRITICALITY_COLUMNS = tuple(f"{label}_{stat}" for label in CRITICALITIES for stat in CRITICALITY_STATS)
 
 MITIGATION_COLUMNS = (
     "timestamp",
@@ -196,6 +226,7 @@ MITIGATION_COLUMNS = (
     "kept_total",
     "hedged",
     "hedge_won",
+    *CRITICALITY_COLUMNS,
 )
 LATENCY_COLUMNS = ("p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms")
 

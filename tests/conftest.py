@@ -209,6 +209,7 @@ LOAD_MODULES = frozenset({
     "test_adaptive_upstreams", "test_live_views_e2e", "test_fleet_run", "test_ramp", "test_wave",
     "test_tail", "test_target_workers", "test_latency_profile", "test_hedge_e2e", "test_final_csv",
     "test_defer_e2e", "test_tracing_e2e", "test_cliff_benchmark", "test_adaptive_benchmark",
+    "test_criticality_e2e",
 })  # fmt: skip
 
 

@@ -33,7 +33,8 @@ HANG_S = 5.0
 FULL_WIDTH_10 = "\uff11\uff10"  # "10" in full-width digits: int() and float() accept it
 NOT_PLAIN_NUMBERS = ["nan", "NaN", "inf", "-inf", "1e400", "1_0", FULL_WIDTH_10, "0x10", "1,5", "abc", "",
                      "1 0"]
-RANGED = [option for option in OPTIONS if option.allowed and option.flag != "--breaker-window"]
+RANGED = [option for option in OPTIONS if option.allowed and option.flag not in ("--breaker-window",
+                                                                                 "--criticality-mix")]
 
 
 # -- Locust's real parser, with the plugin's options -------------------------------------------------------
@@ -91,6 +92,10 @@ PLUGIN_CASES = [
 ] + [
     pytest.param("--breaker-window", value, id=f"--breaker-window={value!r}")
     for value in ["0s", "1e-300s", "nans", "infs", "10m", "0", "100001", "1_0s", "3601s", FULL_WIDTH_10]
+] + [
+    pytest.param("--criticality-mix", value, id=f"--criticality-mix={value!r}")
+    for value in ["critical=1.5", "critical=-0.1", "critical=nan", "critical=inf", "critical=0_3",
+                  f"critical={FULL_WIDTH_10}", "critical=", "sheddable=0.3", "0.3", "critical:0.3", "on"]
 ] + [
     pytest.param("--path", value, id=f"--path={value!r}")
     for value in ["doWork", "@evil.example/x", "http://evil.example/", "//evil.example/x", "/a b", "/\\evil",
@@ -208,6 +213,7 @@ COMPARISON_NUMBERS = {
     "--launch-rate": ["0", "0.5", "5001"],
     "--probe-seconds": ["0", "31", "0.5"],
 }
+EXTERNAL = ["--external-workers", "2", "--host", "http://127.0.0.1:3000", "--capacity", "50"]
 COMPARISON_CASES = [
     pytest.param([flag, value], flag, id=f"{flag}={value!r}")
     for flag, bad in COMPARISON_NUMBERS.items()
@@ -233,7 +239,24 @@ COMPARISON_CASES = [
 ] + [
     pytest.param(["--", "--path", path], "--path", id=f"-- --path {path!r}")
     for path in ["@otherhost/x", "http://host/", "//host/x", "x", "/a b"]
-] + [pytest.param(["--", "--pat=@h/x"], "--path", id="-- --pat=@h/x")]  # fmt: skip
+] + [pytest.param(["--", "--pat=@h/x"], "--path", id="-- --pat=@h/x")] + [
+    pytest.param([*EXTERNAL, *args], named, id=f"external {' '.join(args)}")
+    for args, named in [(["--external-workers", "0"], "--external-workers"),
+                        (["--external-workers", "129"], "--external-workers"),
+                        (["--external-workers", "x"], "--external-workers"),
+                        (["--external-workers", "2", "--workers", "2"], "--external-workers"),
+                        (["--master-bind-host", "somehost"], "--master-bind-host"),
+                        (["--master-bind-host", "10.0.0.1:5557"], "--master-bind-host"),
+                        (["--master-bind-port", "0"], "--master-bind-port"),
+                        (["--master-bind-port", "65536"], "--master-bind-port"),
+                        (["--external-workers-wait", "0"], "--external-workers-wait"),
+                        (["--external-workers-wait", "601"], "--external-workers-wait"),
+                        (["--master-bind-host", "192.0.2.1"], "--master-bind-host")]  # not this machine's
+] + [
+    pytest.param(["--external-workers", "2"], "give --host", id="external without --host"),
+    pytest.param(["--master-bind-port", "5557"], "only with --external-workers", id="bind port alone"),
+    pytest.param(["--external-workers-wait", "5"], "only with --external-workers", id="wait alone"),
+]  # fmt: skip
 
 
 def with_results_dir(argv: Sequence[str], folder: Path) -> list[str]:
@@ -341,3 +364,26 @@ def test_docs_limits_states_every_range():
     assert not missing
     assert "| `--server-sample-ms` | 100 to 10,000 ms, or 0 = never |" in limits
     assert "(docs/limits.md)" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_external_workers_that_never_come_end_the_run_with_one_line(start_target, tmp_path):
+    """The master waits --external-workers-wait, gives up, and the comparison says so in one line."""
+    from comparison.locust_run import free_port
+
+    target, port = start_target(), free_port()
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "comparison", "--external-workers", "2", "--master-bind-host", "127.0.0.1",
+         "--master-bind-port", str(port), "--external-workers-wait", "2", "--host", target.url,
+         "--capacity", "50", "--duration", "5", "--clients", "HammerClient", "--results-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(
+        f"python -m comparison: error: HammerClient: the 2 external workers did not all connect to "
+        f"127.0.0.1:{port} within 2 s"
+    ), result.stderr
+    assert "docs/distributed.md" in result.stderr
+    assert time.monotonic() - started < 30

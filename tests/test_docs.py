@@ -41,6 +41,7 @@ def test_every_target_flag_is_on_the_target_page():
 
 def test_every_comparison_flag_is_on_the_comparison_pages():
     names = ("comparison.md", "own-service.md", "fleets.md", "server-metrics.md", "metastable.md")
+    names += ("distributed.md",)
     pages = "".join(PAGES[name] for name in names)
     flags = [
         flag

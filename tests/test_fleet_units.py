@@ -74,3 +74,28 @@ def test_fleet_scenario_defaults_to_four_instances_and_needs_two():
     assert parse_config(["--scenario", "cliff"]).workers == 1
     with pytest.raises(ConfigError, match="--workers: the fleet scenario needs at least 2 client instances"):
         parse_config(["--scenario", "fleet", "--workers", "1"])
+
+
+def test_each_instance_is_named_by_its_host_and_a_gate_can_hold_the_fleet_to_jain():
+    from comparison.fleet import worker_host
+    from comparison.gates import parse_gate
+
+    assert worker_host("host-b_" + "0123456789abcdef" * 2) == "host-b"
+    assert worker_host("ip-10-0-0-5.ec2_internal_" + "f" * 32) == "ip-10-0-0-5.ec2_internal"  # _ in a name
+    assert worker_host("w1") == "w1" and worker_host("local") == "local"  # not a Locust worker id
+    parse_gate("AdaptiveClient: jain_index >= 0.9")  # a numeric summary column
+
+
+def test_external_workers_reach_the_config_as_client_instances():
+    config = parse_config(["--external-workers", "3", "--host", "http://127.0.0.1:3000"])
+    assert config.workers == 3 and config.external is not None
+    assert config.external.master_args() == [
+        "--master", "--expect-workers", "3", "--expect-workers-max-wait", "60",
+        "--master-bind-host", "*", "--master-bind-port", "5557",
+    ]  # fmt: skip
+    assert build_plan(config, 90.0).workers == 3
+    line = config.external.worker_command("locustfiles", allow_remote=True)
+    assert line == (
+        "while :; do locust -f locustfiles --worker --master-host MASTER --master-port 5557 --allow-remote; "
+        "sleep 1; done"
+    )

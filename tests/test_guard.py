@@ -182,3 +182,21 @@ def test_off_loopback_hosts_are_refused_before_any_socket_and_reached_when_opted
     assert got["metrics_accepted_after_refusals"] == 0
     assert got["metrics_opted_in"]["rc"] == 0, got["metrics_opted_in"]
     assert got["metrics_scraped"] >= 2  # every 250 ms while the 2 s test ran
+
+
+def test_a_workers_allow_remote_stays_its_own_whatever_its_master_sends():
+    """Locust's worker copies its master's custom options over its own on every spawn (runners.py):
+    `own_opt_in.pin` keeps the opt-in the process started with."""
+    import argparse
+
+    from locust_plugin.own_opt_in import pin
+
+    for own, sent in ((False, True), (True, False)):
+        options = argparse.Namespace(allow_remote=own, launch_rate=1.0)
+        pin(options)
+        master = argparse.Namespace(allow_remote=sent, launch_rate=5.0)
+        pin(master)  # the master pinned its own, too: nothing of it may travel in vars()
+        vars(options).update(vars(master))  # what WorkerRunner does with a spawn's parsed_options
+        options.allow_remote = sent
+        assert options.allow_remote is own
+        assert options.launch_rate == 5.0  # the run's other options are shared, as Locust means them

@@ -19,6 +19,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,19 +48,17 @@ def free_port() -> int:
 def locust_web(start_target, tmp_path: Path) -> Iterator[tuple[str, Any]]:
     """A target at about 2x what the two clients together can get through, and `locust --class-picker`."""
     target = start_target()
+    argv = ["--class-picker", "--launch-rate", "50", "--max-concurrent", "4", "--stop-timeout", "0"]
+    with web_ui(target, argv, tmp_path) as url:
+        yield url, target
+
+
+@contextmanager
+def web_ui(target: Any, args: list[str], tmp_path: Path) -> Iterator[str]:
+    """`locust ARGS` with its web UI on a free loopback port, against `target`; its URL once it answers."""
     port = free_port()
     log = (tmp_path / "locust.log").open("wb")
-    argv = [
-        LOCUST,
-        "--class-picker",
-        "--web-host",
-        "127.0.0.1",
-        "--web-port",
-        str(port),
-        "--host",
-        target.url,
-    ]
-    argv += ["--launch-rate", "50", "--max-concurrent", "4", "--stop-timeout", "0"]
+    argv = [LOCUST, "--web-host", "127.0.0.1", "--web-port", str(port), "--host", target.url, *args]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -73,7 +72,7 @@ def locust_web(start_target, tmp_path: Path) -> Iterator[tuple[str, Any]]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError((tmp_path / "locust.log").read_text()[-2000:]) from None
                 time.sleep(0.2)
-        yield url, target
+        yield url
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -224,7 +223,7 @@ def test_the_lab_in_the_browser(locust_web, tmp_path: Path):
                 "BreakerClient's breaker to open",
             )
             assert "closed→open" in breaker["transitions"]
-            screenshot(page, tmp_path, "mitigations-tab.png")
+            screenshot(page, tmp_path, "mitigations-breaker.png")
 
             # 5. both CSVs from the Download Data tab
             page.get_by_role("tab", name="Download Data").click()
@@ -244,4 +243,52 @@ def test_the_lab_in_the_browser(locust_web, tmp_path: Path):
             browser.close()
     # 6. the screenshots are there
     assert (tmp_path / "target-server-tab.png").stat().st_size > 10_000
+    assert (tmp_path / "mitigations-breaker.png").stat().st_size > 10_000
+
+
+TRENDS_JS = """() => Array.from(document.querySelectorAll('#hammerlab-trends tbody tr')).map(tr => ({
+    client: tr.dataset.client, worker: tr.dataset.worker,
+    sparks: Array.from(tr.querySelectorAll('.hammerlab-spark')).map(s => s.innerText.trim()),
+    now: Array.from(tr.querySelectorAll('.hammerlab-now')).map(s => s.innerText.trim())}))"""
+TREND_POINTS = 8  # bars per sparkline before the test looks: about 6 s of a master's samples
+
+
+def drawn_trends(page: Any) -> list[dict[str, Any]] | None:
+    """The trends once each worker and `all` has TREND_POINTS bars of all four, and each limit has moved."""
+    rows = page.evaluate(TRENDS_JS)
+    if len(rows) != 3 or [row["worker"] == "all" for row in rows] != [False, False, True]:
+        return None
+    if any(len(spark) < TREND_POINTS for row in rows for spark in row["sparks"]):
+        return None
+    if any(len(set(row["sparks"][0])) < 2 for row in rows):
+        return None
+    return rows
+
+
+def test_the_mitigations_tab_shows_each_workers_limit_finding_its_way(start_target, tmp_path: Path):
+    """AdaptiveClient in two worker processes, each launching 90/s at a target that serves about 90/s:
+    above the Mitigations table, a row per worker and one for `all`, each with the last seconds of the
+    limit, calls in flight, SLO goodput/s and shed/s as sparklines, the limits moving as they search."""
+    from playwright.sync_api import sync_playwright
+
+    target = start_target()
+    args = ["--processes", "2", "--autostart", "-u", "2", "-r", "2", "--run-time", "45s"]
+    args += ["--launch-rate", "90", "--stop-timeout", "0", "AdaptiveClient"]
+    with web_ui(target, args, tmp_path) as url, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 820})
+            page.set_default_timeout(15_000)
+            page.goto(url + "/")
+            open_tab(page, "Mitigations")
+            rows = wait_for(page, lambda: drawn_trends(page), "a sparkline per worker and metric", 30.0)
+            assert {row["client"] for row in rows} == {"AdaptiveClient"}
+            limits = [int(row["now"][0]) for row in rows]
+            assert limits[2] == limits[0] + limits[1] > 0  # one sample: `all` is the workers' sum
+            assert float(rows[2]["now"][2]) > 0  # SLO goodput
+            if os.environ.get(SCREENSHOT_DIR):
+                page.wait_for_timeout(15_000)  # a fuller 30 s for the docs
+            screenshot(page, tmp_path, "mitigations-tab.png")
+        finally:
+            browser.close()
     assert (tmp_path / "mitigations-tab.png").stat().st_size > 10_000

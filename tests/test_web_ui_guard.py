@@ -178,7 +178,10 @@ def test_the_ui_itself_may_still_inject_a_fault(web):
 @pytest.mark.slow
 def test_reading_routes_refuse_a_foreign_host(web):
     url, _ = web
-    for route in ("/hammerlab/live", "/hammerlab/server.csv", "/hammerlab/mitigations.csv"):
+    for route in (
+        "/hammerlab/live", "/hammerlab/server.csv", "/hammerlab/mitigations.csv",
+        "/hammerlab/mitigations.json",
+    ):
         assert call(url + route, headers={"Host": "evil.example:8089"})[0] == 403
         assert call(url + route)[0] == 200
 
