@@ -1,13 +1,11 @@
 """The target's --priority-shedding: sheddable requests are refused at a lower lag than critical ones.
 
 Unit tests with the lag injected (no sampler, no clock), the in-process app for the request path, the
-admin knob and the counters; tests/test_criticality_target_e2e.py runs a real target under overload.
+admin knobs and the counters, the pin to the client's constants, and the comparison's flag;
+tests/test_target_load.py runs a real target under overload.
 """
 
 from __future__ import annotations
-
-import importlib.util
-from enum import Enum
 
 import pytest
 from hypothesis import given, settings
@@ -44,26 +42,16 @@ def test_the_header_and_its_values_are_the_agreed_ones():
     assert DEFAULT == "critical"
 
 
-def _strings(value: object) -> set[str]:
-    """Every string a module-level value holds: a str, the items of a tuple/frozenset, an Enum's values."""
-    if isinstance(value, str):
-        return {value}
-    if isinstance(value, type) and issubclass(value, Enum):
-        return {str(member.value) for member in value}
-    if isinstance(value, tuple | frozenset | set | list):
-        return {item for item in value if isinstance(item, str)}
-    return set()
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("mitigations.criticality") is None,
-    reason="the client side (mitigations/criticality.py) is not in this branch yet",
-)
 def test_the_client_sends_the_same_header_and_values():
-    """Whatever the client module names them, it must hold the target's header name and both values."""
-    module = importlib.import_module("mitigations.criticality")
-    held = set().union(*(_strings(value) for value in vars(module).values()))
-    assert {HEADER, CRITICAL, SHEDDABLE} <= held, sorted(s for s in held if len(s) < 40)
+    """The client's copy (mitigations/criticality.py): the same header name, the same two values, and no
+    header read as critical on both sides."""
+    from mitigations import criticality as client
+
+    assert client.HEADER == HEADER
+    assert (client.CRITICAL, client.SHEDDABLE) == (CRITICAL, SHEDDABLE) and client.CRITICALITIES == LEVELS
+    assert client.criticality_of({}) == criticality_of({}) == DEFAULT
+    for value in LEVELS:
+        assert client.criticality_of({HEADER: value}) == criticality_of({ENVIRON_KEY: value}) == value
 
 
 # -- reading the header ----------------------------------------------------------------------------------
