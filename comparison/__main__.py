@@ -180,6 +180,13 @@ def build_parser() -> OneLineParser:
         "(default 1: one python -m target_server process); the probe measures the C they reach together",
     )
     parser.add_argument(
+        "--priority-shedding",
+        action="store_true",
+        help="start the embedded target with --priority-shedding (after the probe): requests sent with "
+        "Hammerlab-Criticality: sheddable are shed from a lower lag than critical ones "
+        "(docs/target-server.md)",
+    )
+    parser.add_argument(
         "--mix",
         help="run these classes together in one run instead of one after another, with this many users "
         "each (per client instance), e.g. 'NaiveRetryClient:1,AdaptiveClient:3': a class's share of the "
@@ -238,6 +245,7 @@ def parse_config(argv: Sequence[str]) -> RunConfig:
         passthrough=tuple(passthrough),
         workers=instances(args, external, scenario.workers),
         target_workers=args.target_workers,
+        priority_shedding=args.priority_shedding,
         mix=mix,
         service=service,
         scenario_options=options,

@@ -70,6 +70,7 @@ class RunConfig:
     passthrough: tuple[str, ...] = field(default=())
     workers: int = 1
     target_workers: int = 1
+    priority_shedding: bool = False  # the embedded target's --priority-shedding, from the first class on
     mix: tuple[tuple[str, int], ...] = ()
     service: ServiceOptions | None = None  # the request, guard rails and gates (comparison/own_service.py)
     scenario_options: Any = None  # the scenario's own options (comparison/scenarios/<name>.py)
@@ -121,6 +122,16 @@ class RunConfig:
             raise ConfigError("--mix", "names the classes of the run; leave out --clients")
         if self.target_workers > 1 and self.host is not None:
             raise ConfigError("--target-workers", "starts the embedded target; leave out --host to use it")
+        if self.priority_shedding and (self.host is not None or self.target_workers > 1):
+            raise ConfigError(
+                "--priority-shedding",
+                "is a flag of the embedded single-process target; leave out "
+                + (
+                    "--host (start your target with --priority-shedding instead)"
+                    if self.host
+                    else "--target-workers"
+                ),
+            )
         reserved = reserved_options(self.passthrough)
         if reserved:
             named = ", ".join(t if t == o else f"{t!r} ({o})" for t, o in reserved)

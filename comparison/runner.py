@@ -235,8 +235,9 @@ def measure_and_plan(
                 embedded.stop()
     prepared = scenario_of(config.scenario).prepare(config, build_plan(config, capacity, reduced), capacity)
     plan = prepared.plan
-    if embedded is not None and prepared.target_args:  # the scenario's own target
-        embedded.extra_args = prepared.target_args
+    own = ("--priority-shedding",) if config.priority_shedding else ()  # after the probe: C is the plain one
+    if embedded is not None and (prepared.target_args or own):  # the scenario's own target, and the run's
+        embedded.extra_args = (*prepared.target_args, *own)
         record.target += " " + " ".join(embedded.extra_args)
     if prepared.note:
         record.notes.append(prepared.note)

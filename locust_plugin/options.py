@@ -176,17 +176,18 @@ OPTIONS: tuple[Option, ...] = (
            "RetryClient: methods that may be sent twice (connect errors: any method); * for every method"),
     # hedged requests
     Option("--hedge-delay-ms", whole(1, MAX_WAIT_MS, ms, zero="adaptive"), "0",
-           "HedgedClient: send a second copy of a call unanswered after this long; 0: adaptive, "
-           "--hedge-percentile of recent latency"),
+           "HedgedClient, NaiveHedgeClient: send a second copy of a call unanswered after this long; "
+           "0: adaptive, --hedge-percentile of recent latency"),
     Option("--hedge-percentile", number(50.0, 99.9, "%"), "95",
-           "HedgedClient: the adaptive hedge delay is this percentile of the last --hedge-window latencies"),
+           "HedgedClient, NaiveHedgeClient: the adaptive hedge delay is this percentile of the last "
+           "--hedge-window latencies"),
     Option("--hedge-window", whole(20, MAX_COUNT), "1000",
-           "HedgedClient: how many recent latencies the adaptive delay reads"),
+           "HedgedClient, NaiveHedgeClient: how many recent latencies the adaptive delay reads"),
     Option("--hedge-budget", number(0.01, 100.0, "%", zero="no budget (naive hedging)"), "5",
-           "HedgedClient: hedges as a percentage of calls, at most; 0: no budget"),
+           "HedgedClient: hedges as a percentage of calls, at most; 0: no budget (NaiveHedgeClient: none)"),
     Option("--hedge-pause-ms", whole(1, MAX_WAIT_MS, ms, zero="never pause (naive hedging)"), "2000",
            "HedgedClient: no hedges for this long after a sign of overload (503, 429, a shed, a latency "
-           "jump, a falling adaptive limit); 0: never pause"),
+           "jump, a falling adaptive limit); 0: never pause (NaiveHedgeClient never does)"),
     # criticality (docs/criticality.md)
     Option("--criticality-mix", criticality_mix, "off",
            "every client: critical=SHARE labels that share of a class's calls critical and the rest "

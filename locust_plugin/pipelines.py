@@ -66,8 +66,8 @@ from mitigations.timeout import AttemptTimeout, AttemptTimeoutConfig, Timeouts
 from mitigations.transport import TransportConfig, make_transport
 
 ORDER = (
-    "defer", "retry", "naive-retry", "hedge", "attempt-timeout", "breaker", "throttle", "adaptive", "sre",
-    "pooled", "timeout",
+    "defer", "retry", "naive-retry", "hedge", "naive-hedge", "attempt-timeout", "breaker", "throttle",
+    "adaptive", "sre", "pooled", "timeout",
 )  # fmt: skip
 
 
@@ -180,6 +180,13 @@ def hedge(read: Callable[[str], Any]) -> Policy:
     )
 
 
+def naive_hedge(read: Callable[[str], Any]) -> Policy:
+    """The same delay as `hedge`, no budget and no pause (`HedgeConfig.naive`): the storm, for contrast."""
+    delay_ms = read("hedge_delay_ms")
+    naive = HedgeConfig.naive(_ms(delay_ms) if delay_ms else None)
+    return Hedge(dataclasses.replace(naive, percentile=read("hedge_percentile"), window=read("hedge_window")))
+
+
 def attempt_timeout(read: Callable[[str], Any]) -> Policy:
     return AttemptTimeout(AttemptTimeoutConfig(timeout=_ms(read("attempt_timeout_ms"))))
 
@@ -188,6 +195,7 @@ POLICY_BUILDERS: dict[str, Callable[[Callable[[str], Any]], Policy]] = {
     "retry": retry,
     "naive-retry": naive_retry,
     "hedge": hedge,
+    "naive-hedge": naive_hedge,
     "attempt-timeout": attempt_timeout,
     "breaker": breaker,
     "throttle": throttle,

@@ -63,6 +63,10 @@ log = logging.getLogger("hammerlab")
 HISTORY_SAMPLES = 7200  # an hour at 500 ms: the UI's download, never the CSV file, is bounded by this
 FETCH_TIMEOUT_S = 3.0  # a melting server answers /stats late; a later sample is better than none
 FINAL_FETCH_TIMEOUT_S = 1.0  # at the test's stop, one last read of the series, kept short
+# At the test's stop (after the drain), wait this long at most for a record the target took after it, so
+# that the last row counts every request of the test (the target records every --log-interval-ms, 250 ms).
+FINAL_RECORD_WAIT_S = 1.5
+FINAL_POLL_S = 0.05
 SERIES_FAILURES_BEFORE_ASKING_AGAIN = 3  # then ask /stats where the series is (a restarted target)
 
 Fetch = Callable[[CheckedURL, float], tuple[int, Any]]
@@ -154,7 +158,7 @@ class ServerSampler:
             self._greenlet.kill(block=True)
             self._greenlet = None
             if self.series is not None and self.available:
-                self._sample_series(FINAL_FETCH_TIMEOUT_S)  # the records since the last fetch
+                self._final_series()
             if self.available:
                 source = "/stats" if self.series is None else "its status series"
                 where = self.base_url
@@ -205,6 +209,24 @@ class ServerSampler:
         self._record([sample])
         self.status = f"sampling {url} every {self.interval.ms} ms"
         return sample
+
+    def _final_series(self) -> None:
+        """The records since the last fetch, up to one the target took after this moment: the test has
+        stopped and drained, so that record's totals hold every request the test sent. Without the wait the
+        last row could be up to one recording period old and miss the drain's last requests."""
+        stopped_at = self.wall()
+        give_up = time.monotonic() + FINAL_RECORD_WAIT_S
+        while True:
+            failures = self._series_failures
+            self._sample_series(FINAL_FETCH_TIMEOUT_S)
+            latest = self.latest
+            if (
+                (latest is not None and latest.timestamp >= stopped_at)
+                or self._series_failures > failures
+                or time.monotonic() >= give_up
+            ):
+                return
+            gevent.sleep(FINAL_POLL_S)
 
     def _sample_series(self, timeout: float) -> ServerSample | None:
         """Every record since the last one taken (in pages while the target says there are more)."""

@@ -79,3 +79,10 @@ class HedgedClient(MitigatedClient):
     5 % budget, paused at the first sign of overload (docs/hedging.md)."""
 
     mitigations = ("retry", "hedge", "breaker", "throttle", "pooled", "timeout")
+
+
+class NaiveHedgeClient(MitigatedClient):
+    """Hedging with no budget and no overload pause, and nothing under it holding load back (no breaker,
+    no throttle): every slow call sends a second copy. At overload that is a storm (docs/hedging.md)."""
+
+    mitigations = ("naive-hedge", "timeout")

@@ -26,6 +26,7 @@ from target_server import metrics
 from target_server.busy import busy_spin
 from target_server.cluster import under_gunicorn
 from target_server.config import OPTION_BY_NAME, QUERY_OPTIONS, Config, ConfigError, check_work
+from target_server.criticality import criticality_of
 from target_server.deadline import (
     DEADLINE_ENVIRON,
     EXPIRED_HEADER,
@@ -204,9 +205,11 @@ def _do_work(state: TargetState) -> Response:
             client = _client_socket()
             waited = kernel_wait_s(client) if DEADLINE_ENVIRON in request.environ else 0.0
             deadline = deadline_from(request.environ, waited_s=waited)
+            criticality = criticality_of(request.environ)
         except (ConfigError, InputError, DeadlineError) as error:
             _ended(state, "bad_requests", "bad-request")
             return _json_response(400, {"error": str(error)})
+        totals.count_criticality(criticality, "requests")
         if config.profile is not None and profile_applies(request.args, state.control.overrides):
             delay_ms, work_ms = config.profile.split(state.quantiles.next())
         if config.drop_expired and deadline is not None and deadline.expired():
@@ -218,7 +221,8 @@ def _do_work(state: TargetState) -> Response:
             _ended(state, "errors", "error")
             retry = math.ceil(verdict.outage.remaining_s(state.wall()) or 1)
             return _json_response(verdict.outage.fault.status, {"error": "outage"}, retry_after=retry)
-        if state.should_shed(config):
+        if state.should_shed(config, criticality):
+            totals.count_criticality(criticality, "rejected")
             _ended(state, "rejected", "rejected")
             return _raw_response(503, TOO_BUSY, retry_after=config.retry_after_s)
         for kind in verdict.hit:
@@ -245,6 +249,7 @@ def _do_work(state: TargetState) -> Response:
         if ended == ABANDONED:
             _ended(state, "abandoned", "abandoned")
             return _raw_response(499, b'{"error": "client closed the connection"}')
+        totals.count_criticality(criticality, "completed")
         _ended(state, "completed", "completed")
         return _raw_response(200, DONE)
     finally:

@@ -75,16 +75,25 @@ class Totals:
     faulted: dict[str, int] = field(default_factory=dict)
     # Connections the server itself ended before a request reached the app, by reason (DROP_REASONS).
     dropped: dict[str, int] = field(default_factory=dict)
+    # /doWork requests by their criticality (target_server/criticality.py), and how they ended:
+    # {"critical": {"requests": n, "completed": n, "rejected": n}, ...}; a 400 is counted in none.
+    by_criticality: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def zero(self) -> None:
         for item in fields(self):
-            setattr(self, item.name, {} if item.name in ("faulted", "dropped") else type(item.default)())
+            empty = item.name in ("faulted", "dropped", "by_criticality")
+            setattr(self, item.name, {} if empty else type(item.default)())
 
     def count_fault(self, kind: str) -> None:
         self.faulted[kind] = self.faulted.get(kind, 0) + 1
 
     def count_drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def count_criticality(self, criticality: str, ended: str) -> None:
+        """One more request of `criticality` that `ended` (requests, completed or rejected)."""
+        counts = self.by_criticality.setdefault(criticality, {})
+        counts[ended] = counts.get(ended, 0) + 1
 
 
 # Why the server ended a connection on its own (see target_server/http.py).

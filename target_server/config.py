@@ -160,6 +160,24 @@ OPTIONS: tuple[Option, ...] = (
         runtime=True,
     ),
     Option("reject_if_too_busy", bool, "shed /doWork with 503 while lag > max_lag_ms", runtime=True),
+    Option(
+        "priority_shedding",
+        bool,
+        "shed by criticality (header Hammerlab-Criticality: critical|sheddable, none = critical): "
+        "sheddable requests from sheddable_lag_ms, critical ones from max_lag_ms; turns shedding on",
+        runtime=True,
+    ),
+    Option(
+        "sheddable_lag_ms",
+        float,
+        "with --priority-shedding: lag above which sheddable requests may be shed (empty: max_lag_ms / 2; "
+        "at most max_lag_ms)",
+        0,
+        60_000,
+        True,
+        nullable=True,
+        runtime=True,
+    ),
     Option("retry_after_s", int, "Retry-After seconds sent with a too-busy 503", 0, 3600, runtime=True),
     Option("log_interval_ms", float, "status log period", 10, 60_000),
     Option("quiet", bool, "no status log"),
@@ -256,6 +274,8 @@ class Config:
     lag_smoothing: float = 1 / 3
     max_lag_ms: float = 70.0
     reject_if_too_busy: bool = False
+    priority_shedding: bool = False
+    sheddable_lag_ms: float | None = None
     retry_after_s: int = 1
     log_interval_ms: float = 250.0
     quiet: bool = False
@@ -282,6 +302,7 @@ class Config:
         if not isinstance(self.faults, tuple) or not all(isinstance(f, Fault) for f in self.faults):
             raise ConfigError("faults", "must be a tuple of Fault")
         check_work(self.expansion, self.sync_work_ms, self.max_work_ms)
+        check_shedding(self.max_lag_ms, self.sheddable_lag_ms)
         self._load_profile()
 
     def _load_profile(self) -> None:
@@ -362,6 +383,16 @@ def check_work(expansion: int, sync_work_ms: float, max_work_ms: float) -> None:
             "max_work_ms",
             f"expansion x sync_work_ms = {expansion} x {sync_work_ms:.10g} = {total:.10g} ms is over the "
             f"cap of {max_work_ms:.10g} ms of blocking work per request (max_work_ms)",
+        )
+
+
+def check_shedding(max_lag_ms: float, sheddable_lag_ms: float | None) -> None:
+    """Sheddable requests are shed first: their threshold may not be above the critical one."""
+    if sheddable_lag_ms is not None and sheddable_lag_ms > max_lag_ms:
+        raise ConfigError(
+            "sheddable_lag_ms",
+            f"must be at most max_lag_ms ({max_lag_ms:.10g}), so that sheddable requests are shed first; "
+            f"got {sheddable_lag_ms:.10g}",
         )
 
 

@@ -59,6 +59,18 @@ GAUGES = (
     ("concurrent", "target_concurrent_tasks", "Tasks in their non-blocking wait", 1),
     ("sockets", "target_sockets", "Open client connections", 1),
     ("shed_probability", "target_shed_probability", "Chance that a /doWork request is shed now", 1),
+    (
+        "sheddable_shed_probability",
+        "target_sheddable_shed_probability",
+        "Chance that a sheddable /doWork request is shed now under --priority-shedding",
+        1,
+    ),
+    (
+        "sheddable_lag_ms",
+        "target_sheddable_max_event_loop_lag_seconds",
+        "Lag above which sheddable requests may be shed under --priority-shedding",
+        1e-3,
+    ),
     ("uptime_s", "target_uptime_seconds", "Seconds since start", 1),
     (
         "wasted_work_ratio",
@@ -78,6 +90,13 @@ COUNTERS = (
     ("sockets_accepted_total", "target_sockets_accepted", "Connections accepted"),
     ("sockets_closed_total", "target_sockets_closed", "Connections closed"),
     ("expired_total", "target_expired", "/doWork requests answered 504 because their deadline had passed"),
+)
+
+# by_criticality_total's counts: (key, metric name, help), each labelled criticality="critical|sheddable"
+CRITICALITY_COUNTERS = (
+    ("requests", "target_requests_by_criticality", "/doWork requests by their Hammerlab-Criticality"),
+    ("completed", "target_completed_by_criticality", "/doWork requests answered 200, by criticality"),
+    ("rejected", "target_rejected_by_criticality", "/doWork requests shed with 503 too busy, by criticality"),
 )
 
 CPU_COUNTERS = (  # /stats has milliseconds; Prometheus wants seconds
@@ -182,6 +201,11 @@ class StatsCollector(Collector):
         for kind in stats["faulted_total"]:
             active.add_metric([kind], sum(1 for f in stats["faults"] if f["kind"] == kind))
         yield active
+        for key, name, text in CRITICALITY_COUNTERS:
+            family = CounterMetricFamily(name, text, labels=["criticality"])
+            for level, counts in stats["by_criticality_total"].items():
+                family.add_metric([level], counts[key])
+            yield family
         for key, name, text in CPU_COUNTERS:
             yield CounterMetricFamily(name, text, value=stats[key] / 1000)
         yield GaugeMetricFamily("target_workers", "Worker processes summed", value=stats["workers"]["count"])

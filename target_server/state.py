@@ -23,11 +23,13 @@ import gevent
 from target_server.busy import DROP_REASONS, Gauges, LagSampler, Totals, format_status, shed_probability
 from target_server.cluster import Cluster, default_gunicorn_dir, master_pid, under_gunicorn
 from target_server.config import OPTION_BY_NAME, RUNTIME_OPTIONS, Config, ConfigError
+from target_server.criticality import LEVELS, SHEDDABLE, shed_chance, sheddable_lag
 from target_server.faults import KINDS, ActiveFault, Fault, FaultBook
 from target_server.latency_profile import QuantileSequence
 from target_server.metrics import RequestDurations
 
 SCHEMA = 1
+CRITICALITY_ENDS = ("requests", "completed", "rejected")  # by_criticality_total's counts per class
 PUBLISH_INTERVAL_S = 0.2
 T = TypeVar("T")
 
@@ -136,11 +138,14 @@ class TargetState:
 
     # -- the request path ----------------------------------------------------------------------------------
 
-    def should_shed(self, config: Config) -> bool:
-        """toobusy's verdict for one request, when shedding is on."""
-        if not config.reject_if_too_busy:
+    def should_shed(self, config: Config, criticality: str) -> bool:
+        """toobusy's verdict for one request, when shedding is on; with --priority-shedding, a sheddable
+        request is judged against the lower sheddable_lag_ms (criticality.py)."""
+        if not shedding_on(config):
             return False
-        probability = shed_probability(self.lag.lag_ms, config.max_lag_ms)
+        probability = shed_chance(
+            criticality, self.lag.lag_ms, config.max_lag_ms, config.sheddable_lag_ms, config.priority_shedding
+        )
         return probability > 0 and self.rng.random() < probability
 
     def track_socket(self, sock: Any) -> None:
@@ -281,7 +286,7 @@ class TargetState:
                 self.gauges.concurrent,
                 self.totals.completed - completed,
                 self.sockets(),
-                self.totals.rejected - rejected if self.config.reject_if_too_busy else None,
+                self.totals.rejected - rejected if shedding_on(self.config) else None,
             )
             completed, rejected = self.totals.completed, self.totals.rejected
             if prefix:
@@ -326,6 +331,7 @@ class TargetState:
                 "sockets_closed": closed,
                 "faulted": {kind: totals.faulted.get(kind, 0) for kind in KINDS},
                 "dropped": {reason: totals.dropped.get(reason, 0) for reason in DROP_REASONS},
+                "by_criticality": {level: dict(totals.by_criticality.get(level, {})) for level in LEVELS},
             },
             "durations": self.durations.to_json(),
         }
@@ -359,6 +365,11 @@ class TargetState:
             "lag_ms": lag,
             "max_lag_ms": config.max_lag_ms,
             "shed_probability": round(shed_probability(lag, config.max_lag_ms), 4),
+            # --priority-shedding: the sheddable class's threshold and chance (what it would be when off)
+            "sheddable_lag_ms": sheddable_lag(config.max_lag_ms, config.sheddable_lag_ms),
+            "sheddable_shed_probability": round(
+                shed_chance(SHEDDABLE, lag, config.max_lag_ms, config.sheddable_lag_ms, True), 4
+            ),
             "in_flight": sum(w["in_flight"] for w in workers),
             "concurrent": sum(w["concurrent"] for w in workers),
             "sockets": sum(w["sockets"] for w in workers),
@@ -387,6 +398,14 @@ class TargetState:
                 reason: sum(w["totals"].get("dropped", {}).get(reason, 0) for w in counted)
                 for reason in DROP_REASONS
             },
+            # /doWork requests by their Hammerlab-Criticality header (none: critical) and how they ended
+            "by_criticality_total": {
+                level: {
+                    ended: sum(_criticality(w, level).get(ended, 0) for w in counted)
+                    for ended in CRITICALITY_ENDS
+                }
+                for level in LEVELS
+            },
             "faults": [fault.to_json(now) for fault in self.control.faults.active(now)],
             "overrides": {
                 name: {
@@ -406,6 +425,16 @@ class TargetState:
                 "requests_total": {str(w["pid"]): w["totals"]["requests"] for w in counted},
             },
         }
+
+
+def _criticality(worker: dict[str, Any], level: str) -> dict[str, int]:
+    """One worker's counts for one criticality (an older worker has none)."""
+    return worker["totals"].get("by_criticality", {}).get(level, {})
+
+
+def shedding_on(config: Config) -> bool:
+    """--priority-shedding is a shedding mode: it turns the toobusy check on by itself."""
+    return config.reject_if_too_busy or config.priority_shedding
 
 
 def log_line(message: str) -> None:

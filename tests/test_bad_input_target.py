@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from target_server import __main__ as target_main
 from target_server import server as target_server_module
-from target_server.config import FAULT_ENV, FAULT_FLAG, OPTIONS, QUERY_OPTIONS, RUNTIME_OPTIONS, Option
+from target_server.config import FAULT_ENV, FAULT_FLAG, OPTIONS, QUERY_OPTIONS, Option
 from target_server.faults import KEYS, KINDS
 from tests.conftest import ROOT, launch_target
 from tests.raw_client import exchange
@@ -141,7 +141,15 @@ BAD_FAULT_SPECS = st.one_of(
 @st.composite
 def bad_flag(draw: st.DrawFn) -> tuple[list[str], str]:
     """(argv, what the error must name)."""
-    kind = draw(st.sampled_from(["option", "option", "option", "fault", "unknown", "cap"]))
+    kind = draw(st.sampled_from(["option", "option", "option", "fault", "unknown", "cap", "shedding"]))
+    if kind == "shedding":  # sheddable requests may not be shed later than critical ones
+        max_lag = draw(st.integers(1, 1000))
+        return [
+            "--max-lag-ms",
+            str(max_lag),
+            "--sheddable-lag-ms",
+            str(draw(st.integers(max_lag + 1, 60_000))),
+        ], ("--sheddable-lag-ms")
     if kind == "fault":
         spec = draw(BAD_FAULT_SPECS)
         return [FAULT_FLAG, spec], FAULT_FLAG
@@ -285,6 +293,26 @@ def test_bad_queries_are_a_400(server, query):
     OUTCOMES["400 (query)"] += 1
 
 
+BAD_CRITICALITY = st.one_of(
+    st.sampled_from(["", "urgent", "critical, sheddable", "SHEDDABLE_PLUS", "0", "critica l"]),
+    WORDS.filter(lambda w: w not in ("critical", "sheddable")),
+)
+
+
+@settings(max_examples=15, **SETTINGS)
+@given(value=BAD_CRITICALITY)
+def test_a_bad_criticality_header_is_a_400_naming_it(server, value):
+    raw = (
+        f"GET /doWork HTTP/1.1\r\nHost: 127.0.0.1\r\nHammerlab-Criticality: {value}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    status, body, seconds = http(server.port, raw)
+    assert status == 400 and seconds < 1.0, (value, status, body)
+    assert_4xx_json(status, body, raw)
+    assert b"Hammerlab-Criticality: must be critical or sheddable" in body, body
+    OUTCOMES["400 (criticality header)"] += 1
+
+
 FAULT_FIELD_VALUES = {
     "rate": st.one_of(st.floats(1.0001, 1e300), st.floats(-1e300, -0.0001), st.just("0.5"), st.just(True)),
     "duration_s": st.one_of(st.floats(86_400.01, 1e308), st.floats(-1e9, 0), st.just("5"), st.just([5])),
@@ -329,7 +357,9 @@ def bad_fault_body(draw: st.DrawFn) -> bytes:
 
 @st.composite
 def bad_config_body(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from(["value", "value", "not_runtime", "duration", "empty", "cap"]))
+    kind = draw(st.sampled_from(["value", "value", "not_runtime", "duration", "empty", "cap", "shedding"]))
+    if kind == "shedding":  # above the server's max_lag_ms (70)
+        return json.dumps({"sheddable_lag_ms": draw(st.floats(70.001, 60_000))}).encode()
     if kind == "not_runtime":
         option = draw(st.sampled_from([o.name for o in OPTIONS if not o.runtime]))
         return json.dumps({option: 1}).encode()
@@ -342,16 +372,14 @@ def bad_config_body(draw: st.DrawFn) -> bytes:
         expansion = draw(st.integers(2, 1000))
         sync = draw(st.integers(1000 // expansion + 1, 10_000))
         return json.dumps({"expansion": expansion, "sync_work_ms": sync}).encode()
-    name = draw(
-        st.sampled_from([n for n in RUNTIME_OPTIONS if n != "reject_if_too_busy" and n != "skip_abandoned"])
-    )
+    name = draw(st.sampled_from([o.name for o in OPTIONS if o.runtime and o.kind is not bool]))
     option = next(o for o in OPTIONS if o.name == name)
     wrong = st.one_of(
         st.floats(float(option.high or 0) + 1, 1e300) if option.high is not None else st.just(-1),
         st.floats(-1e300, float(option.low or 0) - 0.001),
         st.just(str(option.low or 1)),
-        st.just(None),
         st.just(True),
+        *([] if option.nullable else [st.just(None)]),  # null is "none" for a nullable option
     )
     return json.dumps({name: draw(wrong)}).encode()
 

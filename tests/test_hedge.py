@@ -336,3 +336,26 @@ def test_a_bad_config_is_one_line_naming_the_value(values, words):
         HedgeConfig(**values)
     message = str(caught.value)
     assert f"HedgeConfig.{words}" in message and "\n" not in message
+
+
+def test_naive_hedge_client_hedges_with_no_budget_no_pause_and_nothing_under_it():
+    """NaiveHedgeClient's pipeline: the hedge options' delay, but no budget and no pause (the storm), and
+    no breaker, throttle or socket pool under the hedge to hold load back."""
+    from types import SimpleNamespace
+
+    from locust_plugin.pipelines import build_pipeline
+    from locustfiles.clients import HedgedClient, NaiveHedgeClient
+    from mitigations.core import SYSTEM_CLOCK
+
+    host = "http://127.0.0.1:9"
+    parsed = SimpleNamespace(
+        hedge_delay_ms="30", hedge_percentile="90", hedge_budget="5", hedge_pause_ms="2000"
+    )
+    built = build_pipeline(NaiveHedgeClient.mitigations, parsed, host, SYSTEM_CLOCK)
+    assert list(built.policies) == ["naive-hedge"]
+    config = built.policies["naive-hedge"].config
+    assert (config.delay, config.percentile, config.budget, config.pause) == (0.03, 90.0, None, 0.0)
+    adaptive = build_pipeline(NaiveHedgeClient.mitigations, None, host, SYSTEM_CLOCK).policies["naive-hedge"]
+    assert adaptive.config.delay is None and adaptive.config == HedgeConfig.naive()
+    hedged = build_pipeline(HedgedClient.mitigations, parsed, host, SYSTEM_CLOCK).policies["hedge"]
+    assert hedged.config.budget is not None and hedged.config.pause == 2.0

@@ -23,8 +23,8 @@ def stages(**changes: Row) -> Stages:
     found = Stages(
         tail={"CombinedClient": row("CombinedClient"), "HedgedClient": row("HedgedClient", 250.0, 917, 18)},
         cliff={"HedgedClient": row("HedgedClient", received=920, hedged=20, slo_goodput=81.0),
-               "ThrottledClient": row("ThrottledClient", slo_goodput=80.0)},
-        naive={"HedgedClient": row("HedgedClient", received=1750, hedged=850, slo_goodput=40.0)},
+               "ThrottledClient": row("ThrottledClient", slo_goodput=80.0),
+               "NaiveHedgeClient": row("NaiveHedgeClient", received=1750, hedged=850, slo_goodput=40.0)},
     )  # fmt: skip
     for key, value in changes.items():
         stage, client = key.split("__")
@@ -42,7 +42,8 @@ def test_every_target_passes_when_the_numbers_reach_it():
     assert checks[0].measured == "250 ms = 0.25 x" and "1,000 ms" in checks[0].required
     assert checks[1].measured == "+1.9%" and checks[1].beside.startswith("18 hedges (17 won)")
     assert checks[2].measured.startswith("1.022 x")
-    assert checks[4].measured.startswith("1.944 x, 850 hedges") and "SLO goodput 40.0/s" in checks[4].beside
+    assert checks[4].client == "NaiveHedgeClient" and checks[4].measured.startswith("1.944 x, 850 hedges")
+    assert "SLO goodput 40.0/s" in checks[4].beside
 
 
 def test_each_target_is_missed_when_the_numbers_fall_short():
@@ -53,7 +54,7 @@ def test_each_target_is_missed_when_the_numbers_fall_short():
     assert (
         verdicts(stages(cliff__HedgedClient=row("HedgedClient", received=900, slo_goodput=79.9)))[3] is False
     )
-    missing = Stages(tail={}, cliff={}, naive={})
+    missing = Stages(tail={}, cliff={})
     assert verdicts(missing) == [False, False, False, False, None]
     assert evaluate(missing)[4].measured == "not measured"
 

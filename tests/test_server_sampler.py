@@ -213,6 +213,28 @@ def test_samples_a_real_target_into_history_and_csv(start_target, tmp_path: Path
 
 
 @pytest.mark.slow
+def test_the_last_row_counts_the_requests_sent_just_before_the_stop(start_target, tmp_path: Path):
+    """The target records its status once a second here: requests sent right before the stop fall after
+    its last record. At the stop the sampler waits for a record taken after it (the end of the drain)."""
+    import requests
+
+    server = start_target(log_interval_ms=1000)
+    sampler = ServerSampler(SampleInterval(100))
+    sampler.open_csv(tmp_path / "run_server.csv")
+    sampler.start(server.url)
+    try:
+        gevent.sleep(0.3)  # the series is found and read
+        for _ in range(10):
+            assert requests.get(server.url + "/doWork", timeout=5).status_code == 200
+    finally:
+        sampler.stop()
+        sampler.close()
+    assert sampler.history[-1].requests_total == 10
+    with (tmp_path / "run_server.csv").open(newline="") as handle:
+        assert int(list(csv.DictReader(handle))[-1]["requests_total"]) == 10
+
+
+@pytest.mark.slow
 def test_peaks_keep_what_fell_between_two_samples(start_target, tmp_path: Path):
     """Ten concurrent requests that come and go between two samples a second apart: the gauges miss
     them, the peak columns do not."""

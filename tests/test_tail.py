@@ -118,9 +118,9 @@ def test_a_short_real_tail_run(tmp_path):
     assert row["scenario"] == "tail" and launched == pytest.approx(40 * 6, rel=0.2)
     assert int(row["hedged"]) >= 1 and int(row["hedge_won"]) >= 1  # the tail was there, and was cut
     # each call reached the server once, a hedge at most once more (a loser cancelled early never did);
-    # `server_requests` is the target's total at its last sample, which can miss the drain's last few calls
+    # the sampler's last row is a record the target took after the drain, so it counts every call
     assert int(row["ok"]) == launched  # every call was answered, so the server did see each one
-    assert 0.95 * launched <= received <= launched + int(row["hedged"])
+    assert launched <= received <= launched + int(row["hedged"])
     assert float(row["requests_per_call_x"]) == pytest.approx(received / launched, abs=0.006)
     assert "Against the tail, HedgedClient had" in (run / "summary.md").read_text()
     assert "## The tail" in (run / "summary.md").read_text()

@@ -119,6 +119,8 @@ def test_stats_add_up_every_worker(gunicorn):
         if all(n > 0 for n in stats["workers"]["requests_total"].values()):
             break
     assert stats["completed_total"] == sent
+    # by criticality too (no header: critical), summed over the workers like every total
+    assert stats["by_criticality_total"]["critical"] == {"requests": sent, "completed": sent, "rejected": 0}
     per_worker = stats["workers"]["requests_total"]
     assert len(per_worker) == 2 and all(n > 0 for n in per_worker.values()), per_worker
     # /metrics' duration histogram adds up the workers too, whichever answers

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gevent
@@ -27,15 +28,19 @@ class Result:
     retry_after: str | None = None
     body: bytes = b""
     error: str | None = None
+    headers_sent: str = ""
 
 
-def fetch(port: int, path: str, launched: float, connect_timeout: float, read_timeout: float) -> Result:
-    """One request on a new connection, as the seed's client did (no keep-alive)."""
-    result = Result(launched=launched, finished=launched)
+def fetch(
+    port: int, path: str, launched: float, connect_timeout: float, read_timeout: float, headers: str = ""
+) -> Result:
+    """One request on a new connection, as the seed's client did (no keep-alive). `headers`: extra header
+    lines, each ending in CRLF."""
+    result = Result(launched=launched, finished=launched, headers_sent=headers)
     try:
         with gevent.socket.create_connection(("127.0.0.1", port), timeout=connect_timeout) as sock:
             sock.settimeout(read_timeout)
-            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n".encode())
             data = b""
             while chunk := sock.recv(65536):
                 data += chunk
@@ -51,14 +56,22 @@ def fetch(port: int, path: str, launched: float, connect_timeout: float, read_ti
     return result
 
 
-def open_loop(port: int, rate: float, duration_s: float, path: str = "/doWork") -> list[Result]:
-    """Launch `rate` requests per second for `duration_s` on schedule, whatever happens to earlier ones."""
+def open_loop(
+    port: int,
+    rate: float,
+    duration_s: float,
+    path: str = "/doWork",
+    headers: Callable[[int], str] | None = None,
+) -> list[Result]:
+    """Launch `rate` requests per second for `duration_s` on schedule, whatever happens to earlier ones;
+    `headers(i)` gives the i-th request's extra header lines."""
     start = time.monotonic()
     greenlets = []
     for i in range(int(rate * duration_s)):
         launch_at = start + i / rate
         gevent.sleep(max(0.0, launch_at - time.monotonic()))
-        greenlets.append(gevent.spawn(fetch, port, path, launch_at, 3.0, 10.0))
+        extra = headers(i) if headers is not None else ""
+        greenlets.append(gevent.spawn(fetch, port, path, launch_at, 3.0, 10.0, extra))
     gevent.joinall(greenlets, timeout=20)
     gevent.killall([g for g in greenlets if not g.ready()])
     return [g.value for g in greenlets if g.successful() and g.value is not None]
@@ -122,6 +135,45 @@ def test_reject_if_too_busy_sheds_with_503_and_keeps_serving(start_target):
     stats = server.stats()
     assert stats["rejected_total"] == len(shed)
     assert wait_for_lag_below(server, 70, timeout_s=8) < 70
+
+
+def _criticality_mix(i: int) -> str:
+    """3 in 10 requests critical (the issue's --criticality-mix critical=0.3), the rest sheddable."""
+    return f"Hammerlab-Criticality: {'critical' if i % 10 in (0, 4, 7) else 'sheddable'}\r\n"
+
+
+def _rejected_share(results: list[Result], level: str) -> tuple[float, int]:
+    """(share answered 503, how many answered at all) of one criticality's requests."""
+    mine = [r for r in results if r.status is not None and level in r.headers_sent]
+    return sum(r.status == 503 for r in mine) / max(1, len(mine)), len(mine)
+
+
+def test_priority_shedding_refuses_sheddable_requests_and_admits_critical_ones(start_target):
+    """About 2 x capacity (20 ms of blocking work, 100 requests/s), 30 % critical. With
+    --priority-shedding, sheddable requests are refused from 30 ms of lag, which holds the lag below the
+    200 ms where critical ones would be; with plain toobusy shedding at the same 200 ms, the two classes
+    are refused alike. A 50 ms lag check (toobusy: 500), so the lag follows the load within the run's 3 s."""
+    flags = {"sync_work_ms": 20, "lag_interval_ms": 50, "max_lag_ms": 200, "sheddable_lag_ms": 30}
+    server = start_target(priority_shedding=True, **flags)
+    results = open_loop(server.port, rate=100, duration_s=3, headers=_criticality_mix)
+    sheddable, answered_s = _rejected_share(results, "sheddable")
+    critical, answered_c = _rejected_share(results, "critical")
+    plain = start_target(reject_if_too_busy=True, **flags)
+    contrast = open_loop(plain.port, rate=100, duration_s=3, headers=_criticality_mix)
+    plain_sheddable, plain_critical = (
+        _rejected_share(contrast, level)[0] for level in ("sheddable", "critical")
+    )
+    print(
+        f"rejected, priority shedding: sheddable {sheddable:.0%} of {answered_s}, critical {critical:.0%} of "
+        f"{answered_c}; plain shedding: sheddable {plain_sheddable:.0%}, critical {plain_critical:.0%}"
+    )
+    assert answered_s >= 150 and answered_c >= 60
+    assert sheddable >= 0.5 and critical <= 0.1, (sheddable, critical)
+    assert plain_critical >= 0.2 and plain_critical >= 2 * critical, (plain_critical, critical)
+    counts = server.stats()["by_criticality_total"]
+    assert counts["critical"]["requests"] == answered_c and counts["sheddable"]["requests"] == answered_s
+    assert counts["sheddable"]["rejected"] == round(sheddable * answered_s)
+    assert counts["critical"]["rejected"] == round(critical * answered_c)
 
 
 def test_connects_time_out_once_max_sockets_and_backlog_are_full(start_target):
