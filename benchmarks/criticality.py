@@ -9,10 +9,8 @@ class, loopback only) with its toobusy check on (`TARGET_REJECT_IF_TOO_BUSY`):
                  with `--shed-sheddable-first false`, the target without `--priority-shedding`). Its
                  probe measures C on the target; C is used from here on.
   2. priorities  the client's gate refuses sheddable calls first, and the target runs with
-                 `--priority-shedding` (`TARGET_PRIORITY_SHEDDING`), rejecting sheddable requests at a
-                 lower lag than critical ones. A target without that option (the tree before it was
-                 merged) ignores the variable: the table then says so, and stage 2 measures the client's
-                 priorities alone.
+                 `--priority-shedding` (the comparison's flag of that name), rejecting sheddable requests at a
+                 lower lag than critical ones.
 
     .venv/bin/python benchmarks/criticality.py            # the full run: 60 s per stage, ~3 min
     .venv/bin/python benchmarks/criticality.py --quick    # 10 s stages, a smoke run of ~1 min
@@ -46,14 +44,12 @@ from benchmarks._targets import (  # noqa: E402
 )
 from comparison.config import RunConfig  # noqa: E402
 from comparison.summary import Summary  # noqa: E402
-from target_server.config import OPTION_BY_NAME  # noqa: E402
 
 PROG = "benchmarks/criticality.py"
 ADAPTIVE = "AdaptiveClient"
 MIX = ("--criticality-mix", "critical=0.3")
 NO_PRIORITIES = (*MIX, "--shed-sheddable-first", "false")
 TOOBUSY = {"TARGET_REJECT_IF_TOO_BUSY": "true"}
-PRIORITY_SHEDDING = {**TOOBUSY, "TARGET_PRIORITY_SHEDDING": "true"}  # the target's --priority-shedding
 
 # The issue's targets.
 MIN_CRITICAL_ATTAINMENT = 0.99
@@ -75,12 +71,6 @@ QUICK = Durations(cliff=10)
 class Stages:
     plain: Summary | None
     priorities: Summary | None
-    target_has_priorities: bool
-
-
-def target_has_priorities() -> bool:
-    """Whether this tree's target knows `--priority-shedding` (merged from the target's branch)."""
-    return "priority_shedding" in OPTION_BY_NAME
 
 
 def _share(value: object) -> str:
@@ -106,7 +96,7 @@ def evaluate(stages: Stages) -> list[Check]:
     critical = prio.value("critical_slo_attainment") if prio else None
     goodput = prio.slo_goodput_rps if prio else None
     floor = plain.slo_goodput_rps if plain else None
-    who = ADAPTIVE + (" + --priority-shedding" if stages.target_has_priorities else " (client only)")
+    who = ADAPTIVE + " + --priority-shedding"
     return [
         Check(
             1,
@@ -158,6 +148,8 @@ def equivalent_command(config: RunConfig, env: Mapping[str, str]) -> list[str]:
                "--clients", ",".join(config.clients), "--duration", f"{config.duration_s:g}"]  # fmt: skip
     if config.capacity is not None:
         command += ["--capacity", f"{config.capacity:.1f}"]
+    if config.priority_shedding:
+        command.append("--priority-shedding")
     return [*command, "--", *config.passthrough, f"(a stage of {PROG})"]
 
 
@@ -179,10 +171,13 @@ def run_stages(durations: Durations, bench: TargetRun) -> Stages:
     c = plain.capacity_rps if plain else None
     prio = stage(
         "2x overload, with priorities",
-        RunConfig("cliff", (ADAPTIVE,), durations.cliff, capacity=c, results_dir=folder, passthrough=MIX),
-        PRIORITY_SHEDDING,
+        RunConfig(
+            "cliff", (ADAPTIVE,), durations.cliff, capacity=c, results_dir=folder, passthrough=MIX,
+            priority_shedding=True,
+        ),
+        TOOBUSY,
     )
-    return Stages(plain, prio, target_has_priorities())
+    return Stages(plain, prio)
 
 
 def report(stages: Stages, bench: TargetRun) -> Report:
@@ -193,14 +188,8 @@ def report(stages: Stages, bench: TargetRun) -> Report:
         f"(2 x C), {ADAPTIVE} with `{' '.join(MIX)}`, the target's toobusy check on. Without priorities: "
         "`--shed-sheddable-first false`, no `--priority-shedding`.",
     ]
-    if not stages.target_has_priorities:
-        context.append(
-            "This tree's target has no `--priority-shedding` (the target's branch is not merged): stage 2 "
-            "measured the client's priorities alone, so this table is not the issue's yet."
-        )
     record = {
         "runs": bench.runs,
-        "target_has_priorities": stages.target_has_priorities,
         "rows": {name: None if s is None else s.cells() for name, s in
                  (("plain", stages.plain), ("priorities", stages.priorities))},
     }  # fmt: skip
