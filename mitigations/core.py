@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 import gevent
@@ -51,8 +52,8 @@ class Clock(Protocol):
 class MonotonicClock:
     """The real clock: `time.monotonic` and a cooperative `gevent.sleep`."""
 
-    def now(self) -> float:
-        return time.monotonic()
+    # The builtin itself, not a method around it: every call reads the clock several times.
+    now = staticmethod(time.monotonic)
 
     def sleep(self, seconds: float) -> None:
         gevent.sleep(max(0.0, seconds))
@@ -518,17 +519,19 @@ class Pipeline:
     def _build(self) -> Next:
         tracer = self.tracer
         attempt = None if tracer is None else tracer.attempt
+        # Bound once: this closure runs for every attempt.
+        now, emit, transport_send = self.clock.now, self.events.emit, self.transport.send
 
         def send(call: Call) -> Outcome:
-            now = self.clock.now()
-            if call.sendable(now) == 0:
+            at = now()
+            if call.sendable(at) == 0:
                 # Used up in the client before reaching the wire: not the server's fault.
-                outcome = Outcome(call=call, finished_at=now, error=QueuedPastDeadline())
-                self.events.emit("shed", outcome)
+                outcome = Outcome(call=call, finished_at=at, error=QueuedPastDeadline())
+                emit("shed", outcome)
                 return outcome
-            outcome = self.transport.send(call) if attempt is None else attempt(call, self.transport.send)
+            outcome = transport_send(call) if attempt is None else attempt(call, transport_send)
             # A local error (EMFILE, ...) never reached the server: it is shed, not a wire outcome.
-            self.events.emit("shed" if outcome.shed else "wire", outcome)
+            emit("shed" if isinstance(outcome.error, Shed) else "wire", outcome)
             return outcome
 
         step: Next = send
@@ -547,10 +550,8 @@ class Pipeline:
 
 
 def _chain(policy: Policy, proceed: Next) -> Next:
-    def step(call: Call) -> Outcome:
-        return policy.execute(call, proceed)
-
-    return step
+    """`policy.execute(call, proceed)` as a one-argument step; a partial, so no Python frame of its own."""
+    return partial(policy.execute, proceed=proceed)
 
 
 def _traced(tracer: PipelineTracer, proceed: Next) -> Next:

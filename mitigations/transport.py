@@ -232,7 +232,7 @@ class RequestsTransport:
             headers[DEADLINE_HEADER] = str(left)
         response = None
         try:
-            with gevent.Timeout(remaining, DeadlineExceeded()):
+            with gevent.Timeout(remaining, DeadlineExceeded):  # the class: built only if it fires
                 # stream=True returns once the status line and headers are in, so a failure while the
                 # body is read is known to be mid-response.
                 response = self.session.request(
@@ -336,7 +336,7 @@ class FastTransport:
         sock = None
         response_started = False
         try:
-            with gevent.Timeout(remaining, DeadlineExceeded()):
+            with gevent.Timeout(remaining, DeadlineExceeded):  # the class: built only if it fires
                 try:
                     sock = pool.get_socket()
                 except TimeoutError as exc:
