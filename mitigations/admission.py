@@ -118,7 +118,7 @@ class FifoGate:
     def leave(self) -> None:
         """Give a slot back: straight to the oldest waiter if there is one and room for it."""
         self.in_use -= 1
-        if self._queue and self._has_room() and self._hand_off():
+        if self._has_room() and self._hand_off():
             self.in_use += 1
 
     def _hand_off(self) -> bool:
@@ -202,12 +202,9 @@ class GatedPolicy(BasePolicy):
         remaining = call.sendable(self.clock.now())
         if remaining == 0:
             return self._expire(call)
-        gate = self.gate  # `gate.try_enter()`, inlined (it runs for every call): a free slot, nobody ahead
-        if gate.waiting == 0 and (gate._limit is None or gate.in_use < gate._limit):
-            gate.in_use += 1  # what `enter` would grant first, too
-            self.admitted += 1
-            return None
         if not queue:
+            if self.gate.try_enter():
+                return self._admitted()
             return self._reject(call)
         deadline_first = remaining is not None and (queue_timeout is None or remaining <= queue_timeout)
         entry = self.gate.enter(self.clock, remaining if deadline_first else queue_timeout)
