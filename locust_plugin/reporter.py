@@ -61,7 +61,18 @@ class LocustReporter:
         events.emit("client", self.client_name)  # names the pipeline (Defer's file) after its class
 
     def on_wire(self, outcome: Outcome) -> None:
-        self._fire(outcome.call.method.upper(), wire_row_name(outcome), outcome)
+        """`_fire` for an attempt that reached the wire, unrolled: it runs for every attempt."""
+        if not self.enabled:
+            return
+        call, error = outcome.call, outcome.error
+        self._request.fire(
+            request_type=call.method.upper(),
+            name=wire_row_name(outcome),
+            response_time=max(0.0, outcome.latency * 1000.0),
+            response_length=outcome.length,
+            exception=error,
+            context={"client": self.client_name, "attempt": call.attempt, "kind": outcome.kind},
+        )
 
     def on_shed(self, outcome: Outcome) -> None:
         if isinstance(outcome.error, Deferred):

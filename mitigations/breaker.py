@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from mitigations._checks import check_choice, check_int, check_percent, check_seconds
-from mitigations.core import BasePolicy, Call, CircuitOpen, Gauges, Next, Outcome
+from mitigations.core import BasePolicy, Call, CircuitOpen, Gauges, Next, Outcome, Shed
 
 BreakerMode = Literal["recent-error", "rate"]
 BREAKER_MODES: tuple[BreakerMode, ...] = ("recent-error", "rate")
@@ -129,11 +129,17 @@ class _Window:
         self._slow = 0
 
     def record(self, now: float, failed: bool, slow: bool) -> None:
-        self._items.append((now, failed, slow))
+        items = self._items
+        items.append((now, failed, slow))
         self._failures += failed
         self._slow += slow
-        if self.kind == "count" and len(self._items) > self.size:
-            self._drop()
+        if self.kind == "count":
+            if len(items) > self.size:
+                self._drop()
+        else:  # what `stats(now)` would drop (calls end in time order), so `len` is what is held
+            horizon = now - self.size
+            while items[0][0] <= horizon:
+                self._drop()
 
     def stats(self, now: float) -> WindowStats:
         if self.kind == "time":
@@ -141,6 +147,10 @@ class _Window:
             while self._items and self._items[0][0] <= horizon:
                 self._drop()
         return WindowStats(len(self._items), self._failures, self._slow)
+
+    def __len__(self) -> int:
+        """Calls held; a later `stats` may drop some as too old, never add any."""
+        return len(self._items)
 
     def clear(self) -> None:
         self._items.clear()
@@ -229,11 +239,13 @@ class CircuitBreaker(BasePolicy):
         except BaseException:
             self._release(permit)
             raise
-        if outcome.shed:
+        if isinstance(outcome.error, Shed):  # `outcome.shed`
             self._release(permit)
         else:
             now = self.clock.now()
-            self._record(permit, now, outcome.is_server_failure, self._is_slow(now - started))
+            limit = self.config.slow_call_duration  # `_is_slow`, inlined: this runs for every call
+            slow = limit is not None and now - started > limit
+            self._record(permit, now, outcome.is_server_failure, slow)
         return outcome
 
     def _is_slow(self, duration: float) -> bool:
@@ -265,8 +277,11 @@ class CircuitBreaker(BasePolicy):
         if permit != self._generation:
             return
         if self._state == CLOSED:
-            self._window.record(now, failed, slow)
-            if self._should_open(self._window.stats(now), self.config.minimum_calls):
+            window, minimum = self._window, self.config.minimum_calls
+            window.record(now, failed, slow)
+            # Fewer calls held than the minimum: it cannot open (skips building the window's stats on
+            # most calls of a healthy run).
+            if len(window) >= minimum and self._should_open(window.stats(now), minimum):
                 self._transition(now, OPEN)
         elif self._state == HALF_OPEN:
             self._probes.record(now, failed, slow)

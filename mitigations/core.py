@@ -51,8 +51,8 @@ class Clock(Protocol):
 class MonotonicClock:
     """The real clock: `time.monotonic` and a cooperative `gevent.sleep`."""
 
-    def now(self) -> float:
-        return time.monotonic()
+    # The builtin itself, not a method around it: every call reads the clock several times.
+    now = staticmethod(time.monotonic)
 
     def sleep(self, seconds: float) -> None:
         gevent.sleep(max(0.0, seconds))
@@ -518,17 +518,19 @@ class Pipeline:
     def _build(self) -> Next:
         tracer = self.tracer
         attempt = None if tracer is None else tracer.attempt
+        # Bound once: this closure runs for every attempt.
+        now, emit, transport_send = self.clock.now, self.events.emit, self.transport.send
 
         def send(call: Call) -> Outcome:
-            now = self.clock.now()
-            if call.sendable(now) == 0:
+            at = now()
+            if call.sendable(at) == 0:
                 # Used up in the client before reaching the wire: not the server's fault.
-                outcome = Outcome(call=call, finished_at=now, error=QueuedPastDeadline())
-                self.events.emit("shed", outcome)
+                outcome = Outcome(call=call, finished_at=at, error=QueuedPastDeadline())
+                emit("shed", outcome)
                 return outcome
-            outcome = self.transport.send(call) if attempt is None else attempt(call, self.transport.send)
+            outcome = transport_send(call) if attempt is None else attempt(call, transport_send)
             # A local error (EMFILE, ...) never reached the server: it is shed, not a wire outcome.
-            self.events.emit("shed" if outcome.shed else "wire", outcome)
+            emit("shed" if isinstance(outcome.error, Shed) else "wire", outcome)
             return outcome
 
         step: Next = send
@@ -547,8 +549,10 @@ class Pipeline:
 
 
 def _chain(policy: Policy, proceed: Next) -> Next:
+    execute = policy.execute  # bound once; a Python closure, which 3.11 calls without C recursion
+
     def step(call: Call) -> Outcome:
-        return policy.execute(call, proceed)
+        return execute(call, proceed)
 
     return step
 

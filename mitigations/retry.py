@@ -301,6 +301,8 @@ class Retry(BasePolicy):
         while True:
             self.attempts += 1
             outcome = proceed(call)
+            if outcome.error is None:
+                return outcome  # answered: final (`retry_on` never holds "ok"), the common case first
             if failed is not None and outcome.shed:
                 return failed  # an inner policy refused the retry: the call ends as the failure it retried
             failed = outcome if outcome.reached_wire else None

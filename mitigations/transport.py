@@ -29,11 +29,12 @@ import errno
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.client import RemoteDisconnected
-from typing import Literal
+from typing import Any, Literal
 
-import gevent
 import requests
 import urllib3
+from gevent import getcurrent
+from gevent.hub import get_hub
 from geventhttpclient.client import HTTPClient
 from geventhttpclient.response import HTTPSocketPoolResponse
 
@@ -232,7 +233,8 @@ class RequestsTransport:
             headers[DEADLINE_HEADER] = str(left)
         response = None
         try:
-            with gevent.Timeout(remaining, DeadlineExceeded()):
+            timer = arm_deadline(remaining)
+            try:
                 # stream=True returns once the status line and headers are in, so a failure while the
                 # body is read is known to be mid-response.
                 response = self.session.request(
@@ -245,6 +247,9 @@ class RequestsTransport:
                     stream=True,
                 )
                 body = response.content
+            finally:
+                if timer is not None:
+                    timer.close()
         except _REQUESTS_FAILURES as exc:
             return failure_outcome(call, exc, self.clock.now(), response_started=response is not None)
         finally:
@@ -336,7 +341,8 @@ class FastTransport:
         sock = None
         response_started = False
         try:
-            with gevent.Timeout(remaining, DeadlineExceeded()):
+            timer = arm_deadline(remaining)
+            try:
                 try:
                     sock = pool.get_socket()
                 except TimeoutError as exc:
@@ -353,6 +359,9 @@ class FastTransport:
                 if self.config.keep_alive and not response.should_close():
                     pool.return_socket(sock)
                     sock = None
+            finally:
+                if timer is not None:
+                    timer.close()
         except Exception as exc:
             return failure_outcome(call, exc, self.clock.now(), response_started=response_started)
         finally:
@@ -371,6 +380,18 @@ class FastTransport:
 
     def close(self) -> None:
         self._client.close()
+
+
+def arm_deadline(remaining: float | None) -> Any:
+    """A timer that throws `DeadlineExceeded` into this greenlet `remaining` seconds from now, or None
+    without a deadline; close it in a `finally`. What `gevent.Timeout(remaining, DeadlineExceeded)` does
+    (the same libev timer, the same `throw`, the loop's time updated first), without the Timeout object
+    around it, which cost about 2.5 µs of every call."""
+    if remaining is None:
+        return None
+    timer = get_hub().loop.timer(remaining, priority=-1)  # as gevent.Timeout makes it
+    timer.start(getcurrent().throw, DeadlineExceeded, update=True)
+    return timer
 
 
 def with_deadline(request: bytes, left_ms: int | None) -> bytes:

@@ -359,3 +359,22 @@ def test_the_half_open_wait_defaults_to_five_seconds_and_none_waits_forever():
     run(breaker, make_call(clock), HeldCalls(clock))
     clock.advance(3600.0)
     assert breaker.state == "half-open"
+
+
+def test_a_time_window_holds_only_the_calls_it_counts_so_an_idle_breaker_does_not_grow():
+    """The window drops calls older than its size as new ones arrive, not only when its numbers are read:
+    what it holds is what it counts. The breaker skips the failure maths while that is below the
+    minimum, and a breaker nobody reads must still keep a window's worth of calls, no more."""
+    clock = SteppedClock()
+    breaker, _ = rate(clock, window_type="time", window_size=2.0, minimum_calls=100)
+    for _ in range(50):
+        call_with(breaker, clock, takes=0.5)  # one call ends every 0.5 s
+    assert len(breaker._window) == 4  # (now - 2 s, now]
+    assert breaker.window.calls == 4
+    breaker, _ = rate(clock, window_type="time", window_size=2.0, minimum_calls=3)
+    for _ in range(10):
+        call_with(breaker, clock, takes=0.5)
+    call_with(breaker, clock, error=FAIL, takes=0.5)
+    assert breaker.state == "closed"  # 1 failure of the 4 calls in the window
+    call_with(breaker, clock, error=FAIL, takes=0.5)
+    assert breaker.state == "open"  # 2 of 4: the 50 % default
