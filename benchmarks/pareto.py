@@ -51,7 +51,11 @@ PROG = "benchmarks/pareto.py"
 STATIC = "ThrottledClient"
 ADAPTIVE = "AdaptiveClient"
 STATIC_CAPS = (8, 12, 16, 24, 32, 48, 64)
-MODES = ("gradient", "knee")
+MODES: dict[str, tuple[str, ...]] = {  # label -> AdaptiveClient's options
+    "gradient": ("--adaptive-algorithm", "gradient"),
+    "knee": ("--adaptive-algorithm", "knee"),
+    "knee-dither": ("--adaptive-algorithm", "knee", "--adaptive-dither", "10"),
+}
 MULTIPLIER = 2.0
 SHARE = 0.97  # SLO goodput / the best static cap's
 P99_MS = 300.0
@@ -77,7 +81,7 @@ class Measured:
 
 def settings() -> list[Setting]:
     caps = SweepOptions("max-concurrent", tuple(str(cap) for cap in STATIC_CAPS)).settings(STATIC)
-    modes = [Setting(f"{ADAPTIVE} {mode}", ADAPTIVE, ("--adaptive-algorithm", mode), None) for mode in MODES]
+    modes = [Setting(f"{ADAPTIVE} {mode}", ADAPTIVE, args, None) for mode, args in MODES.items()]
     return [*caps, *modes]
 
 
