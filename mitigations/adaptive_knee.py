@@ -126,6 +126,14 @@ class Knee:
     coordination: all see the same RTT, so all cut by the same factor, and the step closes the gaps.
     No smoothing: the gradient already lands on the knee in one update, and a smoothed cut held a limit
     twice the capacity for seconds when capacity halved (see `Gradient`).
+
+    The throughput check (`dither` > 0, opt-in). On a soft knee the RTT grows from the first call, so the
+    gradient above cuts far below the point where throughput stops growing (the lab's server: 3 in
+    flight, 0.65 C). With the check, the limit alternates `base +- dither x base` window by window, the
+    elasticity of throughput with concurrency is fitted through the last windows (`_measure`), and it
+    steers instead of the gradient: `ln base += clamp(ELASTICITY_GAIN (e - elasticity), +- MAX_STEP x
+    dither)`. In a fleet each instance sees 1/N of the queue its calls add, so the slope is scaled by
+    `fleet_size` (docs/adaptive-limits.md, "A soft knee: the throughput check").
     """
 
     name = "knee"
@@ -150,10 +158,10 @@ class Knee:
         self.window = SampleWindow()
         self._length = cfg.window  # of the open window: jittered, so instances do not update in step
         self.tail = WindowedPercentile(cfg.percentile_span, cfg.quantile, cfg.min_window_samples)
-        self.elasticity: float | None = None  # measured d ln(throughput) / d ln(in flight), smoothed
+        self.elasticity: float | None = None  # measured d ln(throughput) / d ln(in flight), fleet-scaled
         self.base: float | None = None  # the limit the dither swings around
         self._applied: float | None = None  # the limit last returned
-        self._side = 1  # +1: this window runs at base (1 + dither); -1: at base (1 - dither)
+        self._side = 1  # +1: this window runs above the base (by dither, at least one call); -1: below
         self._phase = _Phase()  # calls admitted since this window began (Little's law: n / RTT)
         self._points: deque[tuple[float, float]] = deque(maxlen=ELASTICITY_POINTS)  # (ln n, ln RTT)
         self._stale = 0  # windows in a row whose sides were too close to measure
