@@ -32,7 +32,6 @@ MAX_CONFIRMS = 3  # confirming probes in a row at most, so a noisy server is not
 MAX_STEP = 0.5  # ln(L) moves by at most this times the dither per window
 ELASTICITY_GAIN = 2.0  # ln(L) moves by this times (measured - target elasticity) per window
 ELASTICITY_POINTS = 3  # windows whose (ln n, ln RTT) the elasticity is fitted through
-STALE_WINDOWS = 4  # windows without a fresh elasticity after which the old one is forgotten
 
 
 @dataclass(frozen=True)
@@ -164,9 +163,7 @@ class Knee:
         self._side = 1  # +1: this window runs above the base (by dither, at least one call); -1: below
         self._phase = _Phase()  # calls admitted since this window began (Little's law: n / RTT)
         self._points: deque[tuple[float, float]] = deque(maxlen=ELASTICITY_POINTS)  # (ln n, ln RTT)
-        self._stale = 0  # windows in a row whose sides were too close to measure
         self._fresh = False  # the elasticity was measured at the close of this window
-        self._measured = False  # it has been measured at least once
 
     def restart(self, now: float) -> None:
         self.window.restart(now)
@@ -263,14 +260,10 @@ class Knee:
         mean_n = statistics.fmean(n for n, _ in points)
         mean_r = statistics.fmean(r for _, r in points)
         spread = sum((n - mean_n) ** 2 for n, _ in points)
-        if spread < len(points) * (cfg.dither / 2) ** 2:  # too close together to tell
-            self._stale += 1
-            if self._stale >= STALE_WINDOWS:  # an old estimate must not steer for long
-                self.elasticity = None
+        if spread < len(points) * (cfg.dither / 2) ** 2:  # too close together to tell: app-limited
             return
         own = sum((n - mean_n) * (r - mean_r) for n, r in points) / spread  # d ln RTT / d ln n
-        self._stale = 0
-        self._fresh = self._measured = True
+        self._fresh = True
         self.elasticity = max(-1.0, min(2.0, 1 - cfg.fleet_size * own))
 
     def _target(self, limit: float, applied: float, now: float, lagging: bool) -> float:
@@ -301,7 +294,7 @@ class Knee:
             step = ELASTICITY_GAIN * (self.elasticity - cfg.elasticity)
             most = MAX_STEP * cfg.dither
             return limit * math.exp(max(-most, min(most, step)))
-        if g < 1 and cfg.dither > 0 and not self._measured:  # past min RTT, never measured: wait for it
+        if g < 1 and cfg.dither > 0:  # past min RTT, not measured yet: wait for the measurement
             return limit
         if g < 1:  # cut what is in use: a limit above it holds nothing back
             self.starting = False
