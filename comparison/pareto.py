@@ -102,8 +102,9 @@ def recommend(points: Sequence[Point], flag: str) -> tuple[Point | None, str]:
             f"No value of {flag} kept any call within the SLO at this load, so none is recommended: "
             "offer less (--rate-multiplier), give a longer --slo-ms, or check the service."
         )
-    on = dict(zip([p.label for p in points], front(points), strict=True))
-    near = [p for p in _valued(points) if p.slo_goodput_rps >= KNEE_SHARE * top.slo_goodput_rps]
+    valued = _valued(points)  # the choice is among the swept values: an adaptive point beating them all
+    on = dict(zip([p.label for p in valued], front(valued), strict=True))  # must not leave none to pick
+    near = [p for p in valued if p.slo_goodput_rps >= KNEE_SHARE * top.slo_goodput_rps]
     pick = bend if on[bend.label] else min((p for p in near if on[p.label]), key=lambda p: (p.tail, p.value))
     use = f"Use {flag} {value_text(pick.value)}"  # type: ignore[arg-type]
     mine = f"{pick.slo_goodput_rps:.1f}/s of SLO goodput at p99 {ms(pick.p99_ms)}"

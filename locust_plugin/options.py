@@ -149,6 +149,12 @@ OPTIONS: tuple[Option, ...] = (
            "hold the windowed p99 under it; 0: ignore the SLO (gradient: the old no-load-RTT rule)"),
     Option("--adaptive-tolerance", number(1.0, 1000.0, "% of min RTT"), "10",
            "AdaptiveClient knee: the queue allowed, as a share of the probed minimum RTT"),
+    Option("--adaptive-dither", number(1.0, 50.0, "% of the limit", zero="off"), "0",
+           "AdaptiveClient knee: swing the limit +- this share by window and steer on the measured "
+           "throughput elasticity (for soft knees); 0: off"),
+    Option("--adaptive-fleet-size", slots, "1",
+           "AdaptiveClient knee with --adaptive-dither: client instances sharing the upstream (each sees "
+           "1/N of the queue it adds)"),
     Option("--adaptive-probe-interval-s", number(1.0, 3600.0, "s"), "30",
            "AdaptiveClient knee: seconds between two min-RTT probes (the limit pinned low briefly)"),
     Option("--adaptive-mode", choice("cancel", "queue"), "cancel",

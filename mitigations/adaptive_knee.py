@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from collections import deque
 from dataclasses import dataclass
 
 from mitigations._checks import check_int, check_seconds
@@ -28,6 +29,9 @@ from mitigations.adaptive_base import (
 )
 
 MAX_CONFIRMS = 3  # confirming probes in a row at most, so a noisy server is not probed every few seconds
+MAX_STEP = 0.5  # ln(L) moves by at most this times the dither per window
+ELASTICITY_GAIN = 2.0  # ln(L) moves by this times (measured - target elasticity) per window
+ELASTICITY_POINTS = 3  # windows whose (ln n, ln RTT) the elasticity is fitted through
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,9 @@ class KneeConfig:
     slo_target: float | None = None  # seconds: the ceiling; a windowed p99 past it cuts at once
     quantile: float = 0.99
     percentile_span: float = 1.0
+    elasticity: float = 0.15  # the knee: where 1 % more calls in flight bring less than this % more answers
+    dither: float = 0.0  # > 0: the limit alternates L (1 +- dither) by window to measure the elasticity
+    fleet_size: int = 1  # instances sharing the upstream: one sees 1 / fleet_size of the queue it adds to
 
     def __post_init__(self) -> None:
         owner = "KneeConfig"
@@ -76,6 +83,9 @@ class KneeConfig:
         check_slo_target(owner, self.slo_target)
         check_number(owner, "quantile", self.quantile, lambda v: 0 < v <= 1, "in (0, 1]")
         check_seconds(owner, "percentile_span", self.percentile_span)
+        check_number(owner, "elasticity", self.elasticity, lambda v: 0 < v < 1, "in (0, 1)")
+        check_number(owner, "dither", self.dither, lambda v: 0 <= v <= 0.5, "in [0, 0.5]")
+        check_int(owner, "fleet_size", self.fleet_size, minimum=1)
 
 
 class Knee:
@@ -115,6 +125,14 @@ class Knee:
     coordination: all see the same RTT, so all cut by the same factor, and the step closes the gaps.
     No smoothing: the gradient already lands on the knee in one update, and a smoothed cut held a limit
     twice the capacity for seconds when capacity halved (see `Gradient`).
+
+    The throughput check (`dither` > 0, opt-in). On a soft knee the RTT grows from the first call, so the
+    gradient above cuts far below the point where throughput stops growing (the lab's server: 3 in
+    flight, 0.65 C). With the check, the limit alternates `base +- dither x base` window by window, the
+    elasticity of throughput with concurrency is fitted through the last windows (`_measure`), and it
+    steers instead of the gradient: `ln base += clamp(ELASTICITY_GAIN (e - elasticity), +- MAX_STEP x
+    dither)`. In a fleet each instance sees 1/N of the queue its calls add, so the slope is scaled by
+    `fleet_size` (docs/adaptive-limits.md, "A soft knee: the throughput check").
     """
 
     name = "knee"
@@ -139,10 +157,19 @@ class Knee:
         self.window = SampleWindow()
         self._length = cfg.window  # of the open window: jittered, so instances do not update in step
         self.tail = WindowedPercentile(cfg.percentile_span, cfg.quantile, cfg.min_window_samples)
+        self.elasticity: float | None = None  # measured d ln(throughput) / d ln(in flight), fleet-scaled
+        self.base: float | None = None  # the limit the dither swings around
+        self._applied: float | None = None  # the limit last returned
+        self._side = 1  # +1: this window runs above the base (by dither, at least one call); -1: below
+        self._phase = _Phase()  # calls admitted since this window began (Little's law: n / RTT)
+        self._points: deque[tuple[float, float]] = deque(maxlen=ELASTICITY_POINTS)  # (ln n, ln RTT)
+        self._fresh = False  # the elasticity was measured at the close of this window
 
     def restart(self, now: float) -> None:
         self.window.restart(now)
         self.tail.clear()
+        self._phase.restart(now)
+        self._points.clear()
 
     def update(self, limit: float, sample: Sample) -> float:
         if self.probing:
@@ -180,22 +207,67 @@ class Knee:
         self.probing = False
         self._next_probe = sample.at + self._jittered(cfg.probe_confirm if confirm else cfg.probe_interval)
         self.window.restart(sample.at)
+        self._phase.restart(sample.at)
         return self._deferred_limit
 
     def _window(self, limit: float, sample: Sample) -> float:
-        cfg, window = self.config, self.window
+        cfg, window, phase = self.config, self.window, self._phase
+        if self.base is None or self._applied is None or limit != self._applied:
+            self.base = limit  # first window, or the policy moved the limit (an outage's restore)
+            self._points.clear()
         window.add(sample)
+        phase.add(sample)
         if not sample.dropped and sample.at - sample.rtt >= self._last_cut:
             self.tail.add(sample.at, sample.rtt)
         lagging = window.lag_over(cfg.lag_threshold_ms)
-        if window.open_at(sample.at, self._length, cfg.min_window_samples, window.dropped or lagging):
+        count = phase.count if cfg.dither > 0 else window.count
+        length = self._length
+        if cfg.dither > 0 and window.mean_rtt is not None:  # a side settles in one round trip: two
+            length = max(length, 2 * window.mean_rtt)
+        if sample.at - window.start < length or (  # type: ignore[operator]
+            count < cfg.min_window_samples and not (window.dropped or lagging)
+        ):
             return limit
-        new = self._target(limit, sample.at, lagging)
+        self._measure(limit)
+        base = self._target(self.base, limit, sample.at, lagging)
+        self.base = min(float(cfg.max_limit), max(float(cfg.min_limit), base))
         window.restart(sample.at)
+        phase.restart(sample.at)
         self._length = self._jittered(cfg.window)
-        return min(float(cfg.max_limit), max(float(cfg.min_limit), new))
+        self._side = -self._side
+        swing = max(self.base * cfg.dither, 1.0) if cfg.dither > 0 else 0.0  # at least one call apart
+        applied = self.base + self._side * swing
+        self._applied = min(float(cfg.max_limit), max(float(cfg.min_limit), applied))
+        return self._applied
 
-    def _target(self, limit: float, now: float, lagging: bool) -> float:
+    def _measure(self, applied: float) -> None:
+        """Add this window's point to the last `ELASTICITY_POINTS`; with enough spread, update the
+        elasticity from them.
+
+        Little's law gives a window's throughput as n / RTT (the mean in flight over the mean RTT of the
+        calls admitted in it), so the elasticity of throughput with concurrency is 1 - d ln RTT / d ln n,
+        the slope fitted by least squares through the points: about 1 below a knee (more calls, the same
+        RTT), about 0 past it (the RTT grows with the calls), in between on a soft knee. The dither makes
+        the spread; a fit through several windows, not one pair, because one window's mean RTT on a busy
+        machine moves by more than the difference between a soft knee's elasticity and its target."""
+        cfg, phase, points = self.config, self._phase, self._points
+        self._fresh = False
+        if cfg.dither <= 0 or phase.count < cfg.min_window_samples or phase.rtt_sum <= 0:
+            return
+        points.append((math.log(phase.in_flight_sum / phase.count), math.log(phase.rtt_sum / phase.count)))
+        if len(points) < ELASTICITY_POINTS:
+            return
+        mean_n = statistics.fmean(n for n, _ in points)
+        mean_r = statistics.fmean(r for _, r in points)
+        spread = sum((n - mean_n) ** 2 for n, _ in points)
+        if spread < len(points) * (cfg.dither / 2) ** 2:  # too close together to tell: app-limited
+            return
+        own = sum((n - mean_n) * (r - mean_r) for n, r in points) / spread  # d ln RTT / d ln n
+        self._fresh = True
+        self.elasticity = max(-1.0, min(2.0, 1 - cfg.fleet_size * own))
+
+    def _target(self, limit: float, applied: float, now: float, lagging: bool) -> float:
+        """The next base limit, from the window that ran at `applied` (the base, dithered)."""
         cfg, window = self.config, self.window
         short = window.mean_rtt
         self.short_rtt = short
@@ -215,9 +287,38 @@ class Knee:
             self.tail.clear()
             return limit * max(cfg.min_gradient, cfg.slo_target / tail)  # type: ignore[operator]
         used = window.max_in_flight
+        if self.elasticity is not None:  # measured: it steers, in proportion to its distance from the knee
+            if not self._fresh or (used < int(applied) and self.elasticity >= cfg.elasticity):
+                return limit  # nothing new, or app-limited: an untested limit neither grows nor is kept
+            self.starting = False
+            step = ELASTICITY_GAIN * (self.elasticity - cfg.elasticity)
+            most = MAX_STEP * cfg.dither
+            return limit * math.exp(max(-most, min(most, step)))
+        if g < 1 and cfg.dither > 0:  # past min RTT, not measured yet: wait for the measurement
+            return limit
         if g < 1:  # cut what is in use: a limit above it holds nothing back
             self.starting = False
-            return min(limit, float(used)) * g if used < int(limit) else limit * g
-        if used < int(limit) or short is None:
+            return min(limit, float(used)) * g if used < int(applied) else limit * g
+        if used < int(applied) or short is None:
             return limit
-        return (limit * g if self.starting else limit) + cfg.headroom * math.sqrt(limit)
+        return (limit * g if self.starting and g >= 1 else limit) + cfg.headroom * math.sqrt(limit)
+
+
+class _Phase:
+    """The calls admitted since a window began: how many answered, their in-flight and RTT sums."""
+
+    def __init__(self) -> None:
+        self.restart(-math.inf)
+
+    def restart(self, now: float) -> None:
+        self.start = now
+        self.count = 0
+        self.in_flight_sum = 0
+        self.rtt_sum = 0.0
+
+    def add(self, sample: Sample) -> None:
+        if sample.dropped or sample.at - sample.rtt < self.start:
+            return
+        self.count += 1
+        self.in_flight_sum += sample.in_flight
+        self.rtt_sum += sample.rtt

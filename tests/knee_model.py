@@ -58,8 +58,35 @@ class ModelServer:
         return self.servers / self.service
 
     @property
-    def knee(self) -> int:
+    def knee(self) -> float:
         return self.servers
+
+    def service_time(self) -> float:
+        """Of the call starting now."""
+        return self.service
+
+
+class SoftModelServer(ModelServer):
+    """A soft knee, the lab's target as its client sees it: one worker whose rate grows with its queue,
+    `capacity * n / (n + k)` answers per second with n calls in flight (Michaelis-Menten), so the RTT,
+    `(n + k) / capacity`, grows linearly from the first call and throughput never quite stops growing.
+    The lab's server at 2 x C fits k = 2.4 (static caps 8 to 48: 0.78 to 0.97 of the best).
+
+    Its knee is where throughput stops growing *enough*: its elasticity with concurrency, k / (n + k),
+    falls to `elasticity` (1 % more calls bring that many % more answers), at n = k (1 - e) / e."""
+
+    def __init__(self, capacity: float, k: float, elasticity: float) -> None:
+        super().__init__(1, 1.0 / capacity)
+        self.k = k
+        self.elasticity = elasticity
+
+    @property
+    def knee(self) -> float:
+        return self.k * (1 - self.elasticity) / self.elasticity
+
+    def service_time(self) -> float:
+        n = self.busy + len(self.queue)  # the starting call included (already counted busy)
+        return self.service * (n + self.k) / max(1, n)
 
 
 def simulate(server: ModelServer, clients: list[ModelClient], until: float) -> None:
@@ -74,7 +101,7 @@ def simulate(server: ModelServer, clients: list[ModelClient], until: float) -> N
         while server.busy < server.servers and server.queue:
             job = server.queue.popleft()
             server.busy += 1
-            heapq.heappush(events, (now + server.service, next(seq), "finish", job))
+            heapq.heappush(events, (now + server.service_time(), next(seq), "finish", job))
 
     while events:
         now, _, kind, payload = heapq.heappop(events)

@@ -8,7 +8,7 @@ import pytest
 
 from mitigations.adaptive import ALGORITHMS, AdaptiveLimit, Knee, KneeConfig, Sample
 from mitigations.core import FakeClock, Outcome, PipelineEvents
-from tests.knee_model import ModelClient, ModelServer, jain, simulate
+from tests.knee_model import ModelClient, ModelServer, SoftModelServer, jain, simulate
 from tests.policy_kit import make_call
 
 
@@ -18,7 +18,7 @@ def ok(at: float, rtt: float, in_flight: int = 10) -> Sample:
 
 def knee(**kwargs) -> Knee:
     """A knee limiter whose first probe (3 answers at 50 ms) is already done: min RTT 0.05 s."""
-    config = KneeConfig(lag_threshold_ms=None, probe_jitter=0.0, probe_samples=3, **kwargs)
+    config = KneeConfig(lag_threshold_ms=None, probe_jitter=0.0, probe_samples=3, dither=0.0, **kwargs)
     algorithm = Knee(config, rng=random.Random(1))
     limit = algorithm.update(10.0, ok(0.0, 0.05, 3))
     assert algorithm.probing and limit == 3
@@ -172,3 +172,39 @@ def test_an_instance_joining_late_reaches_its_fair_share_within_5_s(servers):
 
     reached = [start for start in (late + i / 10 for i in range(41)) if share(start) >= 0.8]
     assert reached, [round(share(late + i / 2), 2) for i in range(9)]  # by 5 s after joining
+
+
+@pytest.mark.parametrize(("capacity", "k"), [(90.0, 2.4), (45.0, 1.2), (200.0, 5.0)])
+def test_one_limit_settles_near_the_knee_of_a_soft_model_server(capacity, k):
+    """With the throughput check on (`dither`). The lab's target as its client sees it
+    (SoftModelServer: the RTT grows from the first call, so a gradient on min RTT alone settled at a
+    quarter of this knee, 0.6 x C). The knee: where 1 % more calls bring 0.1 % more answers. The limit's
+    time average over the last 40 s must be within 25 % above it and 30 % below it."""
+    server = SoftModelServer(capacity, k, elasticity=0.1)
+    client = ModelClient(limiter(1, dither=0.1), rate=2 * server.capacity, rng=random.Random(2))
+    simulate(server, [client], until=60.0)
+    mean = client.mean_limit(20, 60)
+    assert 0.7 * server.knee <= mean <= 1.25 * server.knee, (mean, server.knee)
+    assert client.goodput(20, 60) >= 0.8 * server.capacity
+
+
+@pytest.mark.parametrize(("capacity", "k"), [(90.0, 2.4), (200.0, 5.0)])
+def test_a_fleet_told_its_size_shares_a_soft_knee(capacity, k):
+    """Four instances on the soft model, each told the fleet's size: one holding 1/4 of the calls sees
+    1/4 of the queue it adds, so untold they read the elasticity too high and held 2.3-3.2 x the knee
+    between them. Told, they share it fairly and hold between 0.6 and 1.6 x the knee in all."""
+    server = SoftModelServer(capacity, k, elasticity=0.1)
+    clients = [
+        ModelClient(
+            limiter(10 + i, min_limit=1, dither=0.1, fleet_size=4),
+            rate=2 * server.capacity / 4,
+            rng=random.Random(100 + i),
+        )
+        for i in range(4)
+    ]
+    simulate(server, clients, until=60.0)
+    goodputs = [client.goodput(20, 60) for client in clients]
+    held = sum(client.mean_limit(20, 60) for client in clients)
+    assert jain(goodputs) >= 0.95, goodputs
+    assert sum(goodputs) >= 0.8 * server.capacity, (sum(goodputs), server.capacity)
+    assert 0.6 * server.knee <= held <= 1.6 * server.knee, (held, server.knee)

@@ -67,6 +67,15 @@ def test_a_knee_off_the_front_gives_way_to_the_front_value_with_the_lowest_p99()
     assert "lowest p99 on the Pareto front" in sentence and "the knee, 16, does worse on both" in sentence
 
 
+def test_an_adaptive_point_beating_every_near_value_leaves_the_choice_among_the_values():
+    """A full benchmarks/pareto.py run crashed here: the SLO-target gradient beat caps 48 and 64 on both
+    axes, the only caps within 5 % of the best, so no value near the best was on the front."""
+    mode = Point("AdaptiveClient gradient", None, 77.7, 481, 547, 266)
+    points = [cap(16, 66.9, 316), cap(32, 66.9, 567), cap(48, 73.8, 734), cap(64, 73.8, 1170), mode]
+    pick, sentence = pareto.recommend(points, "--max-concurrent")
+    assert pick.value == 48 and sentence.startswith("Use --max-concurrent 48")
+
+
 def test_the_best_is_recommended_when_nothing_smaller_comes_close():
     pick, sentence = pareto.recommend([cap(8, 40, 100), cap(16, 80, 200)], "--max-concurrent")
     assert pick.value == 16 and "it gives the most SLO goodput" in sentence
