@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -173,3 +173,19 @@ def run_targets(
     title, context, checks, record = report(measured, bench)
     bench.finish(title, context, checks, **record)
     return 1 if args.check and any(check.passed is False for check in checks) else 0
+
+
+def equivalent_command(config: RunConfig, prog: str, env: Mapping[str, str] | None = None) -> list[str]:
+    """The `python -m comparison` command that runs this stage by itself (recorded in its run.json)."""
+    command = [*(f"{k}={v}" for k, v in (env or {}).items()), "python -m comparison",
+               "--scenario", config.scenario, "--clients", ",".join(config.clients),
+               "--duration", f"{config.duration_s:g}"]  # fmt: skip
+    if config.capacity is not None:
+        command += ["--capacity", f"{config.capacity:.1f}"]
+    if config.rate_multiplier is not None:
+        command += ["--rate-multiplier", f"{config.rate_multiplier:g}"]
+    if config.priority_shedding:
+        command.append("--priority-shedding")
+    if config.passthrough:
+        command += ["--", *config.passthrough]
+    return [*command, f"(a stage of {prog})"]

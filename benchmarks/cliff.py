@@ -37,6 +37,7 @@ from benchmarks._targets import (  # noqa: E402
     OneLineParser,
     Report,
     TargetRun,
+    equivalent_command,
     run_targets,
     target_parser,
 )
@@ -248,23 +249,6 @@ def build_parser() -> OneLineParser:
     return target_parser(PROG, __doc__.split("\n\n")[0], ROOT / "results", "bench")
 
 
-def equivalent_command(config: RunConfig) -> list[str]:
-    """The `python -m comparison` command that runs this stage by itself (recorded in its run.json)."""
-    command = [
-        "python -m comparison",
-        "--scenario",
-        config.scenario,
-        "--clients",
-        ",".join(config.clients),
-        "--duration",
-        f"{config.duration_s:g}",
-    ]
-    if config.capacity is not None:
-        command += ["--capacity", f"{config.capacity:.1f}"]
-    if config.rate_multiplier is not None:
-        command += ["--rate-multiplier", f"{config.rate_multiplier:g}"]
-    return [*command, f"(a stage of {PROG})"]
-
 
 def _by_client(summaries: Sequence[Summary]) -> dict[str, Summary]:
     return {summary.client: summary for summary in summaries}
@@ -276,7 +260,7 @@ def run_stages(durations: Durations, bench: TargetRun) -> tuple[Stages, dict[str
     notes: dict[str, object] = {}
 
     def stage(title: str, config: RunConfig) -> dict[str, Summary]:
-        outcome = bench.stage(title, config, argv=equivalent_command(config))
+        outcome = bench.stage(title, config, argv=equivalent_command(config, PROG))
         notes[title] = str(outcome.run_dir)
         return _by_client(outcome.summaries)
 

@@ -39,6 +39,7 @@ from benchmarks._targets import (  # noqa: E402
     OneLineParser,
     Report,
     TargetRun,
+    equivalent_command,
     run_targets,
     target_parser,
 )
@@ -142,16 +143,6 @@ def target_env(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def equivalent_command(config: RunConfig, env: Mapping[str, str]) -> list[str]:
-    """The `python -m comparison` command that runs this stage by itself (recorded in its run.json)."""
-    command = [*(f"{k}={v}" for k, v in env.items()), "python -m comparison", "--scenario", config.scenario,
-               "--clients", ",".join(config.clients), "--duration", f"{config.duration_s:g}"]  # fmt: skip
-    if config.capacity is not None:
-        command += ["--capacity", f"{config.capacity:.1f}"]
-    if config.priority_shedding:
-        command.append("--priority-shedding")
-    return [*command, "--", *config.passthrough, f"(a stage of {PROG})"]
-
 
 def run_stages(durations: Durations, bench: TargetRun) -> Stages:
     """Run both stages through the comparison runner. Raises SystemExit on a failed run."""
@@ -159,7 +150,7 @@ def run_stages(durations: Durations, bench: TargetRun) -> Stages:
 
     def stage(title: str, config: RunConfig, env: Mapping[str, str]) -> Summary | None:
         with target_env(env):
-            outcome = bench.stage(title, config, argv=equivalent_command(config, env))
+            outcome = bench.stage(title, config, argv=equivalent_command(config, PROG, env))
         return next((s for s in outcome.summaries if s.client == ADAPTIVE), None)
 
     # the scenario's name only here, as a user would type it: comparison/ names no scenario

@@ -39,6 +39,7 @@ from benchmarks._targets import (  # noqa: E402
     OneLineParser,
     Report,
     TargetRun,
+    equivalent_command,
     run_targets,
     target_parser,
 )
@@ -201,23 +202,13 @@ def rows_of(outcome: object) -> dict[str, Row]:
     return found
 
 
-def equivalent_command(config: RunConfig) -> list[str]:
-    """The `python -m comparison` command that runs this stage by itself (recorded in its run.json)."""
-    command = ["python -m comparison", "--scenario", config.scenario, "--clients", ",".join(config.clients),
-               "--duration", f"{config.duration_s:g}"]  # fmt: skip
-    if config.capacity is not None:
-        command += ["--capacity", f"{config.capacity:.1f}"]
-    if config.passthrough:
-        command += ["--", *config.passthrough]
-    return [*command, f"(a stage of {PROG})"]
-
 
 def run_stages(durations: Durations, bench: TargetRun) -> Stages:
     """Run the two stages through the comparison runner. Raises SystemExit on a failed run."""
     folder = bench.folder
 
     def stage(title: str, config: RunConfig) -> dict[str, Row]:
-        return rows_of(bench.stage(title, config, argv=equivalent_command(config)))
+        return rows_of(bench.stage(title, config, argv=equivalent_command(config, PROG)))
 
     # the scenario's name only here, as a user would type it: comparison/ names no scenario
     tail = stage("tail", RunConfig("tail", (COMBINED, HEDGED), durations.tail, results_dir=folder))
