@@ -8,10 +8,10 @@ has a final row without them: it came back, and is not lost.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from comparison.readers import read_instances
+from comparison.readers import ClientRow
 
 
 @dataclass(frozen=True)
@@ -25,10 +25,11 @@ class LostWorker:
         return f"{self.worker} at {self.at_s:.1f} s"
 
 
-def lost_workers(mitigations: Path, client: str) -> list[LostWorker]:
-    """Every worker of `client` whose final row says it was lost, in the order they were lost."""
+def lost_workers(instances: Mapping[str, Sequence[ClientRow]]) -> list[LostWorker]:
+    """Every worker whose final row says it was lost, in the order they were lost. `instances`: one
+    class's rows by worker (`readers.read_instances`), as the summary has already read them."""
     found = []
-    for worker, rows in read_instances(mitigations, client).items():
+    for worker, rows in instances.items():
         final = max(rows, key=lambda row: row.timestamp)
         if final.worker_lost_at_s is not None:
             found.append(LostWorker(worker, final.worker_lost_at_s, final.lost_with_worker))

@@ -17,6 +17,7 @@ from comparison.lost_workers import lost_workers
 from comparison.lost_workers import note as lost_note
 from comparison.narrative import describe
 from comparison.plan import LoadPlan
+from comparison.readers import read_instances
 from comparison.run_record import RunRecord, describe_run
 from comparison.scenarios import scenario_of
 from comparison.summary import ClassResult, Summary, summarise, write_csv
@@ -47,7 +48,9 @@ def write_outputs(
     ]
     record.notes.extend(note for summary in summaries if (note := summary.skipped_note()))
     record.notes.extend(
-        lost_note(r.client, lost) for r in results for lost in lost_workers(r.files.mitigations, r.client)
+        lost_note(r.client, lost)
+        for r in results
+        for lost in lost_workers(read_instances(r.files.mitigations, r.client))
     )
     write_csv(summaries, run_dir / "summary.csv")
     sentences = mix.describe(results, summaries, plan) if plan.mix else describe(summaries, plan)

@@ -314,7 +314,7 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
         wasted_work_ratio=wasted_ratio(server),
         by_criticality=criticality_cells(last, seconds),
         lost_with_worker=last.lost_with_worker,
-        lost_workers=lost_workers.cell(lost_workers.lost_workers(result.files.mitigations, result.client)),
+        lost_workers=lost_workers.cell(lost_workers.lost_workers(instances)),
     )
 
 
