@@ -203,16 +203,12 @@ def starts_or_sleeps(item: pytest.Item) -> str | None:
 # -- `make test` runs two pytest processes side by side (tests/run_both.py): the `load` lane holds the runs
 # whose verdict depends on how much CPU the target and Locust get, one at a time; the other lane holds the
 # rest (unit tests, guard namespaces, the wheel, the browser, bad input), which only wait or finish fast.
-# Runs whose counts are exact whatever CPU they get (sums across workers, files that agree, traces) stay in
-# the other lane: test_distributed_run, test_final_csv, test_tracing_e2e. test_live_views_e2e stays here:
-# beside the other lane its 2-process run once met Locust's own shutdown race (its CSV greenlet writing
-# to a file Locust had just closed).
 LOAD_MODULES = frozenset({
-    "test_metastable_run", "test_clients_e2e", "test_comparison_run",
+    "test_metastable_run", "test_clients_e2e", "test_comparison_run", "test_distributed_run",
     "test_adaptive_retry_e2e", "test_target_load", "test_server_series_e2e", "test_sweep", "test_mix_run",
     "test_adaptive_upstreams", "test_live_views_e2e", "test_fleet_run", "test_ramp", "test_wave",
-    "test_tail", "test_target_workers", "test_latency_profile", "test_hedge_e2e",
-    "test_defer_e2e", "test_cliff_benchmark", "test_adaptive_benchmark",
+    "test_tail", "test_target_workers", "test_latency_profile", "test_hedge_e2e", "test_final_csv",
+    "test_defer_e2e", "test_tracing_e2e", "test_cliff_benchmark", "test_adaptive_benchmark",
     "test_criticality_e2e",
 })  # fmt: skip
 
