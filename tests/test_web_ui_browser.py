@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -27,7 +26,7 @@ import pytest
 
 from mitigations.csv_schema import MITIGATION_COLUMNS, SERVER_COLUMNS
 from tests.browser import launch_chromium
-from tests.locust_run import LOCUST, ROOT
+from tests.locust_run import LOCUST, ROOT, free_port, processes
 
 SCREENSHOT_DIR = "HAMMERLAB_SCREENSHOT_DIR"
 READY_S = 30.0
@@ -36,12 +35,6 @@ ROWS_JS = """() => Array.from(document.querySelectorAll('.MuiTableContainer-root
 MITIGATION_CELLS = ("client", "worker", "concurrent", "launched", "shed", "causes", "breaker", "transitions")
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -272,7 +265,7 @@ def test_the_mitigations_tab_shows_each_workers_limit_finding_its_way(start_targ
     from playwright.sync_api import sync_playwright
 
     target = start_target()
-    args = ["--processes", "2", "--autostart", "-u", "2", "-r", "2", "--run-time", "45s"]
+    args = [*processes(2), "--autostart", "-u", "2", "-r", "2", "--run-time", "45s"]
     args += ["--launch-rate", "90", "--stop-timeout", "0", "AdaptiveClient"]
     with web_ui(target, args, tmp_path) as url, sync_playwright() as playwright:
         browser = launch_chromium(playwright)
