@@ -107,8 +107,15 @@ class DeferredCall:
 
     def row(self) -> tuple[Any, ...]:
         return (
-            self.id, self.method, self.path, self.name, json.dumps(self.headers, sort_keys=True),
-            self.body, self.launched_epoch, self.max_age_s, self.timeout_s,
+            self.id,
+            self.method,
+            self.path,
+            self.name,
+            json.dumps(self.headers, sort_keys=True),
+            self.body,
+            self.launched_epoch,
+            self.max_age_s,
+            self.timeout_s,
         )
 
     @classmethod
