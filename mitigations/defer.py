@@ -233,8 +233,7 @@ class Defer(Replays, BasePolicy):
         found = loaded.calls
         for kept in found:
             heapq.heappush(self._queue, (kept.id, kept))
-        set_aside = [kept.id for kept in loaded.in_doubt] + [row for row, _ in loaded.bad]
-        self._next_id = max([*(kept.id for kept in found), *set_aside], default=0) + 1
+        self._next_id = loaded.last_id + 1  # past every row, set-aside ones of earlier runs included
         self.leftovers = len(found)
         self.in_doubt, self.bad_rows = len(loaded.in_doubt), len(loaded.bad)
         if loaded.in_doubt:

@@ -134,3 +134,6 @@ class Loaded:
     calls: list[DeferredCall] = field(default_factory=list)
     in_doubt: list[DeferredCall] = field(default_factory=list)
     bad: list[tuple[int, str]] = field(default_factory=list)  # (row id, why)
+    # The highest id in the file, whatever its state: new calls take ids past it, since a write reusing
+    # the id of a row an earlier run set aside would replace that row.
+    last_id: int = 0

@@ -126,6 +126,7 @@ class DeferStore:
         ]
         if marks:
             self.write([], [], marks=marks)
+        found.last_id = int(self._db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {TABLE}").fetchone()[0])
         return found
 
     def write(

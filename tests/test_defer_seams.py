@@ -226,6 +226,23 @@ def test_planted_rows_that_fail_the_request_checks_are_set_aside_counted_and_nev
     again.close()
 
 
+def test_a_later_run_keeps_the_rows_an_earlier_run_set_aside(tmp_path):
+    """Set-aside rows stay in the file for inspection: a later run's new calls take ids past them, never
+    their ids (the write is an INSERT OR REPLACE, so a reused id would overwrite the row)."""
+    plant(tmp_path / "T.sqlite", [("BREW", "/h", "{}", None), ("GET", "/h", "{not json", None)])
+    _, first, _ = queue(tmp_path, FakeClock())
+    first.start(lambda call: None)
+    assert first.bad_rows == 2
+    first.close()
+    pipeline, later, held = queue(tmp_path, FakeClock(), limit=1)
+    busy = occupy(pipeline, held, "/busy")
+    assert send(pipeline, "/new").kind == "shed:deferred"
+    busy.kill()
+    later.close()
+    found = states(tmp_path / "T.sqlite")
+    assert [found[1][0], found[2][0]] == [BAD, BAD] and found[3] == ("queued", None)
+
+
 # -- item 10: a replay whose outcome is unknown ----------------------------------------------------------
 
 
