@@ -55,8 +55,9 @@ from mitigations.adaptive import (
 from mitigations.admission import GatedPolicy
 from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig
 from mitigations.core import Clock, Pipeline, Policy
-from mitigations.defer import Defer, DeferConfig
+from mitigations.defer import Defer
 from mitigations.defer_checks import default_directory
+from mitigations.defer_config import DeferConfig
 from mitigations.hedge import Hedge, HedgeConfig
 from mitigations.retry import Retry, RetryBudgetConfig, RetryConfig
 from mitigations.socket_pool import SocketPool, SocketPoolConfig

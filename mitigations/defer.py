@@ -35,22 +35,17 @@ import heapq
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
 import gevent
 import gevent.event
 from gevent import Greenlet
-from hdrh.histogram import HdrHistogram
 
-from mitigations._checks import check_choice, check_int, check_seconds
-from mitigations.admission import FifoGate
 from mitigations.core import (
     BasePolicy,
     Call,
     Clock,
-    DeferExpired,
     DeferQueueFull,
     Deferred,
     Gauges,
@@ -58,54 +53,19 @@ from mitigations.core import (
     Outcome,
     PipelineEvents,
     Policy,
-    Shed,
 )
-from mitigations.defer_checks import check_queue, default_directory
-from mitigations.defer_rows import QUEUED, SENDING
+from mitigations.defer_checks import check_queue
+from mitigations.defer_config import DeferConfig, deferrable
+from mitigations.defer_replay import Replays
 from mitigations.defer_store import BatchWriter, DeferredCall, DeferStore, in_thread
 from mitigations.histograms import encode_histogram
-from mitigations.request import RequestSpec
 
 log = logging.getLogger("hammerlab")
 
-DEFERRABLE_CAUSES = frozenset({"throttle", "adaptive", "sre-throttle", "circuit-open"})
-PRIORITIES = ("fresh", "deferred")
-FALLBACK_REPLAYS = 4  # concurrent replays when the limiter has no gate to read (SRE throttle)
-HDR_MAX_MS = 3_600_000
-FINISH_GRACE_S = 1.0  # past the drain's end, for a replay that overran its own deadline a little
 
-
-@dataclass(frozen=True)
-class DeferConfig:
-    """Where the queue lives and how it drains.
-
-    `directory`: one SQLite file per client class in it. `max_age`: seconds from launch after which a
-    queued call is expired. `max_queue`: calls held at most. `priority`: `fresh` or `deferred` (see
-    the module doc). `drain_every`: the drainer's tick in seconds; None runs no drainer greenlet (the
-    owner calls `drain_once`, as the FakeClock tests do). `pause`: with priority `fresh`, how long
-    replays wait after a fresh call was deferred or a replay was shed again. `private`: the folder is
-    the default one in the shared temp directory, so it must belong to this user and be closed to
-    others (`defer_checks`).
-    """
-
-    directory: Path | str = field(default_factory=default_directory)
-    max_age: float = 60.0
-    max_queue: int = 10_000
-    priority: str = "fresh"
-    drain_every: float | None = 0.01
-    pause: float = 0.1
-    private: bool = False
-
-    def __post_init__(self) -> None:
-        check_seconds("DeferConfig", "max_age", self.max_age)
-        check_int("DeferConfig", "max_queue", self.max_queue, minimum=1)
-        check_choice("DeferConfig", "priority", self.priority, PRIORITIES)
-        check_seconds("DeferConfig", "drain_every", self.drain_every, allow_none=True)
-        check_seconds("DeferConfig", "pause", self.pause)
-
-
-class Defer(BasePolicy):
-    """Keeps limiter-shed calls in a durable queue and replays them (see module doc).
+class Defer(Replays, BasePolicy):
+    """Keeps limiter-shed calls in a durable queue and replays them (see module doc; the replaying is
+    `defer_replay.Replays`).
 
     Counters: `deferred`, `replayed` (final outcomes, ok or not), `replayed_ok`, `expired`, `full`
     (shed with DeferQueueFull), `requeued` (replays shed again), `leftovers` (found at start, to
@@ -130,25 +90,16 @@ class Defer(BasePolicy):
         self.client = client
         self._wall = wall
         self._offset = 0.0  # wall seconds minus clock seconds, fixed at start
-        self._queue: list[tuple[int, DeferredCall]] = []
-        self._replaying: dict[int, Greenlet] = {}
         self._guarding: dict[object, list[Outcome]] = {}  # greenlet -> the deferrable sheds it held
-        self._wired: set[object] = set()  # replay greenlets that put an attempt on the wire
-        self._drain_end: float | None = None
-        self._replays_stopped = False
-        self._mark_failed = False  # the last `sending` mark could not be written (logged once)
         self._writing = 0
         self._next_id = 1
-        self._paused_until = float("-inf")
         self._proceed: Next | None = None
         self._started: gevent.event.Event | None = None
         self._writer: BatchWriter | None = None
         self._drainer: Greenlet | None = None
         self.closed = False
         self.store_path: Path | None = None
-        self.deferred = self.replayed = self.replayed_ok = self.expired = 0
-        self.full = self.requeued = self.leftovers = self.in_doubt = self.bad_rows = 0
-        self.replay_delays = HdrHistogram(1, HDR_MAX_MS, 3)
+        self.deferred = self.full = self.leftovers = self.in_doubt = self.bad_rows = 0
 
     # -- wiring ------------------------------------------------------------------------------------
 
@@ -177,7 +128,7 @@ class Defer(BasePolicy):
         until the call ends: if the call is not deferred after all (an inner `Retry` turned the refused
         retry back into the server failure it was retrying), `_guarded` announces it then."""
         held = self._guarding.get(gevent.getcurrent())
-        if held is None or not _deferrable(outcome):
+        if held is None or not deferrable(outcome):
             return False
         held.append(outcome)
         return True
@@ -202,7 +153,7 @@ class Defer(BasePolicy):
     def execute(self, call: Call, proceed: Next) -> Outcome:
         self._start(proceed)
         outcome = self._guarded(proceed, call)
-        if not _deferrable(outcome):
+        if not deferrable(outcome):
             return outcome
         return self._defer(call, outcome)
 
@@ -214,7 +165,7 @@ class Defer(BasePolicy):
             outcome = proceed(call)
         finally:
             self._guarding.pop(current, None)
-        if not _deferrable(outcome):
+        if not deferrable(outcome):
             for shed in held:  # refused retries of a call that ends otherwise: their own rows
                 self.events.emit("shed", shed)
         return outcome
@@ -253,7 +204,7 @@ class Defer(BasePolicy):
         self.deferred += 1
         return self.shed(call, Deferred())
 
-    # -- start, drain, replay ------------------------------------------------------------------------
+    # -- start and recovery ----------------------------------------------------------------------------
 
     def _start(self, proceed: Next) -> None:
         """Open the store (off the loop), load leftovers, start the writer and the drainer. Once."""
@@ -263,12 +214,17 @@ class Defer(BasePolicy):
         self._started = gevent.event.Event()
         self._proceed = proceed
         try:
-            store = in_thread(partial(DeferStore.open, private=self.config.private),
-                              self.config.directory, self.client)
+            store = in_thread(
+                partial(DeferStore.open, private=self.config.private), self.config.directory, self.client
+            )
             loaded = in_thread(store.load)
         except Exception as error:
-            log.error("%s: cannot open the defer queue in %s (%s); shedding instead", self.client,
-                      self.config.directory, error)
+            log.error(
+                "%s: cannot open the defer queue in %s (%s); shedding instead",
+                self.client,
+                self.config.directory,
+                error,
+            )
             self.closed = True
             self._started.set()
             return
@@ -277,22 +233,35 @@ class Defer(BasePolicy):
         found = loaded.calls
         for kept in found:
             heapq.heappush(self._queue, (kept.id, kept))
-        set_aside = [kept.id for kept in loaded.in_doubt] + [row for row, _ in loaded.bad]
-        self._next_id = max([*(kept.id for kept in found), *set_aside], default=0) + 1
+        self._next_id = loaded.last_id + 1  # past every row, set-aside ones of earlier runs included
         self.leftovers = len(found)
         self.in_doubt, self.bad_rows = len(loaded.in_doubt), len(loaded.bad)
         if loaded.in_doubt:
-            log.warning("%s: %d deferred calls in %s were on the wire when an earlier run ended, and are "
-                        "not safe to send twice (not idempotent, no Idempotency-Key): set aside, never sent "
-                        "again (state 'in-doubt' in the file)", self.client, self.in_doubt, store.path)
+            log.warning(
+                "%s: %d deferred calls in %s were on the wire when an earlier run ended, and are "
+                "not safe to send twice (not idempotent, no Idempotency-Key): set aside, never sent "
+                "again (state 'in-doubt' in the file)",
+                self.client,
+                self.in_doubt,
+                store.path,
+            )
         if loaded.bad:
-            log.warning("%s: %d rows of %s fail the request checks (first: row %s, %s): set aside, never "
-                        "sent (state 'bad' in the file)", self.client, self.bad_rows, store.path,
-                        *loaded.bad[0])
+            log.warning(
+                "%s: %d rows of %s fail the request checks (first: row %s, %s): set aside, never "
+                "sent (state 'bad' in the file)",
+                self.client,
+                self.bad_rows,
+                store.path,
+                *loaded.bad[0],
+            )
         if found:
             self.events.emit("recovered", len(found))
-            log.info("%s: found %d deferred calls left by an earlier run in %s; replaying them first",
-                     self.client, len(found), store.path)
+            log.info(
+                "%s: found %d deferred calls left by an earlier run in %s; replaying them first",
+                self.client,
+                len(found),
+                store.path,
+            )
         self._writer = BatchWriter(store)
         if self.config.drain_every is not None:
             self._drainer = gevent.spawn(self._drain_forever, self.config.drain_every)
@@ -301,150 +270,6 @@ class Defer(BasePolicy):
     def start(self, proceed: Next) -> None:
         """Start now rather than at the first call (to replay leftovers before any new traffic)."""
         self._start(proceed)
-
-    def _drain_forever(self, every: float) -> None:
-        while not self.closed:
-            self.drain_once()
-            gevent.sleep(every)
-
-    def drain_once(self) -> int:
-        """Expire what is too old, then start replays for the free slots. Returns replays started."""
-        now = self.clock.now()
-        while self._queue and self._too_old(self._queue[0][1], now):
-            self._expire(heapq.heappop(self._queue)[1], now)
-        started = 0
-        if self._proceed is None or self._replays_stopped:
-            return started
-        if self.config.priority == "fresh" and now < self._paused_until:
-            return started
-        for _ in range(max(0, min(self.free_slots(), len(self._queue)))):
-            if not self._fits_drain(self._queue[0][1], now):
-                break  # oldest first: the rest wait on disk for the next run
-            kept = heapq.heappop(self._queue)[1]
-            self._replaying[kept.id] = gevent.spawn(self._replay, kept)
-            started += 1
-        return started
-
-    def _fits_drain(self, kept: DeferredCall, now: float) -> bool:
-        """While a stopping test drains, a replay starts only if its deadline falls before the drain's
-        end: it finishes, and is never cut on the wire (a call without a deadline waits on disk)."""
-        if self._drain_end is None:
-            return True
-        return kept.timeout_s is not None and now + kept.timeout_s <= self._drain_end
-
-    def drain_by(self, end: float) -> None:
-        """The test is stopping and its drain ends at `end` (this policy's clock): see `_fits_drain`."""
-        self._drain_end = end
-
-    def stop_replaying(self) -> None:
-        """Start no more replays (the ones on the wire go on)."""
-        self._replays_stopped = True
-
-    def finish_replays(self, timeout: float = FINISH_GRACE_S) -> int:
-        """Wait (real time) up to `timeout` for the replays on the wire. Returns how many still run."""
-        running = list(self._replaying.values())
-        if running and timeout > 0:
-            gevent.joinall(running, timeout=timeout)
-        return len(self._replaying)
-
-    def free_slots(self) -> int:
-        """Slots the drainer may take now: the limiter's free ones, less a reserve for fresh calls."""
-        gate = getattr(self.limiter, "gate", None)
-        if isinstance(gate, FifoGate) and gate.limit is not None:
-            if gate.waiting:
-                return 0
-            reserve = 0 if self.config.priority == "deferred" else gate.limit // 4
-            return gate.limit - reserve - gate.in_use
-        return FALLBACK_REPLAYS - len(self._replaying)
-
-    def _launched_at(self, kept: DeferredCall) -> float:
-        """The call's launch on this clock: its own, when it was deferred in this run."""
-        return kept.launched_epoch - self._offset if kept.launched_at is None else kept.launched_at
-
-    def _too_old(self, kept: DeferredCall, now: float) -> bool:
-        return now - self._launched_at(kept) > kept.max_age_s
-
-    def _original(self, kept: DeferredCall) -> Call:
-        return Call(
-            method=kept.method, path=kept.path, name=kept.name, headers=dict(kept.headers),
-            body=kept.body, launched_at=self._launched_at(kept),
-        )
-
-    def _expire(self, kept: DeferredCall, now: float) -> None:
-        self.expired += 1
-        if self._writer is not None:
-            self._writer.delete(kept.id)
-        self.events.emit("expired", Outcome(call=self._original(kept), finished_at=now, error=DeferExpired()))
-
-    def _replay(self, kept: DeferredCall) -> None:
-        current = gevent.getcurrent()
-        try:
-            now = self.clock.now()
-            if self._too_old(kept, now):
-                self._expire(kept, now)
-                return
-            if not self._mark_sending(kept):
-                return
-            # A row from disk passes the checks a fresh call passes (RequestSpec), and the transport joins
-            # its path onto the same checked URL: a stored `@10.200.0.1/x` is refused, never sent.
-            spec = RequestSpec(kept.method, kept.path, tuple(dict(kept.headers).items()), kept.body)
-            deadline = None if kept.timeout_s is None else now + kept.timeout_s
-            attempt = replace(spec.call(now, deadline), name=kept.name)
-            assert self._proceed is not None
-            outcome = self._guarded(self._proceed, attempt)
-        finally:
-            self._replaying.pop(kept.id, None)
-            wired = current in self._wired
-            self._wired.discard(current)
-        if _deferrable(outcome):  # the limiter said no again: back in line, and let fresh calls go
-            self.requeued += 1
-            self._paused_until = self.clock.now() + self.config.pause
-            if not wired and self._writer is not None and not self.closed:
-                self._writer.mark(kept.id, QUEUED)  # it never reached the wire: no doubt about it
-            heapq.heappush(self._queue, (kept.id, kept))
-            return
-        final = Outcome(
-            call=self._original(kept), finished_at=outcome.finished_at, status=outcome.status,
-            error=outcome.error, headers=outcome.headers, length=outcome.length,
-        )
-        if self._writer is not None:
-            self._writer.delete(kept.id)
-        self.replayed += 1
-        self.replayed_ok += final.ok
-        self.replay_delays.record_value(min(HDR_MAX_MS, max(1, round(final.latency * 1000))))
-        self.events.emit("replayed", final)
-
-    def _mark_sending(self, kept: DeferredCall) -> bool:
-        """Commit the row's `sending` mark before the replay goes out; if that fails, it waits in line."""
-        if self._writer is None:
-            return True
-        try:
-            self._writer.mark(kept.id, SENDING, wait=True)
-        except Exception as error:  # disk full, file removed: never send what the file cannot vouch for
-            if not self.closed and not self._mark_failed:
-                log.error("%s: defer queue write failed (%s); replays wait", self.client, error)
-            self._mark_failed = True
-            heapq.heappush(self._queue, (kept.id, kept))
-            return False
-        self._mark_failed = False
-        return True
-
-    # -- the end ---------------------------------------------------------------------------------------
-
-    def wait_drained(self, timeout: float) -> bool:
-        """Wait (real time) until nothing is held, at most `timeout` seconds, or until a stopping
-        test's drain can start no more replays (see `_fits_drain`) and none is on the wire. True if
-        drained."""
-        deadline = time.monotonic() + timeout
-        while self.depth and time.monotonic() < deadline and not self._stuck():
-            gevent.sleep(0.01)
-        return self.depth == 0
-
-    def _stuck(self) -> bool:
-        return bool(
-            self._drain_end is not None and self._queue and not self._replaying and not self._writing
-            and not self._fits_drain(self._queue[0][1], self.clock.now())
-        )
 
     def close(self) -> None:
         """Stop replaying and close the file. Queued calls stay on disk for the next run of this class;
@@ -458,7 +283,3 @@ class Defer(BasePolicy):
         gevent.killall(list(self._replaying.values()))
         if self._writer is not None:
             self._writer.close()
-
-
-def _deferrable(outcome: Outcome) -> bool:
-    return isinstance(outcome.error, Shed) and outcome.error.cause in DEFERRABLE_CAUSES

@@ -107,8 +107,15 @@ class DeferredCall:
 
     def row(self) -> tuple[Any, ...]:
         return (
-            self.id, self.method, self.path, self.name, json.dumps(self.headers, sort_keys=True),
-            self.body, self.launched_epoch, self.max_age_s, self.timeout_s,
+            self.id,
+            self.method,
+            self.path,
+            self.name,
+            json.dumps(self.headers, sort_keys=True),
+            self.body,
+            self.launched_epoch,
+            self.max_age_s,
+            self.timeout_s,
         )
 
     @classmethod
@@ -127,3 +134,6 @@ class Loaded:
     calls: list[DeferredCall] = field(default_factory=list)
     in_doubt: list[DeferredCall] = field(default_factory=list)
     bad: list[tuple[int, str]] = field(default_factory=list)  # (row id, why)
+    # The highest id in the file, whatever its state: new calls take ids past it, since a write reusing
+    # the id of a row an earlier run set aside would replace that row.
+    last_id: int = 0

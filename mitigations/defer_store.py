@@ -56,6 +56,7 @@ from mitigations.defer_rows import (
 
 __all__ = ["DeferredCall", "QueueProblem", "default_directory"]
 
+
 class DeferStore:
     """The SQLite file of one client class in this process. Blocking: call it from a thread."""
 
@@ -93,8 +94,9 @@ class DeferStore:
             except (sqlite3.Error, QueueProblem) as error:
                 handle.close()
                 raise QueueProblem(f"--defer-dir: {path} cannot hold a queue ({error})") from None
-        raise QueueProblem(f"--defer-dir {folder}: {MAX_FILES_PER_CLASS} processes already hold a queue "
-                           f"of {client}")
+        raise QueueProblem(
+            f"--defer-dir {folder}: {MAX_FILES_PER_CLASS} processes already hold a queue of {client}"
+        )
 
     def load(self) -> Loaded:
         """Every queued call, oldest (lowest id) first, after setting aside in one transaction:
@@ -124,6 +126,7 @@ class DeferStore:
         ]
         if marks:
             self.write([], [], marks=marks)
+        found.last_id = int(self._db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {TABLE}").fetchone()[0])
         return found
 
     def write(
@@ -250,4 +253,3 @@ class BatchWriter:
         self._wake.set()
         self._greenlet.join()
         self._run(self.store.close)
-

@@ -9,12 +9,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from target_server.config import Config, ConfigError
+from target_server.config_sources import config_from_sources
+from target_server.options import ConfigError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        config = Config.from_sources(sys.argv[1:] if argv is None else argv, os.environ)
+        config = config_from_sources(sys.argv[1:] if argv is None else argv, os.environ)
     except ConfigError as error:
         detail = error.problem if error.option == "arguments" else str(error)
         print(f"target_server: error: {detail}", file=sys.stderr)

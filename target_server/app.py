@@ -25,7 +25,8 @@ from werkzeug.exceptions import HTTPException
 from target_server import metrics
 from target_server.busy import busy_spin
 from target_server.cluster import under_gunicorn
-from target_server.config import OPTION_BY_NAME, QUERY_OPTIONS, Config, ConfigError, check_work
+from target_server.config import Config, check_work
+from target_server.config_sources import config_from_sources
 from target_server.criticality import criticality_of
 from target_server.deadline import (
     DEADLINE_ENVIRON,
@@ -44,6 +45,7 @@ from target_server.guard import (
     query_values,
 )
 from target_server.latency_profile import profile_applies
+from target_server.options import OPTION_BY_NAME, QUERY_OPTIONS, ConfigError
 from target_server.state import TargetState
 from target_server.tracing import CPU_KEY, FAULT_KEY, OUTCOME_KEY
 
@@ -63,7 +65,7 @@ def create_app(config: Config | None = None) -> Flask:
     """Build the app. Without a config, read TARGET_* from the environment (one line and exit 3 if bad)."""
     if config is None:
         try:
-            config = Config.from_sources((), os.environ)
+            config = config_from_sources((), os.environ)
         except ConfigError as error:
             print(f"target_server: error: {error}", file=sys.stderr, flush=True)
             raise SystemExit(3) from None  # gunicorn's "worker failed to boot": stop, don't respawn
@@ -499,4 +501,3 @@ def _json_body() -> Any:
     except OSError:  # a short or broken body under gunicorn (pywsgi's handler reads bodies up front)
         raise InputError("body: cannot be read to its end") from None
     return parse_json(data)
-

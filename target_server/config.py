@@ -1,264 +1,21 @@
-"""The target server's configuration: one validated value object, built from flags, env vars or JSON.
+"""The target server's configuration: one validated value object, whatever its values came from.
 
-Every option is described once in `OPTIONS`. That single table gives the CLI flag (`--sync-work-ms`), the
-environment variable (`TARGET_SYNC_WORK_MS`), the help text, the allowed range, and whether `/admin/config`
-may change it at run time. Validation happens in `Config.__post_init__`, so a bad value is refused whether it
-came from the command line, the environment, a test or an admin request.
+Each value is checked by its option (`target_server.options`: the table of flags, env vars, ranges and
+help) in `Config.__post_init__`, and so are the combinations no single option can judge (the blocking-work
+cap, the shedding thresholds' order, a latency profile's fit), so a bad value is refused whether it came
+from the command line, the environment (`target_server.config_sources`), a test or an admin request.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from target_server.faults import Fault, FaultError, parse_fault
+from target_server.faults import Fault
 from target_server.latency_profile import LatencyProfile, ProfileError, load_profile
-from target_server.numbers import parse_float, parse_int
-
-ENV_PREFIX = "TARGET_"
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
-# A listen address: an IPv4/IPv6 literal or a host name, in ASCII (anything else fails at bind time).
-HOST_TEXT = re.compile(r"[A-Za-z0-9._:%-]{1,255}", re.ASCII)
-
-
-class ConfigError(ValueError):
-    """A bad option value. `option` is the field name; the message says what is allowed."""
-
-    def __init__(self, option: str, problem: str) -> None:
-        super().__init__(f"{option}: {problem}")
-        self.option = option
-        self.problem = problem
-
-
-@dataclass(frozen=True)
-class Option:
-    """One option: its type, its range and its help. `runtime` options can change through /admin/config."""
-
-    name: str
-    kind: type
-    help: str
-    low: float | None = None
-    high: float | None = None
-    low_exclusive: bool = False
-    nullable: bool = False
-    runtime: bool = False
-    query: bool = False
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
-
-    def allowed(self) -> str:
-        """What a valid value looks like, in words, for error messages."""
-        if self.kind is bool:
-            return "a boolean (true/false, 1/0, yes/no, on/off)"
-        noun = "an integer" if self.kind is int else "a number" if self.kind is float else "a string"
-        if self.low is not None and self.high is not None and not self.low_exclusive:
-            text = f"{noun} from {_num(self.low)} to {_num(self.high)}"
-        elif self.low is not None:
-            text = f"{noun} {'>' if self.low_exclusive else '>='} {_num(self.low)}"
-            if self.high is not None:
-                text += f" and <= {_num(self.high)}"
-        else:
-            text = noun
-        return text + (" (or empty for none)" if self.nullable else "")
-
-    def check(self, value: Any) -> Any:
-        """Return `value` if it is allowed (ints are accepted for floats), else raise ConfigError."""
-        if value is None and self.nullable:
-            return None
-        bad = ConfigError(self.name, f"must be {self.allowed()}, got {value!r}")
-        if self.kind is bool:
-            if not isinstance(value, bool):
-                raise bad
-            return value
-        if self.kind is str:
-            if not isinstance(value, str) or not value or not value.isprintable():
-                raise bad
-            if self.name == "host" and not HOST_TEXT.fullmatch(value):
-                raise ConfigError(self.name, f"must be an IP address or host name, got {value!r}")
-            return value
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad
-        if self.kind is int and not isinstance(value, int):
-            raise bad
-        if isinstance(value, float) and not math.isfinite(value):
-            raise bad
-        if self.low is not None and (value <= self.low if self.low_exclusive else value < self.low):
-            raise bad
-        if self.high is not None and value > self.high:
-            raise bad
-        return float(value) if self.kind is float else value
-
-    def parse(self, text: str) -> Any:
-        """Turn a flag, env or query string into a checked value (ASCII digits only: see numbers.py)."""
-        text = text.strip(" \t")
-        if self.nullable and text == "":
-            return None
-        bad = ConfigError(self.name, f"must be {self.allowed()}, got {text!r}")
-        if self.kind is bool:
-            if text.lower() in TRUE_WORDS:
-                return True
-            if text.lower() in FALSE_WORDS:
-                return False
-            raise bad
-        if self.kind is str:
-            return self.check(text)
-        try:
-            return self.check(parse_int(text) if self.kind is int else parse_float(text))
-        except (ValueError, ConfigError):
-            raise bad from None
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-OPTIONS: tuple[Option, ...] = (
-    Option("host", str, "address to listen on"),
-    Option("port", int, "TCP port to listen on (0 picks a free one)", 0, 65535),
-    Option(
-        "expansion", int, "tasks each /doWork request runs in parallel", 1, 1000, runtime=True, query=True
-    ),
-    Option(
-        "task_delay_ms",
-        float,
-        "each task first waits this long without blocking",
-        0,
-        60_000,
-        runtime=True,
-        query=True,
-    ),
-    Option(
-        "sync_work_ms",
-        float,
-        "then busy-spins this long, blocking the loop",
-        0,
-        10_000,
-        runtime=True,
-        query=True,
-    ),
-    Option("lag_interval_ms", float, "how often the lag sampler wakes up (toobusy: 500)", 10, 60_000),
-    Option("lag_smoothing", float, "weight of a new lag sample (toobusy: 1/3)", 0, 1, low_exclusive=True),
-    Option(
-        "max_lag_ms",
-        float,
-        "lag above which requests may be shed (toobusy: 70)",
-        0,
-        60_000,
-        True,
-        runtime=True,
-    ),
-    Option("reject_if_too_busy", bool, "shed /doWork with 503 while lag > max_lag_ms", runtime=True),
-    Option(
-        "priority_shedding",
-        bool,
-        "shed by criticality (header Hammerlab-Criticality: critical|sheddable, none = critical): "
-        "sheddable requests from sheddable_lag_ms, critical ones from max_lag_ms; turns shedding on",
-        runtime=True,
-    ),
-    Option(
-        "sheddable_lag_ms",
-        float,
-        "with --priority-shedding: lag above which sheddable requests may be shed (empty: max_lag_ms / 2; "
-        "at most max_lag_ms)",
-        0,
-        60_000,
-        True,
-        nullable=True,
-        runtime=True,
-    ),
-    Option("retry_after_s", int, "Retry-After seconds sent with a too-busy 503", 0, 3600, runtime=True),
-    Option("log_interval_ms", float, "status log period", 10, 60_000),
-    Option("quiet", bool, "no status log"),
-    Option(
-        "max_sockets",
-        int,
-        "connections handled at once (a gevent pool); more wait in the backlog",
-        1,
-        100_000,
-    ),
-    Option("backlog", int, "listen queue length; past it, new connects time out", 0, 65535),
-    Option(
-        "status_port",
-        int,
-        "port of the status series listener, GET /stats/series (0 picks a free one, -1 turns it off)",
-        -1,
-        65535,
-    ),
-    Option(
-        "header_timeout_s",
-        float,
-        "a request's line, headers and body must all arrive within this, else 408 and close",
-        0.1,
-        600,
-    ),
-    Option(
-        "idle_timeout_s",
-        float,
-        "close a connection that starts no request for this long (keep-alive idle)",
-        0.1,
-        3600,
-    ),
-    Option(
-        "max_work_ms",
-        float,
-        "cap on one request's blocking work, expansion x sync_work_ms (query and /admin/config too)",
-        1,
-        600_000,
-    ),
-    Option(
-        "skip_abandoned",
-        bool,
-        "skip the CPU work of a /doWork request whose client has hung up (counted as abandoned)",
-        runtime=True,
-    ),
-    Option(
-        "latency_profile",
-        str,
-        "a measured latency distribution (JSON or CSV, docs/latency-profile.md) that /doWork reproduces "
-        "instead of task_delay_ms and sync_work_ms",
-        nullable=True,
-    ),
-    Option(
-        "cpu_share",
-        float,
-        "with --latency-profile: the CPU-bound share of each request's latency (overrides the file's)",
-        0,
-        1,
-        nullable=True,
-    ),
-    Option(
-        "drop_expired",
-        bool,
-        "answer 504 at once, without the work, when a request's X-Request-Deadline-Ms has passed "
-        "(checked on arrival and before the CPU-bound part; counted as expired)",
-        runtime=True,
-    ),
-    Option("stats_dir", str, "shared dir for multi-worker /stats (auto under gunicorn)", nullable=True),
-    Option("seed", int, "random seed for shedding and fault draws (empty: random)", 0, 2**63, nullable=True),
-    Option(
-        "otel",
-        bool,
-        "a server span per request, continuing the caller's W3C traceparent, exported as the standard "
-        "OTEL_* variables say (docs/tracing.md; needs pip install 'hammerlab[otel]')",
-    ),
-)
-OPTION_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
-RUNTIME_OPTIONS: tuple[str, ...] = tuple(o.name for o in OPTIONS if o.runtime)
-QUERY_OPTIONS: tuple[str, ...] = tuple(o.name for o in OPTIONS if o.query)
-FAULT_FLAG = "--fault"
-FAULT_ENV = ENV_PREFIX + "FAULT"
+from target_server.options import OPTIONS, RUNTIME_OPTIONS, ConfigError
 
 
 @dataclass(frozen=True)
@@ -313,8 +70,10 @@ class Config:
             object.__setattr__(self, "profile", None)
             return
         loaded = self.profile
-        if loaded is None or loaded.source != self.latency_profile or (
-            self.cpu_share is not None and loaded.cpu_share != self.cpu_share
+        if (
+            loaded is None
+            or loaded.source != self.latency_profile
+            or (self.cpu_share is not None and loaded.cpu_share != self.cpu_share)
         ):
             try:
                 loaded = load_profile(self.latency_profile, self.cpu_share)
@@ -347,32 +106,6 @@ class Config:
         data["faults"] = [fault.to_json() for fault in self.faults]
         return data
 
-    @classmethod
-    def from_sources(cls, argv: Sequence[str] = (), env: Mapping[str, str] | None = None) -> Config:
-        """Flags win over TARGET_* env vars, which win over defaults. Raises ConfigError naming the source."""
-        args = build_parser().parse_args(list(argv))
-        env = env or {}
-        values: dict[str, Any] = {}
-        for option in OPTIONS:
-            flag_value = getattr(args, option.name)
-            if flag_value is not None:
-                values[option.name] = _parse_from(option, flag_value, option.flag)
-            elif option.env in env:
-                values[option.name] = _parse_from(option, env[option.env], option.env)
-        texts = list(args.fault or [])
-        source = FAULT_FLAG
-        if not texts and env.get(FAULT_ENV, "").strip():
-            texts = [t for t in env[FAULT_ENV].split(";") if t.strip()]
-            source = FAULT_ENV
-        try:
-            values["faults"] = tuple(parse_fault(text) for text in texts)
-        except FaultError as error:
-            raise ConfigError(source, str(error)) from None
-        try:
-            return cls(**values)
-        except ConfigError as error:  # each value passed parse(); this is a combination (the work cap)
-            raise ConfigError(OPTION_BY_NAME[error.option].flag, error.problem) from None
-
 
 def check_work(expansion: int, sync_work_ms: float, max_work_ms: float) -> None:
     """One request blocks the loop for expansion x sync_work_ms; past `max_work_ms` it would wedge the
@@ -394,58 +127,3 @@ def check_shedding(max_lag_ms: float, sheddable_lag_ms: float | None) -> None:
             f"must be at most max_lag_ms ({max_lag_ms:.10g}), so that sheddable requests are shed first; "
             f"got {sheddable_lag_ms:.10g}",
         )
-
-
-def _parse_from(option: Option, text: str | bool, source: str) -> Any:
-    if isinstance(text, bool):
-        return text
-    try:
-        return option.parse(text)
-    except ConfigError as error:
-        raise ConfigError(source, error.problem) from None
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit code 2, like every other config error."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError("arguments", message)
-
-
-def build_parser() -> OneLineParser:
-    """Every option as a flag. Values stay strings here so that Option.parse can word the errors."""
-    parser = OneLineParser(
-        prog="python -m target_server",
-        allow_abbrev=False,  # `--por 80` is a typo, not --port
-        description="The Hammerlab target server: the seed's remote service, which knows how busy it is.",
-        epilog=f"Every option also reads {ENV_PREFIX}<NAME> from the environment (flags win).",
-    )
-    defaults = Config()
-    for option in OPTIONS:
-        default = getattr(defaults, option.name)
-        default = f"{default:.4g}" if isinstance(default, float) else default
-        if option.kind is bool:
-            parser.add_argument(
-                option.flag,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=f"{option.help} [{option.env}, default {default}]",
-            )
-        else:
-            parser.add_argument(
-                option.flag,
-                metavar=option.kind.__name__.upper(),
-                default=None,
-                help=f"{option.help} [{option.env}, default {default}]",
-            )
-    parser.add_argument(
-        FAULT_FLAG,
-        action="append",
-        metavar="KIND[:key=value,...]",
-        help=(
-            "inject a fault on /doWork, repeatable: error|slow|reset|hang|outage with keys rate, "
-            "duration_s, delay_ms (slow), status (error, outage); e.g. error:rate=0.2 slow:delay_ms=300 "
-            f"outage:duration_s=10 [{FAULT_ENV}, ';'-separated]"
-        ),
-    )
-    return parser

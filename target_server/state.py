@@ -22,11 +22,12 @@ import gevent
 
 from target_server.busy import DROP_REASONS, Gauges, LagSampler, Totals, format_status, shed_probability
 from target_server.cluster import Cluster, default_gunicorn_dir, master_pid, under_gunicorn
-from target_server.config import OPTION_BY_NAME, RUNTIME_OPTIONS, Config, ConfigError
+from target_server.config import Config
 from target_server.criticality import LEVELS, SHEDDABLE, shed_chance, sheddable_lag
 from target_server.faults import KINDS, ActiveFault, Fault, FaultBook
 from target_server.latency_profile import QuantileSequence
 from target_server.metrics import RequestDurations
+from target_server.options import OPTION_BY_NAME, RUNTIME_OPTIONS, ConfigError
 
 SCHEMA = 1
 CRITICALITY_ENDS = ("requests", "completed", "rejected")  # by_criticality_total's counts per class

@@ -28,8 +28,9 @@ from hypothesis import strategies as st
 
 from target_server import __main__ as target_main
 from target_server import server as target_server_module
-from target_server.config import FAULT_ENV, FAULT_FLAG, OPTIONS, QUERY_OPTIONS, Option
+from target_server.config_sources import FAULT_ENV, FAULT_FLAG
 from target_server.faults import KEYS, KINDS
+from target_server.options import OPTIONS, QUERY_OPTIONS, Option
 from tests.conftest import ROOT, launch_target
 from tests.raw_client import exchange
 

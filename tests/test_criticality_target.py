@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from target_server.app import create_app, state_of
 from target_server.busy import shed_probability
-from target_server.config import Config, ConfigError
+from target_server.config import Config
+from target_server.config_sources import config_from_sources
 from target_server.criticality import (
     CRITICAL,
     DEFAULT,
@@ -26,6 +27,7 @@ from target_server.criticality import (
     sheddable_lag,
 )
 from target_server.guard import InputError
+from target_server.options import ConfigError
 
 LOOPBACK = {"REMOTE_ADDR": "127.0.0.1"}
 
@@ -119,12 +121,12 @@ def test_a_sheddable_request_is_never_less_likely_to_be_shed_than_a_critical_one
 def test_the_options_default_off_and_come_from_flags_and_the_environment():
     config = Config()
     assert (config.priority_shedding, config.sheddable_lag_ms) == (False, None)
-    config = Config.from_sources(["--priority-shedding", "--sheddable-lag-ms", "20"], {})
+    config = config_from_sources(["--priority-shedding", "--sheddable-lag-ms", "20"], {})
     assert (config.priority_shedding, config.sheddable_lag_ms) == (True, 20.0)
     env = {"TARGET_PRIORITY_SHEDDING": "on", "TARGET_SHEDDABLE_LAG_MS": ""}
     assert (
-        Config.from_sources([], env).priority_shedding,
-        Config.from_sources([], env).sheddable_lag_ms,
+        config_from_sources([], env).priority_shedding,
+        config_from_sources([], env).sheddable_lag_ms,
     ) == (
         True,
         None,
@@ -133,7 +135,7 @@ def test_the_options_default_off_and_come_from_flags_and_the_environment():
 
 def test_a_sheddable_threshold_above_the_critical_one_is_refused_in_one_line():
     with pytest.raises(ConfigError) as caught:
-        Config.from_sources(["--sheddable-lag-ms", "80"], {})
+        config_from_sources(["--sheddable-lag-ms", "80"], {})
     assert str(caught.value) == (
         "--sheddable-lag-ms: must be at most max_lag_ms (70), so that sheddable requests are shed first; "
         "got 80"

@@ -18,7 +18,8 @@ from locust_plugin.pipelines import build_pipeline
 from mitigations import FakeClock, Pipeline, PipelineEvents, Throttle, ThrottleConfig
 from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig
 from mitigations.core import Call, Outcome, ServiceUnavailable
-from mitigations.defer import Defer, DeferConfig
+from mitigations.defer import Defer
+from mitigations.defer_config import DeferConfig
 from tests.policy_kit import HeldCalls
 
 
@@ -106,7 +107,7 @@ def test_a_call_older_than_max_age_is_expired_never_sent_and_counted(tmp_path):
     held.release()
     wait_until(lambda: defer.replayed == 1)
     assert held.order == ["/a", "/c"]  # /b never reached the wire
-    (_, replayed), = [item for item in heard.outcomes if item[0] == "replayed"]
+    ((_, replayed),) = [item for item in heard.outcomes if item[0] == "replayed"]
     assert replayed.ok and replayed.call.path == "/c"
     assert replayed.latency == pytest.approx(30.5, abs=1e-6)  # from the original launch
     assert defer.replay_delays.get_total_count() == 1
@@ -135,7 +136,7 @@ def test_a_replay_keeps_its_exact_launch_so_an_answer_at_the_slo_is_within_it(tm
     wait_until(lambda: transport.held.inside == 1)
     transport.held.release()
     wait_until(lambda: defer.replayed == 1)
-    (_, replayed), = [item for item in heard.outcomes if item[0] == "replayed"]
+    ((_, replayed),) = [item for item in heard.outcomes if item[0] == "replayed"]
     assert replayed.call.launched_at == launched
     assert replayed.latency * 1000.0 <= 300.0
     defer.close()
@@ -147,8 +148,12 @@ def test_a_full_queue_sheds_with_its_own_cause_and_the_limiter_shed_is_announced
     first = occupy(pipeline, held)
     outcomes = [send(pipeline, f"/{n}") for n in range(4)]
     assert [o.kind for o in outcomes] == ["shed:deferred"] * 2 + ["shed:defer-full"] * 2
-    assert heard.of("shed") == [("shed:deferred", "/0"), ("shed:deferred", "/1"),
-                                ("shed:defer-full", "/2"), ("shed:defer-full", "/3")]
+    assert heard.of("shed") == [
+        ("shed:deferred", "/0"),
+        ("shed:deferred", "/1"),
+        ("shed:defer-full", "/2"),
+        ("shed:defer-full", "/3"),
+    ]
     assert (defer.deferred, defer.full, defer.depth, rows_on_disk(defer)) == (2, 2, 2, 2)
     held.release()
     first.join(timeout=5)
@@ -266,8 +271,12 @@ def test_defer_is_the_outermost_layer_and_needs_something_to_defer_from(tmp_path
 
 @pytest.mark.parametrize(
     ("kwargs", "word"),
-    [({"max_age": 0}, "max_age"), ({"max_queue": 0}, "max_queue"), ({"priority": "newest"}, "priority"),
-     ({"drain_every": -1}, "drain_every")],
+    [
+        ({"max_age": 0}, "max_age"),
+        ({"max_queue": 0}, "max_queue"),
+        ({"priority": "newest"}, "priority"),
+        ({"drain_every": -1}, "drain_every"),
+    ],
 )
 def test_bad_config_fails_at_construction_with_one_line_naming_the_value(tmp_path, kwargs, word):
     with pytest.raises(ValueError, match=word):

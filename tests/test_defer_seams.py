@@ -25,8 +25,9 @@ from locust_plugin import options
 from locust_plugin.pipelines import build_pipeline
 from mitigations import FakeClock, Pipeline, Throttle, ThrottleConfig
 from mitigations.core import Call
-from mitigations.defer import Defer, DeferConfig
+from mitigations.defer import Defer
 from mitigations.defer_checks import QueueProblem, default_directory, user_base
+from mitigations.defer_config import DeferConfig
 from mitigations.defer_rows import BAD, IN_DOUBT, SENDING
 from tests.test_defer import HeldTransport, occupy, send, wait_until
 
@@ -67,7 +68,7 @@ def test_every_unusable_folder_or_file_is_refused_with_one_line_naming_it(tmp_pa
         db.execute("CREATE TABLE filler (x TEXT)")
         db.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,)] * 200)
     data = bytearray((corrupt / "T.sqlite").read_bytes())
-    data[4096 * 2: 4096 * 2 + 64] = b"\xff" * 64  # scribble over an interior page
+    data[4096 * 2 : 4096 * 2 + 64] = b"\xff" * 64  # scribble over an interior page
     (corrupt / "T.sqlite").write_bytes(bytes(data))
     schema = folder("schema")
     with sqlite3.connect(schema / "T.sqlite") as db:
@@ -142,8 +143,9 @@ def test_the_default_folder_is_the_users_own_and_the_targets(private_tmp):
         assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.geteuid()
     other = build_pipeline(("throttle", "defer"), parsed(defer_dir=""), "http://127.0.0.1:3001", FakeClock())
     assert other.policies["defer"].config.directory != config.directory  # another target, another queue
-    chosen = build_pipeline(("throttle", "defer"), parsed(defer_dir=str(private_tmp / "q")), "http://127.0.0.1:1",
-                            FakeClock())
+    chosen = build_pipeline(
+        ("throttle", "defer"), parsed(defer_dir=str(private_tmp / "q")), "http://127.0.0.1:1", FakeClock()
+    )
     assert chosen.policies["defer"].config.directory == str(private_tmp / "q")
     assert not chosen.policies["defer"].config.private
 
@@ -168,12 +170,16 @@ def test_a_default_folder_owned_by_someone_else_or_open_to_others_is_refused(pri
 def plant(path, rows) -> None:
     """Rows written straight into a queue file, as another process (or an attacker) could."""
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE IF NOT EXISTS deferred (id INTEGER PRIMARY KEY, method TEXT NOT NULL, "
-                   "path TEXT NOT NULL, name TEXT, headers TEXT NOT NULL, body BLOB, launched_epoch REAL "
-                   "NOT NULL, max_age_s REAL NOT NULL, timeout_s REAL)")  # the older schema: upgraded
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS deferred (id INTEGER PRIMARY KEY, method TEXT NOT NULL, "
+            "path TEXT NOT NULL, name TEXT, headers TEXT NOT NULL, body BLOB, launched_epoch REAL "
+            "NOT NULL, max_age_s REAL NOT NULL, timeout_s REAL)"
+        )  # the older schema: upgraded
         for n, (method, path_, headers, body) in enumerate(rows, start=1):
-            db.execute("INSERT INTO deferred VALUES (?, ?, ?, NULL, ?, ?, ?, 60, 2)",
-                       (n, method, path_, headers, body, 1e12))  # launched far in the future: never expired
+            db.execute(
+                "INSERT INTO deferred VALUES (?, ?, ?, NULL, ?, ?, ?, 60, 2)",
+                (n, method, path_, headers, body, 1e12),
+            )  # launched far in the future: never expired
 
 
 def states(path) -> dict[int, tuple[str, str | None]]:
@@ -182,19 +188,22 @@ def states(path) -> dict[int, tuple[str, str | None]]:
 
 
 def test_planted_rows_that_fail_the_request_checks_are_set_aside_counted_and_never_sent(tmp_path, caplog):
-    plant(tmp_path / "T.sqlite", [
-        ("GET", "/good", "{}", None),
-        ("POST", "@10.200.0.1:8081/x", "{}", b"x"),  # a path that names another host
-        ("GET", "/a\r\nHost: 10.200.0.1", "{}", None),  # CRLF: a second request line
-        ("GET", "/h", "{not json", None),
-        ("GET", "/h", '["a list"]', None),
-        ("GET", "/h", '{"X-N": 1}', None),  # a number where text belongs
-        ("GET", "/h", '{"Host": "10.200.0.1"}', None),  # a header the client owns
-        ("GET", "/h", '{"X-A": "a\\r\\nB: c"}', None),
-        ("BREW", "/h", "{}", None),
-        ("GET", "/h", "{}", "text, not bytes"),
-        ("GET", "/good2", '{"X-A": "b"}', None),
-    ])
+    plant(
+        tmp_path / "T.sqlite",
+        [
+            ("GET", "/good", "{}", None),
+            ("POST", "@10.200.0.1:8081/x", "{}", b"x"),  # a path that names another host
+            ("GET", "/a\r\nHost: 10.200.0.1", "{}", None),  # CRLF: a second request line
+            ("GET", "/h", "{not json", None),
+            ("GET", "/h", '["a list"]', None),
+            ("GET", "/h", '{"X-N": 1}', None),  # a number where text belongs
+            ("GET", "/h", '{"Host": "10.200.0.1"}', None),  # a header the client owns
+            ("GET", "/h", '{"X-A": "a\\r\\nB: c"}', None),
+            ("BREW", "/h", "{}", None),
+            ("GET", "/h", "{}", "text, not bytes"),
+            ("GET", "/good2", '{"X-A": "b"}', None),
+        ],
+    )
     clock = FakeClock()
     pipeline, defer, held = queue(tmp_path, clock, limit=4)
     with caplog.at_level("INFO", logger="hammerlab"):
@@ -215,6 +224,23 @@ def test_planted_rows_that_fail_the_request_checks_are_set_aside_counted_and_nev
     again.start(lambda call: None)
     assert (again.leftovers, again.bad_rows) == (0, 0)  # counted once, by the run that found them
     again.close()
+
+
+def test_a_later_run_keeps_the_rows_an_earlier_run_set_aside(tmp_path):
+    """Set-aside rows stay in the file for inspection: a later run's new calls take ids past them, never
+    their ids (the write is an INSERT OR REPLACE, so a reused id would overwrite the row)."""
+    plant(tmp_path / "T.sqlite", [("BREW", "/h", "{}", None), ("GET", "/h", "{not json", None)])
+    _, first, _ = queue(tmp_path, FakeClock())
+    first.start(lambda call: None)
+    assert first.bad_rows == 2
+    first.close()
+    pipeline, later, held = queue(tmp_path, FakeClock(), limit=1)
+    busy = occupy(pipeline, held, "/busy")
+    assert send(pipeline, "/new").kind == "shed:deferred"
+    busy.kill()
+    later.close()
+    found = states(tmp_path / "T.sqlite")
+    assert [found[1][0], found[2][0]] == [BAD, BAD] and found[3] == ("queued", None)
 
 
 # -- item 10: a replay whose outcome is unknown ----------------------------------------------------------

@@ -12,7 +12,7 @@ from comparison.__main__ import build_parser
 from locust_plugin.options import OPTIONS
 from locust_plugin.users import MitigatedClient
 from locustfiles import clients
-from target_server.config import OPTIONS as TARGET_OPTIONS
+from target_server.options import OPTIONS as TARGET_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -55,7 +55,8 @@ def test_every_comparison_flag_is_on_the_comparison_pages():
 
 def test_every_client_class_is_in_the_readme():
     classes = [
-        name for name, value in vars(clients).items()
+        name
+        for name, value in vars(clients).items()
         if isinstance(value, type) and issubclass(value, MitigatedClient) and value is not MitigatedClient
     ]
     assert len(classes) >= 10

@@ -423,7 +423,7 @@ def test_a_retry_the_throttle_refuses_leaves_the_call_a_server_error_not_a_shed(
 
 
 def test_a_deferring_client_announces_the_refused_retry_of_a_call_it_does_not_defer(tmp_path):
-    from mitigations.defer import DeferConfig
+    from mitigations.defer_config import DeferConfig
 
     clock = SteppedClock()
     breaker = CircuitBreaker(CircuitBreakerConfig(mode="recent-error", recent_error_delay=2.0))

@@ -8,8 +8,10 @@ import sys
 import pytest
 
 from target_server.__main__ import main
-from target_server.config import OPTIONS, Config, ConfigError
+from target_server.config import Config
+from target_server.config_sources import config_from_sources
 from target_server.faults import Fault, FaultError, parse_fault
+from target_server.options import OPTIONS, ConfigError
 from tests.conftest import ROOT
 
 
@@ -23,7 +25,7 @@ def test_defaults_are_the_seeds():
 
 def test_flags_win_over_env_and_env_over_defaults():
     env = {"TARGET_SYNC_WORK_MS": "15", "TARGET_PORT": "4000", "TARGET_REJECT_IF_TOO_BUSY": "yes"}
-    config = Config.from_sources(["--port", "5000", "--fault", "error:rate=0.25"], env)
+    config = config_from_sources(["--port", "5000", "--fault", "error:rate=0.25"], env)
     assert config.port == 5000
     assert config.sync_work_ms == 15.0
     assert config.reject_if_too_busy is True
@@ -35,7 +37,7 @@ def test_every_option_has_a_flag_and_an_env_var():
         assert option.flag == "--" + option.name.replace("_", "-")
         assert option.env == "TARGET_" + option.name.upper()
     env = {"TARGET_FAULT": "slow:delay_ms=300; outage:duration_s=2", "TARGET_QUIET": "1"}
-    config = Config.from_sources([], env)
+    config = config_from_sources([], env)
     assert config.quiet is True
     assert [f.kind for f in config.faults] == ["slow", "outage"]
     assert config.faults[0].delay_ms == 300.0
@@ -58,7 +60,7 @@ def test_every_option_has_a_flag_and_an_env_var():
 )
 def test_bad_values_name_the_option_and_what_is_allowed(argv, env, expected):
     with pytest.raises(ConfigError) as caught:
-        Config.from_sources(argv, env)
+        config_from_sources(argv, env)
     assert str(caught.value).startswith(expected)
 
 

@@ -19,7 +19,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from mitigations import FakeClock, Pipeline, Retry, RetryConfig, Throttle, ThrottleConfig
 from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig
 from mitigations.core import Call, HammerError, Outcome, ServiceUnavailable
-from mitigations.defer import Defer, DeferConfig
+from mitigations.defer import Defer
+from mitigations.defer_config import DeferConfig
 from mitigations.tracing import CallTracer
 from mitigations.transport import classify_status
 from tests.otel_kit import install, render, spans_of
