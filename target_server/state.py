@@ -185,6 +185,7 @@ class TargetState:
                     name, f"cannot be changed at run time; allowed: {', '.join(RUNTIME_OPTIONS)}"
                 )
             changes[name] = OPTION_BY_NAME[name].check(value)
+        self._rebuild_config()  # drop expired overrides: a change is checked against the config in force
         merged = {n: v for n, (v, _) in self.control.overrides.items()} | changes
         self.base.with_changes(merged)  # validate the combination before anything is stored
 
