@@ -96,7 +96,7 @@ class Totals:
         counts[ended] = counts.get(ended, 0) + 1
 
 
-# Why the server ended a connection on its own (see target_server/http.py).
+# Why the server ended a connection on its own (see target_server/connections.py).
 DROP_REASONS = ("idle_timeout", "header_timeout", "evicted", "malformed", "too_large")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ from gevent.pywsgi import WSGIServer
 from target_server.app import create_app, state_of
 from target_server.config import Config
 from target_server.connections import ConnectionGuard, ConnectionLimits, GuardedHandler
-from target_server.state import TargetState, log_line
+from target_server.state import TargetState
 from target_server.status_log import SERIES_PATH, StatusLog, start_status_log
 
 STOP_TIMEOUT_S = 1.0
@@ -77,6 +78,11 @@ class TargetWSGIServer(WSGIServer):
             super().handle(sock, address)
         finally:
             self.state.socket_closed()
+
+
+def log_line(message: str) -> None:
+    """One line on stderr, for start-up and shutdown notices (the status log goes to stdout)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def build_server(config: Config) -> TargetWSGIServer:

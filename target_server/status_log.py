@@ -274,4 +274,3 @@ def start_status_log(state: TargetState, host: str, port: int, interval_ms: floa
     status.start()
     state.status_port = status.port
     return status
-

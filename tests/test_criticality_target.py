@@ -266,3 +266,20 @@ def test_the_comparison_refuses_priority_shedding_for_a_target_it_does_not_start
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_an_expired_override_does_not_refuse_a_later_change():
+    """A change is checked against the config in force, not against an override that has expired: after
+    max_lag_ms=20 for 1 s has run out (max_lag_ms is 70 again), sheddable_lag_ms=50 is allowed.
+    No request read the config in between, so nothing else has pruned the stale override."""
+    from target_server.state import TargetState
+
+    now = [1000.0]
+    state = TargetState(Config(quiet=True), wall=lambda: now[0])
+    state.set_overrides({"max_lag_ms": 20}, 1.0)
+    assert state.config.max_lag_ms == 20.0
+    now[0] += 2.0
+    assert state.set_overrides({"sheddable_lag_ms": 50}, None).sheddable_lag_ms == 50.0
+    assert state.config.max_lag_ms == 70.0
+    with pytest.raises(ConfigError, match="sheddable_lag_ms: must be at most max_lag_ms"):
+        state.set_overrides({"max_lag_ms": 40}, None)  # the live override still counts
