@@ -9,14 +9,16 @@ previous sample, worked out from the server's monotonically increasing totals (r
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from locust_plugin.values import parse_whole
-from mitigations.csv_schema import SERVER_COLUMNS
+from mitigations.criticality import CRITICALITIES
+from mitigations.csv_schema import SERVER_COLUMNS, SERVER_CRITICALITY_ENDS
 
 RATED_TOTALS = ("completed_total", "rejected_total", "errors_total")
 REQUIRED_KEYS = ("time", "lag_ms", "in_flight", "concurrent", "sockets", "requests_total", *RATED_TOTALS)
+CRITICALITY_PREFIXES = tuple(f"{label}_" for label in CRITICALITIES)
 SAMPLER_OWN_SOCKETS = 1  # the server counts the connection that asks for /stats
 
 
@@ -91,9 +93,29 @@ class ServerSample:
     work_cpu_ms_total: float | None = None
     wasted_cpu_ms_total: float | None = None
     wasted_work_ratio: float | None = None
+    by_criticality: Mapping[str, int] = field(default_factory=dict)  # `critical_rejected_total`: count
 
     def csv_row(self) -> dict[str, str]:
-        return {name: _CELLS.get(name, _plain)(getattr(self, name)) for name in SERVER_COLUMNS}
+        return {
+            name: _plain(self.by_criticality.get(name))
+            if name.startswith(CRITICALITY_PREFIXES)
+            else _CELLS.get(name, _plain)(getattr(self, name))
+            for name in SERVER_COLUMNS
+        }
+
+
+def criticality_totals(stats: Mapping[str, Any]) -> dict[str, int]:
+    """`/stats`' `by_criticality_total` as the server CSV's columns; {} for a target without it."""
+    split = stats.get("by_criticality_total")
+    if not isinstance(split, Mapping):
+        return {}
+    return {
+        f"{label}_{ended}_total": int(count)
+        for label, counts in split.items()
+        if isinstance(label, str) and label in CRITICALITIES and isinstance(counts, Mapping)
+        for ended in SERVER_CRITICALITY_ENDS
+        if isinstance(count := counts.get(ended), int) and not isinstance(count, bool)
+    }
 
 
 def _plain(value: int | None) -> str:
@@ -201,6 +223,7 @@ def make_sample(
         work_cpu_ms_total=_peak(stats, "work_cpu_ms_total"),
         wasted_cpu_ms_total=_peak(stats, "wasted_cpu_ms_total"),
         wasted_work_ratio=wasted_ratio,
+        by_criticality=criticality_totals(stats),
     )
 
 

@@ -39,6 +39,10 @@ Columns are only ever appended, so readers of the older columns are unaffected.
   wasted_work_ratio    wasted / work CPU over the interval since the previous sample (0 to 1); empty on
                        the first sample of a test, when no work was done in the interval, or when the
                        target does not report it
+  critical_requests_total, critical_completed_total, critical_rejected_total, and the same three for
+  sheddable_: /doWork requests by their Hammerlab-Criticality header (none: critical), and how many of
+  them completed or were rejected (503, too busy); --priority-shedding rejects sheddable ones first.
+  Empty when the target's /stats has no `by_criticality_total`
 
 With `--server-metrics URL` the columns are whatever `--server-metric` mapped; the others stay empty.
 
@@ -152,6 +156,11 @@ from __future__ import annotations
 
 from mitigations.criticality import CRITICALITIES
 
+SERVER_CRITICALITY_ENDS = ("requests", "completed", "rejected")  # /stats' by_criticality_total counts
+SERVER_CRITICALITY_COLUMNS = tuple(
+    f"{label}_{ended}_total" for label in CRITICALITIES for ended in SERVER_CRITICALITY_ENDS
+)
+
 SERVER_COLUMNS = (
     "timestamp",
     "elapsed_s",
@@ -176,6 +185,7 @@ SERVER_COLUMNS = (
     "work_cpu_ms_total",
     "wasted_cpu_ms_total",
     "wasted_work_ratio",
+    *SERVER_CRITICALITY_COLUMNS,
 )
 
 # The per-criticality columns: each of these after `critical_` and after `sheddable_`.

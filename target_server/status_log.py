@@ -30,6 +30,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from gevent.monkey import get_original
 
+from target_server.criticality import LEVELS
+from target_server.snapshot import CRITICALITY_ENDS
+
 if TYPE_CHECKING:
     from target_server.state import TargetState
 
@@ -123,6 +126,10 @@ def _read_once(state: TargetState) -> dict[str, Any]:
         "peak_concurrent": gauges.peak_concurrent,
         "peak_sockets": gauges.peak_sockets,
         "faults": faults,
+        "by_criticality_total": {  # /doWork requests by their Hammerlab-Criticality header
+            level: {ended: totals.by_criticality.get(level, {}).get(ended, 0) for ended in CRITICALITY_ENDS}
+            for level in LEVELS
+        },
     }
 
 

@@ -38,3 +38,10 @@ def test_critical_calls_are_admitted_first_under_overload(start_target, tmp_path
     cells = dict(criticality_cells(read_client(path, "ThrottledClient")[-1], float(SECONDS)))
     assert cells["critical_slo_attainment"] == pytest.approx(share["critical"])
     assert cells["critical_p99_ms"] is not None and cells["sheddable_slo_goodput_rps"] > 0
+    # the target's own split (PREFIX_server.csv, from its status series): every call that was not shed
+    # reached it with its label, and the sampler's last record is one taken after the drain
+    server_row = read_csv(tmp_path / "ThrottledClient_server.csv")[-1]
+    for label in ("critical", "sheddable"):
+        on_the_wire = int(final[f"{label}_launched_total"]) - int(final[f"{label}_shed_total"])
+        assert int(server_row[f"{label}_requests_total"]) == on_the_wire, label
+        assert int(server_row[f"{label}_completed_total"]) >= int(final[f"{label}_ok_total"])

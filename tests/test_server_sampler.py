@@ -106,13 +106,44 @@ def test_csv_row_follows_the_contract():
     assert row["completed_per_s"] == "80.00"
     assert row["lag_ms"] == "12.3"
     assert row["faults"] == ""
-    assert SERVER_COLUMNS[-10:] == (  # each group appended after the older columns
-        "faults", "peak_lag_ms", "peak_in_flight", "peak_sockets", "server_time", "server_seq",
-        "expired_total", "work_cpu_ms_total", "wasted_cpu_ms_total", "wasted_work_ratio",
+    assert SERVER_COLUMNS[-16:] == (  # each group appended after the older columns
+        "faults",
+        "peak_lag_ms",
+        "peak_in_flight",
+        "peak_sockets",
+        "server_time",
+        "server_seq",
+        "expired_total",
+        "work_cpu_ms_total",
+        "wasted_cpu_ms_total",
+        "wasted_work_ratio",
+        "critical_requests_total",
+        "critical_completed_total",
+        "critical_rejected_total",
+        "sheddable_requests_total",
+        "sheddable_completed_total",
+        "sheddable_rejected_total",
     )
+    assert row["critical_rejected_total"] == row["sheddable_requests_total"] == ""  # no split in /stats
     assert (row["server_time"], row["server_seq"]) == ("10.250", "")  # /stats' time; no series number
     # the server's own peaks; the sampler's connection is left out of sockets, as in `sockets`
     assert (row["peak_lag_ms"], row["peak_in_flight"], row["peak_sockets"]) == ("412.1", "37", "40")
+
+
+def test_the_criticality_split_of_stats_becomes_its_columns_and_nothing_else_does():
+    body = stats(1.0)
+    body["by_criticality_total"] = {
+        "critical": {"requests": 30, "completed": 29, "rejected": 1},
+        "sheddable": {"requests": 70, "completed": 40, "rejected": 30},
+        "bulk": {"requests": 5, "completed": 5, "rejected": 0},  # not a label of ours: left out
+    }
+    row = make_sample(body, None, received_at=1.0, started_at=0.0).csv_row()
+    assert [row[f"critical_{e}_total"] for e in ("requests", "completed", "rejected")] == ["30", "29", "1"]
+    assert [row[f"sheddable_{e}_total"] for e in ("requests", "completed", "rejected")] == ["70", "40", "30"]
+    assert "bulk_requests_total" not in row
+    body["by_criticality_total"] = {"critical": {"requests": "30", "completed": True}, "sheddable": []}
+    row = make_sample(body, None, received_at=1.0, started_at=0.0).csv_row()
+    assert all(row[name] == "" for name in SERVER_COLUMNS if name.startswith(("critical_", "sheddable_")))
 
 
 def test_wasted_work_ratio_is_over_the_interval_and_restarts_after_a_reset():
@@ -125,13 +156,13 @@ def test_wasted_work_ratio_is_over_the_interval_and_restarts_after_a_reset():
     assert second.wasted_work_ratio == pytest.approx(0.95)  # 190 of the last 200 ms, not 290 / 1200
     idle = make_sample(cpu(1.5, 1200.0, 290.0), second, received_at=1.5, started_at=0.0)
     assert idle.wasted_work_ratio is None  # no work in the interval: no share
-    after_reset = make_sample(
-        cpu(1.75, 40.0, 10.0, reset_count=1), idle, received_at=1.75, started_at=0.0
-    )
+    after_reset = make_sample(cpu(1.75, 40.0, 10.0, reset_count=1), idle, received_at=1.75, started_at=0.0)
     assert after_reset.wasted_work_ratio == pytest.approx(0.25)
     row = second.csv_row()
     assert (row["work_cpu_ms_total"], row["wasted_cpu_ms_total"], row["wasted_work_ratio"]) == (
-        "1200.0", "290.0", "0.950"
+        "1200.0",
+        "290.0",
+        "0.950",
     )
 
 
