@@ -367,8 +367,8 @@ class Defer(BasePolicy):
     def _original(self, kept: DeferredCall) -> Call:
         return Call(
             method=kept.method, path=kept.path, name=kept.name, headers=dict(kept.headers),
-            body=kept.body, launched_at=self._launched_at(kept),
-        )
+            body=kept.body, launched_at=self._launched_at(kept), recovered=kept.launched_at is None,
+        )  # fmt: skip
 
     def _expire(self, kept: DeferredCall, now: float) -> None:
         self.expired += 1

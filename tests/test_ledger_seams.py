@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from locust_plugin.ledger import CallLedger
 from locust_plugin.pipelines import DEFER_SOURCES, ORDER
 from locust_plugin.runtime import ClientRuntime
-from mitigations.core import Call
+from mitigations.core import Call, ServiceUnavailable
 from mitigations.criticality import CRITICALITIES, CriticalityMix, criticality_of
 from tests.policy_kit import SteppedClock
 from tests.test_ledger_identity import (
@@ -29,6 +29,7 @@ from tests.test_ledger_identity import (
     SLO_MS,
     Model,
     Phase,
+    Requests,
     ScriptedTransport,
     ledger_columns,
     options,
@@ -170,3 +171,40 @@ def test_the_property_hedged_and_split():
     assert tried["runs"] >= EXAMPLES // 2
     assert tried["hedged"] > 0
     print(f"\nsplit property: {tried['runs']} runs, {tried['hedged']} hedges sent")
+
+
+# -- deferral x the split: a recovered call is in the totals only -----------------------------------------
+
+
+def test_a_recovered_calls_replay_never_lands_in_a_criticality_part(tmp_path):
+    """A call an earlier run left on disk is in the totals only (its launch was not counted in any part).
+    Its replay used to end a pending call of this run in the part of its label, and that call's own replay
+    was then dropped from the part: the part said 503 for a call this run got answered."""
+    from locust_plugin.pipelines import BuiltPipeline
+    from tests.test_defer import wait_until
+    from tests.test_defer_seams import plant, queue
+
+    plant(tmp_path / "T.sqlite", [("GET", "/old", '{"Hammerlab-Criticality": "critical"}', None)])
+    clock = SteppedClock()
+    pipeline, defer, held = queue(tmp_path, clock, limit=1)
+    built = BuiltPipeline(pipeline, {"defer": defer, "throttle": pipeline.policies[1]})
+    runtime = ClientRuntime("T", built, Requests(), SLO_MS, CriticalityMix(1.0))  # every fresh call critical
+    first = runtime.launch(Call("GET", "/a", launched_at=clock.now()))
+    wait_until(lambda: held.inside == 1 and defer.leftovers == 1)
+    fresh = runtime.launch(Call("GET", "/fresh", launched_at=clock.now()))  # the slot is taken: deferred
+    wait_until(lambda: runtime.ledger.pending == 2)
+    held.release(1)
+    first.join(timeout=5)
+    defer.drain_once()  # the recovered call first (the lower id); it fails on the wire
+    wait_until(lambda: held.inside == 1)
+    held.release(1, ServiceUnavailable())
+    wait_until(lambda: defer.replayed == 1)
+    defer.drain_once()  # then this run's call, answered
+    wait_until(lambda: held.inside == 1)
+    held.release(1)
+    wait_until(lambda: defer.replayed == 2)
+    fresh.join(timeout=5)
+    defer.close()
+    ledger, part = runtime.ledger, runtime.ledger.split["critical"]
+    assert (ledger.launched, ledger.ok, ledger.server_errors, ledger.pending) == (3, 2, 1, 0)
+    assert (part.launched, part.ok, part.server_errors, part.pending) == (2, 2, 0, 0)
