@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from locust.runners import STATE_MISSING, STATE_RUNNING
 
+from comparison.readers import _client_row
 from locust_plugin.client_stats import ClientSnapshot
 from locust_plugin.mitigations_board import MitigationsBoard
 from locust_plugin.worker_watch import mark_lost
@@ -277,6 +278,8 @@ def test_after_the_drain_each_criticality_keeps_its_identity_through_a_lost_work
             board.update(model.name, 1, [model.snapshot()])
     for row in board.rows(2000.0, 100.0):
         assert row.launched_total == row_identity(row)
+        read = _client_row(row.csv_row())  # as the summary reads it back from the CSV
+        assert read.launched_total == row_identity(read) and read.lost_with_worker == row.lost_with_worker
         for label in CRITICALITIES:
             launched, ended = split_identity(row, label)
             assert launched == ended, (row.worker, label, row.criticality, row.lost_with_worker)
