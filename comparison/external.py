@@ -20,6 +20,7 @@ same port and answers. So a class after the first starts within a few seconds of
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import re
 import shlex
@@ -39,14 +40,25 @@ GAVE_UP = "Gave up waiting for workers to connect"  # Locust's own line (locust/
 _CONNECTED = re.compile(r"Waiting for workers to be ready, (\d+) of (\d+) connected")
 
 
-def bind_host_problem(text: str) -> str | None:
-    """None for `*` or an IP address literal (what ZeroMQ can bind), else what is wrong."""
+def bind_address(text: str) -> str | None:
+    """`text` as Locust's ZeroMQ binds and connects to it (`tcp://HOST:PORT`): `*`, a dotted-quad IPv4
+    address, or an IPv6 address in brackets, which ZeroMQ needs (`tcp://::1:5557` does not bind). None
+    for anything else: a name, brackets that do not pair, a zone, spaces."""
     if text == "*":
-        return None
+        return text
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.IPv4Address(text))
+    inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     try:
-        ipaddress.ip_address(text.strip("[]"))
+        return f"[{ipaddress.IPv6Address(inner)}]" if "%" not in inner else None
     except ValueError:
-        return "is not an IP address of this machine or * (every interface)"
+        return None
+
+
+def bind_host_problem(text: str) -> str | None:
+    """None for what `bind_address` takes, else what is wrong."""
+    if bind_address(text) is None:
+        return "is not an IP address of this machine (e.g. 10.0.0.6 or [::1], no zone) or * (every interface)"
     return None
 
 
@@ -67,6 +79,7 @@ class ExternalWorkers:
             )
         if problem := bind_host_problem(self.bind_host):
             raise ConfigError("--master-bind-host", f"{shown(self.bind_host)} {problem}")
+        object.__setattr__(self, "bind_host", bind_address(self.bind_host))  # the form ZeroMQ binds
         if type(self.bind_port) is not int or not 1 <= self.bind_port <= 65535:
             raise ConfigError("--master-bind-port", f"must be a port from 1 to 65535, got {self.bind_port!r}")
         if type(self.wait_s) is not int:

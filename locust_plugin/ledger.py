@@ -117,8 +117,9 @@ class CallLedger:
         )
 
     def _part(self, call: Call | None) -> CallLedger | None:
-        """The sub-ledger of `call`'s criticality; None without a split (or without a call)."""
-        if self.split is None or call is None:
+        """The sub-ledger of `call`'s criticality; None without a split, without a call, or for a call an
+        earlier run left in `Defer`'s file (in the totals only: no part counted its launch)."""
+        if self.split is None or call is None or call.recovered:
             return None
         return self.split[criticality_of(call.headers)]
 

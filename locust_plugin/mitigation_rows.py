@@ -153,12 +153,14 @@ class MitigationRow:
     def lost_at(self, elapsed_s: float) -> MitigationRow:
         """This worker's row once the master has lost it (docs/distributed.md): its counts stay as last
         reported; what it had in flight or pending then moves to `lost_with_worker`, since no outcome of
-        those calls will ever reach the master; its gauges and rates are unknown from now on."""
+        those calls will ever reach the master; its gauges and rates are unknown from now on. Each
+        criticality's part moves its own calls in flight or pending the same way."""
         return replace(
             self,
             concurrent=0,
             pending=0,
             lost_with_worker=self.lost_with_worker + self.concurrent + self.pending,
+            criticality=_lost_parts(self.criticality),
             worker_lost_at_s=round(elapsed_s, 3),
             launched_per_s=None,
             shed_per_s=None,
@@ -167,6 +169,22 @@ class MitigationRow:
 
     def csv_row(self) -> dict[str, str]:
         return {name: _CELLS.get(name, _cell)(self, name) for name in MITIGATION_COLUMNS}
+
+
+def _lost_parts(parts: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
+    """A lost worker's per-criticality parts: what each had in flight or pending (launched less what
+    ended) moves to its `lost_with_worker`, as the totals' does."""
+    if not parts:
+        return parts
+    ended = ("ok", "server_errors", "shed", "unfinished")
+    return {
+        name: {
+            **part,
+            "pending": 0,
+            "lost_with_worker": part.get("launched", 0) - sum(part.get(e, 0) for e in ended),
+        }
+        for name, part in parts.items()
+    }
 
 
 _SNAPSHOT_NAMES = {

@@ -17,7 +17,9 @@ Criticality (`mitigations.criticality`, docs/criticality.md): a gate may keep `r
 limit for critical calls. A sheddable call takes a slot only while fewer than `limit - reserved` are
 held; a critical call may take any slot up to `limit`. Critical waiters form a line of their own,
 served before the sheddable line, and a critical newcomer may pass sheddable waiters (never critical
-ones). Without a reserve and without sheddable calls it is exactly the FIFO gate above.
+ones); when the queue is at its bound, it takes the place of the newest sheddable waiter, which is
+refused as if it had come after it. Without a reserve and without sheddable calls it is exactly the
+FIFO gate above.
 """
 
 from __future__ import annotations
@@ -36,16 +38,17 @@ class Entry(enum.Enum):
     """How an attempt to enter the gate ended."""
 
     ADMITTED = "admitted"
-    FULL = "full"  # the waiting queue was at its bound: not queued at all
+    FULL = "full"  # the queue was at its bound (or a critical newcomer took this call's place in it)
     TIMED_OUT = "timed-out"  # queued, but no slot came in time
 
 
 class _Waiter:
-    __slots__ = ("cancelled", "event", "sheddable")
+    __slots__ = ("cancelled", "event", "evicted", "sheddable")
 
     def __init__(self, sheddable: bool) -> None:
         self.event = gevent.event.Event()
         self.cancelled = False
+        self.evicted = False  # woken without a slot: a critical newcomer took its place in a full queue
         self.sheddable = sheddable
 
 
@@ -115,7 +118,8 @@ class FifoGate:
         """
         if self.try_enter(sheddable):
             return Entry.ADMITTED
-        if self.queue_limit is not None and self.waiting >= self.queue_limit:
+        full = self.queue_limit is not None and self.waiting >= self.queue_limit
+        if full and (sheddable or (timeout is not None and timeout <= 0) or not self._evict_sheddable()):
             return Entry.FULL
         if timeout is not None and timeout <= 0:
             return Entry.TIMED_OUT
@@ -127,7 +131,10 @@ class FifoGate:
         try:
             clock.wait(waiter.event, timeout)
         except BaseException:
-            # Killed while queued. If the slot was already handed to us, pass it on; else leave the line.
+            # Killed while queued. If the slot was already handed to us, pass it on; else leave the line
+            # (an evicted waiter has left it already, holding nothing).
+            if waiter.evicted:
+                raise
             if waiter.event.is_set():
                 self.leave()
             else:
@@ -135,6 +142,8 @@ class FifoGate:
             raise
         finally:
             self._note_wait(clock.now() - started)
+        if waiter.evicted:
+            return Entry.FULL
         # The event, not wait()'s return value, says who owns the slot: a hand-off may race the timeout.
         if waiter.event.is_set():
             return Entry.ADMITTED
@@ -161,6 +170,20 @@ class FifoGate:
                 continue
             self.waiting -= 1
             self.waiting_sheddable -= waiter.sheddable
+            waiter.event.set()
+            return True
+        return False
+
+    def _evict_sheddable(self) -> bool:
+        """A full queue and a critical newcomer: the newest sheddable waiter gives up its place (it
+        ends FULL, as it would have had the critical call come first). False if none is queued."""
+        while self._sheddable:
+            waiter = self._sheddable.pop()
+            if waiter.cancelled:
+                continue
+            waiter.evicted = True
+            self.waiting -= 1
+            self.waiting_sheddable -= 1
             waiter.event.set()
             return True
         return False

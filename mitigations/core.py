@@ -263,7 +263,9 @@ class Call:
     queueing (no coordinated omission). `deadline` is absolute, on the same clock; `None` means none.
     `send_by` is the last moment an attempt may still go on the wire (see the module doc); the pipeline
     stamps it with the deadline, and `None` means until the deadline. `hedge` marks the second copy
-    `Hedge` sent of a slow call (its own stats row, never hedged again).
+    `Hedge` sent of a slow call (its own stats row, never hedged again). `recovered` marks a call an
+    earlier run left in `Defer`'s file, as its replay or expiry announces it: the ledger counts it in
+    its totals only, since this run never counted its launch under a criticality.
     """
 
     method: str
@@ -276,6 +278,7 @@ class Call:
     body: bytes | None = None
     send_by: float | None = None
     hedge: bool = False
+    recovered: bool = False
 
     @property
     def label(self) -> str:

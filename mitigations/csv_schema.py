@@ -121,19 +121,20 @@ accounting above, counted once by the answer it returned:
 
 Criticality (`--criticality-mix`, docs/criticality.md); empty without a mix. The ledger's accounting
 above, split by the call's `Hammerlab-Criticality` label, so each class keeps the identity: after the
-drain `X_launched_total = X_ok_total + X_server_errors_total + X_shed_total + X_unfinished_total`
-(mid-run, plus its calls in flight and pending), for X = critical and sheddable. Calls an earlier run
-left in `Defer`'s file are in the totals only.
+drain `X_launched_total = X_ok_total + X_server_errors_total + X_shed_total + X_unfinished_total +
+X_lost_with_worker` (mid-run, plus its calls in flight and pending), for X = critical and sheddable.
+Calls an earlier run left in `Defer`'s file are in the totals only.
 
   critical_launched_total        critical calls launched
   critical_ok_total              of those, answered without error
   critical_server_errors_total   failed on the wire
   critical_shed_total            held back by a mitigation (sheddable calls are refused first)
   critical_unfinished_total      still in flight when the drain ran out
+  critical_lost_with_worker      a lost worker's critical calls in flight or pending at its last report
   critical_slo_ok_total          answered 2xx within slo_ms of their scheduled launch
   critical_p99_ms                p99 latency of the answered ones, from their own HdrHistogram (in
                                  `all`, the workers' histograms merged)
-  sheddable_...                  the same seven for sheddable calls
+  sheddable_...                  the same eight for sheddable calls
 
 A lost worker (docs/distributed.md; the master saw no heartbeat for Locust's liveness window, about
 4 s, because the worker died or was cut off): its rows keep the numbers of its last report, with
@@ -195,6 +196,7 @@ CRITICALITY_STATS = (
     "server_errors_total",
     "shed_total",
     "unfinished_total",
+    "lost_with_worker",
     "slo_ok_total",
     "p99_ms",
 )

@@ -138,6 +138,7 @@ class Replays:
             headers=dict(kept.headers),
             body=kept.body,
             launched_at=self._launched_at(kept),
+            recovered=kept.launched_at is None,  # left by an earlier run: in the totals only
         )
 
     def _expire(self, kept: DeferredCall, now: float) -> None:

@@ -27,7 +27,9 @@ retry storm. `Hedge` keeps it safe with four rules:
   the window's median.
 
 The first answer wins: ok or a 4xx. A copy that failed on the server's side (or was shed) does not: the
-other is awaited, and when both fail the one that ended last is returned (the caller waited for both).
+other is awaited, and when both fail the one that ended last is returned (the caller waited for both),
+unless only the other reached the server: a call that reached the server and failed there is a server
+failure, never a shed (the rule retries follow), timed when the last copy ended.
 The loser is cancelled by killing its greenlet: `GreenletExit` unwinds every layer below (permits go
 back in their `finally`) and both transports close, rather than pool, a connection whose exchange was
 cut (geventhttpclient's `release_socket`, urllib3's unclean exit), so no half-read response is ever
@@ -307,12 +309,22 @@ def _is_answer(outcome: Outcome) -> bool:
 
 
 def _first_answer(*copies: gevent.Greenlet) -> tuple[gevent.Greenlet, Outcome]:
-    """The first copy to bring an answer; if none does, the last one to end."""
+    """The first copy to bring an answer. If none does, the last to end of those that reached the
+    server (a copy that reached it makes the call a server failure, never a shed: the rule retries
+    follow), else the last shed; either way timed when the last copy ended, since the caller waited."""
     pending = list(copies)
+    failed: tuple[gevent.Greenlet, Outcome] | None = None
     while True:
         done = gevent.wait(pending, count=1)
         greenlet = done[0]
         pending.remove(greenlet)
         outcome = greenlet.get()
-        if _is_answer(outcome) or not pending:
+        if _is_answer(outcome):
             return greenlet, outcome
+        if failed is None or outcome.reached_wire or not failed[1].reached_wire:
+            failed = greenlet, outcome
+        if not pending:
+            winner, last = failed
+            if last is not outcome:
+                last = dataclasses.replace(last, finished_at=max(last.finished_at, outcome.finished_at))
+            return winner, last

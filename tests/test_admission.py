@@ -55,3 +55,37 @@ def test_many_timed_out_waiters_do_not_grow_the_queue_without_bound():
         clock.advance(1.0)
         assert all(w.value is Entry.TIMED_OUT for w in waiters)
     assert gate.waiting == 0 and len(gate._queue) <= 32
+
+
+def test_a_critical_newcomer_takes_the_newest_sheddable_place_in_a_full_queue():
+    """Seam queue bound x criticality (found by tests/test_gate_property.py): a queue full of sheddable
+    waiters refused a critical call, which the docs say may pass them."""
+    clock, gate = SteppedClock(), FifoGate(1, queue_limit=2)
+    assert gate.try_enter()
+    older = gevent.spawn(gate.enter, clock, 5.0, True)
+    newer = gevent.spawn(gate.enter, clock, 5.0, True)
+    gevent.idle()
+    critical = gevent.spawn(gate.enter, clock, 5.0, False)
+    gevent.idle()
+    assert newer.value is Entry.FULL and not older.ready()  # the newest gives up its place
+    assert (gate.waiting, gate.waiting_sheddable) == (2, 1)
+    assert gate.enter(clock, 5.0, True) is Entry.FULL  # a sheddable newcomer still finds it full
+    gate.leave()
+    assert critical.get(timeout=1) is Entry.ADMITTED and not older.ready()
+
+
+def test_a_waiter_killed_after_its_eviction_gives_back_no_slot():
+    clock, gate = SteppedClock(), FifoGate(1, queue_limit=1)
+    assert gate.try_enter()
+    evicted = gevent.spawn(gate.enter, clock, 5.0, True)
+    gevent.idle()
+
+    def holder_leaves() -> None:
+        gevent.idle()  # after the kill below has landed
+        gate.leave()
+
+    holder = gevent.spawn(holder_leaves)
+    evicted.kill(block=False)  # lands once the critical call below has taken its place
+    assert gate.enter(clock, 5.0, False) is Entry.ADMITTED
+    holder.join(timeout=1)  # both have left now: a slot given back twice would show here
+    assert evicted.dead and (gate.in_use, gate.waiting, gate.waiting_sheddable) == (1, 0, 0)

@@ -3,10 +3,15 @@ the fairness index, and the option checks."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from comparison.__main__ import main, parse_config
 from comparison.config import ConfigError, RunConfig, build_plan
+from comparison.external import ExternalWorkers
 from comparison.locust_run import distributed_args
 
 
@@ -99,3 +104,45 @@ def test_external_workers_reach_the_config_as_client_instances():
         "while :; do locust -f locustfiles --worker --master-host MASTER --master-port 5557 --allow-remote; "
         "sleep 1; done"
     )
+
+
+# -- the master's bind host: every spelling accepted is one Locust's ZeroMQ can bind ---------------------
+
+BIND_TRICKS = ["*", "localhost", "127.1", "0x7f.0.0.1", "2130706433", "0177.0.0.1", "", " ", "[]", "[*]"]
+
+
+@st.composite
+def bind_hosts(draw) -> str:
+    """An IP address, as typed: bare, bracketed, half-bracketed, doubly bracketed, with a zone or spaces."""
+    if draw(st.integers(0, 4)) == 0:
+        return draw(st.sampled_from(BIND_TRICKS))
+    address = str(draw(st.ip_addresses()))
+    if ":" in address and draw(st.booleans()):
+        address += draw(st.sampled_from(("%lo", "%1", "%")))
+    shape = draw(st.sampled_from(("{}", "[{}]", "[{}", "{}]", "[[{}]]", " {}", "{} ")))
+    return shape.format(address)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bind_hosts())
+def test_a_bind_host_is_refused_in_one_line_or_handed_to_locust_in_the_form_zeromq_binds(text):
+    """Seam external workers x Locust's ZeroMQ: `tcp://HOST:PORT` binds an IPv6 address only in brackets
+    (`tcp://::1:5557` and `tcp://[::1:5557` fail inside the master, after the run began), and the workers
+    connect to the same spelling."""
+    try:
+        external = ExternalWorkers(2, bind_host=text)
+    except ConfigError as error:
+        assert "\n" not in str(error) and "--master-bind-host" in str(error)
+        return
+    args = external.master_args()
+    host = args[args.index("--master-bind-host") + 1]
+    if host == "*":
+        assert text == "*"
+        return
+    typed = ipaddress.ip_address(text.strip().strip("[]"))
+    if typed.version == 4:
+        assert host == str(typed)
+    else:
+        assert host == f"[{typed}]" and "%" not in host
+    command = external.worker_command("locustfiles", allow_remote=False).replace("'", "")
+    assert f"--master-host {host} " in command

@@ -246,6 +246,34 @@ def test_when_both_copies_fail_the_last_to_end_is_returned():
     assert outcome.kind == "reset" and not outcome.call.hedge
 
 
+def test_a_copy_that_failed_on_the_wire_outranks_a_later_shed_copy():
+    """Seam hedge x limiters (found by tests/test_ledger_seams.py): the primary failed on the server,
+    then its hedge was shed. The call reached the server, so it is that server failure, not a shed
+    (the rule retries follow), and it ends when the caller stopped waiting: when the shed copy ended."""
+    clock = FakeClock()
+    far = FarEnd(clock)
+    far.primary_error = ServiceUnavailable()
+    shed_at: list[float] = []
+
+    def hedge_shed_after_primary(call: Call) -> Outcome:
+        if not call.hedge:
+            return far(call)
+        far.release.set()  # the primary fails while the hedge waits for a slot ...
+        gevent.idle()
+        clock.advance(0.1)
+        shed_at.append(clock.now())
+        return Outcome(call, clock.now(), error=ThrottleRejected())  # ... and then the hedge is shed
+
+    policy = hedge(clock, delay=0.05, budget=None, pause=NO_PAUSE)
+    greenlet = gevent.spawn(policy.execute, make_call(clock), hedge_shed_after_primary)
+    gevent.idle()
+    clock.advance(0.05)
+    outcome = greenlet.get()
+    assert outcome.kind == "503" and not outcome.call.hedge
+    assert outcome.finished_at == shed_at[0]  # when the last copy ended
+    assert policy.hedge_won == 0
+
+
 def test_no_hedge_once_the_call_may_no_longer_be_sent():
     clock = FakeClock()
     policy = hedge(clock, delay=0.05, budget=None)

@@ -47,6 +47,7 @@ from mitigations.core import (
     ServiceUnavailable,
     TooManyRequests,
 )
+from mitigations.criticality import CriticalityMix
 from mitigations.defer import Defer
 from mitigations.retry import Retry, RetryConfig
 from mitigations.throttle import Throttle, ThrottleConfig
@@ -258,7 +259,11 @@ def pipeline_names(draw: st.DrawFn) -> tuple[str, ...]:
 
 
 def runtime_for(
-    names: tuple[str, ...], parsed: SimpleNamespace, clock: SteppedClock, transport: ScriptedTransport
+    names: tuple[str, ...],
+    parsed: SimpleNamespace,
+    clock: SteppedClock,
+    transport: ScriptedTransport,
+    mix: CriticalityMix | None = None,
 ) -> ClientRuntime:
     """The runtime a Locust user class with these mitigations gets, over the scripted transport."""
     built = build_pipeline(names, parsed, "http://127.0.0.1:9", clock)
@@ -272,7 +277,7 @@ def runtime_for(
         list(built.policies.values()), transport, clock=clock,
         total_timeout=built.pipeline.total_timeout, min_wire_share=built.pipeline.min_wire_share,
     )  # fmt: skip
-    return ClientRuntime("PropertyClient", BuiltPipeline(pipeline, built.policies), Requests(), SLO_MS)
+    return ClientRuntime("PropertyClient", BuiltPipeline(pipeline, built.policies), Requests(), SLO_MS, mix)
 
 
 def watch(runtime: ClientRuntime, model: Model) -> None:

@@ -17,9 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from locust.runners import STATE_MISSING, STATE_RUNNING
 
+from comparison.readers import _client_row
 from locust_plugin.client_stats import ClientSnapshot
 from locust_plugin.mitigations_board import MitigationsBoard
 from locust_plugin.worker_watch import mark_lost
+from mitigations.criticality import CRITICALITIES
 from mitigations.csv_schema import ALL_WORKERS
 
 CLIENT = "HammerClient"
@@ -197,3 +199,87 @@ def test_breaker_transitions_are_moved_onto_the_masters_clock():
     local.update("local", 1, [snap(1100.0, 1099.5)])
     (row, _) = local.rows(1100.0, 1.0)
     assert row.recent_transitions == ((1099.5, "closed", "open"),)
+
+
+# -- lost workers x the criticality split ------------------------------------------------------------------
+
+
+@dataclass
+class SplitWorker:
+    """A worker with `--criticality-mix`: one model per criticality; the totals are their sum."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        self.parts = {label: WorkerModel(label) for label in CRITICALITIES}
+        self.clock = 0.0
+
+    def snapshot(self) -> ClientSnapshot:
+        self.clock += 1.0
+        parts = self.parts.values()
+        total = {name: sum(getattr(p, name) for p in parts) for name in (*ENDED, *IN_FLIGHT, "launched")}
+        shed = sum(p.shed for p in parts)
+        split = {
+            label: {"launched": p.launched, "ok": p.ok, "server_errors": p.server_errors, "shed": p.shed,
+                    "unfinished": p.unfinished, "pending": p.pending, "slo_ok": 0, "latency_hdr": ""}
+            for label, p in self.parts.items()
+        }  # fmt: skip
+        return ClientSnapshot(
+            client=CLIENT, at=self.clock, started_at=0.0, shed_by_cause={"throttle": shed} if shed else {},
+            criticality=split, **total,
+        )  # fmt: skip
+
+    def drain(self) -> None:
+        """The end of the test on a worker that is still there: what is left counts unfinished."""
+        for part in self.parts.values():
+            part.unfinished += part.concurrent + part.pending
+            part.concurrent = part.pending = 0
+
+
+SPLIT_STEP = st.tuples(
+    st.sampled_from(("work", "report", "report-cut", "lose")),
+    st.integers(0, 2),  # which worker
+    st.integers(0, 6),  # launched
+    st.integers(0, 6),  # finished
+    st.integers(0, 3),  # how they ended: ok, server error, unfinished, deferred
+    st.sampled_from(CRITICALITIES),
+)
+
+
+def split_identity(row, label: str) -> tuple[int, int]:
+    """(launched, where each went) of one criticality, from the CSV cells the summary reads."""
+    cells = row.csv_row()
+    ends = ("ok_total", "server_errors_total", "shed_total", "unfinished_total", "lost_with_worker")
+    return int(cells[f"{label}_launched_total"]), sum(int(cells.get(f"{label}_{end}") or 0) for end in ends)
+
+
+@settings(max_examples=100, deadline=None)
+@given(workers=st.integers(1, 3), steps=st.lists(SPLIT_STEP, min_size=1, max_size=30))
+def test_after_the_drain_each_criticality_keeps_its_identity_through_a_lost_worker(workers, steps):
+    """Seam lost workers x criticality: the docs promise, after the drain, X_launched = X_ok +
+    X_server_errors + X_shed + X_unfinished (+ what a lost worker took with it) for each criticality,
+    on every worker's row and the `all` row, as the totals keep theirs through `lost_with_worker`."""
+    board = MitigationsBoard()
+    board.begin_test()
+    models = [SplitWorker(f"w{i}") for i in range(workers)]
+    for when, (action, index, launch, finish, kind, label) in enumerate(steps):
+        model = models[index % workers]
+        if action == "work":
+            model.parts[label].work(launch, finish, kind)
+        elif action == "report":
+            board.update(model.name, 1, [model.snapshot()])
+        elif action == "report-cut":
+            model.snapshot()
+        else:
+            board.lose(model.name, float(when))
+    for model in models:  # the drain: the workers still there send their last report
+        if model.name not in board.lost:
+            model.drain()
+            board.update(model.name, 1, [model.snapshot()])
+    for row in board.rows(2000.0, 100.0):
+        assert row.launched_total == row_identity(row)
+        read = _client_row(row.csv_row())  # as the summary reads it back from the CSV
+        assert read.launched_total == row_identity(read) and read.lost_with_worker == row.lost_with_worker
+        for label in CRITICALITIES:
+            launched, ended = split_identity(row, label)
+            assert launched == ended, (row.worker, label, row.criticality, row.lost_with_worker)
