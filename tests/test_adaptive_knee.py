@@ -217,7 +217,7 @@ def test_an_instance_joining_late_reaches_its_fair_share_within_5_s(servers):
 
 @pytest.mark.parametrize(
     ("capacity", "k", "elasticity"),
-    [(90.0, 2.4, 0.1), (45.0, 1.2, 0.1), (200.0, 5.0, 0.1), (90.3, 2.2, 0.15), (90.3, 2.2, TUNED)],
+    [(90.0, 2.4, 0.1), (45.0, 1.2, 0.1), (200.0, 5.0, 0.1), (90.3, 2.2, TUNED)],
 )
 def test_one_limit_settles_near_the_knee_of_a_soft_model_server(capacity, k, elasticity):
     """With the throughput check on (`dither`). The lab's target as its client sees it
