@@ -1,12 +1,12 @@
 """Issue 20's Pareto benchmark: static caps and the adaptive modes at 2 x C, in one run, with PASS or MISS.
 
-It is the user's sweep (`python -m comparison --scenario sweep`, comparison/scenarios/sweep.py) with three
+It is the user's sweep (`python -m comparison --scenario sweep`, comparison/scenarios/sweep.py) with four
 points added: one probe of C against the embedded default target, then one Locust run per point, each on
 a freshly started target, all at 2 x C:
 
   ThrottledClient --max-concurrent 8, 12, 16, 24, 32, 48, 64     (the static caps: STATIC_CAPS)
-  AdaptiveClient --adaptive-algorithm gradient, then knee, then knee --adaptive-dither 10
-                                                                  (the adaptive modes: MODES)
+  AdaptiveClient --adaptive-algorithm gradient, then knee, then knee --adaptive-dither 10, then that
+  with --adaptive-elasticity 7 (knee-tuned: aimed at 24-30 in flight)      (the adaptive modes: MODES)
 
 It prints each point's SLO goodput, p50, p99 and server lag p95, marks the Pareto front of SLO goodput
 (higher is better) against p99 (lower is better) and the knee of the caps, and judges each adaptive mode
@@ -16,7 +16,7 @@ against the issue's first three targets:
   2. p99 <= 300 ms, and no static cap has both more SLO goodput and a lower p99 (on the front)
   3. server lag p95 <= 140 ms
 
-    .venv/bin/python benchmarks/pareto.py                 # the full run: 10 points x 30 s, about 9 minutes
+    .venv/bin/python benchmarks/pareto.py                 # the full run: 11 points x 30 s, about 10 minutes
     .venv/bin/python benchmarks/pareto.py --quick         # 5 s points: a smoke run, not the figures
     .venv/bin/python benchmarks/pareto.py --check         # exit 1 if any target is missed
     .venv/bin/python benchmarks/pareto.py --svg docs/pareto-front.svg   # also draw the front there
@@ -56,6 +56,7 @@ MODES: dict[str, tuple[str, ...]] = {  # label -> AdaptiveClient's options
     "gradient": ("--adaptive-algorithm", "gradient"),
     "knee": ("--adaptive-algorithm", "knee"),
     "knee-dither": ("--adaptive-algorithm", "knee", "--adaptive-dither", "10"),
+    "knee-tuned": ("--adaptive-algorithm", "knee", "--adaptive-dither", "10", "--adaptive-elasticity", "7"),
 }
 MULTIPLIER = 2.0
 SHARE = 0.97  # SLO goodput / the best static cap's

@@ -152,6 +152,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--adaptive-dither", number(1.0, 50.0, "% of the limit", zero="off"), "0",
            "AdaptiveClient knee: swing the limit +- this share by window and steer on the measured "
            "throughput elasticity (for soft knees); 0: off"),
+    Option("--adaptive-elasticity", number(1.0, 99.0, "%"), "15",
+           "AdaptiveClient knee with --adaptive-dither: the knee is where 1 % more calls in flight bring "
+           "less than this % more answers; lower settles deeper (more goodput, more queue)"),
     Option("--adaptive-fleet-size", slots, "1",
            "AdaptiveClient knee with --adaptive-dither: client instances sharing the upstream (each sees "
            "1/N of the queue it adds)"),

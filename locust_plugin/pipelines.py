@@ -133,6 +133,7 @@ def adaptive(read: Callable[[str], Any]) -> Policy:
                 tolerance=read("adaptive_tolerance") / 100.0,
                 probe_interval=read("adaptive_probe_interval_s"),
                 dither=read("adaptive_dither") / 100.0,
+                elasticity=read("adaptive_elasticity") / 100.0,
                 fleet_size=read("adaptive_fleet_size"),
             )
         )

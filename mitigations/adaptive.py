@@ -202,6 +202,8 @@ class AdaptiveLimit(GatedPolicy):
         immediate 503s leaves the limit where it was, so it carries traffic the moment the server is back;
       - when the limit was cut anyway (slow failures: timeouts, a hang), the first answer after an
         outage restores the last good limit (`OutageMemory`) instead of regrowing from the floor.
+    Either way the first answer after an outage restarts the algorithm (`restart`): its window, and
+    for the knee a min-RTT probe that fell due in the outage, belong to the outage.
     """
 
     name = "adaptive"
@@ -268,8 +270,9 @@ class AdaptiveLimit(GatedPolicy):
             if outcome.ok and (self.fastest_ok is None or 0 < rtt < self.fastest_ok):
                 self.fastest_ok = rtt
             restore = self.memory.answered(now, self.estimate)
-            if restore is not None:
+            if self.memory.ended:  # what the algorithm's window saw belongs to the outage
                 self.algorithm.restart(now)
+            if restore is not None:
                 self.set_estimate(restore)
                 return
         self.samples += 1

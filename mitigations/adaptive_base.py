@@ -43,8 +43,8 @@ class LimitAlgorithm(Protocol):
         ...
 
     def restart(self, now: float) -> None:
-        """Forget the current window: the policy just restored the limit after an outage, and what
-        the window saw before belongs to the outage."""
+        """Forget the current window: an outage just ended (the policy may have restored the limit),
+        and what the window saw before belongs to the outage."""
         ...
 
 
@@ -187,6 +187,7 @@ class OutageMemory:
         self.last_ok_at: float | None = None
         self.failing_since: float | None = None
         self.restores = 0
+        self.ended = False  # the last answer ended an outage (restored or not: an algorithm restarts)
 
     def failed(self, now: float) -> None:
         if self.failing_since is None:
@@ -197,6 +198,7 @@ class OutageMemory:
         restore = None
         started = self.failing_since  # the first failure since the last answer
         outage = started is not None and now - started >= self.outage_after
+        self.ended = outage
         if outage and self.good_limit is not None and self.good_limit > limit:
             restore = self.good_limit
             self.restores += 1

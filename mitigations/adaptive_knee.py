@@ -166,15 +166,26 @@ class Knee:
         self._fresh = False  # the elasticity was measured at the close of this window
 
     def restart(self, now: float) -> None:
+        """An outage ended (the policy may have restored the last good limit). A probe that was due, under
+        way or being confirmed is dropped, and the next one comes a full interval later: the baseline
+        from before the outage stands (an outage says nothing about the server's no-load RTT), a probe
+        begun in it would pin the limit to `probe_limit` for its first answers after it, and one
+        finished on those answers would see the restored limit's queue, read a baseline that rose, and
+        pin the limit again `probe_confirm` later: 3-4 s of recovery lost on the lab's server."""
         self.window.restart(now)
         self.tail.clear()
         self._phase.restart(now)
         self._points.clear()
+        self.probing = False
+        self._probe_rtts = []
+        self._chain = []
+        wait = self.config.probe_interval if self.min_rtt is not None else self.config.probe_confirm
+        self._next_probe = max(self._next_probe, now + self._jittered(wait))
 
     def update(self, limit: float, sample: Sample) -> float:
         if self.probing:
             return self._probe(limit, sample)
-        if sample.at >= self._next_probe:
+        if sample.at >= self._next_probe and not sample.dropped:  # a failing server has no baseline
             self.probing = True
             self._probe_started = sample.at
             self._probe_rtts = []

@@ -7,9 +7,13 @@ import random
 import pytest
 
 from mitigations.adaptive import ALGORITHMS, AdaptiveLimit, Knee, KneeConfig, Sample
-from mitigations.core import FakeClock, Outcome, PipelineEvents
+from mitigations.core import FakeClock, Outcome, PipelineEvents, ReadTimeout
 from tests.knee_model import ModelClient, ModelServer, SoftModelServer, jain, simulate
 from tests.policy_kit import make_call
+from tests.test_adaptive_slo import ModelServer as OutageServer
+from tests.test_adaptive_slo import drive
+
+TUNED = 0.07  # --adaptive-elasticity 7: the target tuned for the lab's server (docs/adaptive-limits.md)
 
 
 def ok(at: float, rtt: float, in_flight: int = 10) -> Sample:
@@ -74,9 +78,7 @@ def test_under_the_target_the_limit_grows_and_past_it_lands_on_the_knee_without_
 def test_a_limit_not_reached_in_the_window_neither_grows_nor_is_kept_past_the_knee():
     algorithm = knee(probe_confirm=100.0)
     assert window(algorithm, 30.0, 0.05, start=1.0, in_flight=12) == 30  # app-limited: hold
-    assert window(algorithm, 30.0, 0.11, start=2.0, in_flight=12) == pytest.approx(
-        12 * 0.5
-    )  # cut the used
+    assert window(algorithm, 30.0, 0.11, start=2.0, in_flight=12) == pytest.approx(12 * 0.5)  # cut the used
 
 
 def test_the_slo_is_a_ceiling_that_cuts_at_once_and_never_a_target():
@@ -99,6 +101,16 @@ def test_a_baseline_that_moved_is_probed_again_soon_and_a_steady_one_after_the_i
     assert not algorithm.probing
 
 
+def test_a_failure_does_not_start_a_min_rtt_probe():
+    """A failing server has no baseline to measure: a probe begun on a drop pins the limit to 3 until
+    enough answers come, which in an outage is not before it ends."""
+    algorithm = knee(probe_interval=5.0, probe_confirm=5.0)
+    drop = Sample(at=6.0, rtt=1.0, in_flight=10, dropped=True)
+    algorithm.update(10.0, drop)
+    assert not algorithm.probing
+    assert algorithm.update(10.0, ok(6.1, 0.05)) == 3 and algorithm.probing  # the next answer starts it
+
+
 def test_the_policy_drives_knee_like_any_algorithm():
     clock = FakeClock()
     policy = AdaptiveLimit(Knee(KneeConfig(lag_threshold_ms=None, probe_samples=2)))
@@ -111,6 +123,35 @@ def test_the_policy_drives_knee_like_any_algorithm():
     for _ in range(3):
         assert policy.execute(make_call(clock), proceed).ok
     assert policy.algorithm.min_rtt == pytest.approx(0.05) and policy.limit == 10
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["immediate-503s", "timeouts"])
+def test_after_an_outage_the_knee_is_back_at_once_and_no_probe_pins_it(slow):
+    """A 10 s outage in which the min-RTT probe falls due. Immediate 503s are no samples; timeouts cut
+    the limit to its floor and the first answer restores it. Either way the limit must stay near the last
+    good one for the 3 s after the server returns: a probe begun in the outage (or on its first answer)
+    pinned it to 3 and then restored the floor it had deferred, and one confirmed on the restored
+    limit's queue pinned it again 2 s later (the lab's server: recovery in 3-4 s, HammerClient's 0.1-0.3)."""
+    clock = FakeClock()
+    config = KneeConfig(lag_threshold_ms=None, dither=0.1, probe_interval=8.0, probe_jitter=0.0, max_limit=40)
+    policy = AdaptiveLimit(Knee(config, rng=random.Random(1)))
+    policy.bind(clock, PipelineEvents())
+    server = OutageServer(clock)
+    drive(policy, server, clock, 5.0)
+    good = policy.limit
+    assert good >= 10  # well above the probe's 3
+    server.down = True
+    if slow:
+        server.failure, server.fail_after = (None, ReadTimeout()), 1.0
+    drive(policy, server, clock, 10.0, rate=20 if slow else 100)  # the probe is due at about 10 s
+    server.down = False
+    returned = clock.now()
+    limits = []
+    while clock.now() < returned + 3.0:
+        drive(policy, server, clock, 0.01)
+        limits.append(policy.limit)
+    assert min(limits) >= 0.8 * good, (good, limits[:5], min(limits))
+    assert not policy.algorithm.probing
 
 
 # -- the model server -----------------------------------------------------------------------------------
@@ -174,29 +215,39 @@ def test_an_instance_joining_late_reaches_its_fair_share_within_5_s(servers):
     assert reached, [round(share(late + i / 2), 2) for i in range(9)]  # by 5 s after joining
 
 
-@pytest.mark.parametrize(("capacity", "k"), [(90.0, 2.4), (45.0, 1.2), (200.0, 5.0)])
-def test_one_limit_settles_near_the_knee_of_a_soft_model_server(capacity, k):
+@pytest.mark.parametrize(
+    ("capacity", "k", "elasticity"),
+    [(90.0, 2.4, 0.1), (45.0, 1.2, 0.1), (200.0, 5.0, 0.1), (90.3, 2.2, TUNED)],
+)
+def test_one_limit_settles_near_the_knee_of_a_soft_model_server(capacity, k, elasticity):
     """With the throughput check on (`dither`). The lab's target as its client sees it
     (SoftModelServer: the RTT grows from the first call, so a gradient on min RTT alone settled at a
-    quarter of this knee, 0.6 x C). The knee: where 1 % more calls bring 0.1 % more answers. The limit's
-    time average over the last 40 s must be within 25 % above it and 30 % below it."""
-    server = SoftModelServer(capacity, k, elasticity=0.1)
-    client = ModelClient(limiter(1, dither=0.1), rate=2 * server.capacity, rng=random.Random(2))
+    quarter of this knee, 0.6 x C; k = 2.2 fits the lab's static caps at 2 x C). The knee: where 1 % more
+    calls bring `elasticity` % more answers, the limiter's target. The limit's time average over the
+    last 40 s must be within 25 % above it and 30 % below it."""
+    server = SoftModelServer(capacity, k, elasticity=elasticity)
+    algorithm = limiter(1, dither=0.1, elasticity=elasticity)
+    client = ModelClient(algorithm, rate=2 * server.capacity, rng=random.Random(2))
     simulate(server, [client], until=60.0)
     mean = client.mean_limit(20, 60)
     assert 0.7 * server.knee <= mean <= 1.25 * server.knee, (mean, server.knee)
     assert client.goodput(20, 60) >= 0.8 * server.capacity
 
 
-@pytest.mark.parametrize(("capacity", "k"), [(90.0, 2.4), (200.0, 5.0)])
-def test_a_fleet_told_its_size_shares_a_soft_knee(capacity, k):
+@pytest.mark.parametrize(
+    ("capacity", "k", "knee_at", "target"),
+    [(90.0, 2.4, 0.1, 0.15), (200.0, 5.0, 0.1, 0.15), (90.3, 2.2, TUNED, TUNED)],
+)
+def test_a_fleet_told_its_size_shares_a_soft_knee(capacity, k, knee_at, target):
     """Four instances on the soft model, each told the fleet's size: one holding 1/4 of the calls sees
     1/4 of the queue it adds, so untold they read the elasticity too high and held 2.3-3.2 x the knee
-    between them. Told, they share it fairly and hold between 0.6 and 1.6 x the knee in all."""
-    server = SoftModelServer(capacity, k, elasticity=0.1)
+    between them. Told, they share it fairly and hold between 0.6 and 1.6 x the knee in all. (The first
+    two cases aim at 0.15 and are judged at the knee of 0.1, as measured when they were written; aimed
+    at 0.1, the fleet on k = 5 held 0.58 x it.)"""
+    server = SoftModelServer(capacity, k, elasticity=knee_at)
     clients = [
         ModelClient(
-            limiter(10 + i, min_limit=1, dither=0.1, fleet_size=4),
+            limiter(10 + i, min_limit=1, dither=0.1, fleet_size=4, elasticity=target),
             rate=2 * server.capacity / 4,
             rng=random.Random(100 + i),
         )

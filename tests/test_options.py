@@ -118,11 +118,12 @@ def test_the_knee_options_reach_the_adaptive_limit():
 
     parsed = SimpleNamespace(
         adaptive_algorithm="knee", adaptive_tolerance="25", adaptive_probe_interval_s="60", slo_ms="800",
-        adaptive_dither="10", adaptive_fleet_size="4",
+        adaptive_dither="10", adaptive_fleet_size="4", adaptive_elasticity="7.5",
     )
     built = build_pipeline(("adaptive",), parsed, "http://127.0.0.1:9", SYSTEM_CLOCK)
     algorithm = built.policies["adaptive"].algorithm
     assert isinstance(algorithm, Knee)
     assert algorithm.config.tolerance == 0.25 and algorithm.config.probe_interval == 60.0
     assert algorithm.config.dither == 0.1 and algorithm.config.fleet_size == 4
+    assert algorithm.config.elasticity == pytest.approx(0.075)
     assert algorithm.config.slo_target == 0.4  # the ceiling: --adaptive-slo-share 50 % of --slo-ms
