@@ -36,6 +36,15 @@ from gevent.pywsgi import MAX_REQUEST_LINE, Input, WSGIHandler
 
 from target_server.guard import MAX_BODY_BYTES
 
+SOCKET_KEY = "hammerlab.socket"  # where TargetHandler (server.py) puts the client's socket in the environ
+SOCKET_KEYS = (SOCKET_KEY, "gunicorn.socket")
+
+
+def client_socket(environ: dict[str, Any]) -> Any | None:
+    """The socket under a request: ours (pywsgi) or gunicorn's; None under Flask's test client."""
+    return next((environ[key] for key in SOCKET_KEYS if key in environ), None)
+
+
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADER_LINES = 100
 PRESSURE_GRACE_S = 1.0

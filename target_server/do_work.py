@@ -20,6 +20,7 @@ from flask import Blueprint, Response, request
 
 from target_server import metrics
 from target_server.config import Config, check_work
+from target_server.connections import client_socket
 from target_server.criticality import criticality_of
 from target_server.deadline import (
     DEADLINE_ENVIRON,
@@ -37,7 +38,6 @@ from target_server.state import TargetState
 from target_server.tasks import ABANDONED, EXPIRED, Work, run_tasks
 from target_server.tracing import CPU_KEY, FAULT_KEY, OUTCOME_KEY
 
-SOCKET_KEYS = ("hammerlab.socket", "gunicorn.socket")
 HANG_POLL_S = 0.25
 DONE = b'{"result": "done!"}'
 TOO_BUSY = b'{"error": "too busy!"}'
@@ -153,7 +153,7 @@ def _work_params(config: Config) -> tuple[int, float, float]:
 
 def _client_socket() -> socket.socket | None:
     """The OS socket under this request (pywsgi or gunicorn), for the hung-up check."""
-    sock = next((request.environ[k] for k in SOCKET_KEYS if k in request.environ), None)
+    sock = client_socket(request.environ)
     return getattr(sock, "_sock", sock)  # gevent wraps the OS socket; peek at it without gevent's wait
 
 
@@ -178,7 +178,7 @@ def _abort_connection(*, hard: bool, partial: bytes) -> Response:
     The WSGI servers (gevent pywsgi, gunicorn) treat an ECONNRESET raised while sending the body as the
     client going away: they close the socket quietly. SO_LINGER 0 turns that close into a reset.
     """
-    sock = next((request.environ[k] for k in SOCKET_KEYS if k in request.environ), None)
+    sock = client_socket(request.environ)
 
     def body() -> Iterator[bytes]:
         if partial:

@@ -23,7 +23,7 @@ from gevent.pywsgi import WSGIServer
 
 from target_server.app import create_app, state_of
 from target_server.config import Config
-from target_server.connections import ConnectionGuard, ConnectionLimits, GuardedHandler
+from target_server.connections import SOCKET_KEY, ConnectionGuard, ConnectionLimits, GuardedHandler
 from target_server.state import TargetState
 from target_server.status_log import SERIES_PATH, StatusLog, start_status_log
 
@@ -40,7 +40,7 @@ class TargetHandler(GuardedHandler):
 
     def get_environ(self) -> dict[str, Any]:
         environ = super().get_environ()
-        environ["hammerlab.socket"] = self.socket
+        environ[SOCKET_KEY] = self.socket
         return environ
 
     def log_request(self) -> None:

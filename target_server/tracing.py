@@ -26,7 +26,6 @@ from typing import Any
 OUTCOME_KEY = "hammerlab.outcome"
 CPU_KEY = "hammerlab.cpu_ms"
 FAULT_KEY = "hammerlab.fault"
-SOCKET_KEYS = ("hammerlab.socket", "gunicorn.socket")
 UNTRACED_PREFIXES = ("/ping", "/stats", "/metrics", "/admin")
 NOT_DONE = ("rejected", "expired", "abandoned")
 SERVICE_NAME = "hammerlab-target"
@@ -114,9 +113,10 @@ class ServerSpans:
         path = environ.get("PATH_INFO") or "/"
         if path.startswith(UNTRACED_PREFIXES):
             return self.app(environ, start_response)
+        from target_server.connections import client_socket
         from target_server.deadline import kernel_wait_s
 
-        sock = next((environ[k] for k in SOCKET_KEYS if k in environ), None)
+        sock = client_socket(environ)
         queued_s = kernel_wait_s(getattr(sock, "_sock", sock))
         method = environ.get("REQUEST_METHOD", "GET")
         span = self._tracer.start_span(
