@@ -27,6 +27,9 @@ SLOW_MS = 1000
 # The hedge delay sits far from both the tail and the natural latency: at 150 ms, under busy loops a third
 # of the fast calls passed it on their own, their primaries then beat the hedges (hedged 10, won 1).
 HEDGE_DELAY_MS = 300
+# Locust's read timeout (1 s by default) far above the tail too: near it, slow calls time out on a busy
+# machine and end as errors, retries and breaker sheds instead of hedges.
+TIMEOUTS = ("--read-timeout-ms", "3000", "--request-timeout-ms", "4000")
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +193,7 @@ def test_a_locust_run_counts_a_hedged_call_once(tail_target, tmp_path):
     run = run_locust(
         "HedgedClient", tail_target.url, 3, "--launch-rate", "30", "--hedge-delay-ms", str(HEDGE_DELAY_MS),
         "--hedge-budget", "100", "--hedge-pause-ms", "0", "--max-concurrent", "64", "--drain-s", "3",
-        tmp_path=tmp_path,
+        *TIMEOUTS, tmp_path=tmp_path,
     )  # fmt: skip
     assert run.returncode in (0, 1), run.output[-2000:]
     final = [r for r in read_csv(tmp_path / "HedgedClient_mitigations.csv") if r["worker"] == "local"][-1]
