@@ -23,7 +23,13 @@ from tests.open_loop import offer
 
 pytestmark = pytest.mark.slow
 CLOCK = MonotonicClock()
-SLOW_MS = 700
+SLOW_MS = 1000
+# The hedge delay sits far from both the tail and the natural latency: at 150 ms, under busy loops a third
+# of the fast calls passed it on their own, their primaries then beat the hedges (hedged 10, won 1).
+HEDGE_DELAY_MS = 300
+# Locust's read timeout (1 s by default) far above the tail too: near it, slow calls time out on a busy
+# machine and end as errors, retries and breaker sheds instead of hedges.
+TIMEOUTS = ("--read-timeout-ms", "3000", "--request-timeout-ms", "4000")
 
 
 @pytest.fixture(scope="module")
@@ -47,30 +53,40 @@ def hedged_pipeline(url: str, backend: str, config: HedgeConfig) -> tuple[Pipeli
 
 
 def settled_stats(server, before_requests: int, expected: int) -> dict:
-    """/stats once every request the server got has ended (the losers finish their sleep first)."""
+    """/stats once every request the server got has ended (the losers finish their sleep first): at least
+    `expected` new ones, none in flight, and no new one for 0.3 s."""
     deadline = time.monotonic() + SLOW_MS / 1000 + 3
+    last = None
     while True:
         stats = server.stats()
-        if stats["in_flight"] == 0 and stats["requests_total"] - before_requests >= expected:
+        settled = stats["in_flight"] == 0 and stats["requests_total"] - before_requests >= expected
+        if (settled and last is not None and last == stats["requests_total"]) or time.monotonic() > deadline:
             return stats
-        if time.monotonic() > deadline:
-            return stats
-        time.sleep(0.05)
+        last = stats["requests_total"] if settled else None
+        time.sleep(0.3 if settled else 0.05)
+
+
+def hedges_seen(after: dict, before: dict, calls: int, hedged: int, won: int) -> None:
+    """The server got every call and between `won` and `hedged` hedges: each hedge that won was sent, and
+    none twice. Not always all `hedged`: on a busy machine a call can pass the hedge delay on its own, and
+    when its primary then answers while the hedge is still connecting, the hedge is cancelled unsent."""
+    seen = after["requests_total"] - before["requests_total"]
+    assert calls + won <= seen <= calls + hedged, (seen, calls, won, hedged)
 
 
 @pytest.mark.parametrize("backend", HTTP_BACKENDS)
 def test_the_loser_is_cancelled_and_the_server_sees_its_connection_close(tail_target, backend):
     before = tail_target.stats()
     pipeline, policy = hedged_pipeline(
-        tail_target.url, backend, HedgeConfig(delay=0.15, budget=None, pause=0.0)
+        tail_target.url, backend, HedgeConfig(delay=HEDGE_DELAY_MS / 1000, budget=None, pause=0.0)
     )
     outcomes = offer(pipeline, rate=40, seconds=1.0)
     assert len(outcomes) == 40 and all(o.ok and o.length > 0 for o in outcomes)
     assert policy.hedged >= 3 and policy.hedge_won >= 2  # 30 % slow: about 12 hedges
     # The hedge's answer came long before the slow primary's would have.
     assert max(o.latency for o in outcomes if o.call.hedge) < SLOW_MS / 1000
-    after = settled_stats(tail_target, before["requests_total"], 40 + policy.hedged)
-    assert after["requests_total"] - before["requests_total"] == 40 + policy.hedged
+    after = settled_stats(tail_target, before["requests_total"], 40 + policy.hedge_won)
+    hedges_seen(after, before, 40, policy.hedged, policy.hedge_won)
     abandoned = after["abandoned_total"] - before["abandoned_total"]
     # Every primary that lost was still sleeping at the server: closed (not kept in the pool, where the
     # server would see a live keep-alive connection), it is abandoned and its work skipped.
@@ -175,9 +191,9 @@ def test_the_budget_holds_under_overload(start_target):
 def test_a_locust_run_counts_a_hedged_call_once(tail_target, tmp_path):
     before = tail_target.stats()
     run = run_locust(
-        "HedgedClient", tail_target.url, 3, "--launch-rate", "30", "--hedge-delay-ms", "150",
+        "HedgedClient", tail_target.url, 3, "--launch-rate", "30", "--hedge-delay-ms", str(HEDGE_DELAY_MS),
         "--hedge-budget", "100", "--hedge-pause-ms", "0", "--max-concurrent", "64", "--drain-s", "3",
-        tmp_path=tmp_path,
+        *TIMEOUTS, tmp_path=tmp_path,
     )  # fmt: skip
     assert run.returncode in (0, 1), run.output[-2000:]
     final = [r for r in read_csv(tmp_path / "HedgedClient_mitigations.csv") if r["worker"] == "local"][-1]
@@ -189,5 +205,5 @@ def test_a_locust_run_counts_a_hedged_call_once(tail_target, tmp_path):
     answered = int(final["ok_total"]) + int(final["server_errors_total"])
     assert run.count("GET", "/doWork") + run.count("GET", "/doWork [hedge]") == answered
     assert run.count("GET", "/doWork [hedge]") == won
-    after = settled_stats(tail_target, before["requests_total"], launched + hedged)
-    assert after["requests_total"] - before["requests_total"] == launched + hedged
+    after = settled_stats(tail_target, before["requests_total"], launched + won)
+    hedges_seen(after, before, launched, hedged, won)
