@@ -19,7 +19,7 @@ from mitigations.core import (
     ResponseReset,
 )
 from mitigations.outbound import PinnedConnectionPool
-from mitigations.timeout import DEADLINE_HEADER, EXPIRED_HEADER, Timeouts, deadline_ms
+from mitigations.timeout import DEADLINE_HEADER, EXPIRED_HEADER, ms_left
 from mitigations.transport_base import HttpBackend, TransportConfig, arm_deadline
 from mitigations.wire_failures import classify_status, failure_outcome
 
@@ -27,6 +27,7 @@ REQUEST_CACHE_SIZE = 256  # distinct body-less requests a FastTransport keeps bu
 # W3C trace context (`mitigations.tracing`): a new value every attempt, so FastTransport sends them after
 # its cached request head, as it does the deadline.
 TRACE_HEADERS = ("traceparent", "tracestate")
+_DEADLINE_LINE = DEADLINE_HEADER.encode("ascii") + b": %d\r\n\r\n"  # and the blank line ending the head
 
 
 class FastTransport:
@@ -86,15 +87,15 @@ class FastTransport:
 
     def send(self, call: Call) -> Outcome:
         now = self.clock.now()
-        if Timeouts.expired(call, now):
-            return Outcome(call=call, finished_at=now, error=DeadlineExceeded())
         remaining = call.remaining(now)
+        if remaining == 0:  # `Timeouts.expired`, from the seconds left read once
+            return Outcome(call=call, finished_at=now, error=DeadlineExceeded())
         pool = self._client._connection_pool
         try:
             head = self._request_bytes(call)
         except URLRefused:
             return Outcome(call=call, finished_at=now, error=ClientError())  # never sent: not the server's
-        request = with_deadline(head, deadline_ms(call, now, self.config.timeouts.read))
+        request = with_deadline(head, ms_left(remaining, self.config.timeouts.read))
         sock = None
         response_started = False
         try:
@@ -144,8 +145,7 @@ def with_deadline(request: bytes, left_ms: int | None) -> bytes:
     cached without it, because the value changes with every attempt)."""
     if left_ms is None:
         return request
-    head = request[:-2]  # the head ends with the blank line's CRLF
-    return head + f"{DEADLINE_HEADER}: {left_ms}\r\n\r\n".encode("ascii")
+    return request[:-2] + _DEADLINE_LINE % left_ms  # the head ends with the blank line's CRLF
 
 
 def with_headers(request: bytes, pairs: list[tuple[str, str]]) -> bytes:

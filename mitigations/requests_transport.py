@@ -8,7 +8,7 @@ import urllib3
 from mitigations.checked_url import URLRefused
 from mitigations.core import SYSTEM_CLOCK, Call, ClientError, Clock, DeadlineExceeded, Outcome
 from mitigations.outbound import pinned_session
-from mitigations.timeout import DEADLINE_HEADER, EXPIRED_HEADER, Timeouts, deadline_ms
+from mitigations.timeout import DEADLINE_HEADER, EXPIRED_HEADER, ms_left
 from mitigations.transport_base import HttpBackend, TransportConfig, arm_deadline
 from mitigations.wire_failures import classify_status, failure_outcome
 
@@ -35,16 +35,16 @@ class RequestsTransport:
 
     def send(self, call: Call) -> Outcome:
         now = self.clock.now()
-        if Timeouts.expired(call, now):
+        remaining = call.remaining(now)
+        if remaining == 0:  # `Timeouts.expired`, from the seconds left read once
             return Outcome(call=call, finished_at=now, error=DeadlineExceeded())
         try:
             url = self.config.target.join(call.path).text
         except URLRefused:
             return Outcome(call=call, finished_at=now, error=ClientError())  # never sent: not the server's
-        remaining = call.remaining(now)
         timeout = self.config.timeouts.for_call(call, now)
         headers = dict(call.headers)
-        left = deadline_ms(call, now, self.config.timeouts.read)
+        left = ms_left(remaining, self.config.timeouts.read)
         if left is not None:
             headers[DEADLINE_HEADER] = str(left)
         response = None
