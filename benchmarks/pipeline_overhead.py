@@ -12,7 +12,8 @@ A whole Locust process's CPU over a 10 s run swings by +-20 % from run to run on
 so the script also measures the pipeline alone, in this process: CPU per call through the same transport
 with no policy and with the full CombinedClient set (retry, breaker, throttle, socket pool, deadline),
 alternated in chunks of 100 calls. The median of the chunk-by-chunk ratios (`paired`) is stable to a
-few percent where the ratio of the two medians is not. With the `otel` extra installed it
+few percent where the ratio of the two medians is not. A third variant, `deadline only` (no policy, but
+the total deadline), splits the deadline's share from the policies'. With the `otel` extra installed it
 also runs the full pipeline traced (docs/tracing.md): a span per call and per attempt, batched to an
 exporter that drops them, which is the cost of `--otel` before the network.
 
@@ -165,6 +166,9 @@ def pipeline_cost(host: str, rounds: int, calls: int = 100) -> dict[str, dict[st
         transport = make_transport(backend, config)
         variants = {
             "transport alone": Pipeline([], transport),
+            # No policy, but a total deadline: the deadline's share of the full pipeline's cost (the
+            # timer armed around each attempt and the propagated deadline header).
+            "deadline only": Pipeline([], transport, total_timeout=10.0),
             "full pipeline": Pipeline(full(), transport, total_timeout=10.0),
         }
         tracer = _dropping_tracer()
@@ -269,7 +273,7 @@ def main() -> None:
         paired = by["full pipeline, paired"]
         line = (
             f"{backend:<9} transport alone {alone:6.1f}  full pipeline {full:6.1f}  ratio {ratio:.2f}x"
-            f"  paired {paired:.2f}x"
+            f"  paired {paired:.2f}x  (deadline only: paired {by['deadline only, paired']:.2f}x)"
         )
         if "full pipeline, traced" in by:
             traced = by["full pipeline, traced"]

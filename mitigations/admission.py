@@ -105,11 +105,19 @@ class FifoGate:
     def try_enter(self, sheddable: bool = False) -> bool:
         """Take a slot now if one is free for this class and nobody of its line or a higher one is
         queued ahead. Never waits."""
-        ahead = self.waiting if sheddable else self.waiting - self.waiting_sheddable
-        if ahead == 0 and self._has_room(sheddable):
+        if sheddable:
+            ahead, cap = self.waiting, self.sheddable_limit
+        else:  # `_has_room()`, inlined: this runs for every call
+            ahead, cap = self.waiting - self.waiting_sheddable, self._limit
+        if ahead == 0 and (cap is None or self.in_use < cap):
             self.in_use += 1
             return True
         return False
+
+    def classless(self) -> bool:
+        """Whether a call's class (critical or sheddable) cannot change `try_enter`'s answer now: nobody
+        waits, so nobody is ahead of either class, and with no reserve both classes have the same cap."""
+        return not self.waiting and not self.reserve
 
     def enter(self, clock: Clock, timeout: float | None, sheddable: bool = False) -> Entry:
         """Take a slot, waiting in line at most `timeout` seconds (None: as long as it takes).
@@ -154,7 +162,9 @@ class FifoGate:
         """Give a slot back: straight to the oldest critical waiter if there is one and room for it,
         else to the oldest sheddable waiter if there is room under the sheddable limit."""
         self.in_use -= 1
-        if self._hand_off():
+        # Nobody waiting (the common case): no one to hand to. Cancelled waiters still in the lines are
+        # skipped by the next hand-off, or compacted away by `_cancel`.
+        if self.waiting and self._hand_off():
             self.in_use += 1
 
     def _hand_off(self) -> bool:
@@ -217,6 +227,10 @@ class GatedPolicy(BasePolicy):
     in_flight_gauge: str | None = None
     queued_gauge = "queue_depth"
     honours_criticality = True  # sheddable calls wait behind critical ones, within `gate.reserve`
+    # How `execute` admits: wait in line for a slot (`queue`) at most `queue_timeout` seconds (None: no
+    # limit of its own; the call's deadline still bounds the wait), or shed at once when none is free.
+    queue = False
+    queue_timeout: float | None = None
 
     def __init__(self, limit: int | None, queue_limit: int | None) -> None:
         super().__init__()
@@ -274,6 +288,16 @@ class GatedPolicy(BasePolicy):
         remaining = call.sendable(self.clock.now())
         if remaining == 0:
             return self._expire(call)
+        gate = self.gate
+        if gate.classless() and gate.try_enter():  # no need to read the call's class from its headers
+            self.admitted += 1
+            return None
+        return self._admit_by_class(call, remaining, queue, queue_timeout)
+
+    def _admit_by_class(
+        self, call: Call, remaining: float | None, queue: bool, queue_timeout: float | None
+    ) -> Outcome | None:
+        """`admit` once the call's class may matter: someone waits, there is a reserve, or no room."""
         sheddable = self.honours_criticality and criticality_of(call.headers) == SHEDDABLE
         if not queue:
             if self.gate.try_enter(sheddable):
@@ -287,15 +311,26 @@ class GatedPolicy(BasePolicy):
             return self._expire(call)
         return self._reject(call)
 
-    def guarded(self, call: Call, proceed: Next, *, queue: bool, queue_timeout: float | None) -> Outcome:
-        """Admit `call` (or shed it), run the rest of the pipeline, and give the slot back."""
-        refusal = self.admit(call, queue=queue, queue_timeout=queue_timeout)
-        if refusal is not None:
-            return refusal
+    def execute(self, call: Call, proceed: Next) -> Outcome:
+        """Admit `call` as the subclass queues (`queue`, `queue_timeout`), or shed it; run the rest of the
+        pipeline, and give the slot back. `admit`'s common case is inlined here: this runs for every call."""
+        gate = self.gate
+        remaining = call.sendable(self.clock.now())
+        # `gate.classless()`, inlined: nobody waits and no reserve, so the call's class cannot matter.
+        if remaining != 0 and not gate.waiting and not gate.reserve and gate.try_enter():
+            self.admitted += 1
+        else:
+            refusal = (
+                self._expire(call)
+                if remaining == 0
+                else self._admit_by_class(call, remaining, self.queue, self.queue_timeout)
+            )
+            if refusal is not None:
+                return refusal
         try:
             return proceed(call)
         finally:
-            self.gate.leave()
+            gate.leave()
 
     def _admitted(self) -> None:
         self.admitted += 1

@@ -128,7 +128,8 @@ class _Window:
         self._failures = 0
         self._slow = 0
 
-    def record(self, now: float, failed: bool, slow: bool) -> None:
+    def record(self, now: float, failed: bool, slow: bool) -> int:
+        """Add one call; returns how many are held now (`len`, without another call per call)."""
         items = self._items
         items.append((now, failed, slow))
         self._failures += failed
@@ -140,6 +141,7 @@ class _Window:
             horizon = now - self.size
             while items[0][0] <= horizon:
                 self._drop()
+        return len(items)
 
     def stats(self, now: float) -> WindowStats:
         if self.kind == "time":
@@ -230,7 +232,8 @@ class CircuitBreaker(BasePolicy):
 
     def execute(self, call: Call, proceed: Next) -> Outcome:
         started = self.clock.now()
-        permit = self._acquire(started)
+        # `_acquire`, inlined for the common case: time alone never moves a closed breaker.
+        permit = self._generation if self._state == CLOSED else self._acquire(started)
         if permit is None:
             self.rejected += 1
             return self.shed(call, CircuitOpen())
@@ -245,7 +248,8 @@ class CircuitBreaker(BasePolicy):
             now = self.clock.now()
             limit = self.config.slow_call_duration  # `_is_slow`, inlined: this runs for every call
             slow = limit is not None and now - started > limit
-            self._record(permit, now, outcome.is_server_failure, slow)
+            failed = outcome.error is not None and outcome.is_server_failure  # an answer: no property call
+            self._record(permit, now, failed, slow)
         return outcome
 
     def _is_slow(self, duration: float) -> bool:
@@ -278,10 +282,10 @@ class CircuitBreaker(BasePolicy):
             return
         if self._state == CLOSED:
             window, minimum = self._window, self.config.minimum_calls
-            window.record(now, failed, slow)
+            held = window.record(now, failed, slow)
             # Fewer calls held than the minimum: it cannot open (skips building the window's stats on
             # most calls of a healthy run).
-            if len(window) >= minimum and self._should_open(window.stats(now), minimum):
+            if held >= minimum and self._should_open(window.stats(now), minimum):
                 self._transition(now, OPEN)
         elif self._state == HALF_OPEN:
             self._probes.record(now, failed, slow)

@@ -150,11 +150,12 @@ class RetryBudget:
         self.denials = 0
 
     def _refill(self, now: float) -> None:
-        last = now if self._refilled_at is None else self._refilled_at
-        elapsed = max(0.0, now - last)
-        self._refilled_at = max(last, now)
-        if self.config.min_retries_per_second > 0:
-            self._add(elapsed * self.config.min_retries_per_second)
+        last = self._refilled_at
+        if last is None or now > last:  # the clock's latest reading: never moved back
+            self._refilled_at = now
+        rate = self.config.min_retries_per_second
+        if rate > 0 and last is not None and now > last:  # no floor, or no time passed: nothing to add
+            self._add((now - last) * rate)
 
     def _add(self, tokens: float) -> None:
         self.balance = min(self.config.max_balance, self.balance + tokens)
@@ -162,7 +163,7 @@ class RetryBudget:
     def deposit(self, now: float) -> None:
         """One logical call was made."""
         self._refill(now)
-        self._add(self.config.ratio)
+        self.balance = min(self.config.max_balance, self.balance + self.config.ratio)  # `_add`, inlined
         self.deposits += 1
 
     def try_withdraw(self, now: float) -> bool:

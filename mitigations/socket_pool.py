@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 from mitigations._checks import check_int
 from mitigations.admission import GatedPolicy
-from mitigations.core import Call, Next, Outcome
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,10 @@ class SocketPool(GatedPolicy):
     name = "socket-pool"
     in_flight_gauge = "pool_in_use"
     queued_gauge = "pool_waiting"
+    # Wait for a socket in line, until the call's deadline; no deadline means as long as it takes, as
+    # Node's agent does.
+    queue = True
+    queue_timeout = None
 
     def __init__(self, config: SocketPoolConfig) -> None:
         super().__init__(config.max_sockets, queue_limit=None)
@@ -66,7 +69,3 @@ class SocketPool(GatedPolicy):
     @property
     def mean_wait(self) -> float:
         return self.gate.total_wait / self.gate.waits if self.gate.waits else 0.0
-
-    def execute(self, call: Call, proceed: Next) -> Outcome:
-        # No deadline means wait as long as it takes, as Node's agent does.
-        return self.guarded(call, proceed, queue=True, queue_timeout=None)

@@ -23,7 +23,7 @@ from typing import Literal
 
 from mitigations._checks import check_choice, check_int, check_seconds
 from mitigations.admission import GatedPolicy
-from mitigations.core import Call, Next, Outcome, ThrottleRejected
+from mitigations.core import ThrottleRejected
 
 ThrottleMode = Literal["cancel", "queue"]
 THROTTLE_MODES: tuple[ThrottleMode, ...] = ("cancel", "queue")
@@ -61,7 +61,5 @@ class Throttle(GatedPolicy):
     def __init__(self, config: ThrottleConfig) -> None:
         super().__init__(config.max_concurrent, config.queue_size if config.mode == "queue" else 0)
         self.config = config
-
-    def execute(self, call: Call, proceed: Next) -> Outcome:
-        queue = self.config.mode == "queue"
-        return self.guarded(call, proceed, queue=queue, queue_timeout=self.config.queue_timeout)
+        self.queue = config.mode == "queue"  # how `GatedPolicy.execute` admits
+        self.queue_timeout = config.queue_timeout

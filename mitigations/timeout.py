@@ -92,7 +92,12 @@ def deadline_ms(call: Call, now: float, read: float | None) -> int | None:
     """What `DEADLINE_HEADER` carries: the milliseconds this attempt will still wait, i.e. the time left
     before the call's deadline, capped by the read timeout (the target sends nothing until it answers,
     so a read timeout is a deadline on the answer). None when the attempt has no deadline."""
-    remaining = call.remaining(now)
+    return ms_left(call.remaining(now), read)
+
+
+def ms_left(remaining: float | None, read: float | None) -> int | None:
+    """`deadline_ms` from the seconds the call has left (`call.remaining(now)`), for a transport that
+    has read them already."""
     if remaining is None:
         return None
     if read is not None:
