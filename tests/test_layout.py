@@ -107,10 +107,18 @@ def test_the_cycle_finder_finds_a_long_cycle():
     assert cycle_in({"a": {"b"}, "b": set()}) == []
 
 
-def test_no_comparison_or_plugin_module_is_over_400_lines():
+def test_no_module_of_the_lab_is_over_400_lines():
+    """The house rule splits a module past ~300 lines by idea; 400 is where this test stops waiting."""
     long = {
         str(path.relative_to(ROOT)): count
-        for folder in ("comparison", "locust_plugin")
+        for folder in (
+            "comparison",
+            "locust_plugin",
+            "mitigations",
+            "target_server",
+            "locustfiles",
+            "benchmarks",
+        )
         for path in (ROOT / folder).rglob("*.py")
         if (count := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
