@@ -127,10 +127,12 @@ class FifoGate:
         if self.try_enter(sheddable):
             return Entry.ADMITTED
         full = self.queue_limit is not None and self.waiting >= self.queue_limit
-        if full and (sheddable or (timeout is not None and timeout <= 0) or not self._evict_sheddable()):
+        if full and (sheddable or not self.waiting_sheddable):  # a critical call may pass sheddable ones
             return Entry.FULL
-        if timeout is not None and timeout <= 0:
+        if timeout is not None and timeout <= 0:  # it may not wait: no place in line is taken from anyone
             return Entry.TIMED_OUT
+        if full:
+            self._evict_sheddable()
         waiter = _Waiter(sheddable)
         (self._sheddable if sheddable else self._queue).append(waiter)
         self.waiting += 1

@@ -74,6 +74,23 @@ def test_a_critical_newcomer_takes_the_newest_sheddable_place_in_a_full_queue():
     assert critical.get(timeout=1) is Entry.ADMITTED and not older.ready()
 
 
+def test_a_critical_call_that_may_not_wait_times_out_and_takes_no_place_in_a_full_queue():
+    """Seam queue timeout 0 x criticality (found by tests/test_gate_property.py in CI): with sheddable
+    waiters it could pass, a critical call that may not wait was refused as FULL, and nothing was gained
+    by evicting one of them for a call that would not stay."""
+    clock, gate = SteppedClock(), FifoGate(1, queue_limit=2)
+    assert gate.try_enter()
+    critical = gevent.spawn(gate.enter, clock, 5.0, False)
+    sheddable = gevent.spawn(gate.enter, clock, 5.0, True)
+    gevent.idle()
+    assert gate.enter(clock, 0.0, False) is Entry.TIMED_OUT
+    assert (gate.waiting, gate.waiting_sheddable) == (2, 1) and not sheddable.ready()
+    gate.leave()
+    assert critical.get(timeout=1) is Entry.ADMITTED
+    gate.leave()
+    assert sheddable.get(timeout=1) is Entry.ADMITTED
+
+
 def test_a_waiter_killed_after_its_eviction_gives_back_no_slot():
     clock, gate = SteppedClock(), FifoGate(1, queue_limit=1)
     assert gate.try_enter()
