@@ -9,7 +9,9 @@ where
 - any request failed (a server error, a timeout, a 4xx: the service is hurting, or the request is wrong);
 - the p99 latency went over the SLO (`--slo-ms`);
 - the rate reached the ceiling (then C is at least the ceiling: the report says so);
-- doubling the concurrency added less than `PLATEAU_GAIN` throughput (the knee is behind us).
+- two doublings in a row added less than `PLATEAU_GAIN` over the best step so far (the knee is behind
+  us). One is not enough: a step on a busy machine, or beside a noisy neighbour, can come out low, and a
+  ramp stopped by one such step named a knee of 2 where the service's was 16 (a CI run of the test).
 
 The knee is the good step with the highest throughput; its throughput is C. Every step is kept for
 summary.md: concurrency, throughput, p50, p99. Anchor: the usual "step load until the SLO breaks"
@@ -33,7 +35,8 @@ from mitigations.transport import TransportConfig, make_transport
 
 STEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 SETTLE_SHARE = 0.2  # the first fifth of each step is not measured: new workers' first round
-PLATEAU_GAIN = 1.1  # doubling the workers must add at least 10 % throughput to go on
+PLATEAU_GAIN = 1.1  # doubling the workers must add at least 10 % throughput over the best so far
+PLATEAU_STEPS = 2  # ... or the ramp stops after this many doublings in a row that did not
 CEILING_SHARE = 0.95
 REQUEST_TIMEOUT_S = 10.0
 
@@ -120,6 +123,16 @@ class _Pacer:
             gevent.sleep(slot - now)
 
 
+def plateaued(throughputs: list[float]) -> bool:
+    """The last `PLATEAU_STEPS` steps each added less than `PLATEAU_GAIN` over the best step before it."""
+    if len(throughputs) <= PLATEAU_STEPS:
+        return False
+    return all(
+        throughputs[i] < PLATEAU_GAIN * max(throughputs[:i])
+        for i in range(len(throughputs) - PLATEAU_STEPS, len(throughputs))
+    )
+
+
 def ramp(
     url: str,
     request: RequestSpec,
@@ -182,7 +195,6 @@ def ramp(
                 ";".join(f"{k}={n}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])),
             )
             measured.append(step)
-            previous = measured[-2] if len(measured) > 1 else None
             if step.failed:
                 stopped = f"{step.failed} failed at concurrency {concurrency} ({step.failure_kinds})"
                 break
@@ -193,7 +205,7 @@ def ramp(
                 stopped = f"reached the ceiling of {max_rps:g} requests/s (--max-probe-rps)"
                 at_ceiling = True
                 break
-            if previous is not None and step.throughput_rps < PLATEAU_GAIN * previous.throughput_rps:
+            if plateaued([s.throughput_rps for s in measured]):
                 stopped = f"throughput stopped growing at concurrency {concurrency}"
                 break
     finally:

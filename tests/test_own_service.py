@@ -21,7 +21,7 @@ import pytest
 
 from comparison.__main__ import main
 from comparison.gates import GateError, parse_gate
-from comparison.probe_ramp import RampError, ramp
+from comparison.probe_ramp import RampError, plateaued, ramp
 from mitigations.request import RequestSpec, parse_header
 from tests.locust_run import LOCUST, ROOT
 from tests.nginx import NGINX, Nginx
@@ -109,6 +109,17 @@ def test_locust_refuses_a_bad_request_option_with_one_line(tmp_path):
 
 
 # -- the gentle probe ---------------------------------------------------------------------------------------
+
+
+def test_the_ramp_goes_on_past_one_low_step_and_stops_after_two():
+    """The lab's curve (28, 47, 58, 71, 81, 86/s at 1..32 workers) with one step that came out low on a
+    busy machine: one low step is noise, two in a row are the knee."""
+    assert not plateaued([28.0, 47.0])  # too few steps to tell
+    assert not plateaued([28.0, 47.0, 40.0])  # one low step: go on
+    assert not plateaued([28.0, 47.0, 40.0, 71.0])  # and it grew again over the best so far
+    assert not plateaued([28.0, 47.0, 58.0, 71.0, 81.0, 86.0])  # 81 to 86 is one flat doubling
+    assert plateaued([28.0, 47.0, 58.0, 71.0, 81.0, 86.0, 88.0])  # two: the knee is behind
+    assert plateaued([28.0, 47.0, 40.0, 45.0])  # two that did not beat 47 by 10 %
 
 
 @pytest.mark.slow
