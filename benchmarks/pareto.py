@@ -121,7 +121,7 @@ def judge(points: Sequence[pareto.Point]) -> list[Check]:
         where = "beaten by " + ", ".join(beaten) if beaten else "on the front"
         best = f"best static cap: {top.label}, {top.slo_goodput_rps:.1f}/s" if top else "no static cap"
         checks += [
-            Check(number + 1, "SLO goodput / the best static cap's", mode.label, f"{share:.2f}",
+            Check(number + 1, "SLO goodput / the best static cap's", mode.label, f"{share:.3f}",
                   f">= {SHARE:.2f}", share >= SHARE, best),
             Check(number + 2, "p99, and on the front", mode.label,
                   f"{pareto.ms(mode.p99_ms)}, {where}",
