@@ -6,10 +6,13 @@ Each point is judged on two numbers only: SLO goodput (higher is better) and p99
 
 - The front: the points no other point beats on one number without losing on the other (another point
   with at least as much SLO goodput and at most its p99, better on one, dominates it).
-- The knee (KNEE_RULE): the smallest value whose SLO goodput is within KNEE_SHARE of the best value's.
-  Past it, a larger setting buys almost no goodput and usually a longer queue.
-- The recommendation: the knee when it is on the front; otherwise the front's value with the lowest p99
-  among those within KNEE_SHARE of the best (the one that beat the knee on both).
+- The knee (KNEE_RULE): of the values whose SLO goodput is within KNEE_SHARE of the best value's, the one
+  with the lowest p99 (the smaller value on a tie). Any other buys almost no goodput with a longer queue.
+  It does not assume which way an option points: for `max-concurrent` it is the smallest near-best cap,
+  for `adaptive-elasticity` (a larger value settles lower) the largest, which the old rule ("the smallest
+  value within KNEE_SHARE") got backwards: it recommended the elasticity with the highest p99.
+- The recommendation: the knee when it is on the front; otherwise (another value has as much goodput at
+  the same p99) the front's value with the lowest p99 among those within KNEE_SHARE of the best.
 
 The drawing (`front_svg`) imports matplotlib inside, so the command line answers at once.
 """
@@ -22,9 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 KNEE_SHARE = 0.95
-KNEE_RULE = (
-    f"knee: the smallest value whose SLO goodput is within {100 * (1 - KNEE_SHARE):g} % of the best value's"
-)
+NEAR = f"within {100 * (1 - KNEE_SHARE):g} % of the best SLO goodput"
+KNEE_RULE = f"knee: of the values {NEAR}, the one with the lowest p99"
 
 RULES = f"On the front: no other point has at least its SLO goodput at no more than its p99. The {KNEE_RULE}."
 
@@ -75,7 +77,8 @@ def knee(points: Sequence[Point]) -> Point | None:
     top = best(points)
     if top is None or top.slo_goodput_rps <= 0:
         return None
-    return next(p for p in _valued(points) if p.slo_goodput_rps >= KNEE_SHARE * top.slo_goodput_rps)
+    near = [p for p in _valued(points) if p.slo_goodput_rps >= KNEE_SHARE * top.slo_goodput_rps]
+    return min(near, key=lambda p: p.tail)  # sorted by value, so the smaller value on a tie
 
 
 def said(p: Point) -> str:
@@ -110,20 +113,17 @@ def recommend(points: Sequence[Point], flag: str) -> tuple[Point | None, str]:
     mine = f"{pick.slo_goodput_rps:.1f}/s of SLO goodput at p99 {ms(pick.p99_ms)}"
     if pick is top:
         return pick, (
-            f"{use}: it gives the most SLO goodput ({mine}) and no smaller value comes within "
-            f"{100 * (1 - KNEE_SHARE):g} % of it."
+            f"{use}: it gives the most SLO goodput ({mine}) at the lowest p99 of the values {NEAR}."
         )
     against = f"the best, {value_text(top.value)}, gives {top.slo_goodput_rps:.1f}/s at p99 {ms(top.p99_ms)}"  # type: ignore[arg-type]
     if pick is bend:
         return pick, (
-            f"{use}: it is the knee, the smallest value within {100 * (1 - KNEE_SHARE):g} % of the best "
-            f"SLO goodput, and on the Pareto front ({mine}; {against}); a larger value adds queueing, "
-            "not goodput."
+            f"{use}: it is the knee, the lowest p99 of the values {NEAR}, and on the Pareto front "
+            f"({mine}; {against}); the others add queueing, not goodput."
         )
     return pick, (
-        f"{use}: of the values within {100 * (1 - KNEE_SHARE):g} % of the best SLO goodput it has the "
-        f"lowest p99 on the Pareto front ({mine}; {against}); the knee, {value_text(bend.value)}, "  # type: ignore[arg-type]
-        "does worse on both."
+        f"{use}: of the values {NEAR} it has the lowest p99 on the Pareto front ({mine}; {against}); "
+        f"the knee, {value_text(bend.value)}, has as low a p99 and less SLO goodput."  # type: ignore[arg-type]
     )
 
 
