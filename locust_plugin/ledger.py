@@ -140,7 +140,7 @@ class CallLedger:
 
     def launch(self, call: Call | None = None) -> None:
         self.launched += 1
-        if (part := self._part(call)) is not None:
+        if self.split is not None and (part := self._part(call)) is not None:  # no call without a mix
             part.launch()
 
     def skip(self, slots: int) -> None:

@@ -312,7 +312,7 @@ class Knee:
             return min(limit, float(used)) * g if used < int(applied) else limit * g
         if used < int(applied) or short is None:
             return limit
-        return (limit * g if self.starting and g >= 1 else limit) + cfg.headroom * math.sqrt(limit)
+        return (limit * g if self.starting else limit) + cfg.headroom * math.sqrt(limit)
 
 
 class _Phase:

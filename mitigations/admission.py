@@ -186,9 +186,9 @@ class FifoGate:
             return True
         return False
 
-    def _evict_sheddable(self) -> bool:
+    def _evict_sheddable(self) -> None:
         """A full queue and a critical newcomer: the newest sheddable waiter gives up its place (it
-        ends FULL, as it would have had the critical call come first). False if none is queued."""
+        ends FULL, as it would have had the critical call come first). The caller saw one waiting."""
         while self._sheddable:
             waiter = self._sheddable.pop()
             if waiter.cancelled:
@@ -197,8 +197,7 @@ class FifoGate:
             self.waiting -= 1
             self.waiting_sheddable -= 1
             waiter.event.set()
-            return True
-        return False
+            return
 
     def _cancel(self, waiter: _Waiter) -> None:
         waiter.cancelled = True
