@@ -45,6 +45,12 @@ def client_socket(environ: dict[str, Any]) -> Any | None:
     return next((environ[key] for key in SOCKET_KEYS if key in environ), None)
 
 
+def os_socket(environ: dict[str, Any]) -> Any | None:
+    """The OS socket under gevent's wrapper, to peek at without gevent's wait (kernel queue, hung up)."""
+    sock = client_socket(environ)
+    return getattr(sock, "_sock", sock)
+
+
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADER_LINES = 100
 PRESSURE_GRACE_S = 1.0

@@ -20,7 +20,7 @@ from flask import Blueprint, Response, request
 
 from target_server import metrics
 from target_server.config import Config, check_work
-from target_server.connections import client_socket
+from target_server.connections import client_socket, os_socket
 from target_server.criticality import criticality_of
 from target_server.deadline import (
     DEADLINE_ENVIRON,
@@ -73,7 +73,7 @@ def _do_work(state: TargetState) -> Response:
         config = state.config
         try:
             expansion, delay_ms, work_ms = _work_params(config)
-            client = _client_socket()
+            client = os_socket(request.environ)
             waited = kernel_wait_s(client) if DEADLINE_ENVIRON in request.environ else 0.0
             deadline = deadline_from(request.environ, waited_s=waited)
             criticality = criticality_of(request.environ)
@@ -149,12 +149,6 @@ def _work_params(config: Config) -> tuple[int, float, float]:
         values[key] = OPTION_BY_NAME[key].parse(raw)
     check_work(values["expansion"], values["sync_work_ms"], config.max_work_ms)
     return values["expansion"], values["task_delay_ms"], values["sync_work_ms"]
-
-
-def _client_socket() -> socket.socket | None:
-    """The OS socket under this request (pywsgi or gunicorn), for the hung-up check."""
-    sock = client_socket(request.environ)
-    return getattr(sock, "_sock", sock)  # gevent wraps the OS socket; peek at it without gevent's wait
 
 
 # -- injected faults that end the connection ----------------------------------------------------------

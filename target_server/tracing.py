@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from target_server.connections import os_socket
+
 OUTCOME_KEY = "hammerlab.outcome"
 CPU_KEY = "hammerlab.cpu_ms"
 FAULT_KEY = "hammerlab.fault"
@@ -113,11 +115,9 @@ class ServerSpans:
         path = environ.get("PATH_INFO") or "/"
         if path.startswith(UNTRACED_PREFIXES):
             return self.app(environ, start_response)
-        from target_server.connections import client_socket
         from target_server.deadline import kernel_wait_s
 
-        sock = client_socket(environ)
-        queued_s = kernel_wait_s(getattr(sock, "_sock", sock))
+        queued_s = kernel_wait_s(os_socket(environ))
         method = environ.get("REQUEST_METHOD", "GET")
         span = self._tracer.start_span(
             f"{method} {path}",
