@@ -6,7 +6,6 @@ Not a test module (no `test_` prefix); tests import it.
 from __future__ import annotations
 
 import csv
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -51,19 +50,6 @@ class LocustRun:
             for row in self.failures()
             if error_fragment in row["Error"] and (request_type is None or row["Method"] == request_type)
         )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def processes(count: int) -> tuple[str, ...]:
-    """`--processes COUNT` with the master on a free port of its own. Locust's default, 5557, is shared by
-    every run on the machine, and `make test`'s two lanes each hold a 2-process run."""
-    port = str(free_port())
-    return ("--processes", str(count), "--master-bind-port", port, "--master-port", port)
 
 
 def locust_command(

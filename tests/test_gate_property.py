@@ -115,6 +115,8 @@ def test_the_reserve_holds_and_the_counts_return_to_zero(limit, queue_limit, res
         gevent.idle()
         check(gate, callers, caps)
         for caller in callers:
+            if queue_limit is None:  # an unbounded line refuses nobody as full
+                assert caller.entry is not Entry.FULL, "refused as full by an unbounded queue"
             if caller.entry is Entry.FULL and not caller.sheddable:
                 critical_waiting = caller.queue_before[0] - caller.queue_before[1]
                 assert critical_waiting >= (queue_limit or 0), "a critical call refused for sheddable waiters"

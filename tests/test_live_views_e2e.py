@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from comparison.locust_run import distributed_args
 from mitigations.csv_schema import ALL_WORKERS, LOCAL_WORKER, MITIGATION_COLUMNS, SERVER_COLUMNS
-from tests.locust_run import processes, read_csv, run_locust
+from tests.locust_run import read_csv, run_locust
 
 ADDITIVE = (
     "concurrent",
@@ -95,7 +96,7 @@ def test_headless_run_writes_both_files_and_they_agree_with_locust(start_target,
 @pytest.mark.slow
 def test_distributed_workers_report_to_the_master_and_the_sums_match(start_target, tmp_path):
     server = start_target()
-    flags = (*processes(2), *FLAGS, str(tmp_path / "final"))
+    flags = (*distributed_args(2), *FLAGS, str(tmp_path / "final"))
     run = run_locust(CLIENT, server.url, 5, *flags, tmp_path=tmp_path, users=2)
     assert "Traceback" not in run.output, run.output[-3000:]
     locust = final_counts(tmp_path)

@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 
+from comparison.locust_run import distributed_args, free_port
 from mitigations.csv_schema import MITIGATION_COLUMNS, SERVER_COLUMNS
 from tests.browser import launch_chromium
-from tests.locust_run import LOCUST, ROOT, free_port, processes
+from tests.locust_run import LOCUST, ROOT
 
 SCREENSHOT_DIR = "HAMMERLAB_SCREENSHOT_DIR"
 READY_S = 30.0
@@ -265,7 +266,7 @@ def test_the_mitigations_tab_shows_each_workers_limit_finding_its_way(start_targ
     from playwright.sync_api import sync_playwright
 
     target = start_target()
-    args = [*processes(2), "--autostart", "-u", "2", "-r", "2", "--run-time", "45s"]
+    args = [*distributed_args(2), "--autostart", "-u", "2", "-r", "2", "--run-time", "45s"]
     args += ["--launch-rate", "90", "--stop-timeout", "0", "AdaptiveClient"]
     with web_ui(target, args, tmp_path) as url, sync_playwright() as playwright:
         browser = launch_chromium(playwright)
