@@ -8,9 +8,10 @@ Each point is judged on two numbers only: SLO goodput (higher is better) and p99
   with at least as much SLO goodput and at most its p99, better on one, dominates it).
 - The knee (KNEE_RULE): of the values whose SLO goodput is within KNEE_SHARE of the best value's, the one
   with the lowest p99 (the smaller value on a tie). Any other buys almost no goodput with a longer queue.
-  It does not assume which way an option points: for `max-concurrent` it is the smallest near-best cap,
-  for `adaptive-elasticity` (a larger value settles lower) the largest, which the old rule ("the smallest
-  value within KNEE_SHARE") got backwards: it recommended the elasticity with the highest p99.
+  It does not assume which way an option points: for `max-concurrent` it is usually the smallest
+  near-best cap, for `adaptive-elasticity` (a larger value settles lower) the largest, which the old rule
+  ("the smallest value within KNEE_SHARE") got backwards: it recommended the elasticity with the highest
+  p99.
 - The recommendation: the knee when it is on the front; otherwise (another value has as much goodput at
   the same p99) the front's value with the lowest p99 among those within KNEE_SHARE of the best.
 
