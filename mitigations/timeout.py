@@ -88,16 +88,11 @@ def timeout_failure(call: Call, now: float, phase: str) -> ServerFailure:
     raise ValueError(f"phase must be 'connect' or 'read', got {phase!r}")
 
 
-def deadline_ms(call: Call, now: float, read: float | None) -> int | None:
-    """What `DEADLINE_HEADER` carries: the milliseconds this attempt will still wait, i.e. the time left
-    before the call's deadline, capped by the read timeout (the target sends nothing until it answers,
-    so a read timeout is a deadline on the answer). None when the attempt has no deadline."""
-    return ms_left(call.remaining(now), read)
-
-
 def ms_left(remaining: float | None, read: float | None) -> int | None:
-    """`deadline_ms` from the seconds the call has left (`call.remaining(now)`), for a transport that
-    has read them already."""
+    """What `DEADLINE_HEADER` carries: the milliseconds this attempt will still wait, i.e. the seconds the
+    call has left before its deadline (`call.remaining(now)`), capped by the read timeout (the target
+    sends nothing until it answers, so a read timeout is a deadline on the answer). None when the
+    attempt has no deadline."""
     if remaining is None:
         return None
     if read is not None:

@@ -17,7 +17,7 @@ from mitigations.timeout import (
     AttemptTimeout,
     AttemptTimeoutConfig,
     Timeouts,
-    deadline_ms,
+    ms_left,
 )
 from mitigations.transport import (
     HTTP_BACKENDS,
@@ -86,13 +86,13 @@ def test_the_header_carries_the_time_left_capped_by_the_read_timeout(backend):
     assert all(head.count(DEADLINE_HEADER.encode()) <= 1 for head in recorder.heads)
 
 
-def test_deadline_ms_is_none_without_a_deadline_and_never_negative():
+def test_the_header_is_absent_without_a_deadline_capped_by_the_read_timeout_and_never_negative():
     call = Call("GET", "/", launched_at=10.0)
-    assert deadline_ms(call, 10.0, 1.0) is None
+    assert ms_left(call.remaining(10.0), 1.0) is None
     call.deadline = 11.5
-    assert deadline_ms(call, 10.0, None) == 1500
-    assert deadline_ms(call, 10.0, 0.25) == 250
-    assert deadline_ms(call, 12.0, None) == 0
+    assert ms_left(call.remaining(10.0), None) == 1500
+    assert ms_left(call.remaining(10.0), 0.25) == 250
+    assert ms_left(call.remaining(12.0), None) == 0
 
 
 def test_the_header_goes_last_in_the_head():
