@@ -1,5 +1,5 @@
 """benchmarks/adaptive.py's verdicts from fixture numbers (the benchmark itself takes many minutes):
-each issue-13 target passes when the numbers reach it and is missed when they do not."""
+each target (issue 13's, with issue 20's 0.95 per capacity phase) passes when the numbers reach it and is missed when they do not."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_each_target_misses_on_its_own():
     assert verdicts(measured(recovery={ADAPTIVE: 0.5, HAMMER: 0.25}))[outage] == "MISS"  # slower than hammer
     assert verdicts(measured(recovery={ADAPTIVE: "never", HAMMER: 0.25}))[outage] == "MISS"
     m = measured()
-    m.phases["capacity-up"]["changed"][ADAPTIVE] = 0.89 * 72.0
+    m.phases["capacity-up"]["changed"][ADAPTIVE] = 0.94 * 72.0  # issue 20's bar is 0.95 (issue 13's 0.9)
     v = verdicts(m)
     assert v["capacity-up, changed phase: SLO goodput / best static cap"] == "MISS"
     assert v["capacity, changed phase: SLO goodput / best static cap"] == "PASS"
