@@ -29,7 +29,8 @@ from mitigations.defer import Defer
 from mitigations.defer_checks import QueueProblem, default_directory, user_base
 from mitigations.defer_config import DeferConfig
 from mitigations.defer_rows import BAD, IN_DOUBT, SENDING
-from tests.test_defer import HeldTransport, occupy, send, wait_until
+from mitigations.hedge import Hedge, HedgeConfig
+from tests.test_defer import Heard, HeldTransport, occupy, send, wait_until
 
 
 def queue(tmp_path, clock, *, client="T", limit=1, private=False, directory=None):
@@ -326,3 +327,26 @@ def test_a_queue_file_of_the_older_schema_is_upgraded_in_place(tmp_path):
     assert defer.leftovers == 1
     defer.close()
     assert states(tmp_path / "T.sqlite") == {1: ("queued", None)}
+
+
+def test_a_hedged_class_announces_a_kept_call_once_not_also_as_the_limiters_shed(tmp_path):
+    """Seam defer x hedge (found by tests/test_retry_hedge_seams.py): `Hedge` runs each copy in a
+    greenlet of its own, where `Defer` did not look for the call it guards, so the throttle's shed of a
+    call it then kept was announced twice, `SHED [throttle]` and `DEFERRED`, and a replay refused again
+    (back in line, silently) still got a `SHED [throttle]` row."""
+    clock = FakeClock()
+    throttle = Throttle(ThrottleConfig(max_concurrent=1))
+    defer = Defer(DeferConfig(tmp_path, drain_every=None, priority="deferred"), throttle, client="T")
+    transport = HeldTransport(clock)
+    pipeline = Pipeline(
+        [defer, Hedge(HedgeConfig(delay=0.05, budget=None, pause=0.0)), throttle], transport, clock=clock
+    )
+    heard = Heard(pipeline.events)
+    first = occupy(pipeline, transport.held)
+    assert send(pipeline, "/b").kind == "shed:deferred"
+    gevent.spawn(defer._replay, defer._queue.pop()[1]).join(timeout=5)  # the slot is still taken
+    assert defer.requeued == 1
+    assert [kind for kind, path in heard.of("shed") if path == "/b"] == ["shed:deferred"]
+    transport.held.release()
+    first.join(timeout=5)
+    defer.close()

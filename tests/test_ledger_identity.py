@@ -49,6 +49,7 @@ from mitigations.core import (
 )
 from mitigations.criticality import CriticalityMix
 from mitigations.defer import Defer
+from mitigations.defer_config import deferrable
 from mitigations.retry import Retry, RetryConfig
 from mitigations.throttle import Throttle, ThrottleConfig
 from tests.policy_kit import HeldCalls, SteppedClock
@@ -117,6 +118,7 @@ class Phase:
 
     wire: Outcome | None = None  # the last attempt that reached the server, or the first answer
     sheds: list[Outcome] = field(default_factory=list)  # every shed announced, in order
+    limiter_shed: str | None = None  # a limiter's (or breaker's) shed announced, which `Defer` claims
 
 
 @dataclass
@@ -130,6 +132,7 @@ class Model:
     deferred: set[str] = field(default_factory=set)
     final: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # path -> (column, kind, slo)
     closed: bool = False
+    problems: list[str] = field(default_factory=list)  # broken rules seen in a listener
 
     def on_wire(self, outcome: Outcome) -> None:
         """An answer (ok, or a 4xx the server is not blamed for) ends the call: a hedge's other copy
@@ -142,11 +145,15 @@ class Model:
         path = outcome.call.path
         if isinstance(outcome.error, Deferred):
             assert self.phase[path].wire is None, "a call that reached the server was deferred"
+            if (shed := self.phase[path].limiter_shed) is not None:  # raised here, it would end the call
+                self.problems.append(f"{path} was announced as {shed} and then as deferred")
             self.deferred.add(path)
             self.phase[path] = Phase()  # its replay starts afresh
             return
         phase = self.phase[path]
         phase.sheds.append(outcome)
+        if deferrable(outcome):
+            phase.limiter_shed = outcome.kind
 
     def on_replayed(self, outcome: Outcome) -> None:
         path = outcome.call.path
@@ -174,6 +181,7 @@ class Model:
 
     def settle(self) -> None:
         """Calls whose greenlet has ended since the last look."""
+        assert not self.problems, self.problems
         for path, greenlet in self.greenlets.items():
             if path in self.final or path in self.deferred or not greenlet.ready():
                 continue
