@@ -3,8 +3,9 @@
 `test_hedge_property` holds `Hedge` alone and `test_ledger_seams` draws hedged pipelines where a retry
 is only sometimes in; here every pipeline has a retry (budgeted or naive) *and* a hedge (budgeted or
 naive) on a fixed delay, usually a breaker and a total deadline, sometimes a per-attempt timeout, a
-limiter and a socket pool, and the class runs with `--criticality-mix`. The far end is scripted (ok, 5xx,
-503, 429, 404, resets, connect refused or timed out, a read timeout, a hang, a local client error), each
+limiter, a socket pool and `Defer`, and the class runs with `--criticality-mix`. The far end is scripted
+(ok, 5xx, 503, 429 with or without Retry-After, 404, resets, connect refused or timed out, a read
+timeout, a hang, a local client error), each
 answer fast or slow, on a fake clock whose sleeps park (a retry's backoff waits for the clock, as on
 real time, instead of moving everyone's time). At every step and at the end:
 
@@ -12,9 +13,11 @@ real time, instead of moving everyone's time). At every step and at the end:
   of `test_ledger_identity` (one call, one column, from its own events), and one end per launched call;
 - per logical call at the far end: at most one hedge, only of the first attempt and of an idempotent
   method; each attempt number sent at most once, never above `max_attempts`; a method that may not be
-  resent is resent only after a failure that happened before sending;
+  resent is resent only after a failure that happened before sending; never back before Retry-After;
+  (with `Defer`, per run: a replay runs the pipeline again, and only the run that reached the server counts)
 - the counters: `retries` is the `retry` events and each call's are under `max_attempts`, `attempts` is
-  calls plus retries, `hedged` is the `hedge` events; both budgets hold (tokens earned per call);
+  calls plus retries, `hedged` is the `hedge` events, `hedge_won` the calls that returned the hedge's
+  answer; both budgets hold (tokens earned per call); the histogram holds every answered call;
 - the limiters and the pool never let more onto the wire than their limit, and give every permit back;
 - the breaker moves only along its edges, never holds more half-open probes than it permits, and a
   probe that was cancelled (a hedge's loser, a drained call) gives its slot back.
@@ -36,6 +39,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from locust_plugin.ledger import LatencySummary
 from locust_plugin.pipelines import DEFER_SOURCES, ORDER
 from locust_plugin.runtime import ClientRuntime
 from mitigations.admission import GatedPolicy
@@ -58,12 +62,12 @@ from mitigations.core import (
 )
 from mitigations.criticality import CriticalityMix, criticality_of
 from mitigations.hedge import Hedge
-from mitigations.retry import BEFORE_SEND_KINDS, IDEMPOTENT_METHODS, Retry
+from mitigations.retry import BEFORE_SEND_KINDS, IDEMPOTENT_METHODS, RETRY_AFTER_HEADER, Retry
 from tests.policy_kit import SteppedClock
 from tests.test_ledger_identity import SLO_MS, Model, Phase, options, runtime_for, settle_disk, watch
 from tests.test_ledger_seams import check_split
 
-EXAMPLES = int(os.environ.get("HAMMERLAB_SEAM_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("HAMMERLAB_SEAM_EXAMPLES", "120"))
 STEP_S = 0.05
 tried: Counter[str] = Counter()
 
@@ -72,6 +76,7 @@ ANSWERS: dict[str, tuple[int | None, type[HammerError] | None]] = {
     "500": (500, HttpServerError),
     "503": (503, ServiceUnavailable),
     "429": (429, TooManyRequests),
+    "429-wait": (429, TooManyRequests),  # with Retry-After: 1
     "404": (404, HttpClientError),
     "reset": (None, ConnectionReset),
     "reset-mid": (200, ResponseReset),
@@ -81,7 +86,19 @@ ANSWERS: dict[str, tuple[int | None, type[HammerError] | None]] = {
     "client-error": (None, ClientError),
 }
 ACTIONS = (*ANSWERS, "hang")
-RETRIED = ("ok", "503", "503", "reset", "refused", "429", "reset-mid", "connect-timeout", "timeout", "hang")
+RETRIED = (
+    "ok",
+    "503",
+    "503",
+    "reset",
+    "refused",
+    "429",
+    "429-wait",
+    "reset-mid",
+    "connect-timeout",
+    "timeout",
+    "hang",
+)
 EDGES = {
     "rate": {(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, OPEN), (HALF_OPEN, CLOSED)},
     "recent-error": {(CLOSED, OPEN), (OPEN, CLOSED)},
@@ -101,7 +118,10 @@ class Sent:
     method: str
     attempt: int
     hedge: bool
+    arrived: float
     kind: str | None = None  # how it ended; None: cancelled (a hedge's loser, a drained call)
+    ended: float | None = None
+    retry_after: float | None = None
 
 
 class FarEnd:
@@ -116,14 +136,16 @@ class FarEnd:
 
     def send(self, call: Call) -> Outcome:
         action, takes = self.script[len(self.sent) % len(self.script)]
-        sent = Sent(call.path, call.method, call.attempt, call.hedge)
+        sent = Sent(call.path, call.method, call.attempt, call.hedge, self.clock.now())
         self.sent.append(sent)
         self.inside += 1
         try:
             outcome = self._answer(call, action, takes)
         finally:
             self.inside -= 1
-        sent.kind = outcome.kind
+        sent.kind, sent.ended = outcome.kind, outcome.finished_at
+        if outcome.header(RETRY_AFTER_HEADER) is not None:
+            sent.retry_after = float(outcome.header(RETRY_AFTER_HEADER) or 0)
         return outcome
 
     def _answer(self, call: Call, action: str, takes: float) -> Outcome:
@@ -138,7 +160,9 @@ class FarEnd:
             gevent.event.Event().wait()  # until the drain kills it
         self.clock.wait(gevent.event.Event(), wait)
         status, error = ANSWERS[action]
-        return Outcome(call=call, finished_at=self.clock.now(), status=status, error=error and error())
+        headers = {RETRY_AFTER_HEADER: "1"} if action == "429-wait" else {}
+        now = self.clock.now()
+        return Outcome(call=call, finished_at=now, status=status, error=error and error(), headers=headers)
 
 
 def pipeline_names(draw: st.DrawFn) -> tuple[str, ...]:
@@ -309,6 +333,12 @@ def check_end(
                 if attempt > 1:
                     before = {s.kind for s in copies if s.attempt == attempt - 1}
                     assert before & BEFORE_SEND_KINDS, (path, copies)
+        if retry.config.respect_retry_after:  # never back before the server's Retry-After
+            for later in (s for s in copies if s.attempt > 1 and not s.hedge):
+                ended = [s for s in copies if s.attempt == later.attempt - 1 and s.ended is not None]
+                if ended and all(s.retry_after is not None for s in ended):
+                    earliest = min(s.ended + s.retry_after for s in ended)  # type: ignore[operator]
+                    assert later.arrived >= earliest - 1e-9, (path, copies)
     # -- the counters
     assert all(n <= most - 1 for n in seen.retries.values()), seen.retries
     assert retry.retries == sum(seen.retries.values())
@@ -317,6 +347,10 @@ def check_end(
         assert all(n <= 1 for n in seen.hedges.values()), seen.hedges
     assert hedge.hedged == sum(seen.hedges.values())
     assert hedge.hedge_won <= hedge.hedged
+    if runtime.defer is None:  # (a replay's final outcome is recast on the original call)
+        ends = [g.value for g in model.greenlets.values() if isinstance(g.value, Outcome)]
+        assert hedge.hedge_won == sum(o.call.hedge and not o.shed and not o.is_server_failure for o in ends)
+    assert LatencySummary.of(ledger.histogram).count == ledger.ok + ledger.server_errors  # answered calls
     for policy, spent in ((retry, retry.retries), (hedge, hedge.hedged)):
         if policy.budget is not None:
             assert spent <= policy.budget.config.ratio * policy.budget.deposits + 1e-6, (policy.name, spent)
