@@ -105,6 +105,7 @@ class Defer(Replays, BasePolicy):
         self._wall = wall
         self._offset = 0.0  # wall seconds minus clock seconds, fixed at start
         self._guarding: dict[object, list[Outcome]] = {}  # greenlet -> the deferrable sheds it held
+        self._announcing = False  # a shed let stand is being announced: `_claim` keeps out (no switch)
         self._writing = 0
         self._next_id = 1
         self._proceed: Next | None = None
@@ -142,7 +143,7 @@ class Defer(Replays, BasePolicy):
         greenlet that call spawned (a `Hedge` runs each copy in its own). It is held until the call
         ends: if the call is not deferred after all (an inner `Retry` turned the refused retry back into
         the server failure it was retrying), `_guarded` announces it then."""
-        if not self._guarding or not deferrable(outcome):
+        if self._announcing or not self._guarding or not deferrable(outcome):
             return False
         held = next((self._guarding[g] for g in _lineage() if g in self._guarding), None)
         if held is None:
@@ -184,12 +185,21 @@ class Defer(Replays, BasePolicy):
             self._guarding.pop(current, None)
         if not deferrable(outcome):
             for shed in held:  # refused retries of a call that ends otherwise: their own rows
-                self.events.emit("shed", shed)
+                self._announce(shed)
         return outcome
+
+    def _announce(self, shed: Outcome) -> None:
+        """Announce a shed this policy let stand. Nobody claims it: not a call that spawned this one (the
+        first call spawned the drainer, so every replay descends from it)."""
+        self._announcing = True
+        try:
+            self.events.emit("shed", shed)
+        finally:
+            self._announcing = False
 
     def _defer(self, call: Call, refused: Outcome) -> Outcome:
         if self.closed or self._writer is None:
-            self.events.emit("shed", refused)  # too late to keep it: the limiter's shed stands
+            self._announce(refused)  # too late to keep it: the limiter's shed stands
             return refused
         if self.depth >= self.config.max_queue:
             self.full += 1
@@ -213,7 +223,7 @@ class Defer(Replays, BasePolicy):
             self._writer.insert(kept)
         except Exception as error:  # disk full, file removed: shed, never crash a user
             log.error("%s: defer queue write failed (%s); shedding the call", self.client, error)
-            self.events.emit("shed", refused)
+            self._announce(refused)
             return refused
         finally:
             self._writing -= 1
