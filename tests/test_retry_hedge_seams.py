@@ -1,13 +1,13 @@
-"""Retry x hedge x breaker x deadline, with a criticality mix: the ledger and each policy's promise.
+"""Retry x hedge x breaker x deadline x defer, with a criticality mix or none: each promise at once.
 
 `test_hedge_property` holds `Hedge` alone and `test_ledger_seams` draws hedged pipelines where a retry
 is only sometimes in; here every pipeline has a retry (budgeted or naive) *and* a hedge (budgeted or
 naive) on a fixed delay, usually a breaker and a total deadline, sometimes a per-attempt timeout, a
-limiter, a socket pool and `Defer`, and the class runs with `--criticality-mix`. The far end is scripted
-(ok, 5xx, 503, 429 with or without Retry-After, 404, resets, connect refused or timed out, a read
-timeout, a hang, a local client error), each
-answer fast or slow, on a fake clock whose sleeps park (a retry's backoff waits for the clock, as on
-real time, instead of moving everyone's time). At every step and at the end:
+limiter, a socket pool and `Defer`, and the class runs with `--criticality-mix` or without one. The far
+end is scripted (ok, 5xx, 503, 429 with or without Retry-After, 404, resets, connect refused or timed
+out, a read timeout, a hang, a local client error), each answer fast or slow, on a fake clock whose
+sleeps park (a retry's backoff waits for the clock, as on real time, instead of moving everyone's time).
+At every step and at the end:
 
 - the ledger identity in the totals and in each criticality, every column against the reference model
   of `test_ledger_identity` (one call, one column, from its own events), and one end per launched call;
@@ -65,7 +65,16 @@ from mitigations.criticality import CriticalityMix, criticality_of
 from mitigations.hedge import Hedge
 from mitigations.retry import BEFORE_SEND_KINDS, IDEMPOTENT_METHODS, RETRY_AFTER_HEADER, Retry
 from tests.policy_kit import SteppedClock
-from tests.test_ledger_identity import SLO_MS, Model, Phase, options, runtime_for, settle_disk, watch
+from tests.test_ledger_identity import (
+    SLO_MS,
+    Model,
+    Phase,
+    ledger_columns,
+    options,
+    runtime_for,
+    settle_disk,
+    watch,
+)
 from tests.test_ledger_seams import check_split
 
 EXAMPLES = int(os.environ.get("HAMMERLAB_SEAM_EXAMPLES", "120"))
@@ -201,7 +210,9 @@ def runs(draw: st.DrawFn):
         hedge_pause_ms=draw(st.sampled_from(("0", "0", "0", "2000"))),
         hedge_percentile="95",
         hedge_window="1000",
-        criticality_mix=draw(st.sampled_from(("critical=0", "critical=0.3", "critical=0.5", "critical=1"))),
+        criticality_mix=draw(
+            st.sampled_from(("off", "critical=0", "critical=0.3", "critical=0.5", "critical=1"))
+        ),
         shed_sheddable_first=draw(st.sampled_from(("true", "false"))),
         retry_methods=draw(st.sampled_from(("GET", "*"))),
         retry_budget=draw(st.sampled_from(("0.01", "20", "100", "100"))),
@@ -235,7 +246,13 @@ def limits(runtime: ClientRuntime) -> list[tuple[str, GatedPolicy, int | None]]:
 
 def check_step(runtime: ClientRuntime, model: Model, labels: dict[str, str], far: FarEnd) -> None:
     assert not far.problems, far.problems
-    check_split(runtime, model, labels)
+    if runtime.ledger.split is not None:
+        check_split(runtime, model, labels)
+    else:  # no mix: the totals alone
+        ledger = runtime.ledger
+        ended = ledger.ok + ledger.server_errors + ledger.shed + ledger.unfinished
+        assert ledger.launched == ended + ledger.pending + runtime.concurrent, ledger_columns(ledger)
+        assert ledger_columns(ledger) == model.columns()
     for name, policy, most in limits(runtime):
         assert policy.in_flight >= 0 and policy.queued >= 0, name
         if most is not None and name != "pooled":
@@ -270,7 +287,8 @@ def test_retried_and_hedged_calls_keep_every_promise(defer_root, run):
     names, script, launches, run_steps, drain_steps, values = run
     clock = ParkingClock()
     parsed = SimpleNamespace(**values, defer_dir=tempfile.mkdtemp(dir=defer_root))
-    mix = CriticalityMix(float(values["criticality_mix"].partition("=")[2]))
+    share = values["criticality_mix"].partition("=")[2]
+    mix = CriticalityMix(float(share)) if share else None
     far = FarEnd(clock, script)
     runtime = runtime_for(names, parsed, clock, far, mix)  # type: ignore[arg-type]
     breaker = runtime.policies.get("breaker")
