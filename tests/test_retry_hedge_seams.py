@@ -2,7 +2,7 @@
 
 `test_hedge_property` holds `Hedge` alone and `test_ledger_seams` draws hedged pipelines where a retry
 is only sometimes in; here every pipeline has a retry (budgeted or naive) *and* a hedge (budgeted or
-naive) on a fixed delay (or the adaptive one, where a hedge runs in the call's greenlet until 20
+naive) on a fixed delay (or the adaptive one, which races nothing, in the call's own greenlet, until 20
 latencies are in), usually a breaker and a total deadline, sometimes a per-attempt timeout, a limiter, a
 socket pool and `Defer`, and the class runs with `--criticality-mix` or without one. The far end is
 scripted (ok, 5xx, 503, 429 with or without Retry-After, 404, resets, connect refused or timed out, a
