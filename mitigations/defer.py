@@ -7,7 +7,8 @@ rather than always over capacity: the excess of a peak is kept and served in the
 - `Defer` is the outermost layer. A call whose outcome is a shed with a deferrable cause (a limiter
   said no: `throttle`, `adaptive`, `sre-throttle`, or an open breaker) is written to a durable queue
   (`defer_store`, SQLite in WAL mode) and ends as a `Deferred` shed outcome. The limiter's own shed is
-  claimed (`PipelineEvents.claim`), so it is announced once, as `deferred`, not also as `throttle`.
+  claimed (`PipelineEvents.claim`), so it is announced once, as `deferred`, not also as `throttle`,
+  wherever in the call it happened (a hedge sheds its copies in greenlets the call spawned).
 - A drainer greenlet replays queued calls, oldest first, when the limiter has free slots. With
   priority `fresh` (the default) it leaves a quarter of the limiter's slots (rounded down) to fresh
   calls and pauses while fresh calls are being deferred, so a trough serves newcomers first; with
@@ -34,7 +35,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -61,6 +62,19 @@ from mitigations.defer_store import BatchWriter, DeferredCall, DeferStore, in_th
 from mitigations.histograms import encode_histogram
 
 log = logging.getLogger("hammerlab")
+LINEAGE_DEPTH = 8  # a call, a hedge's copy of it, ...: far more than any pipeline nests
+
+
+def _lineage() -> Iterator[object]:
+    """The current greenlet, then the greenlet that spawned it, and so on up (gevent keeps the spawn tree
+    unless `GEVENT_TRACK_GREENLET_TREE` is off): a call's copies belong to the call that spawned them."""
+    current: object = gevent.getcurrent()
+    for _ in range(LINEAGE_DEPTH):
+        if current is None:
+            return
+        yield current
+        parent = getattr(current, "spawning_greenlet", None)
+        current = parent() if parent is not None else None
 
 
 class Defer(Replays, BasePolicy):
@@ -91,6 +105,7 @@ class Defer(Replays, BasePolicy):
         self._wall = wall
         self._offset = 0.0  # wall seconds minus clock seconds, fixed at start
         self._guarding: dict[object, list[Outcome]] = {}  # greenlet -> the deferrable sheds it held
+        self._announcing = False  # a shed let stand is being announced: `_claim` keeps out (no switch)
         self._writing = 0
         self._next_id = 1
         self._proceed: Next | None = None
@@ -124,11 +139,14 @@ class Defer(Replays, BasePolicy):
         check_queue(Path(self.config.directory), client, private=self.config.private)
 
     def _claim(self, outcome: Outcome) -> bool:
-        """Keep a deferrable shed quiet when it happens inside a call this policy may defer. It is held
-        until the call ends: if the call is not deferred after all (an inner `Retry` turned the refused
-        retry back into the server failure it was retrying), `_guarded` announces it then."""
-        held = self._guarding.get(gevent.getcurrent())
-        if held is None or not deferrable(outcome):
+        """Keep a deferrable shed quiet when it happens inside a call this policy may defer, or in a
+        greenlet that call spawned (a `Hedge` runs each copy in its own). It is held until the call
+        ends: if the call is not deferred after all (an inner `Retry` turned the refused retry back into
+        the server failure it was retrying), `_guarded` announces it then."""
+        if self._announcing or not self._guarding or not deferrable(outcome):
+            return False
+        held = next((self._guarding[g] for g in _lineage() if g in self._guarding), None)
+        if held is None:
             return False
         held.append(outcome)
         return True
@@ -167,12 +185,21 @@ class Defer(Replays, BasePolicy):
             self._guarding.pop(current, None)
         if not deferrable(outcome):
             for shed in held:  # refused retries of a call that ends otherwise: their own rows
-                self.events.emit("shed", shed)
+                self._announce(shed)
         return outcome
+
+    def _announce(self, shed: Outcome) -> None:
+        """Announce a shed this policy let stand. Nobody claims it: not a call that spawned this one (the
+        first call spawned the drainer, so every replay descends from it)."""
+        self._announcing = True
+        try:
+            self.events.emit("shed", shed)
+        finally:
+            self._announcing = False
 
     def _defer(self, call: Call, refused: Outcome) -> Outcome:
         if self.closed or self._writer is None:
-            self.events.emit("shed", refused)  # too late to keep it: the limiter's shed stands
+            self._announce(refused)  # too late to keep it: the limiter's shed stands
             return refused
         if self.depth >= self.config.max_queue:
             self.full += 1
@@ -196,7 +223,7 @@ class Defer(Replays, BasePolicy):
             self._writer.insert(kept)
         except Exception as error:  # disk full, file removed: shed, never crash a user
             log.error("%s: defer queue write failed (%s); shedding the call", self.client, error)
-            self.events.emit("shed", refused)
+            self._announce(refused)
             return refused
         finally:
             self._writing -= 1

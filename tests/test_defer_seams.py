@@ -24,12 +24,16 @@ import pytest
 from locust_plugin import options
 from locust_plugin.pipelines import build_pipeline
 from mitigations import FakeClock, Pipeline, Throttle, ThrottleConfig
-from mitigations.core import Call
+from mitigations.breaker import CircuitBreaker, CircuitBreakerConfig
+from mitigations.core import Call, Outcome, ServiceUnavailable
 from mitigations.defer import Defer
 from mitigations.defer_checks import QueueProblem, default_directory, user_base
 from mitigations.defer_config import DeferConfig
 from mitigations.defer_rows import BAD, IN_DOUBT, SENDING
-from tests.test_defer import HeldTransport, occupy, send, wait_until
+from mitigations.hedge import Hedge, HedgeConfig
+from mitigations.retry import Retry, RetryConfig
+from tests.policy_kit import HeldCalls
+from tests.test_defer import Heard, HeldTransport, occupy, send, wait_until
 
 
 def queue(tmp_path, clock, *, client="T", limit=1, private=False, directory=None):
@@ -326,3 +330,56 @@ def test_a_queue_file_of_the_older_schema_is_upgraded_in_place(tmp_path):
     assert defer.leftovers == 1
     defer.close()
     assert states(tmp_path / "T.sqlite") == {1: ("queued", None)}
+
+
+def test_a_hedged_class_announces_a_kept_call_once_not_also_as_the_limiters_shed(tmp_path):
+    """Seam defer x hedge (found by tests/test_retry_hedge_seams.py): `Hedge` runs each copy in a
+    greenlet of its own, where `Defer` did not look for the call it guards, so the throttle's shed of a
+    call it then kept was announced twice, `SHED [throttle]` and `DEFERRED`, and a replay refused again
+    (back in line, silently) still got a `SHED [throttle]` row."""
+    clock = FakeClock()
+    throttle = Throttle(ThrottleConfig(max_concurrent=1))
+    defer = Defer(DeferConfig(tmp_path, drain_every=None, priority="deferred"), throttle, client="T")
+    transport = HeldTransport(clock)
+    pipeline = Pipeline(
+        [defer, Hedge(HedgeConfig(delay=0.05, budget=None, pause=0.0)), throttle], transport, clock=clock
+    )
+    heard = Heard(pipeline.events)
+    first = occupy(pipeline, transport.held)
+    assert send(pipeline, "/b").kind == "shed:deferred"
+    gevent.spawn(defer._replay, defer._queue.pop()[1]).join(timeout=5)  # the slot is still taken
+    assert defer.requeued == 1
+    assert [kind for kind, path in heard.of("shed") if path == "/b"] == ["shed:deferred"]
+    transport.held.release()
+    first.join(timeout=5)
+    defer.close()
+
+
+def test_a_replays_refused_retry_is_announced_when_the_replay_ends_not_by_the_call_that_started_the_drain(
+    tmp_path,
+):
+    """The claim follows a hedge's copies up to the call that spawned them, but no further: the drainer
+    is spawned by the first call through `Defer`, so a replay's refused retry, announced when the replay
+    ended as the 503 it was retrying, must not be taken by that call (still in flight) and held until it
+    ends, or dropped if that call is deferred."""
+    plant(tmp_path / "T.sqlite", [("GET", "/old", "{}", None)])
+    clock = FakeClock()
+    breaker = CircuitBreaker(CircuitBreakerConfig(mode="recent-error", recent_error_delay=60.0))
+    defer = Defer(DeferConfig(tmp_path, drain_every=0.005, priority="deferred"), breaker, client="T")
+    held = HeldCalls(clock)
+
+    class Far:
+        def send(self, call: Call) -> Outcome:
+            if call.path == "/old":
+                return Outcome(call, clock.now(), status=503, error=ServiceUnavailable())
+            return held(call)
+
+    retry = Retry(RetryConfig(base=0.0, cap=0.0, budget=None))
+    pipeline = Pipeline([defer, retry, breaker], Far(), clock=clock)
+    heard = Heard(pipeline.events)
+    first = gevent.spawn(send, pipeline, "/a")  # starts the drainer, then waits on the wire
+    wait_until(lambda: defer.replayed == 1)  # /old: 503, breaker open, its retry refused
+    assert ("shed:circuit-open", "/old") in heard.of("shed")
+    held.release()
+    first.join(timeout=5)
+    defer.close()

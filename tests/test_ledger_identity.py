@@ -49,6 +49,7 @@ from mitigations.core import (
 )
 from mitigations.criticality import CriticalityMix
 from mitigations.defer import Defer
+from mitigations.defer_config import deferrable
 from mitigations.retry import Retry, RetryConfig
 from mitigations.throttle import Throttle, ThrottleConfig
 from tests.policy_kit import HeldCalls, SteppedClock
@@ -115,9 +116,9 @@ class Requests:
 class Phase:
     """What one logical call's current run through the pipeline announced (a replay starts a new one)."""
 
-    wire: Outcome | None = None  # the last attempt that reached the server
-    shed: str | None = None  # the last shed cause announced
-    shed_after_wire: bool = False
+    wire: Outcome | None = None  # the last attempt that reached the server, or the first answer
+    sheds: list[Outcome] = field(default_factory=list)  # every shed announced, in order
+    limiter_shed: str | None = None  # a limiter's (or breaker's) shed announced, which `Defer` claims
 
 
 @dataclass
@@ -131,31 +132,41 @@ class Model:
     deferred: set[str] = field(default_factory=set)
     final: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # path -> (column, kind, slo)
     closed: bool = False
+    problems: list[str] = field(default_factory=list)  # broken rules seen in a listener
 
     def on_wire(self, outcome: Outcome) -> None:
-        self.phase[outcome.call.path].wire = outcome
+        """An answer (ok, or a 4xx the server is not blamed for) ends the call: a hedge's other copy
+        that ends in the same instant, after it, is a loser and changes nothing (the first answer wins)."""
+        phase = self.phase[outcome.call.path]
+        if phase.wire is None or not _answered(phase.wire):
+            phase.wire = outcome
 
     def on_shed(self, outcome: Outcome) -> None:
         path = outcome.call.path
         if isinstance(outcome.error, Deferred):
             assert self.phase[path].wire is None, "a call that reached the server was deferred"
+            if (shed := self.phase[path].limiter_shed) is not None:  # raised here, it would end the call
+                self.problems.append(f"{path} was announced as {shed} and then as deferred")
             self.deferred.add(path)
             self.phase[path] = Phase()  # its replay starts afresh
             return
         phase = self.phase[path]
-        phase.shed = outcome.error.cause  # type: ignore[union-attr]
-        phase.shed_after_wire = phase.wire is not None
+        phase.sheds.append(outcome)
+        if deferrable(outcome):
+            phase.limiter_shed = outcome.kind
 
     def on_replayed(self, outcome: Outcome) -> None:
         path = outcome.call.path
-        self.final[path] = self._end(path, self.phase[path])
+        self.final[path] = self._end(path, self.phase[path], outcome)
         assert outcome.kind == self.final[path][1], "the replay's final outcome is not its own last event"
 
     def on_expired(self, outcome: Outcome) -> None:
         self.final[outcome.call.path] = ("shed", "defer-expired", False)
 
-    def _end(self, path: str, phase: Phase) -> tuple[str, str, bool]:
-        """The rule: the last attempt that reached the server decides; with none, the shed that ended it."""
+    def _end(self, path: str, phase: Phase, actual: Outcome) -> tuple[str, str, bool]:
+        """The rule: the last attempt that reached the server decides; with none, the shed that ended
+        last (of a hedge's two copies, the one that ended last; `actual` picks between copies shed in
+        the same instant, and a shed `Defer` held back is announced only when the call ends)."""
         if phase.wire is not None:
             wire = phase.wire
             if wire.ok:
@@ -163,18 +174,21 @@ class Model:
                 timely = (wire.finished_at - self.launched_at[path]) * 1000.0 <= self.slo_ms
                 return ("ok", "ok", good and timely)
             return ("server_errors", wire.kind, False)
-        assert phase.shed is not None, f"{path} ended with no event at all"
-        return ("shed", f"shed:{phase.shed}", False)
+        assert phase.sheds, f"{path} ended with no event at all"
+        last = max(shed.finished_at for shed in phase.sheds)
+        latest = [shed.kind for shed in phase.sheds if shed.finished_at == last]
+        return ("shed", actual.kind if actual.kind in latest else latest[-1], False)
 
     def settle(self) -> None:
         """Calls whose greenlet has ended since the last look."""
+        assert not self.problems, self.problems
         for path, greenlet in self.greenlets.items():
             if path in self.final or path in self.deferred or not greenlet.ready():
                 continue
             if not isinstance(greenlet.value, Outcome):
                 self.final[path] = ("unfinished", "unfinished", False)
                 continue
-            ended = self._end(path, self.phase[path])
+            ended = self._end(path, self.phase[path], greenlet.value)
             assert greenlet.value.kind == ended[1], (path, greenlet.value.kind, ended, self.phase[path])
             self.final[path] = ended
 
@@ -197,6 +211,10 @@ class Model:
                 Counter(k.removeprefix("shed:") for c, k, _ in self.final.values() if c == "shed")
             ),
         }
+
+
+def _answered(outcome: Outcome) -> bool:
+    return not outcome.shed and not outcome.is_server_failure
 
 
 def ledger_columns(ledger: CallLedger) -> dict[str, object]:
