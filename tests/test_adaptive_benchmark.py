@@ -1,5 +1,6 @@
 """benchmarks/adaptive.py's verdicts from fixture numbers (the benchmark itself takes many minutes):
-each target (issue 13's, with issue 20's 0.95 per capacity phase) passes when the numbers reach it and is missed when they do not."""
+each target (issue 13's, with issue 20's 0.95 per capacity phase) passes when the numbers reach it and
+is missed when they do not."""
 
 from __future__ import annotations
 
