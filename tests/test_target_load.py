@@ -93,30 +93,42 @@ def wait_for_lag_below(server, limit_ms: float, timeout_s: float) -> float:
         time.sleep(0.2)
 
 
-def test_seed_defaults_give_about_100_requests_per_second(start_target):
-    server = start_target()
-    measure_from, measure_to = 0.5, 3.0
+def saturated_rate(port: int, path: str, seconds: float, clients: int = 20) -> tuple[float, int]:
+    """(requests/s served from 0.3 s on, requests served in all): `clients` keep-alive clients sending
+    `path` one request after another for `seconds`, enough to keep the seed's loop always busy."""
     finished: list[float] = []
     start = time.monotonic()
 
     def worker() -> None:
-        client = HTTPClient("127.0.0.1", server.port, concurrency=1, connection_timeout=5, network_timeout=10)
+        client = HTTPClient("127.0.0.1", port, concurrency=1, connection_timeout=5, network_timeout=10)
         try:
             for _ in range(300):
-                if time.monotonic() - start > measure_to:
+                if time.monotonic() - start > seconds:
                     return
-                response = client.get("/doWork")
+                response = client.get(path)
                 response.read()
                 assert response.status_code == 200
                 finished.append(time.monotonic() - start)
         finally:
             client.close()
 
-    gevent.joinall([gevent.spawn(worker) for _ in range(20)], timeout=15, raise_error=True)
-    in_window = sum(measure_from <= t < measure_to for t in finished)
-    rate = in_window / (measure_to - measure_from)
-    assert 50 <= rate <= 130, f"capacity {rate:.0f} req/s"
-    assert server.stats()["completed_total"] == len(finished)
+    gevent.joinall([gevent.spawn(worker) for _ in range(clients)], timeout=seconds + 12, raise_error=True)
+    return sum(0.3 <= t < seconds for t in finished) / (seconds - 0.3), len(finished)
+
+
+def test_seed_defaults_give_about_100_requests_per_second(start_target):
+    """The seed's 10 ms of blocking work caps a process at 1000 / 10 = 100 requests/s. What this machine
+    adds to each request (Flask, the sockets, and on a busy machine the time the process waits for a core
+    when its spin ends: 1-3 ms) is not the seed's, so it is measured: the same load with 5 ms of work per
+    request (a query override) costs the machine's overhead + 5 ms, and the defaults must cost 5 ms more."""
+    server = start_target()
+    rate, served = saturated_rate(server.port, "/doWork", 1.4)
+    reference, served_reference = saturated_rate(server.port, "/doWork?sync_work_ms=5", 1.0)
+    work_ms = 1000 / rate - 1000 / reference + 5
+    print(f"defaults {rate:.1f}/s, 5 ms of work {reference:.1f}/s: the defaults block {work_ms:.2f} ms")
+    assert rate <= 105, f"{rate:.0f} req/s: 10 ms of blocking work allow 100 at most"
+    assert 8.5 <= work_ms <= 11.5, f"the defaults block the loop {work_ms:.1f} ms a request, not 10"
+    assert server.stats()["completed_total"] == served + served_reference
 
 
 def test_lag_rises_past_max_lag_under_2x_overload_and_falls_back(start_target):
