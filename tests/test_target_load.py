@@ -94,7 +94,7 @@ def wait_for_lag_below(server, limit_ms: float, timeout_s: float) -> float:
 
 
 def saturated_rate(port: int, path: str, seconds: float, clients: int = 20) -> tuple[float, int]:
-    """(requests/s served from 0.3 s on, requests served in all): `clients` keep-alive clients sending
+    """(requests/s served from 0.15 s on, requests served in all): `clients` keep-alive clients sending
     `path` one request after another for `seconds`, enough to keep the seed's loop always busy."""
     finished: list[float] = []
     start = time.monotonic()
@@ -113,7 +113,7 @@ def saturated_rate(port: int, path: str, seconds: float, clients: int = 20) -> t
             client.close()
 
     gevent.joinall([gevent.spawn(worker) for _ in range(clients)], timeout=seconds + 12, raise_error=True)
-    return sum(0.3 <= t < seconds for t in finished) / (seconds - 0.3), len(finished)
+    return sum(0.15 <= t < seconds for t in finished) / (seconds - 0.15), len(finished)
 
 
 def test_seed_defaults_give_about_100_requests_per_second(start_target):
@@ -122,13 +122,17 @@ def test_seed_defaults_give_about_100_requests_per_second(start_target):
     when its spin ends: 1-3 ms) is not the seed's, so it is measured: the same load with 5 ms of work per
     request (a query override) costs the machine's overhead + 5 ms, and the defaults must cost 5 ms more."""
     server = start_target()
-    rate, served = saturated_rate(server.port, "/doWork", 1.4)
-    reference, served_reference = saturated_rate(server.port, "/doWork?sync_work_ms=5", 1.0)
+    # Defaults, reference, reference, defaults, 0.65 s each: a machine getting busier or quieter during the
+    # run weighs on both alike (one after the other, the reference once ran at 80/s against 125/s before).
+    paths = ("/doWork", "/doWork?sync_work_ms=5", "/doWork?sync_work_ms=5", "/doWork")
+    runs = [saturated_rate(server.port, path, 0.65) for path in paths]
+    rate, reference = (runs[0][0] + runs[3][0]) / 2, (runs[1][0] + runs[2][0]) / 2
+    served = sum(count for _, count in runs)
     work_ms = 1000 / rate - 1000 / reference + 5
     print(f"defaults {rate:.1f}/s, 5 ms of work {reference:.1f}/s: the defaults block {work_ms:.2f} ms")
     assert rate <= 105, f"{rate:.0f} req/s: 10 ms of blocking work allow 100 at most"
     assert 8.5 <= work_ms <= 11.5, f"the defaults block the loop {work_ms:.1f} ms a request, not 10"
-    assert server.stats()["completed_total"] == served + served_reference
+    assert server.stats()["completed_total"] == served
 
 
 def test_lag_rises_past_max_lag_under_2x_overload_and_falls_back(start_target):
