@@ -140,45 +140,70 @@ def test_a_profile_must_rise():
 # -- against a real target -------------------------------------------------------------------------------
 
 
-def closed_loop(port: int, clients: int, count: int, seconds: float) -> list[tuple[float, int | None]]:
-    """`clients` greenlets sending one request after another until `count` were sent or `seconds` passed.
-    Returns (latency s, status) per request."""
+def closed_loop(
+    port: int, clients: int, count: int, seconds: float, reference: str = "", every: int = 3
+) -> tuple[list[tuple[float, int | None]], list[float]]:
+    """`clients` greenlets sending one /doWork after another until `count` were sent or `seconds` passed;
+    with `reference`, each sends that path instead every `every`-th time (a query override draws nothing
+    from the profile). Returns (latency s, status) per /doWork, and the reference's latencies in ms."""
     results: list[tuple[float, int | None]] = []
+    references: list[float] = []
     deadline = time.monotonic() + seconds
 
     def client() -> None:
+        sent = 0
         while len(results) < count and time.monotonic() < deadline:
+            sent += 1
+            path = reference if reference and sent % every == 0 else "/doWork"
             started = time.monotonic()
-            result = fetch(port, "/doWork", started, 3.0, 10.0)
-            results.append((result.finished - started, result.status))
+            result = fetch(port, path, started, 3.0, 10.0)
+            if path == reference:
+                assert result.status == 200
+                references.append((result.finished - started) * 1000)
+            else:
+                results.append((result.finished - started, result.status))
 
     gevent.joinall([gevent.spawn(client) for _ in range(clients)], timeout=seconds + 15)
-    return results
+    return results, references
 
 
-def round_trip_ms(port: int) -> float:
-    """The lab's own cost of one request (connect, Flask, the handler, parse: 1-2 ms here): the median time
-    of a /doWork that does no work (the query wins over the profile), measured the same way. It is not the
-    upstream's, so it is taken off."""
-    times = []
-    for _ in range(20):
-        started = time.monotonic()
-        result = fetch(port, "/doWork?task_delay_ms=0&sync_work_ms=0", started, 3.0, 10.0)
-        assert result.status == 200
-        times.append((result.finished - started) * 1000)
-    return hazen(times, 0.5)
+def served_rate(port: int, path: str, clients: int, seconds: float) -> float:
+    """Requests/s answered from 0.15 s to `seconds` while `clients` sent `path` one after another: the
+    first 0.15 s, when the clients' first requests are still waiting and the loop may be idle, left out."""
+    finished: list[float] = []
+    started = time.monotonic()
+
+    def client() -> None:
+        while time.monotonic() < started + seconds:
+            result = fetch(port, path, time.monotonic(), 3.0, 10.0)
+            if result.status == 200:
+                finished.append(result.finished - started)
+
+    gevent.joinall([gevent.spawn(client) for _ in range(clients)], timeout=seconds + 15)
+    return sum(0.15 <= t < seconds for t in finished) / (seconds - 0.15)
+
+
+# What the lab adds to a request (connect, Flask, the handler, parse; on a busy machine the waits for a core
+# after a timer or a spin, 2-15 ms) is not the upstream's, so each run measures it alongside: requests that
+# set their own work (the query wins over the profile) of a known length, interleaved with the profile's.
+REFERENCE_WAIT_MS = 10.0
+WAITING_REFERENCE = f"/doWork?task_delay_ms={REFERENCE_WAIT_MS:g}&sync_work_ms=0"
 
 
 @pytest.mark.slow
 def test_unloaded_latency_matches_the_example_profile(start_target):
     """600 requests, 16 at a time, with the file's distribution all waiting (--cpu-share 0), so they do
-    not queue for the CPU: the measured p50 and p99 are the profile's within 10 %."""
+    not queue for the CPU: the measured p50 and p99, less what the lab adds, are the profile's within 10 %.
+    What the lab adds is the median reference request's time past its 10 ms wait, one request in three."""
     profile = load_profile(str(EXAMPLE))
     server = start_target(latency_profile=str(EXAMPLE), cpu_share=0, seed=11)
-    own = round_trip_ms(server.port)
-    results = closed_loop(server.port, clients=16, count=600, seconds=20)
+    results, references = closed_loop(
+        server.port, clients=16, count=600, seconds=20, reference=WAITING_REFERENCE
+    )
     assert len(results) >= 600 and all(status == 200 for _, status in results)
+    own = hazen(references, 0.5) - REFERENCE_WAIT_MS
     latencies = [seconds * 1000 - own for seconds, _ in results]
+    print(f"the lab adds {own:.1f} ms; p50 {hazen(latencies, 0.5):.1f}, p99 {hazen(latencies, 0.99):.1f} ms")
     for p in (0.5, 0.99):
         assert hazen(latencies, p) == pytest.approx(profile.latency_ms(p), rel=0.10), p
 
@@ -186,28 +211,46 @@ def test_unloaded_latency_matches_the_example_profile(start_target):
 @pytest.mark.slow
 def test_at_its_own_cpu_share_the_cpu_part_is_inside_the_latency_and_sets_the_capacity(start_target):
     """One request at a time, each measured against the draw the seeded server made for it: what the lab
-    adds (a few ms on this shared machine) does not grow with the draw, as it would if the CPU part were
-    added on top of the latency. Eight at a time saturate the process at about
-    1000 / (cpu_share x mean latency) requests a second."""
+    adds does not grow with the draw, as it would if the CPU part were added on top of the latency, and is
+    what it adds to a reference request of 15 ms waiting and 5 ms CPU sent in between. Sixteen at a time
+    saturate the process at 1000 / (cpu_share x mean latency) requests a second: on a busy machine less
+    (each spin's end may find the process off its core), as much less as for requests that spin the mean
+    CPU part and do nothing else, measured right after. (Ones that also all waited the same would move in
+    step, all waiting at once, and leave the loop idle.)"""
     profile = load_profile(str(EXAMPLE))
     server = start_target(latency_profile=str(EXAMPLE), seed=5)
     draws = QuantileSequence(random.Random(5))  # the server's sequence: same seed, requests in order
-    alone = closed_loop(server.port, clients=1, count=60, seconds=15)
-    assert len(alone) == 60
+    reference = "/doWork?task_delay_ms=15&sync_work_ms=5"
+    alone, references = closed_loop(server.port, clients=1, count=48, seconds=15, reference=reference)
+    assert len(alone) == 48
     expected = [profile.latency_ms(draws.next()) for _ in alone]
     added = sorted(
         (e, seconds * 1000 - e) for (seconds, _), e in zip(alone, expected, strict=True)
     )  # (the draw, what the lab added to it), shortest draw first
-    short, long = [a for _, a in added[:20]], [a for _, a in added[-20:]]  # ~18 ms draws, ~95 ms draws
-    assert -1 < hazen(short, 0.5) < 10 and -1 < hazen(long, 0.5) < 10, (short, long)
+    short, long = [a for _, a in added[:16]], [a for _, a in added[-16:]]  # ~18 ms draws, ~95 ms draws
+    own = hazen(references, 0.5) - 20
+    print(f"the lab adds {own:.1f} ms; to short draws {hazen(short, 0.5):.1f}, long {hazen(long, 0.5):.1f}")
+    assert own > -1, own  # no answer comes before its work is done
+    # Busy, each of these medians of 16 moves by 2-3 ms from run to run: 5 ms holds, and the seed's 20 ms
+    # wait left on top of the profile's (+20 ms) or the CPU part on top (+4.5 and +24 ms) does not.
+    assert abs(hazen(short, 0.5) - own) < 5 and abs(hazen(long, 0.5) - own) < 5, (own, short, long)
     assert abs(hazen(long, 0.5) - hazen(short, 0.5)) < 5  # CPU on top would add ~19 ms to the long ones
 
-    before = server.stats()["completed_total"]
-    started = time.monotonic()
-    closed_loop(server.port, clients=8, count=100_000, seconds=3.0)
-    rate = (server.stats()["completed_total"] - before) / (time.monotonic() - started)
     capacity = profile.capacity_rps
-    assert capacity is not None and 0.75 * capacity <= rate <= 1.05 * capacity, (rate, capacity)
+    assert capacity is not None
+    cpu_ms = profile.cpu_share * profile.mean_ms
+    spinning = f"/doWork?task_delay_ms=0&sync_work_ms={cpu_ms:.3f}"
+    # In the order profile, reference, reference, profile, 0.6 s each: a machine getting busier or quieter
+    # weighs on both alike (one after the other, 1.2 s each, they were 0.83 apart once). 16 clients, so
+    # that the loop always has a spin queued, even when many of them draw long waits at once.
+    paths = ("/doWork", spinning, spinning, "/doWork")
+    rates = [served_rate(server.port, path, clients=16, seconds=0.6) for path in paths]
+    rate, same_cpu = (rates[0] + rates[3]) / 2, (rates[1] + rates[2]) / 2
+    print(f"capacity {capacity:.1f}/s; served {rate:.1f}/s, spinning the mean CPU {same_cpu:.1f}/s")
+    assert rate <= 1.05 * capacity, (rate, capacity)
+    # Quiet the two agree within a few per cent; busy the profile's ran 0.78-0.99 of the other's (likely
+    # its waits' timer wake-ups, each a wait for a core). 30 % more CPU than cpu_share x L ran 0.69.
+    assert 0.75 <= rate / same_cpu <= 1.1, (rate, same_cpu)
 
 
 @pytest.mark.slow

@@ -93,30 +93,39 @@ def wait_for_lag_below(server, limit_ms: float, timeout_s: float) -> float:
         time.sleep(0.2)
 
 
-def test_seed_defaults_give_about_100_requests_per_second(start_target):
-    server = start_target()
-    measure_from, measure_to = 0.5, 3.0
+def saturated_rate(
+    port: int, path: str, seconds: float, clients: int = 20, warm_s: float = 0.15
+) -> tuple[float, int]:
+    """(requests/s served from `warm_s` on, requests served in all): `clients` keep-alive clients sending
+    `path` one request after another for `seconds`, enough to keep the seed's loop always busy."""
     finished: list[float] = []
     start = time.monotonic()
 
     def worker() -> None:
-        client = HTTPClient("127.0.0.1", server.port, concurrency=1, connection_timeout=5, network_timeout=10)
+        client = HTTPClient("127.0.0.1", port, concurrency=1, connection_timeout=5, network_timeout=10)
         try:
             for _ in range(300):
-                if time.monotonic() - start > measure_to:
+                if time.monotonic() - start > seconds:
                     return
-                response = client.get("/doWork")
+                response = client.get(path)
                 response.read()
                 assert response.status_code == 200
                 finished.append(time.monotonic() - start)
         finally:
             client.close()
 
-    gevent.joinall([gevent.spawn(worker) for _ in range(20)], timeout=15, raise_error=True)
-    in_window = sum(measure_from <= t < measure_to for t in finished)
-    rate = in_window / (measure_to - measure_from)
-    assert 50 <= rate <= 130, f"capacity {rate:.0f} req/s"
-    assert server.stats()["completed_total"] == len(finished)
+    gevent.joinall([gevent.spawn(worker) for _ in range(clients)], timeout=seconds + 12, raise_error=True)
+    return sum(warm_s <= t < seconds for t in finished) / (seconds - warm_s), len(finished)
+
+
+def test_seed_defaults_give_about_100_requests_per_second(start_target):
+    """The seed's 10 ms of blocking work caps a process at 1000 / 10 = 100 requests/s, on any machine: the
+    spin runs to a wall-clock end, so a busy machine only lowers the rate (to 55-79/s with two busy loops
+    and other load on the 2 cores, 87/s quiet). Hence a ceiling of 105 and a floor of 50."""
+    server = start_target()
+    rate, served = saturated_rate(server.port, "/doWork", 3.0, warm_s=0.5)
+    assert 50 <= rate <= 105, f"capacity {rate:.0f} req/s"
+    assert server.stats()["completed_total"] == served
 
 
 def test_lag_rises_past_max_lag_under_2x_overload_and_falls_back(start_target):
