@@ -249,7 +249,6 @@ def build_parser() -> OneLineParser:
     return target_parser(PROG, __doc__.split("\n\n")[0], ROOT / "results", "bench")
 
 
-
 def _by_client(summaries: Sequence[Summary]) -> dict[str, Summary]:
     return {summary.client: summary for summary in summaries}
 

@@ -143,7 +143,6 @@ def target_env(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-
 def run_stages(durations: Durations, bench: TargetRun) -> Stages:
     """Run both stages through the comparison runner. Raises SystemExit on a failed run."""
     folder = bench.folder
@@ -163,7 +162,12 @@ def run_stages(durations: Durations, bench: TargetRun) -> Stages:
     prio = stage(
         "2x overload, with priorities",
         RunConfig(
-            "cliff", (ADAPTIVE,), durations.cliff, capacity=c, results_dir=folder, passthrough=MIX,
+            "cliff",
+            (ADAPTIVE,),
+            durations.cliff,
+            capacity=c,
+            results_dir=folder,
+            passthrough=MIX,
             priority_shedding=True,
         ),
         TOOBUSY,

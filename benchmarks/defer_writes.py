@@ -90,8 +90,19 @@ def one_run(mode: str, calls: int, rate: float, where: str | None) -> dict[str, 
 
         def defer(n: int) -> None:
             started = time.perf_counter()
-            writer.insert(DeferredCall(n, "POST", "/doWork", None, {"Idempotency-Key": f"k{n}"}, b"x" * 64,
-                                       time.time(), 60.0, 2.0))
+            writer.insert(
+                DeferredCall(
+                    n,
+                    "POST",
+                    "/doWork",
+                    None,
+                    {"Idempotency-Key": f"k{n}"},
+                    b"x" * 64,
+                    time.time(),
+                    60.0,
+                    2.0,
+                )
+            )
             waits.append(time.perf_counter() - started)
             gevent.sleep(0.05)
             writer.delete(n)
@@ -129,14 +140,16 @@ def main() -> None:
     if args.calls < 1 or args.rate <= 0 or args.rounds < 1:
         parser.error("--calls and --rounds must be 1 or more, --rate greater than 0")
     print(f"{args.calls} deferrals at {args.rate:.0f}/s, {args.rounds} rounds; median of rounds")
-    heads = ('stall p99', 'stall max', 'commit p50', 'commit p99')
+    heads = ("stall p99", "stall max", "commit p50", "commit p99")
     print(f"{'mode':<11} {heads[0]:>10} {heads[1]:>10} {heads[2]:>11} {heads[3]:>11} {'calls/s':>8}")
     for mode in ("none", "inline", "batched", "threadpool"):
         runs = [one_run(mode, args.calls, args.rate, args.dir) for _ in range(args.rounds)]
         med = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-        print(f"{mode:<11} {med['stall_p99_ms']:>8.2f}ms {med['stall_max_ms']:>8.2f}ms "
-              f"{med['commit_wait_p50_ms']:>9.2f}ms {med['commit_wait_p99_ms']:>9.2f}ms "
-              f"{med['achieved_per_s']:>8.0f}")
+        print(
+            f"{mode:<11} {med['stall_p99_ms']:>8.2f}ms {med['stall_max_ms']:>8.2f}ms "
+            f"{med['commit_wait_p50_ms']:>9.2f}ms {med['commit_wait_p99_ms']:>9.2f}ms "
+            f"{med['achieved_per_s']:>8.0f}"
+        )
 
 
 if __name__ == "__main__":

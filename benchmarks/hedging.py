@@ -202,7 +202,6 @@ def rows_of(outcome: object) -> dict[str, Row]:
     return found
 
 
-
 def run_stages(durations: Durations, bench: TargetRun) -> Stages:
     """Run the two stages through the comparison runner. Raises SystemExit on a failed run."""
     folder = bench.folder

@@ -318,7 +318,6 @@ def summarise(result: ClassResult, plan: LoadPlan) -> Summary:
     )
 
 
-
 def lost_calls(launched: int, ok: int, kept: int | None) -> int:
     """Neither served nor kept on disk for a later run: launched - ok - kept. Expired deferrals, server
     errors, sheds and unfinished calls nobody kept are all in it; `kept` is None without a `Defer`."""

@@ -25,7 +25,7 @@ USAGE = f"""usage: {PROG} COMMAND [ARGS]   ({PROG} COMMAND --help for a command'
 
 commands:
   demo       measure the target's capacity C, offer 2 x C to each default client, print the table
-             (= {PROG} compare {' '.join(DEMO_ARGS)})
+             (= {PROG} compare {" ".join(DEMO_ARGS)})
   compare    run client classes side by side against one scenario (= python -m comparison);
              --locustfile my_locustfile.py --clients MyClient,ThrottledClient adds your own classes
   target     run the target server (= python -m target_server)

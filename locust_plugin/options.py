@@ -91,6 +91,8 @@ ms = "ms"
 percent = number(0.01, 100.0, "%")
 slots = whole(1, MAX_SLOTS)
 
+# One option a line or two, as a table: ruff format would spread each over five.
+# fmt: off
 OPTIONS: tuple[Option, ...] = (
     # the launcher
     Option("--launch-rate", number(MIN_LAUNCH_RATE, MAX_LAUNCH_RATE, "requests/s per user"), "100",
@@ -222,6 +224,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--defer-priority", choice("fresh", "deferred"), "fresh",
            "DeferredClient: fresh calls take free slots first, or deferred calls (oldest first) do"),
 )
+# fmt: on
 
 BY_DEST = {option.dest: option for option in OPTIONS}
 

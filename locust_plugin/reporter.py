@@ -29,6 +29,8 @@ class Unfinished(HammerError):
     failure nor a mitigation's choice: a miss against the SLO with no latency to record."""
 
     kind = "unfinished"
+
+
 DEFERRED_REQUEST_TYPE = "DEFERRED"
 REPLAYED_REQUEST_TYPE = "REPLAYED"
 EXPIRED_REQUEST_TYPE = "EXPIRED"

@@ -134,11 +134,14 @@ def describe_deferred(row: MitigationRow) -> str:
     """`12 / 340 / 320 / 8 (4.1 s, 9.8 s)`, or `-` without a defer layer."""
     if row.deferred_total is None:
         return "-"
-    counts = f"{_num(row.defer_queue_depth)} / {row.deferred_total} / {_num(row.replayed_total)} / " \
+    counts = (
+        f"{_num(row.defer_queue_depth)} / {row.deferred_total} / {_num(row.replayed_total)} / "
         f"{_num(row.expired_total)}"
+    )
     set_aside = ", ".join(
-        f"{count} {what}" for count, what in
-        ((row.defer_in_doubt_total, "in doubt"), (row.defer_bad_rows_total, "bad rows")) if count
+        f"{count} {what}"
+        for count, what in ((row.defer_in_doubt_total, "in doubt"), (row.defer_bad_rows_total, "bad rows"))
+        if count
     )
     if set_aside:
         counts = f"{counts}; set aside, never sent: {set_aside}"

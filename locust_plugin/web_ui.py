@@ -58,6 +58,7 @@ class LiveNumbers(Protocol):
     sampler: ServerSampler
     board: MitigationsBoard
 
+
 STATIC = Path(__file__).parent / "static"
 ADMIN_TIMEOUT_S = 3.0
 
@@ -192,6 +193,7 @@ def install(environment: Any, monitor: LiveNumbers) -> None:
             if problem:
                 return jsonify(success=False, message=problem, host=environment.host), 400
         return None
+
     stats_path = f"{base}/stats/requests"
     index_paths = {f"{base}/", base or "/"}
     script = (

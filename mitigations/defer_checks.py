@@ -72,8 +72,14 @@ def _reason(error: OSError) -> str:
 
 
 def _kind(mode: int) -> str:
-    kinds = ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
-             (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+    kinds = (
+        (stat.S_ISREG, "a file"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
     for test, name in kinds:
         if test(mode):
             return name
@@ -97,13 +103,17 @@ def make_folder(folder: Path, *, private: bool) -> None:
         if not stat.S_ISDIR(info.st_mode):
             raise QueueProblem(f"--defer-dir {level} is {_kind(info.st_mode)}, not a folder")
         if private and info.st_uid != os.geteuid():
-            raise QueueProblem(f"--defer-dir {level} belongs to uid {info.st_uid}, not to you (uid "
-                               f"{os.geteuid()}): another user could plant calls in it; remove it or pass "
-                               "--defer-dir")
+            raise QueueProblem(
+                f"--defer-dir {level} belongs to uid {info.st_uid}, not to you (uid "
+                f"{os.geteuid()}): another user could plant calls in it; remove it or pass "
+                "--defer-dir"
+            )
         if private and info.st_mode & 0o077:
-            raise QueueProblem(f"--defer-dir {level} is open to other users (mode "
-                               f"{stat.S_IMODE(info.st_mode):o}); it must be 700: chmod 700 it or pass "
-                               "--defer-dir")
+            raise QueueProblem(
+                f"--defer-dir {level} is open to other users (mode "
+                f"{stat.S_IMODE(info.st_mode):o}); it must be 700: chmod 700 it or pass "
+                "--defer-dir"
+            )
     try:
         handle, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
         os.close(handle)

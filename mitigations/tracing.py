@@ -70,10 +70,14 @@ class CallTracer:
         base = getattr(getattr(transport, "config", None), "base_url", None)
         parts = urlsplit(base) if base else None
         self._base = base.rstrip("/") if base else ""
-        self._server = {} if parts is None else {
-            "server.address": parts.hostname or "",
-            "server.port": parts.port or (443 if parts.scheme == "https" else 80),
-        }
+        self._server = (
+            {}
+            if parts is None
+            else {
+                "server.address": parts.hostname or "",
+                "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+            }
+        )
         self._tracer = tracer or trace.get_tracer(INSTRUMENTATION)
         self._propagator = TraceContextTextMapPropagator()
 

@@ -28,8 +28,13 @@ def main() -> None:
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length).decode(errors="replace") if length else ""
-            line = {"method": self.command, "path": self.path, "key": self.headers.get("Idempotency-Key"),
-                    "body": body, "at": time.time()}
+            line = {
+                "method": self.command,
+                "path": self.path,
+                "key": self.headers.get("Idempotency-Key"),
+                "body": body,
+                "at": time.time(),
+            }
             with lock:
                 records.write(json.dumps(line) + "\n")
             time.sleep(args.delay_ms / 1000)

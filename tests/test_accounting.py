@@ -97,6 +97,7 @@ def test_the_summed_row_merges_the_workers_histograms():
 
 # -- in-process Locust runs against a real server ---------------------------------------------------
 
+
 @pytest.fixture
 def environment():
     made: list[Environment] = []

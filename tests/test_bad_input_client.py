@@ -31,10 +31,25 @@ from tests.locust_run import ROOT, locust_command
 
 HANG_S = 5.0
 FULL_WIDTH_10 = "\uff11\uff10"  # "10" in full-width digits: int() and float() accept it
-NOT_PLAIN_NUMBERS = ["nan", "NaN", "inf", "-inf", "1e400", "1_0", FULL_WIDTH_10, "0x10", "1,5", "abc", "",
-                     "1 0"]
-RANGED = [option for option in OPTIONS if option.allowed and option.flag not in ("--breaker-window",
-                                                                                 "--criticality-mix")]
+NOT_PLAIN_NUMBERS = [
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "1e400",
+    "1_0",
+    FULL_WIDTH_10,
+    "0x10",
+    "1,5",
+    "abc",
+    "",
+    "1 0",
+]
+RANGED = [
+    option
+    for option in OPTIONS
+    if option.allowed and option.flag not in ("--breaker-window", "--criticality-mix")
+]
 
 
 # -- Locust's real parser, with the plugin's options -------------------------------------------------------
@@ -181,8 +196,7 @@ REAL_LOCUST_CASES = [
 def test_real_locust_processes_refuse_at_once_with_one_line(start_target):
     target = start_target()
     commands = [
-        locust_command(*args, "HammerClient", seconds=2, host=target.url)
-        for args in REAL_LOCUST_CASES
+        locust_command(*args, "HammerClient", seconds=2, host=target.url) for args in REAL_LOCUST_CASES
     ]
     # started together on 2 shared cores: each gets 20 s (a runaway never exits; a refusal takes ~1 s)
     for args, (code, out, err) in zip(REAL_LOCUST_CASES, run_all(commands, timeout=20), strict=True):
@@ -357,9 +371,7 @@ def test_the_suite_has_at_least_100_generated_cases():
 def test_docs_limits_states_every_range():
     limits = (ROOT / "docs" / "limits.md").read_text()
     missing = [
-        option.flag
-        for option in OPTIONS
-        if f"| `{option.flag}` | {option.allowed or ''}" not in limits
+        option.flag for option in OPTIONS if f"| `{option.flag}` | {option.allowed or ''}" not in limits
     ]
     assert not missing
     assert "| `--server-sample-ms` | 100 to 10,000 ms, or 0 = never |" in limits

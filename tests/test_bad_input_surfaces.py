@@ -465,7 +465,11 @@ SCRAPE_URLS = ["http://127.0.0.1:99999/metrics", "http://127.0.0.1:-1/metrics", 
 @pytest.mark.parametrize("url", SCRAPE_URLS)
 @pytest.mark.parametrize("side", ["comparison", "locust"])
 def test_25_a_scrape_url_with_a_bad_port_user_or_character_is_refused(
-    url, side, capsys, tmp_path, locust_parser  # noqa: F811
+    url,
+    side,
+    capsys,
+    tmp_path,
+    locust_parser,  # noqa: F811
 ):
     if side == "comparison":
         comparison_refuses(

@@ -27,7 +27,13 @@ def test_hammer_falls_over_the_way_the_seed_did(start_target, tmp_path):
 def test_throttle_caps_what_the_server_sees_and_counts_cancellations(start_target, tmp_path):
     server = start_target()
     run = run_locust(
-        "ThrottledClient", server.url, 6, "--launch-rate", OVERLOAD, "--max-concurrent", "8",
+        "ThrottledClient",
+        server.url,
+        6,
+        "--launch-rate",
+        OVERLOAD,
+        "--max-concurrent",
+        "8",
         tmp_path=tmp_path,
     )
     peaks = server.stats()
@@ -43,8 +49,18 @@ def test_throttle_caps_what_the_server_sees_and_counts_cancellations(start_targe
 def test_pooled_client_never_opens_more_sockets_than_its_cap(start_target, tmp_path):
     server = start_target()
     run = run_locust(
-        "PooledClient", server.url, 6, "--launch-rate", OVERLOAD, "--max-sockets", "6",
-        "--keep-alive", "true", "--server-sample-ms", "0", tmp_path=tmp_path,  # the sampler is a socket too
+        "PooledClient",
+        server.url,
+        6,
+        "--launch-rate",
+        OVERLOAD,
+        "--max-sockets",
+        "6",
+        "--keep-alive",
+        "true",
+        "--server-sample-ms",
+        "0",
+        tmp_path=tmp_path,  # the sampler is a socket too
     )
     peaks = server.stats()
     # +1: this /stats request's own connection can arrive before the server has reaped the
@@ -60,9 +76,20 @@ def test_timeout_bounds_every_request_from_launch_queueing_included(start_target
     # behind four sockets is healthy, so it must never open: the deadline is used up queueing in the
     # client, and such calls are shed before they are sent (--min-wire-share), never blamed on the server.
     run = run_locust(
-        "CombinedClient", server.url, 6, "--launch-rate", OVERLOAD,
-        "--max-concurrent", "500", "--max-sockets", "4", "--request-timeout-ms", "800",
-        "--loglevel", "INFO", tmp_path=tmp_path,
+        "CombinedClient",
+        server.url,
+        6,
+        "--launch-rate",
+        OVERLOAD,
+        "--max-concurrent",
+        "500",
+        "--max-sockets",
+        "4",
+        "--request-timeout-ms",
+        "800",
+        "--loglevel",
+        "INFO",
+        tmp_path=tmp_path,
     )
     assert "CombinedClient: breaker" not in run.output, run.output[-3000:]
     assert run.count("SHED", "/doWork [circuit-open]") == 0
@@ -97,9 +124,24 @@ def test_breaker_opens_on_an_outage_sheds_probes_and_closes(start_target, tmp_pa
 
     threading.Thread(target=outage, daemon=True).start()
     run = run_locust(
-        "BreakerClient", server.url, 9, "--launch-rate", "40", "--breaker-mode", "rate",
-        "--breaker-window", "2s", "--min-calls", "10", "--open-ms", "1000", "--half-open-calls", "3",
-        "--loglevel", "INFO", tmp_path=tmp_path,
+        "BreakerClient",
+        server.url,
+        9,
+        "--launch-rate",
+        "40",
+        "--breaker-mode",
+        "rate",
+        "--breaker-window",
+        "2s",
+        "--min-calls",
+        "10",
+        "--open-ms",
+        "1000",
+        "--half-open-calls",
+        "3",
+        "--loglevel",
+        "INFO",
+        tmp_path=tmp_path,
     )
     assert injected.get("status") in (200, 201), injected
     transitions = [line for line in run.output.splitlines() if "BreakerClient: breaker" in line]

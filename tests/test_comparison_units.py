@@ -565,8 +565,18 @@ def deferring_run(fixture_run: ClassFiles, expired: int, kept: int, killed: int)
         getattr(files, name).write_bytes(getattr(fixture_run, name).read_bytes())
     unfinished = kept + killed
     row = mitigation_row(
-        10.0, "DeferredClient", "all", 800 + 30 + expired + unfinished, 830 + expired, 30, expired,
-        concurrent=0, ok=800, unfinished=unfinished, slo_ok=500, errors="503=30",
+        10.0,
+        "DeferredClient",
+        "all",
+        800 + 30 + expired + unfinished,
+        830 + expired,
+        30,
+        expired,
+        concurrent=0,
+        ok=800,
+        unfinished=unfinished,
+        slo_ok=500,
+        errors="503=30",
         causes=f"defer-expired={expired}" if expired else "",
     )
     write(files.mitigations, MITIGATIONS_HEADER + DEFER_COLUMNS,
@@ -582,8 +592,10 @@ def test_a_deferring_client_is_described_by_what_it_kept_replayed_and_lost(fixtu
     assert deferred.accounted and (deferred.launched, deferred.kept) == (1000, 170)
     assert deferred.lost == 30  # 1000 launched - 800 ok - 170 still on disk: the 30 server errors
     text = " ".join(describe([base, deferred], plan))
-    assert "DeferredClient kept 500 requests on disk instead of dropping them, replayed 330 of them and " \
+    assert (
+        "DeferredClient kept 500 requests on disk instead of dropping them, replayed 330 of them and "
         "lost 30; 170 were still queued when the run ended (kept on disk for the next run)." in text
+    )
     assert "ThrottledClient kept" not in text  # no Defer: no such sentence
 
 

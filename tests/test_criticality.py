@@ -64,8 +64,19 @@ def test_the_stamper_keeps_a_label_the_call_already_has():
     assert mine == {HEADER: "critical"} and fresh == {HEADER: "sheddable"}
 
 
-@pytest.mark.parametrize("text", ["critical=1.5", "critical=-0.1", "critical=", "sheddable=0.3", "0.3",
-                                  "critical=nan", "critical=0_3", "critical=0.3;x"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "critical=1.5",
+        "critical=-0.1",
+        "critical=",
+        "sheddable=0.3",
+        "0.3",
+        "critical=nan",
+        "critical=0_3",
+        "critical=0.3;x",
+    ],
+)
 def test_a_bad_mix_is_one_line_naming_the_value(text):
     with pytest.raises(ValueError) as caught:
         criticality_mix(text)
@@ -121,8 +132,10 @@ def test_queued_critical_calls_are_served_before_queued_sheddable_ones():
     )
     throttle.reserve_for_critical(0.5)  # sheddable calls only while fewer than 1 of the 2 slots are held
     wire = HeldCalls(clock)
-    greenlets = [run(throttle, labelled(clock, p[1], p[0]), wire)
-                 for p in (("/s0", SHEDDABLE), ("/c0", CRITICAL), ("/s1", SHEDDABLE), ("/s2", SHEDDABLE))]
+    greenlets = [
+        run(throttle, labelled(clock, p[1], p[0]), wire)
+        for p in (("/s0", SHEDDABLE), ("/c0", CRITICAL), ("/s1", SHEDDABLE), ("/s2", SHEDDABLE))
+    ]
     assert wire.order == ["/s0", "/c0"] and throttle.queued == 2
     greenlets += [run(throttle, labelled(clock, CRITICAL, p), wire) for p in ("/c1", "/c2")]
     assert throttle.queued == 4  # both slots held: the critical newcomers wait, but ahead of /s1, /s2
@@ -215,8 +228,17 @@ def test_the_split_reaches_the_csv_and_the_tab_and_sums_across_workers():
             ledger.launch(call)
             ledger.finish(Outcome(call=call, finished_at=call.launched_at + takes, status=200))
         parts = criticality_parts(ledger.split)
-        rows.append(MitigationRow(timestamp=1.0, elapsed_s=1.0, worker=worker, client="ThrottledClient",
-                                  launched_total=3, slo_ms=100.0, criticality=parts))
+        rows.append(
+            MitigationRow(
+                timestamp=1.0,
+                elapsed_s=1.0,
+                worker=worker,
+                client="ThrottledClient",
+                launched_total=3,
+                slo_ms=100.0,
+                criticality=parts,
+            )
+        )
     total = sum_rows(rows, timestamp=2.0, elapsed_s=2.0).csv_row()
     assert (total["critical_launched_total"], total["critical_ok_total"], total["critical_slo_ok_total"]) == (
         "2", "2", "1",

@@ -37,7 +37,8 @@ def recorder(tmp_path):
     records = tmp_path / "records.jsonl"
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "recording_server.py"), str(records), "--delay-ms", "40"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         match = LISTENING.search(proc.stdout.readline())
@@ -66,8 +67,13 @@ def test_replays_carry_the_idempotency_key_and_body_of_their_call(recorder, tmp_
     replayed = []
     built.pipeline.events.on("replayed", replayed.append)
     calls = [
-        Call("POST", "/doWork", launched_at=SYSTEM_CLOCK.now(), headers={"Idempotency-Key": f"k{n}"},
-             body=f"body{n}".encode())
+        Call(
+            "POST",
+            "/doWork",
+            launched_at=SYSTEM_CLOCK.now(),
+            headers={"Idempotency-Key": f"k{n}"},
+            body=f"body{n}".encode(),
+        )
         for n in range(20)
     ]
     first = [gevent.spawn(built.pipeline.execute, call) for call in calls]
@@ -115,8 +121,11 @@ def test_sigkill_mid_burst_then_the_next_run_replays_every_leftover(recorder, tm
 
     # Run a: 150 calls/s at a server that serves ~50/s through 2 slots; killed once 120 are queued.
     killed = subprocess.Popen(
-        locust_argv(url, 30, 150, defer_dir), cwd=ROOT, env={**env, "HAMMERLAB_TEST_RUN": "a"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        locust_argv(url, 30, 150, defer_dir),
+        cwd=ROOT,
+        env={**env, "HAMMERLAB_TEST_RUN": "a"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30
@@ -145,8 +154,12 @@ def test_sigkill_mid_burst_then_the_next_run_replays_every_leftover(recorder, tm
     before = len(records())
     prefix = tmp_path / "b"
     result = subprocess.run(
-        [*locust_argv(url, 8, 5, defer_dir, "--csv", str(prefix))], cwd=ROOT,
-        env={**env, "HAMMERLAB_TEST_RUN": "b"}, capture_output=True, text=True, timeout=60,
+        [*locust_argv(url, 8, 5, defer_dir, "--csv", str(prefix))],
+        cwd=ROOT,
+        env={**env, "HAMMERLAB_TEST_RUN": "b"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     run_b = LocustRun(result.returncode, result.stdout + result.stderr, prefix)
     assert f"KeyedDeferredClient: found {len(queued)} deferred calls left by an earlier run" in run_b.output
@@ -197,11 +210,26 @@ def test_a_clean_stop_during_replays_never_sends_a_post_twice(recorder, tmp_path
 
     def run(name: str, seconds: float, rate: int, drain: float) -> LocustRun:
         prefix = tmp_path / name
-        argv = [*locust_argv(url, seconds, rate, tmp_path / "q")[:-1], "--csv", str(prefix), "--drain-s",
-                str(drain), "--request-timeout-ms", "500", "--read-timeout-ms", "500",
-                "UnkeyedDeferredClient"]
-        result = subprocess.run(argv, cwd=ROOT, env={**env, "HAMMERLAB_TEST_RUN": name},
-                                capture_output=True, text=True, timeout=60)
+        argv = [
+            *locust_argv(url, seconds, rate, tmp_path / "q")[:-1],
+            "--csv",
+            str(prefix),
+            "--drain-s",
+            str(drain),
+            "--request-timeout-ms",
+            "500",
+            "--read-timeout-ms",
+            "500",
+            "UnkeyedDeferredClient",
+        ]
+        result = subprocess.run(
+            argv,
+            cwd=ROOT,
+            env={**env, "HAMMERLAB_TEST_RUN": name},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert "Traceback" not in result.stderr, result.stderr[-2000:]
         return LocustRun(result.returncode, result.stdout + result.stderr, prefix)
 
@@ -231,8 +259,10 @@ def test_an_unusable_defer_dir_is_refused_at_start_with_exit_2_and_one_line(tmp_
     result = refused_run(str(tmp_path))
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if "hammerlab: error" in line]
-    assert errors == [f"hammerlab: error: DeferredClient: --defer-dir: {tmp_path}/DeferredClient.sqlite is "
-                      "not a usable SQLite database (file is not a database)"]
+    assert errors == [
+        f"hammerlab: error: DeferredClient: --defer-dir: {tmp_path}/DeferredClient.sqlite is "
+        "not a usable SQLite database (file is not a database)"
+    ]
     assert "Traceback" not in result.stderr
 
 
@@ -242,8 +272,10 @@ def test_a_defer_dir_on_a_read_only_filesystem_is_refused_at_start(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     script = f'mount -t tmpfs -o ro,size=1m tmpfs {ro} && exec "$@"'
-    for target, problem in ((ro, "cannot be written (Read-only file system)"),
-                            (ro / "q", "cannot be used (Read-only file system)")):
+    for target, problem in (
+        (ro, "cannot be written (Read-only file system)"),
+        (ro / "q", "cannot be used (Read-only file system)"),
+    ):
         result = refused_run(str(target), "unshare", "-m", "sh", "-c", script, "_")
         assert result.returncode == 2, result.stderr[-2000:]
         assert f"hammerlab: error: DeferredClient: --defer-dir {target} {problem}" in result.stderr

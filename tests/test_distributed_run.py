@@ -91,8 +91,13 @@ def test_summary_reads_the_merged_rows_and_counts_the_workers(distributed_run):
         merged = final_rows(ClassFiles(distributed_run / client).mitigations, client)["all"]
         assert row["workers"] == "2"
         assert float(row["offered_rps"]) == pytest.approx(2 * CAPACITY)
-        for column, name in (("launched", "launched_total"), ("ok", "ok_total"), ("shed", "shed_total"),
-                             ("server_errors", "server_errors_total"), ("unfinished", "unfinished_total")):
+        for column, name in (
+            ("launched", "launched_total"),
+            ("ok", "ok_total"),
+            ("shed", "shed_total"),
+            ("server_errors", "server_errors_total"),
+            ("unfinished", "unfinished_total"),
+        ):
             assert int(row[column]) == int(merged[name]), column
         # both goodputs per second of one duration, the whole run (at least --duration 5)
         seconds = int(row["ok"]) / float(row["goodput_rps"])

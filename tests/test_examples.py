@@ -47,7 +47,12 @@ def test_a_custom_locustfile_gets_the_mitigations_and_its_own_request_names(star
     prefix = tmp_path / "custom"
     result = subprocess.run(
         locust_command(
-            "--csv", str(prefix), "--max-concurrent", "2", seconds=3, host=server.url,
+            "--csv",
+            str(prefix),
+            "--max-concurrent",
+            "2",
+            seconds=3,
+            host=server.url,
             locustfile="examples/custom_client.py",
         ),
         cwd=ROOT,

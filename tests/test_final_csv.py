@@ -15,7 +15,13 @@ def test_stats_and_failures_csv_count_every_request_to_the_end(start_target, tmp
     server = start_target(fault=["error:rate=0.2"])
     json_prefix = tmp_path / "final"
     run = run_locust(
-        "HammerClient", server.url, 3, "--launch-rate", "100", "--json-file", str(json_prefix),
+        "HammerClient",
+        server.url,
+        3,
+        "--launch-rate",
+        "100",
+        "--json-file",
+        str(json_prefix),
         tmp_path=tmp_path,
     )
     final = {entry["name"]: entry for entry in json.loads((tmp_path / "final.json").read_text())}["/doWork"]

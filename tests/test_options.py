@@ -78,7 +78,10 @@ def run_locust(*args: str) -> subprocess.CompletedProcess:
     [
         (["--max-concurrent", "0", "ThrottledClient"], "--max-concurrent: '0' must be from 1 to 10,000"),
         (["--throttle-mode", "drop", "ThrottledClient"], "'drop' is not one of cancel, queue"),
-        (["--host", "localhost:3000", "BreakerClient"], "is not a URL Hammerlab sends to: write http:// or https://"),
+        (
+            ["--host", "localhost:3000", "BreakerClient"],
+            "is not a URL Hammerlab sends to: write http:// or https://",
+        ),
     ],
 )
 @pytest.mark.slow
@@ -94,7 +97,10 @@ def test_the_blame_and_retry_options_reach_the_pipeline():
     from mitigations.core import SYSTEM_CLOCK
 
     parsed = SimpleNamespace(
-        retry_methods="GET,POST", min_wire_share="25", count_429="false", half_open_max_wait_ms="1500",
+        retry_methods="GET,POST",
+        min_wire_share="25",
+        count_429="false",
+        half_open_max_wait_ms="1500",
         breaker_mode="rate",
     )
     built = build_pipeline(("retry", "breaker", "timeout"), parsed, "http://127.0.0.1:9", SYSTEM_CLOCK)
@@ -117,8 +123,13 @@ def test_the_knee_options_reach_the_adaptive_limit():
     from mitigations.core import SYSTEM_CLOCK
 
     parsed = SimpleNamespace(
-        adaptive_algorithm="knee", adaptive_tolerance="25", adaptive_probe_interval_s="60", slo_ms="800",
-        adaptive_dither="10", adaptive_fleet_size="4", adaptive_elasticity="7.5",
+        adaptive_algorithm="knee",
+        adaptive_tolerance="25",
+        adaptive_probe_interval_s="60",
+        slo_ms="800",
+        adaptive_dither="10",
+        adaptive_fleet_size="4",
+        adaptive_elasticity="7.5",
     )
     built = build_pipeline(("adaptive",), parsed, "http://127.0.0.1:9", SYSTEM_CLOCK)
     algorithm = built.policies["adaptive"].algorithm

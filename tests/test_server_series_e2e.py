@@ -68,9 +68,25 @@ def test_the_target_server_tab_says_in_one_line_when_the_host_is_not_a_target(tm
         stderr=subprocess.DEVNULL,
     )
     argv = [
-        LOCUST, "--autostart", "-u", "1", "-r", "1", "-t", "20s", "--web-host", "127.0.0.1",
-        "--web-port", str(web_port), "--host", f"http://127.0.0.1:{static_port}",
-        "--launch-rate", "5", "--stop-timeout", "0", "HammerClient",
+        LOCUST,
+        "--autostart",
+        "-u",
+        "1",
+        "-r",
+        "1",
+        "-t",
+        "20s",
+        "--web-host",
+        "127.0.0.1",
+        "--web-port",
+        str(web_port),
+        "--host",
+        f"http://127.0.0.1:{static_port}",
+        "--launch-rate",
+        "5",
+        "--stop-timeout",
+        "0",
+        "HammerClient",
     ]
     locust = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows: list[dict[str, str]] = []

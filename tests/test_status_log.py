@@ -167,8 +167,12 @@ def test_the_series_keeps_its_schedule_and_answers_while_the_loop_is_blocked(sta
     series = series_url(server.url, server.stats()["status_port"])
     start = get_json(series)["latest_seq"]
     blocker = subprocess.Popen(
-        [sys.executable, "-c", f"import urllib.request; urllib.request.urlopen('{server.url}"
-         "/doWork?task_delay_ms=0&sync_work_ms=2000', timeout=10).read()"],
+        [
+            sys.executable,
+            "-c",
+            f"import urllib.request; urllib.request.urlopen('{server.url}"
+            "/doWork?task_delay_ms=0&sync_work_ms=2000', timeout=10).read()",
+        ],
     )
     try:
         time.sleep(0.8)  # the spin has started
@@ -236,7 +240,10 @@ def test_status_port_minus_one_turns_the_series_off_and_the_sampler_asks_stats(s
 def test_a_bad_status_port_is_one_line_and_exit_2(value):
     done = subprocess.run(
         [sys.executable, "-m", "target_server", "--port", "0", "--status-port", value],
-        cwd=ROOT, capture_output=True, text=True, timeout=30,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 2
     assert done.stderr == (
@@ -250,7 +257,10 @@ def test_a_taken_status_port_is_one_line_and_exit_1(start_target):
     port = taken.stats()["status_port"]
     done = subprocess.run(
         [sys.executable, "-m", "target_server", "--port", "0", "--quiet", "--status-port", str(port)],
-        cwd=ROOT, capture_output=True, text=True, timeout=30,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()

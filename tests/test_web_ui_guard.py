@@ -50,7 +50,6 @@ def test_loopback_peers(peer):
 
 
 @pytest.mark.parametrize("peer", ["", None, "10.200.0.1", "::ffff:10.0.0.1", "::", "0.0.0.0", "localhost"])
-
 def test_other_peers(peer):
     assert not is_loopback_address(peer)
 
@@ -179,7 +178,9 @@ def test_the_ui_itself_may_still_inject_a_fault(web):
 def test_reading_routes_refuse_a_foreign_host(web):
     url, _ = web
     for route in (
-        "/hammerlab/live", "/hammerlab/server.csv", "/hammerlab/mitigations.csv",
+        "/hammerlab/live",
+        "/hammerlab/server.csv",
+        "/hammerlab/mitigations.csv",
         "/hammerlab/mitigations.json",
     ):
         assert call(url + route, headers={"Host": "evil.example:8089"})[0] == 403
