@@ -52,6 +52,7 @@ promtool:
 
 test: $(STAMP) $(CHROMIUM) proxies promtool
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python tests/run_both.py
 
 test-fast: $(STAMP) promtool
@@ -62,6 +63,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 server: $(STAMP)
 	$(BIN)/python -m target_server
