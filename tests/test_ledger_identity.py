@@ -89,16 +89,24 @@ class ScriptedTransport:
     def send(self, call: Call) -> Outcome:
         action, takes = self.script[self.sent % len(self.script)]
         self.sent += 1
-        remaining = call.remaining(self.clock.now())
-        wait = None if action == "hang" else takes
-        if remaining is not None and (wait is None or remaining < wait):
-            self.clock.wait(gevent.event.Event(), remaining)
-            return Outcome(call=call, finished_at=self.clock.now(), error=DeadlineExceeded())
-        if wait is None:
-            gevent.event.Event().wait()  # until the drain kills it
-        self.clock.wait(gevent.event.Event(), wait)
+        expired = take_time(self.clock, call, None if action == "hang" else takes)
+        if expired is not None:
+            return expired
         status, error = _failure(action)
         return Outcome(call=call, finished_at=self.clock.now(), status=status, error=error)
+
+
+def take_time(clock: SteppedClock, call: Call, takes: float | None) -> Outcome | None:
+    """Wait the fake `takes` seconds of an answer (None: a hang, until the drain kills it), or only until
+    the call's deadline, as the real transports do: then the `DeadlineExceeded` outcome, else None."""
+    remaining = call.remaining(clock.now())
+    if remaining is not None and (takes is None or remaining < takes):
+        clock.wait(gevent.event.Event(), remaining)
+        return Outcome(call=call, finished_at=clock.now(), error=DeadlineExceeded())
+    if takes is None:
+        gevent.event.Event().wait()
+    clock.wait(gevent.event.Event(), takes)
+    return None
 
 
 class Requests:

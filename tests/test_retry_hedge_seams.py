@@ -52,7 +52,6 @@ from mitigations.core import (
     ConnectionReset,
     ConnectRefused,
     ConnectTimeout,
-    DeadlineExceeded,
     HammerError,
     HttpClientError,
     HttpServerError,
@@ -74,6 +73,7 @@ from tests.test_ledger_identity import (
     options,
     runtime_for,
     settle_disk,
+    take_time,
     watch,
 )
 from tests.test_ledger_seams import check_split
@@ -166,14 +166,9 @@ class FarEnd:
     def _answer(self, call: Call, action: str, takes: float) -> Outcome:
         if action == "client-error":  # the client's own machine: never reached the server
             return Outcome(call=call, finished_at=self.clock.now(), error=ClientError())
-        remaining = call.remaining(self.clock.now())
-        wait = None if action == "hang" else takes
-        if remaining is not None and (wait is None or remaining < wait):
-            self.clock.wait(gevent.event.Event(), remaining)
-            return Outcome(call=call, finished_at=self.clock.now(), error=DeadlineExceeded())
-        if wait is None:
-            gevent.event.Event().wait()  # until the drain kills it
-        self.clock.wait(gevent.event.Event(), wait)
+        expired = take_time(self.clock, call, None if action == "hang" else takes)
+        if expired is not None:
+            return expired
         status, error = ANSWERS[action]
         headers = {RETRY_AFTER_HEADER: "1"} if action == "429-wait" else {}
         now = self.clock.now()
