@@ -265,7 +265,8 @@ COMPARISON_CASES = [
                         (["--master-bind-port", "65536"], "--master-bind-port"),
                         (["--external-workers-wait", "0"], "--external-workers-wait"),
                         (["--external-workers-wait", "601"], "--external-workers-wait"),
-                        (["--master-bind-host", "192.0.2.1"], "--master-bind-host")]  # not this machine's
+                        # TEST-NET-1, not this machine's: refused by a local bind(), nothing connects or sends
+                        (["--master-bind-host", "192.0.2.1"], "--master-bind-host")]
 ] + [
     pytest.param(["--external-workers", "2"], "give --host", id="external without --host"),
     pytest.param(["--master-bind-port", "5557"], "only with --external-workers", id="bind port alone"),
