@@ -137,6 +137,8 @@ def parse(text: str, option: str = "--host") -> tuple[str, str, int, str]:
     found = _URL.fullmatch(text) if isinstance(text, str) else None
     if found is None or any(c in (found["target"] or "") for c in FORBIDDEN):
         raise URLRefused(f"{option} {shown} is not a URL Hammerlab sends to: write {ALLOWED}")
+    if (found["target"] or "").startswith("//"):  # a protocol-relative target: a host to some parsers
+        raise URLRefused(f"{option} {shown}: its path starts with //; start it with one / (e.g. /api)")
     scheme, host, port_text = found["scheme"].lower(), found["host"].lower(), found["port"]
     if host.startswith("["):
         try:
